@@ -1,0 +1,1 @@
+"""Detector engine: pure Python, knows nothing of OpenTelemetry types."""

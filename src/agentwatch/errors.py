@@ -1,0 +1,38 @@
+"""Exceptions that end a run with a stop reason, and configuration errors."""
+
+from __future__ import annotations
+
+from .semconv import StopReason
+
+
+class ConfigError(ValueError):
+    """A configuration file, variable or argument is invalid; the message says where."""
+
+
+class StopRun(Exception):
+    """Base exception that ends an :func:`agentwatch.run` with ``stop_reason``."""
+
+    stop_reason: StopReason = StopReason.INTERNAL_ERROR
+
+    def __init__(self, message: str = "", *, stop_reason: StopReason | str | None = None) -> None:
+        super().__init__(message)
+        if stop_reason is not None:
+            self.stop_reason = StopReason(stop_reason)
+
+
+class BudgetExceeded(StopRun):
+    """Raised before an LLM or tool call when an enforced budget is already spent."""
+
+    stop_reason = StopReason.STEP_BUDGET
+
+
+class LoopDetected(StopRun):
+    """Raised before a call that would repeat a detected loop in an enforced run."""
+
+    stop_reason = StopReason.LOOP_DETECTED
+
+
+class ToolDenied(StopRun):
+    """Raised before a call to a tool the configured allow/deny lists forbid (when enforced)."""
+
+    stop_reason = StopReason.TOOL_DENIED

@@ -1,0 +1,1 @@
+"""Adapters between OpenTelemetry spans and the detector engine."""
