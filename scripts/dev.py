@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""One entry point for people and CI, needing only Python 3.10+ on the machine.
+
+    python3 scripts/dev.py demo    # install into .venv and run the example agent
+    python3 scripts/dev.py test    # install test extras, lint, type-check, run every test
+    python3 scripts/dev.py bench   # run the benchmark scripts and print their tables
+
+Each command creates ``.venv`` (and for ``test`` a second ``.venv-compat`` with the
+oldest supported client libraries) and installs what it needs; re-runs skip
+installs whose inputs did not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIN_VENV = ROOT / ".venv"
+COMPAT_VENV = ROOT / ".venv-compat"
+# The oldest client lines the instrumentation supports; tested on every CI run.
+COMPAT_PINS = ["openai==1.40.8", "anthropic==0.40.0", "httpx<0.28"]
+TEST_EXTRAS = "test,frameworks"
+
+
+def _python(env_dir: Path) -> Path:
+    return env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _run(*cmd: object, check: bool = True) -> int:
+    printable = " ".join(str(c) for c in cmd)
+    print(f"+ {printable}", flush=True)
+    return subprocess.run([str(c) for c in cmd], cwd=ROOT, check=check).returncode
+
+
+def _ensure(env_dir: Path, requirements: list[str]) -> Path:
+    """Create ``env_dir`` if needed and install ``requirements`` unless already done."""
+    py = _python(env_dir)
+    if not py.exists():
+        print(f"creating {env_dir.name} ...", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+        _run(py, "-m", "pip", "install", "-q", "--upgrade", "pip")
+    stamp = env_dir / ".agentwatch-installed"
+    key = hashlib.sha256(
+        ((ROOT / "pyproject.toml").read_bytes() + "\n".join(requirements).encode())
+    ).hexdigest()
+    if not stamp.exists() or stamp.read_text() != key:
+        _run(py, "-m", "pip", "install", "-q", *requirements)
+        stamp.write_text(key)
+    return py
+
+
+def demo(args: list[str]) -> int:
+    py = _ensure(MAIN_VENV, ["-e", f"{ROOT}[demo]"])
+    return _run(py, ROOT / "examples" / "demo_agent.py", *args, check=False)
+
+
+def test(args: list[str]) -> int:
+    py = _ensure(MAIN_VENV, ["-e", f"{ROOT}[{TEST_EXTRAS}]"])
+    status = 0
+    status |= _run(py, "-m", "ruff", "check", "src", "tests", "benchmarks", "examples", "scripts", check=False)
+    status |= _run(py, "-m", "mypy", check=False)
+    status |= _run(py, "-m", "pytest", *args, check=False)
+    if not args:
+        # The same instrumentation tests against the oldest supported client libraries.
+        compat = _ensure(COMPAT_VENV, ["-e", str(ROOT), "pytest>=8", "pytest-asyncio>=0.23",
+                                       "pytest-timeout>=2.3", *COMPAT_PINS])
+        status |= _run(compat, "-m", "pytest", "tests/instrumentation", "tests/testing", check=False)
+    print("\nall checks passed" if status == 0 else "\nsome checks FAILED", flush=True)
+    return 1 if status else 0
+
+
+def bench(args: list[str]) -> int:
+    py = _ensure(MAIN_VENV, ["-e", f"{ROOT}[{TEST_EXTRAS},bench]"])
+    status = 0
+    for script in sorted((ROOT / "benchmarks").glob("*.py")) + sorted((ROOT / "benchmarks" / "quality").glob("*.py")):
+        if script.name.startswith("_"):
+            continue
+        status |= _run(py, script, *args, check=False)
+    return 1 if status else 0
+
+
+COMMANDS = {"demo": demo, "test": test, "bench": bench}
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(__doc__)
+        return 2
+    if sys.version_info < (3, 10):
+        print("agentwatch needs Python 3.10 or newer", file=sys.stderr)
+        return 2
+    return COMMANDS[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

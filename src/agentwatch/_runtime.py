@@ -1,0 +1,125 @@
+"""Process-wide state shared by the instrumentation: tracer, meters, config, engine.
+
+One :class:`Runtime` exists per process. ``agentwatch.instrument()`` rebuilds
+it with the caller's providers and configuration; code that uses
+``agentwatch.run``/``tool`` without calling ``instrument()`` gets one built
+lazily from the global providers and the default configuration.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import metrics, trace
+
+from . import semconv as sc
+from .config import Config, load_config
+from .content import Redactor
+from .pricing import PriceTable
+from .version import __version__
+
+logger = logging.getLogger("agentwatch")
+
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+
+
+class Instruments:
+    """The metric instruments agentwatch records (GenAI conventions plus run counters)."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.token_usage = _histogram(
+            meter, sc.METRIC_TOKEN_USAGE, "{token}", "Number of input and output tokens used.",
+            sc.TOKEN_USAGE_BUCKETS,
+        )
+        self.duration = _histogram(
+            meter, sc.METRIC_OPERATION_DURATION, "s", "GenAI operation duration.", sc.DURATION_BUCKETS
+        )
+        self.runs = meter.create_counter(sc.METRIC_RUNS, "{run}", "Agent runs by stop reason.")
+        self.cost = meter.create_counter(sc.METRIC_RUN_COST, "USD", "Model spend in US dollars.")
+
+
+def _histogram(
+    meter: metrics.Meter, name: str, unit: str, description: str, buckets: tuple[float, ...]
+) -> metrics.Histogram:
+    params = inspect.signature(meter.create_histogram).parameters
+    if "explicit_bucket_boundaries_advisory" in params:
+        return meter.create_histogram(
+            name, unit, description, explicit_bucket_boundaries_advisory=list(buckets)
+        )
+    return meter.create_histogram(name, unit, description)  # API < 1.23
+
+
+class Runtime:
+    """Everything an instrumented call needs, resolved once."""
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        config: Any = None,
+        on_anomaly: Callable[..., None] | None = None,
+    ) -> None:
+        from .engine.engine import Engine  # late: the engine imports config
+        from .engine.entities import EntityExtractor
+        from .otel.reporting import FindingReporter
+
+        self.config: Config = load_config(config)
+        self.tracer = trace.get_tracer(
+            "agentwatch", __version__, tracer_provider=tracer_provider, schema_url=SCHEMA_URL
+        )
+        meter = metrics.get_meter("agentwatch", __version__, meter_provider=meter_provider)
+        self.instruments = Instruments(meter)
+        self.prices = PriceTable(self.config.prices)
+        self.redactor = Redactor(self.config.redact_keys, self.config.max_content_chars)
+        self.engine = Engine(self.config)
+        self.extractor = EntityExtractor(self.config.entities)
+        self.inline = self.config.anomaly.inline
+        self.reporter = FindingReporter(
+            meter_provider=meter_provider, on_anomaly=on_anomaly, log=self.config.anomaly.log_findings
+        )
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+# None: never instrumented (decorators work on the global providers);
+# True: instrumented; False: uninstrument() was called (everything inert).
+active: bool | None = None
+
+
+def get() -> Runtime:
+    global _runtime
+    rt = _runtime
+    if rt is None:
+        with _lock:
+            if _runtime is None:
+                _runtime = Runtime()
+            rt = _runtime
+    return rt
+
+
+def configure(**kwargs: Any) -> Runtime:
+    global _runtime
+    rt = Runtime(**kwargs)
+    with _lock:
+        _runtime = rt
+    return rt
+
+
+def enabled() -> bool:
+    return active is not False
+
+
+_warned: set[str] = set()
+
+
+def internal_error(where: str, exc: BaseException) -> None:
+    """Log an agentwatch bug once per place; the user's call goes on untouched."""
+    if where not in _warned:
+        _warned.add(where)
+        logger.warning("agentwatch: internal error in %s (reported once): %r", where, exc, exc_info=exc)
+    else:
+        logger.debug("agentwatch: internal error in %s: %r", where, exc)

@@ -1,0 +1,542 @@
+"""OTLP wire handling: split requests into per-span bytes, decode attributes, rebuild requests.
+
+The collector never turns spans into SDK objects. A request is validated by
+parsing it as ``ExportTraceServiceRequest`` once, then split with "view"
+messages that share the wire format of the OTLP types but expose spans (and
+resources, scopes, attribute values) as raw bytes. Spans are held as those
+bytes; outgoing requests are assembled by concatenating them under their
+original resource and scope. Only spans that receive flags are parsed into
+full ``Span`` messages, edited and re-serialised.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.message import DecodeError, Message
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+__all__ = [
+    "DecodeError",
+    "ExportTraceServiceRequest",
+    "Group",
+    "RequestBuilder",
+    "Span",
+    "SplitSpan",
+    "anyvalue",
+    "decode_attributes",
+    "get_attribute",
+    "json_request_to_protobuf",
+    "response_body",
+    "set_attributes",
+    "split_request",
+    "status_body",
+]
+
+STATUS_CODE_ERROR = 2
+SPAN_KIND_NAMES = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+
+
+# --------------------------------------------------------------------------- view messages
+
+
+def _build_views() -> dict[str, type[Message]]:
+    F = descriptor_pb2.FieldDescriptorProto
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="agentwatch/collector/otlp_views.proto", package="agentwatch.collector.views", syntax="proto3"
+    )
+
+    def message(name: str) -> descriptor_pb2.DescriptorProto:
+        return fdp.message_type.add(name=name)
+
+    def add(msg: Any, name: str, number: int, kind: int, *, repeated: bool = False, type_name: str = "") -> None:
+        fd = msg.field.add(name=name, number=number, type=kind)
+        fd.label = F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL
+        if type_name:
+            fd.type_name = f".agentwatch.collector.views.{type_name}"
+
+    req = message("RequestView")
+    add(req, "resource_spans", 1, F.TYPE_MESSAGE, repeated=True, type_name="ResourceSpansView")
+    rs = message("ResourceSpansView")
+    add(rs, "resource", 1, F.TYPE_BYTES)
+    add(rs, "scope_spans", 2, F.TYPE_MESSAGE, repeated=True, type_name="ScopeSpansView")
+    add(rs, "schema_url", 3, F.TYPE_STRING)
+    ss = message("ScopeSpansView")
+    add(ss, "scope", 1, F.TYPE_BYTES)
+    add(ss, "spans", 2, F.TYPE_BYTES, repeated=True)
+    add(ss, "schema_url", 3, F.TYPE_STRING)
+    ids = message("IdsView")
+    add(ids, "trace_id", 1, F.TYPE_BYTES)
+    add(ids, "span_id", 2, F.TYPE_BYTES)
+    add(ids, "parent_span_id", 4, F.TYPE_BYTES)
+    status = message("StatusView")
+    add(status, "code", 3, F.TYPE_INT32)
+    # KeyValue has the wire format of a map entry (key = 1, value = 2), so the
+    # attributes parse into a map of raw AnyValue bytes in one C-level pass.
+    span = message("SpanView")
+    add(span, "trace_id", 1, F.TYPE_BYTES)
+    add(span, "span_id", 2, F.TYPE_BYTES)
+    add(span, "parent_span_id", 4, F.TYPE_BYTES)
+    add(span, "name", 5, F.TYPE_STRING)
+    add(span, "kind", 6, F.TYPE_INT32)
+    add(span, "start_time_unix_nano", 7, F.TYPE_FIXED64)
+    add(span, "end_time_unix_nano", 8, F.TYPE_FIXED64)
+    entry = span.nested_type.add(name="AttributesEntry")
+    entry.options.map_entry = True
+    add(entry, "key", 1, F.TYPE_STRING)
+    add(entry, "value", 2, F.TYPE_BYTES)
+    add(span, "attributes", 9, F.TYPE_MESSAGE, repeated=True, type_name="SpanView.AttributesEntry")
+    add(span, "status", 15, F.TYPE_MESSAGE, type_name="StatusView")
+
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    names = ("RequestView", "IdsView", "SpanView")
+    return {
+        n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"agentwatch.collector.views.{n}"))
+        for n in names
+    }
+
+
+_VIEWS = _build_views()
+RequestView: Any = _VIEWS["RequestView"]
+IdsView: Any = _VIEWS["IdsView"]
+SpanView: Any = _VIEWS["SpanView"]
+
+
+# --------------------------------------------------------------------------- wire helpers
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_SMALL_LEN = [varint(n) for n in range(16384)]
+
+
+def length_prefix(n: int) -> bytes:
+    return _SMALL_LEN[n] if n < 16384 else varint(n)
+
+
+def field_bytes(number: int, payload: bytes) -> bytes:
+    """One length-delimited field: tag, length, payload."""
+    return bytes(((number << 3) | 2,)) + length_prefix(len(payload)) + payload
+
+
+_SPAN_HEADERS = [b"\x12" + _SMALL_LEN[n] for n in range(16384)]
+
+
+def _span_header(n: int) -> bytes:
+    return _SPAN_HEADERS[n] if n < 16384 else b"\x12" + varint(n)
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+class Group:
+    """A resource + scope pair, held once and shared by every span that came under it.
+
+    ``resource_head`` is the ResourceSpans' serialized ``resource`` field and
+    ``resource_tail`` its ``schema_url`` field; likewise for the scope.
+    """
+
+    __slots__ = ("key", "resource_head", "resource_key", "resource_tail", "scope_head", "scope_tail")
+
+    def __init__(self, resource: bytes, resource_schema: str, scope: bytes, scope_schema: str) -> None:
+        self.resource_key = (resource, resource_schema)
+        self.key = (resource, resource_schema, scope, scope_schema)
+        self.resource_head = field_bytes(1, resource) if resource else b""
+        self.resource_tail = field_bytes(3, resource_schema.encode()) if resource_schema else b""
+        self.scope_head = field_bytes(1, scope) if scope else b""
+        self.scope_tail = field_bytes(3, scope_schema.encode()) if scope_schema else b""
+
+
+class GroupTable:
+    """Interns groups so that spans from many requests share one object per resource/scope."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._table: dict[tuple[bytes, str, bytes, str], Group] = {}
+        self._max = max_entries
+
+    def get(self, resource: bytes, resource_schema: str, scope: bytes, scope_schema: str) -> Group:
+        key = (resource, resource_schema, scope, scope_schema)
+        group = self._table.get(key)
+        if group is None:
+            if len(self._table) >= self._max:
+                self._table.clear()  # objects stay alive through the spans that use them
+            group = self._table[key] = Group(resource, resource_schema, scope, scope_schema)
+        return group
+
+
+SplitSpan = tuple[Group, bytes, bytes, bytes, bytes]
+"""``(group, span bytes, trace id, span id, parent span id)``; ids are raw bytes."""
+
+
+def _ids(raw: bytes) -> tuple[bytes, bytes, bytes]:
+    # Serializers write fields in number order: trace_id(1), span_id(2),
+    # trace_state(3), parent_span_id(4). Read that layout by slicing; anything
+    # else (and every span that seems to lack a parent) goes through the parser.
+    if raw[:2] == b"\n\x10" and raw[18:20] == b"\x12\x08":
+        pos = 28
+        if raw[28:29] == b"\x1a":
+            n = raw[29] if len(raw) > 29 else 0xFF
+            pos = 30 + n if n < 0x80 else -1
+        if pos > 0 and raw[pos : pos + 2] == b'"\x08':
+            return raw[2:18], raw[20:28], raw[pos + 2 : pos + 10]
+    view = IdsView.FromString(raw)
+    return view.trace_id, view.span_id, view.parent_span_id
+
+
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+
+
+def split_request(data: bytes, groups: GroupTable) -> tuple[list[SplitSpan], int, str]:
+    """Validate an ``ExportTraceServiceRequest`` and split it into spans.
+
+    Returns the spans, how many were rejected, and why. Raises ``DecodeError``
+    when the bytes are not a valid request.
+    """
+    ExportTraceServiceRequest.FromString(data)  # full validation, nested messages included
+    view = RequestView.FromString(data)
+    out: list[SplitSpan] = []
+    rejected = 0
+    reason = ""
+    for rs in view.resource_spans:
+        resource = rs.resource
+        rschema = rs.schema_url
+        for ss in rs.scope_spans:
+            group = groups.get(resource, rschema, ss.scope, ss.schema_url)
+            for raw in ss.spans:
+                tid, sid, pid = _ids(raw)
+                if len(tid) != 16 or tid == _ZERO_TRACE:
+                    rejected += 1
+                    reason = "invalid trace_id (must be 16 bytes, not all zero)"
+                    continue
+                if len(sid) != 8 or sid == _ZERO_SPAN:
+                    rejected += 1
+                    reason = "invalid span_id (must be 8 bytes, not all zero)"
+                    continue
+                if pid and len(pid) != 8:
+                    rejected += 1
+                    reason = "invalid parent_span_id (must be empty or 8 bytes)"
+                    continue
+                if pid == _ZERO_SPAN:
+                    pid = b""
+                out.append((group, raw, tid, sid, pid))
+    return out, rejected, reason
+
+
+_RUN_MARKERS = (b"invoke_agent", b"openinference.span.kind", b"traceloop.span.kind")
+
+
+def maybe_run_span(raw: bytes) -> bool:
+    """Cheap pre-filter: could this span be an agent run? (confirmed by :func:`is_run_span`)."""
+    return any(marker in raw for marker in _RUN_MARKERS)
+
+
+def is_run_span(raw: bytes) -> bool:
+    """Does the span open an agent run (GenAI ``invoke_agent``, OpenInference AGENT, OpenLLMetry agent)?"""
+    view = SpanView.FromString(raw)
+    if view.name.startswith("invoke_agent"):
+        return True
+    attrs = view.attributes
+    op = attrs.get("gen_ai.operation.name")
+    if op is not None and anyvalue(op) == "invoke_agent":
+        return True
+    oi = attrs.get("openinference.span.kind")
+    if oi is not None and str(anyvalue(oi)).upper() == "AGENT":
+        return True
+    tl = attrs.get("traceloop.span.kind")
+    return tl is not None and str(anyvalue(tl)).lower() in ("agent", "workflow")
+
+
+# --------------------------------------------------------------------------- attribute values
+
+_unpack_double = struct.Struct("<d").unpack_from
+_VALUE_CACHE: dict[bytes, Any] = {}
+_VALUE_CACHE_MAX = 8192
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _from_message(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return tuple(_from_message(v) for v in value.array_value.values)
+    if kind == "kvlist_value":
+        return json.dumps(
+            {kv.key: _from_message(kv.value) for kv in value.kvlist_value.values},
+            sort_keys=True,
+            separators=(",", ":"),
+            default=str,
+        )
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    return getattr(value, kind)
+
+
+def anyvalue(raw: bytes) -> Any:
+    """Decode serialized ``AnyValue`` bytes into a plain Python value.
+
+    Scalars map to str/bool/int/float, arrays to tuples, key-value lists to
+    canonical JSON text and bytes to base64 text; an empty value is ``None``.
+    """
+    if not raw:
+        return None
+    cached = _VALUE_CACHE.get(raw)
+    if cached is not None:
+        return cached
+    tag = raw[0]
+    value: Any
+    try:
+        if tag == 0x0A:  # string_value
+            n, pos = _read_varint(raw, 1)
+            if pos + n != len(raw):
+                value = _from_message(AnyValue.FromString(raw))
+            else:
+                value = raw[pos:].decode("utf-8")
+        elif tag == 0x10:  # bool_value
+            value = raw[1] != 0
+        elif tag == 0x18:  # int_value
+            n, _ = _read_varint(raw, 1)
+            value = n - (1 << 64) if n >= 1 << 63 else n
+        elif tag == 0x21 and len(raw) == 9:  # double_value
+            value = _unpack_double(raw, 1)[0]
+        else:
+            value = _from_message(AnyValue.FromString(raw))
+    except (IndexError, UnicodeDecodeError):
+        value = _from_message(AnyValue.FromString(raw))
+    if len(raw) <= 64 and len(_VALUE_CACHE) < _VALUE_CACHE_MAX:
+        _VALUE_CACHE[raw] = value
+    return value
+
+
+def decode_attributes(attributes: Mapping[str, bytes]) -> dict[str, Any]:
+    """A SpanView's attribute map as plain Python values (empty values left out)."""
+    out: dict[str, Any] = {}
+    for key, raw in attributes.items():
+        value = anyvalue(raw)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def to_anyvalue(value: Any, target: AnyValue) -> None:
+    """Write a Python attribute value into an ``AnyValue``."""
+    if isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int):
+        target.int_value = value
+    elif isinstance(value, float):
+        target.double_value = value
+    elif isinstance(value, str):
+        target.string_value = value
+    elif isinstance(value, (list, tuple)):
+        array = ArrayValue()
+        for item in value:
+            to_anyvalue(item, array.values.add())
+        target.array_value.CopyFrom(array)
+    elif isinstance(value, bytes):
+        target.bytes_value = value
+    else:
+        target.string_value = str(value)
+
+
+def get_attribute(attributes: Iterable[KeyValue], key: str) -> Any:
+    for kv in attributes:
+        if kv.key == key:
+            return _from_message(kv.value)
+    return None
+
+
+def set_attributes(attributes: Any, values: Mapping[str, Any]) -> None:
+    """Set (replace or append) attributes on a repeated ``KeyValue`` field."""
+    remaining = dict(values)
+    for kv in attributes:
+        if kv.key in remaining:
+            kv.ClearField("value")
+            to_anyvalue(remaining.pop(kv.key), kv.value)
+    for key, value in remaining.items():
+        to_anyvalue(value, attributes.add(key=key).value)
+
+
+def keyvalue_field(key: str, value: Any) -> bytes:
+    """A serialized ``attributes`` entry (Span field 9), ready to append to span bytes."""
+    kv = KeyValue(key=key)
+    to_anyvalue(value, kv.value)
+    return field_bytes(9, kv.SerializeToString())
+
+
+# --------------------------------------------------------------------------- outgoing requests
+
+
+class RequestBuilder:
+    """Collects spans under their groups and emits ``ExportTraceServiceRequest`` bytes."""
+
+    def __init__(self) -> None:
+        self._resources: dict[tuple[bytes, str], dict[tuple[bytes, str, bytes, str], list[bytes]]] = {}
+        self._groups: dict[tuple[bytes, str, bytes, str], Group] = {}
+        self.spans = 0
+        self.size = 0
+
+    def add(self, group: Group, raw: bytes) -> None:
+        scopes = self._resources.get(group.resource_key)
+        if scopes is None:
+            scopes = self._resources[group.resource_key] = {}
+        parts = scopes.get(group.key)
+        if parts is None:
+            parts = scopes[group.key] = []
+            self._groups[group.key] = group
+            self.size += len(group.resource_head) + len(group.scope_head) + 16
+        parts.append(_span_header(len(raw)))
+        parts.append(raw)
+        self.spans += 1
+        self.size += len(raw) + 4
+
+    def build(self) -> bytes:
+        out: list[bytes] = []
+        for scopes in self._resources.values():
+            resource_parts: list[bytes] = []
+            group: Group | None = None
+            for key, parts in scopes.items():
+                group = self._groups[key]
+                body = b"".join([group.scope_head, *parts, group.scope_tail])
+                resource_parts.append(b"\x12" + length_prefix(len(body)) + body)
+            assert group is not None
+            rs = b"".join([group.resource_head, *resource_parts, group.resource_tail])
+            out.append(b"\x0a" + length_prefix(len(rs)) + rs)
+        return b"".join(out)
+
+
+# --------------------------------------------------------------------------- JSON (OTLP/JSON encoding)
+
+_ID_FIELDS = {"traceId": 16, "spanId": 8, "parentSpanId": 8, "trace_id": 16, "span_id": 8, "parent_span_id": 8}
+
+
+def _hex_to_b64(value: Any, size: int) -> str:
+    if value in ("", None):
+        return ""
+    try:
+        raw = binascii.unhexlify(value) if isinstance(value, str) else b""
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != size:
+        raw = b"\x00"  # wrong length: rejected by the id checks (partial success)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _fix_ids(obj: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(obj)
+    for key, size in _ID_FIELDS.items():
+        if key in out:
+            out[key] = _hex_to_b64(out[key], size)
+    return out
+
+
+def _items(container: Any, *names: str) -> list[Any]:
+    for name in names:
+        value = container.get(name) if isinstance(container, Mapping) else None
+        if value is not None:
+            if not isinstance(value, list):
+                raise ValueError(f"{name} must be an array")
+            return value
+    return []
+
+
+def json_request_to_protobuf(body: bytes) -> bytes:
+    """OTLP/JSON (hex ids, lowerCamelCase, int64 as strings) to protobuf request bytes.
+
+    Raises ``ValueError`` on invalid JSON or a structure that does not match.
+    Unknown fields are ignored, as the OTLP specification requires.
+    """
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("the JSON body must be an object")
+    for rs in _items(data, "resourceSpans", "resource_spans"):
+        if not isinstance(rs, dict):
+            raise ValueError("resourceSpans entries must be objects")
+        for ss in _items(rs, "scopeSpans", "scope_spans", "instrumentationLibrarySpans"):
+            if not isinstance(ss, dict):
+                raise ValueError("scopeSpans entries must be objects")
+            key = "spans"
+            spans = _items(ss, key)
+            fixed = []
+            for span in spans:
+                if not isinstance(span, dict):
+                    raise ValueError("spans entries must be objects")
+                span = _fix_ids(span)
+                if "links" in span and isinstance(span["links"], list):
+                    span["links"] = [_fix_ids(link) if isinstance(link, dict) else link for link in span["links"]]
+                fixed.append(span)
+            ss[key] = fixed
+    message = ExportTraceServiceRequest()
+    try:
+        json_format.ParseDict(data, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, TypeError, ValueError) as exc:
+        raise ValueError(f"not an OTLP trace request: {exc}") from None
+    return message.SerializeToString()
+
+
+# --------------------------------------------------------------------------- responses
+
+GRPC_INVALID_ARGUMENT = 3
+GRPC_RESOURCE_EXHAUSTED = 8
+GRPC_UNAVAILABLE = 14
+
+
+def response_body(rejected: int, message: str, *, as_json: bool) -> bytes:
+    response = ExportTraceServiceResponse()
+    if rejected:
+        response.partial_success.rejected_spans = rejected
+        response.partial_success.error_message = message
+    if as_json:
+        return json_format.MessageToJson(response, indent=None).encode()
+    return response.SerializeToString()
+
+
+def status_body(code: int, message: str, *, as_json: bool, details: Sequence[Message] = ()) -> bytes:
+    """A ``google.rpc.Status`` error body in the request's encoding."""
+    status = status_pb2.Status(code=code, message=message)
+    for detail in details:
+        status.details.add().Pack(detail)
+    if as_json:
+        return json.dumps({"code": code, "message": message}).encode()
+    return status.SerializeToString()
+
+
+def collector_group(resource_key: tuple[bytes, str], version: str) -> Group:
+    """The group for spans the collector itself writes: the app's resource, our scope."""
+    scope = InstrumentationScope(name="agentwatch.collector", version=version).SerializeToString()
+    return Group(resource_key[0], resource_key[1], scope, "")

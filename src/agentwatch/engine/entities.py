@@ -1,0 +1,278 @@
+"""Find entity ids (``cust_789``, ``ord_555``, UUIDs, ...) in arguments, results and free text.
+
+The grounding detectors compare the ids a tool call references with the ids the
+run has seen, so extraction must find the same id the same way wherever it
+appears: as a value under an id-ish key (``customer_id``, ``userId``, ``id``),
+inside a JSON string (tool results usually are one), or in prose ("my user id
+is mia_li_3668"). It runs on the span-processing path, so it is bounded
+(nodes visited, characters scanned, entities returned) and every regex is
+compiled once per extractor.
+
+Rules, in the order they apply:
+
+* a string or integer directly under an id-ish key is an id when it has no
+  whitespace, is 3..128 characters long and has a digit or matches a pattern;
+  its type comes from the key (``customer_id`` -> ``customer``; a bare ``id``
+  takes the type of its value's prefix, else of the enclosing key);
+* every other string is scanned for prefixed ids (a configured prefix such as
+  ``cust_`` followed by a tail with a digit), snake-case ids ending in three or
+  more digits (``credit_card_4421486``, ``mia_li_3668``), UUIDs, and the
+  configured ``(type, regex)`` patterns; the type is the prefix map's, else the
+  prefix itself;
+* strings that look like JSON are parsed first and walked;
+* numbers and booleans outside id-ish keys are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..config import EntityConfig
+from .record import Entity
+
+MAX_ENTITIES = 256
+MAX_NODES = 20_000
+MAX_SCAN_CHARS = 200_000
+MAX_JSON_CHARS = 2_000_000
+MAX_ID_LEN = 128
+_KEY_CACHE_MAX = 4096
+
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_SNAKE = r"[a-z]+(?:_[a-z]+)*_\d{3,}"
+_CAMEL_ID = re.compile(r"^(?P<base>.*?[a-z0-9])(?:Id|ID|Ids|IDs)$")
+_SNAKE_ID = re.compile(r"^(?P<base>.+?)[_\-. ](?:id|ids|uuid|guid)$", re.IGNORECASE)
+_BARE_ID = frozenset({"id", "_id", "ids", "uuid", "guid", "@id"})
+_CAMEL_SPLIT = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_HAS_DIGIT = re.compile(r"\d").search
+_SNAKE_FULL = re.compile(_SNAKE).fullmatch
+_HAS_SPACE = re.compile(r"\s").search
+_BARE = "\x00bare"  # marker type: a bare ``id`` key, resolved from the value or the enclosing key
+
+
+def format_entities(entities: Iterable[Entity]) -> tuple[str, ...]:
+    """``(type, id)`` pairs as the ``"type:id"`` strings span attributes carry."""
+    return tuple(f"{etype}:{eid}" for etype, eid in entities)
+
+
+def parse_entities(strings: Iterable[Any] | None) -> tuple[Entity, ...]:
+    """Inverse of :func:`format_entities`. The id may contain ``:``; a string with none is typed ``id``.
+
+    Non-string items and empty ids are skipped, so a malformed attribute never raises.
+    """
+    if not strings or isinstance(strings, (str, bytes)):
+        return ()
+    out: dict[Entity, None] = {}
+    for item in strings:
+        if not isinstance(item, str):
+            continue
+        etype, sep, eid = item.partition(":")
+        if not sep:
+            etype, eid = "id", item
+        eid = eid.strip()
+        if eid:
+            out[(etype.strip() or "id", eid)] = None
+    return tuple(out)
+
+
+def normalise_type(name: str) -> str:
+    """``customer_id`` / ``customerId`` / ``Customer`` -> ``customer``: how declared and found types meet."""
+    key = _key_base(name)
+    return key if key is not None and key != _BARE else _snake(name)
+
+
+def _snake(name: str) -> str:
+    return _CAMEL_SPLIT.sub("_", name.strip()).lower().replace("-", "_").replace(" ", "_")
+
+
+def _singular(word: str) -> str:
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
+        return word[:-1]
+    return word
+
+
+def _key_base(key: str) -> str | None:
+    """The entity type an id-ish key names, :data:`_BARE` for ``id`` itself, ``None`` if not id-ish."""
+    if key.lower() in _BARE_ID:
+        return _BARE
+    m = _SNAKE_ID.match(key)
+    if m is None:
+        m = _CAMEL_ID.match(key)
+    if m is None:
+        return None
+    base = _snake(m.group("base")).strip("_")
+    return base or _BARE
+
+
+class EntityExtractor:
+    """Extract ``(type, id)`` entities from a parsed JSON value or free text; see the module doc."""
+
+    __slots__ = ("_key_cache", "_patterns", "_prefix_re", "_prefixes", "_scan")
+
+    def __init__(self, config: EntityConfig | None = None) -> None:
+        config = config if config is not None else EntityConfig()
+        self._prefixes: dict[str, str] = {str(k).lower(): str(v) for k, v in config.prefixes.items()}
+        parts: list[str] = []
+        if self._prefixes:
+            alternation = "|".join(sorted((re.escape(p) for p in self._prefixes), key=len, reverse=True))
+            # a configured prefix, "_" or "-", then a tail that contains a digit (cust_789, ord-A12)
+            parts.append(rf"(?P<p>\b(?i:{alternation})[_\-](?=[A-Za-z0-9]*\d)[A-Za-z0-9]{{1,64}}\b)")
+        parts.append(rf"(?P<s>\b{_SNAKE}\b)")
+        parts.append(rf"(?P<u>\b{_UUID}\b)")
+        self._scan = re.compile("|".join(parts))
+        self._prefix_re = re.compile(r"^([A-Za-z]+)[_\-]")
+        self._patterns: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+            (str(etype), re.compile(regex)) for etype, regex in config.patterns
+        )
+        self._key_cache: dict[str, str | None] = {}
+
+    # ------------------------------------------------------------------ public
+
+    def extract(self, value: Any, *, limit: int = MAX_ENTITIES) -> tuple[Entity, ...]:
+        """Entities in ``value`` (parsed JSON, a JSON string, or prose): deduplicated, in document order."""
+        out: dict[Entity, None] = {}
+        if value is None or limit <= 0:
+            return ()
+        try:
+            self._walk(value, out, limit)
+        except RecursionError:  # pragma: no cover - the walk is iterative; json.loads may still recurse
+            pass
+        return tuple(out)
+
+    def prefix_type(self, entity_id: str) -> str | None:
+        """The type the configured prefix map gives an id (``cust_789`` -> ``customer``), if any."""
+        m = self._prefix_re.match(entity_id)
+        if m is None:
+            return None
+        return self._prefixes.get(m.group(1).lower())
+
+    def looks_like_id(self, text: str) -> bool:
+        """Could ``text`` under an id-ish key be an id? (no spaces, 3..128 chars, a digit or a pattern)."""
+        n = len(text)
+        if n < 3 or n > MAX_ID_LEN or _HAS_SPACE(text):
+            return False
+        if _HAS_DIGIT(text):
+            return True
+        return any(rx.fullmatch(text) for _, rx in self._patterns)
+
+    # ------------------------------------------------------------------ walking
+
+    def _id_type(self, key: str) -> str | None:
+        cache = self._key_cache
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        base = _key_base(key)
+        if len(cache) >= _KEY_CACHE_MAX:
+            cache.clear()
+        cache[key] = base
+        return base
+
+    def _snake_type(self, found: str) -> str:
+        stem = found.rsplit("_", 1)[0]
+        return self._prefixes.get(stem) or self._prefixes.get(stem.split("_", 1)[0]) or stem
+
+    def _resolve_bare(self, entity_id: str, context: str | None) -> str:
+        """Type of a value under a bare ``id`` key: its prefix, else the enclosing key, else ``id``."""
+        ptype = self.prefix_type(entity_id)
+        if ptype is not None:
+            return ptype
+        if _SNAKE_FULL(entity_id):
+            return self._snake_type(entity_id)
+        if context and not _HAS_DIGIT(context):
+            ctx = self._id_type(context)
+            if ctx is not None and ctx != _BARE:
+                return ctx
+            return _singular(_snake(context))
+        return "id"
+
+    def _walk(self, root: Any, out: dict[Entity, None], limit: int) -> None:
+        # stack items: (value, id-type if directly under an id-ish key, the key that names the
+        # value's container -- what a bare ``id`` inside it is an id *of*)
+        stack: list[tuple[Any, str | None, str | None]] = [(root, None, None)]
+        nodes = 0
+        while stack:
+            value, id_type, context = stack.pop()
+            nodes += 1
+            if nodes > MAX_NODES:
+                return
+            if isinstance(value, str):
+                if id_type is not None:
+                    text = value.strip()
+                    if self.looks_like_id(text):
+                        etype = self._resolve_bare(text, context) if id_type == _BARE else id_type
+                        out[(etype, text)] = None
+                        if len(out) >= limit:
+                            return
+                        continue
+                if self._maybe_json(value, stack, id_type, context):
+                    continue
+                if self._scan_text(value, out, limit):
+                    return
+            elif isinstance(value, Mapping):
+                items = list(value.items())
+                for key, child in reversed(items):
+                    if isinstance(key, str):
+                        key_type = self._id_type(key)
+                        stack.append((child, key_type, context if key_type == _BARE else key))
+                        if _HAS_DIGIT(key) and self._scan_text(key, out, limit):
+                            return
+                    else:
+                        stack.append((child, None, context))
+            elif isinstance(value, (list, tuple)):
+                for child in reversed(value):
+                    stack.append((child, id_type, context))
+            elif id_type is not None and isinstance(value, int) and not isinstance(value, bool):
+                if abs(value) >= 100:
+                    text = str(value)
+                    etype = self._resolve_bare(text, context) if id_type == _BARE else id_type
+                    out[(etype, text)] = None
+                    if len(out) >= limit:
+                        return
+
+    @staticmethod
+    def _maybe_json(
+        text: str, stack: list[tuple[Any, str | None, str | None]], id_type: str | None, context: str | None
+    ) -> bool:
+        stripped = text.lstrip()
+        if not stripped or stripped[0] not in "{[" or len(text) > MAX_JSON_CHARS:
+            return False
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError):
+            return False
+        if isinstance(parsed, (dict, list)):
+            stack.append((parsed, id_type, context))
+            return True
+        return False
+
+    def _scan_text(self, text: str, out: dict[Entity, None], limit: int) -> bool:
+        """Add the ids found in prose; ``True`` when ``limit`` is reached."""
+        if len(text) > MAX_SCAN_CHARS:
+            text = text[:MAX_SCAN_CHARS]
+        if _HAS_DIGIT(text):
+            for m in self._scan.finditer(text):
+                group = m.lastgroup
+                found = m.group()
+                if group == "u":
+                    etype = "uuid"
+                elif group == "p":
+                    etype = self.prefix_type(found) or "id"
+                else:
+                    etype = self._snake_type(found)
+                out[(etype, found)] = None
+                if len(out) >= limit:
+                    return True
+        for etype, rx in self._patterns:
+            for m in rx.finditer(text):
+                found = m.group()
+                if found:
+                    out[(etype, found)] = None
+                    if len(out) >= limit:
+                        return True
+        return False

@@ -1,0 +1,153 @@
+"""``LOOP_DETECTED`` and ``NO_PROGRESS``: calls that keep coming back with nothing new.
+
+A repeat is only a loop when it brings nothing new, so polling whose answer
+changes and pagination (new arguments each page) are not loops. Per (tool,
+args hash) key the detector counts the calls since the key last brought a new
+result, counting that call; a call whose result is unknown (no result hash,
+or it failed) brings nothing new. The call that makes the count reach
+``repeated_calls_threshold`` (default 3) is flagged, and every one after it.
+
+A cycle is a sequence of 2..4 distinct keys repeated ``cycle_repeats`` times in
+a row (A->B->A->B, A->B->C->A->B->C) where the repetitions brought nothing new;
+it is flagged on the call that completes it, and on every call that continues it.
+
+``NO_PROGRESS`` counts consecutive tool calls that bring no new result to the
+run: failed calls, and results whose fingerprint the run has already seen. A
+successful call whose result is unknown counts as progress unless it repeats a
+key (no evidence either way), and a write (side-effect tool) with new arguments
+counts as progress even if its acknowledgement looks like the last one. The
+streak is flagged once, on the call that makes it reach the threshold.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..semconv import Flag
+from .record import Finding
+from .state import MAX_RESULTS_PER_KEY, CallKey, CallState, RunState, bounded_put
+
+if TYPE_CHECKING:
+    from .context import Context
+
+MAX_CYCLE = 4
+
+
+def observe_tool(
+    ctx: Context, run: RunState, span_id: str, key: CallKey | None, failed: bool, result_hash: str | None,
+    side_effect: bool, out: list[Finding],
+) -> CallState | None:
+    """Update the run's repeat, cycle and progress state with one finished tool call; returns its key state."""
+    cs: CallState | None = None
+    first = True
+    new_for_key = False
+    if key is not None:
+        cs = run.calls.get(key)
+        if cs is None:
+            cs = CallState(key, span_id)
+            dropped = bounded_put(run.calls, key, cs, ctx.max_calls)
+            if dropped:
+                ctx.stats.calls_evicted += dropped
+        else:
+            first = False
+        cs.calls += 1
+        results = cs.results
+        if not failed and result_hash is not None and result_hash not in results:
+            new_for_key = True
+            if len(results) >= MAX_RESULTS_PER_KEY:
+                results.clear()
+            results.add(result_hash)
+            cs.stale = 1
+        else:
+            cs.stale += 1
+            if cs.stale >= ctx.loop_threshold:
+                finding = ctx.flagger.make(
+                    Flag.LOOP_DETECTED,
+                    f"{key[0]} called {cs.stale} times with args {key[1]} and no new result "
+                    f"(first at span {cs.first_span})",
+                    span_id,
+                    cs.first_span,
+                )
+                if finding is not None:
+                    out.append(finding)
+
+        window = run.window
+        window.append((cs, new_for_key))
+        if len(window) > MAX_CYCLE * ctx.cycle_repeats:
+            del window[0]
+        if not first:
+            _check_cycle(ctx, window, span_id, cs, out)
+    else:
+        run.window.append((None, False))
+        if len(run.window) > MAX_CYCLE * ctx.cycle_repeats:
+            del run.window[0]
+
+    # progress of the run as a whole
+    if failed:
+        progress = False
+    elif result_hash is None:
+        progress = first
+    else:
+        seen = result_hash in run.results
+        progress = not seen or (side_effect and first)
+        if not seen:
+            dropped = bounded_put(run.results, result_hash, None, ctx.max_calls)
+            if dropped:
+                ctx.stats.calls_evicted += dropped
+    if progress:
+        run.streak = 0
+    else:
+        run.streak += 1
+        if run.streak == 1:
+            run.streak_first = span_id
+        if run.streak == ctx.no_progress:
+            finding = ctx.flagger.make(
+                Flag.NO_PROGRESS,
+                f"{run.streak} consecutive tool calls brought no new result "
+                f"(failed, or a result already seen in this run; streak began at span {run.streak_first})",
+                span_id,
+                run.streak_first,
+            )
+            if finding is not None:
+                out.append(finding)
+    return cs
+
+
+def _check_cycle(
+    ctx: Context, window: list[tuple[CallState | None, bool]], span_id: str, cs: CallState, out: list[Finding]
+) -> None:
+    repeats = ctx.cycle_repeats
+    n = len(window)
+    for length in range(2, MAX_CYCLE + 1):
+        span = length * repeats
+        if n < span:
+            return
+        if window[n - 1 - length][0] is not cs:
+            continue
+        pattern = [window[n - length + i][0] for i in range(length)]
+        if None in pattern or len({id(p) for p in pattern}) != length:
+            continue
+        start = n - span
+        if any(window[start + i][0] is not pattern[i % length] for i in range(span)):
+            continue
+        if any(window[i][1] for i in range(n - length * (repeats - 1), n)):
+            continue
+        names = " -> ".join(p.key[0] for p in pattern if p is not None)
+        finding = ctx.flagger.make(
+            Flag.LOOP_DETECTED,
+            f"cycle {names} repeated {repeats} times in a row with no new result "
+            f"(first {cs.key[0]} call at span {cs.first_span})",
+            span_id,
+            cs.first_span,
+        )
+        if finding is not None:
+            out.append(finding)
+        return
+
+
+def would_loop(ctx: Context, run: RunState, key: CallKey) -> CallState | None:
+    """The key state when one more call of ``key`` with nothing new would reach the loop threshold."""
+    cs = run.calls.get(key)
+    if cs is not None and cs.stale + 1 >= ctx.loop_threshold:
+        return cs
+    return None

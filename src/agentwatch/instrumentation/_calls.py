@@ -1,0 +1,507 @@
+"""The one span-building helper every provider and framework module shares.
+
+A call goes through four moves: *guard* (the live guard asks the engine
+whether an enforced budget, loop or deny rule stops it before it is sent),
+*start* (span with the GenAI attributes samplers need), *record* (response
+facts: tokens, cost, tool calls, hashes, entities), *finish* (the inline
+engine's findings become flags on the still-open span, then the span ends).
+
+Errors inside agentwatch are logged once and swallowed; the user's own
+exceptions pass through untouched; deliberate stops (``BudgetExceeded``,
+``LoopDetected``, ``ToolDenied``) are raised before anything is sent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from .. import _runtime
+from .. import semconv as sc
+from ..classify import error_class, error_type, mark, tool_stop_reason
+from ..engine.entities import format_entities
+from ..engine.record import Kind, SpanRecord
+from ..errors import BudgetExceeded, LoopDetected, StopRun, ToolDenied
+from ..hashing import canonical_json, digest, parse_arguments, value_hash
+from ..otel.findings import anomaly_update
+from ..runs import Run, _context_for, current_run
+from ..semconv import StopReason
+
+if TYPE_CHECKING:
+    from ..engine.engine import Stop
+
+try:  # the key the HTTP client instrumentations check (opentelemetry-instrumentation >= 0.40)
+    from opentelemetry.instrumentation.utils import _SUPPRESS_HTTP_INSTRUMENTATION_KEY as _HTTP_KEY
+except ImportError:  # pragma: no cover
+    _HTTP_KEY = "suppress_http_instrumentation"
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+
+_MISSING: Any = object()
+
+
+def active() -> bool:
+    """Whether an instrumented call should produce a span now."""
+    return _runtime.enabled() and is_instrumentation_enabled()
+
+
+def _raise_stop(run: Run | None, stop: Stop) -> None:
+    if run is not None:
+        run.block(stop.finding)
+    reason = stop.stop_reason
+    message = stop.finding.reason
+    if reason is StopReason.LOOP_DETECTED:
+        raise LoopDetected(message)
+    if reason is StopReason.TOOL_DENIED:
+        raise ToolDenied(message)
+    if reason in (
+        StopReason.STEP_BUDGET,
+        StopReason.TOOL_BUDGET,
+        StopReason.TIME_BUDGET,
+        StopReason.COST_BUDGET,
+        StopReason.TOKEN_BUDGET,
+    ):
+        raise BudgetExceeded(message, stop_reason=reason)
+    raise StopRun(message, stop_reason=reason)
+
+
+def _hex(span: Span) -> tuple[str, str, str | None]:
+    ctx = span.get_span_context()
+    parent = getattr(span, "parent", None)
+    return (
+        format(ctx.trace_id, "032x"),
+        format(ctx.span_id, "016x"),
+        format(parent.span_id, "016x") if parent is not None else None,
+    )
+
+
+def _apply(span: Span, run: Run | None, record: SpanRecord) -> None:
+    """Feed the inline engine and put its findings on the still-open span."""
+    rt = _runtime.get()
+    findings = rt.engine.process(record)
+    if not findings or not rt.inline or not span.is_recording():
+        return
+    attrs, events, new = anomaly_update(None, None, findings)
+    if attrs:
+        span.set_attributes(attrs)
+        for name, event_attrs in events:
+            span.add_event(name, event_attrs)
+        rt.reporter.report(new, _context_for(span, run))
+
+
+# --------------------------------------------------------------------------- tool calls
+
+
+class ToolCall:
+    """One ``execute_tool`` span, opened by :func:`start_tool` and closed by :meth:`finish`."""
+
+    __slots__ = (
+        "args_hash", "arguments", "arg_entities", "capture", "idempotent", "name", "record_schema",
+        "run", "side_effect", "span", "start_ns", "token",
+    )
+
+    def __init__(self) -> None:
+        self.token: object | None = None
+
+    def finish(self, result: Any = _MISSING, exc: BaseException | None = None) -> None:
+        """End the span with the tool's result or exception; never raises."""
+        if self.token is not None:
+            try:
+                otel_context.detach(self.token)  # type: ignore[arg-type]
+            except Exception:
+                pass
+            self.token = None
+        span = self.span
+        try:
+            rt = _runtime.get()
+            end = time.time_ns()
+            trace_id, span_id, parent_id = _hex(span)
+            record = SpanRecord(
+                trace_id=trace_id, span_id=span_id, parent_id=parent_id, kind=Kind.TOOL,
+                name=f"{sc.OP_EXECUTE_TOOL} {self.name}", start_ns=self.start_ns, end_ns=end,
+                run_key=self.run.run_id if self.run else None,
+                tool_name=self.name, args_hash=self.args_hash, arguments=self.arguments,
+                side_effect=self.side_effect, idempotency_key=self.idempotent,
+                arg_entities=self.arg_entities, tool_schema=self.record_schema,
+            )
+            attrs: dict[str, Any] = {}
+            if exc is not None:
+                cls = error_class(exc)
+                mark(exc, tool_stop_reason(cls))
+                record.is_error = True
+                record.error_type = error_type(exc)
+                record.error_class = cls.value
+                attrs[sc.ERROR_TYPE] = record.error_type
+                attrs[sc.TOOL_ERROR_CLASS] = cls.value
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
+            elif result is not _MISSING:
+                record.result = result
+                record.result_hash = value_hash(result)
+                entities = rt.extractor.extract(result)
+                record.result_entities = entities
+                attrs[sc.TOOL_RESULT_HASH] = record.result_hash
+                if entities:
+                    attrs[sc.TOOL_RESULT_ENTITIES] = format_entities(entities)
+                if self.capture:
+                    attrs[sc.GEN_AI_TOOL_CALL_RESULT] = rt.redactor.render(result)
+            span.set_attributes(attrs)
+            _apply(span, self.run, record)
+        except Exception as err:
+            _runtime.internal_error("tool.finish", err)
+        finally:
+            span.end()
+
+
+def start_tool(
+    name: str,
+    arguments: Any,
+    *,
+    side_effect: bool = False,
+    description: str | None = None,
+    schema: dict[str, Any] | None = None,
+    call_id: str | None = None,
+    tool_type: str = "function",
+    extra: dict[str, Any] | None = None,
+) -> ToolCall | None:
+    """Guard and open a tool span; ``None`` when agentwatch is off or suppressed.
+
+    Raises ``BudgetExceeded``/``LoopDetected``/``ToolDenied`` when an enforced
+    rule stops the call before it runs.
+    """
+    if not active():
+        return None
+    stop: Stop | None = None
+    try:
+        rt = _runtime.get()
+        run = current_run()
+        parsed = parse_arguments(arguments)
+        h = digest(canonical_json(parsed))
+        start = time.time_ns()
+        ticket = rt.engine.begin_call(
+            run.run_id if run else None, Kind.TOOL, tool_name=name, args_hash=h, now_ns=start
+        )
+        stop = ticket.stop
+        if stop is None:
+            call = ToolCall()
+            call.name = name
+            call.run = run
+            call.arguments = parsed
+            call.args_hash = h
+            call.side_effect = side_effect or rt.config.tools.is_side_effect(name)
+            call.idempotent = isinstance(parsed, dict) and any(
+                parsed.get(k) not in (None, "") for k in rt.config.tools.idempotency_keys
+            )
+            call.arg_entities = rt.extractor.extract(parsed)
+            call.record_schema = schema
+            call.start_ns = start
+            capture = rt_capture()
+            call.capture = capture
+            attrs: dict[str, Any] = {
+                sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
+                sc.GEN_AI_TOOL_NAME: name,
+                sc.GEN_AI_TOOL_TYPE: tool_type,
+                sc.TOOL_ARGS_HASH: h,
+                sc.TOOL_SIDE_EFFECT: call.side_effect,
+            }
+            if ticket.step is not None:
+                attrs[sc.STEP] = ticket.step
+            if run is not None:
+                attrs[sc.RUN_ID] = run.run_id
+                if call_id is None:
+                    call_id = run.requested_call_id(name, h)
+            if call_id:
+                attrs[sc.GEN_AI_TOOL_CALL_ID] = call_id
+            if description:
+                attrs[sc.GEN_AI_TOOL_DESCRIPTION] = description
+            if call.idempotent:
+                attrs[sc.TOOL_IDEMPOTENCY_KEY] = True
+            if call.arg_entities:
+                attrs[sc.TOOL_ARG_ENTITIES] = format_entities(call.arg_entities)
+            if capture:
+                attrs[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = rt.redactor.render(parsed)
+                if schema is not None:
+                    attrs[sc.TOOL_SCHEMA] = canonical_json(schema)
+            if extra:
+                attrs.update(extra)
+            span = rt.tracer.start_span(
+                f"{sc.OP_EXECUTE_TOOL} {name}", kind=SpanKind.INTERNAL, attributes=attrs, start_time=start
+            )
+            call.span = span
+            call.token = otel_context.attach(trace.set_span_in_context(span))
+            return call
+    except Exception as err:
+        _runtime.internal_error("tool.start", err)
+        return None
+    _raise_stop(current_run(), stop)
+    return None  # unreachable
+
+
+def rt_capture() -> bool:
+    from ..content import capture_mode
+
+    return capture_mode().enabled
+
+
+# --------------------------------------------------------------------------- LLM calls
+
+
+class LLMCall:
+    """One LLM span. Provider modules fill the response fields, then call :meth:`finish` once."""
+
+    __slots__ = (
+        "cache_read", "cache_write", "capture", "finish_reasons", "finished", "foreign", "input_entities",
+        "input_tokens", "metric_attrs", "model", "offered_tools", "output_messages", "output_tokens",
+        "provider", "reasoning_tokens", "requested", "response_id", "response_model", "run", "span",
+        "start", "system_hash", "time_to_first_chunk", "token", "user_hash",
+    )
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.token: object | None = None
+        self.response_id: str | None = None
+        self.response_model: str | None = None
+        self.finish_reasons: list[str] = []
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.cache_read: int | None = None
+        self.cache_write: int | None = None
+        self.reasoning_tokens: int | None = None
+        self.requested: list[tuple[str, Any, str | None]] = []  # (tool name, raw args, call id)
+        self.output_messages: Any = None
+        self.time_to_first_chunk: float | None = None
+
+    def detach(self) -> None:
+        """Leave the call's context (done as soon as the client returns, even for streams)."""
+        if self.token is not None:
+            try:
+                otel_context.detach(self.token)  # type: ignore[arg-type]
+            except Exception:
+                pass
+            self.token = None
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        """Record the response (or error) and end the span. Idempotent; never raises."""
+        if self.finished:
+            return
+        self.finished = True
+        self.detach()
+        span = self.span
+        try:
+            self._record(exc)
+        except Exception as err:
+            _runtime.internal_error("llm.finish", err)
+        finally:
+            if not self.foreign:
+                span.end()
+
+    def _record(self, exc: BaseException | None) -> None:
+        rt = _runtime.get()
+        span = self.span
+        end = time.time_ns()
+        attrs: dict[str, Any] = {}
+        cost = rt.prices.cost(
+            self.response_model or self.model, self.input_tokens, self.output_tokens,
+            self.cache_read, self.cache_write,
+        )
+        if not self.foreign:
+            if self.response_id:
+                attrs[sc.GEN_AI_RESPONSE_ID] = self.response_id
+            if self.response_model:
+                attrs[sc.GEN_AI_RESPONSE_MODEL] = self.response_model
+            if self.finish_reasons:
+                attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = tuple(self.finish_reasons)
+            if self.input_tokens is not None:
+                attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = self.input_tokens
+            if self.output_tokens is not None:
+                attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = self.output_tokens
+            if self.cache_read is not None:
+                attrs[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = self.cache_read
+            if self.cache_write is not None:
+                attrs[sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = self.cache_write
+            if self.reasoning_tokens is not None:
+                attrs[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = self.reasoning_tokens
+            if self.time_to_first_chunk is not None:
+                attrs[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = self.time_to_first_chunk
+            if self.capture and self.output_messages is not None:
+                attrs[sc.GEN_AI_OUTPUT_MESSAGES] = rt.redactor.render(self.output_messages)
+        if cost is not None:
+            attrs[sc.COST_USD] = cost
+        requested: list[tuple[str, str]] = []
+        requested_entities: list[tuple[str, str]] = []
+        run = self.run
+        for name, raw_args, call_id in self.requested:
+            parsed = parse_arguments(raw_args)
+            h = digest(canonical_json(parsed))
+            requested.append((name, h))
+            requested_entities.extend(rt.extractor.extract(parsed))
+            if run is not None:
+                run.remember_requested(name, h, call_id)
+        if requested:
+            attrs[sc.LLM_TOOL_CALLS] = tuple(f"{n}:{h}" for n, h in requested)
+        if requested_entities:
+            attrs[sc.LLM_REQUESTED_ENTITIES] = format_entities(tuple(dict.fromkeys(requested_entities)))
+        if exc is not None:
+            mark(exc, StopReason.LLM_ERROR)
+            attrs[sc.ERROR_TYPE] = error_type(exc)
+            if not self.foreign:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
+        span.set_attributes(attrs)
+
+        trace_id, span_id, parent_id = _hex(span)
+        record = SpanRecord(
+            trace_id=trace_id, span_id=span_id, parent_id=parent_id, kind=Kind.LLM,
+            start_ns=self.start, end_ns=end, run_key=run.run_id if run else None,
+            is_error=exc is not None, model=self.response_model or self.model,
+            input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=cost,
+            requested_calls=tuple(requested), requested_entities=tuple(requested_entities),
+            offered_tools=self.offered_tools, input_entities=self.input_entities,
+            system_hash=self.system_hash, user_hash=self.user_hash,
+            error_type=attrs.get(sc.ERROR_TYPE),
+        )
+        _apply(span, run, record)
+
+        if not self.foreign:
+            metric = self.metric_attrs
+            if exc is not None:
+                metric = {**metric, sc.ERROR_TYPE: attrs[sc.ERROR_TYPE]}
+            if self.response_model:
+                metric = {**metric, sc.GEN_AI_RESPONSE_MODEL: self.response_model}
+            ins = rt.instruments
+            ins.duration.record((end - self.start) / 1e9, metric)
+            if self.input_tokens is not None:
+                ins.token_usage.record(self.input_tokens, {**metric, sc.GEN_AI_TOKEN_TYPE: "input"})
+            if self.output_tokens is not None:
+                ins.token_usage.record(self.output_tokens, {**metric, sc.GEN_AI_TOKEN_TYPE: "output"})
+            if cost is not None:
+                ins.cost.add(cost, {sc.GEN_AI_PROVIDER_NAME: self.provider,
+                                    sc.GEN_AI_REQUEST_MODEL: self.model or ""})
+
+
+_LLM_SPAN_MARKERS = (sc.GEN_AI_OPERATION_NAME, sc.LLM_REQUEST_TYPE, sc.OPENINFERENCE_SPAN_KIND)
+
+
+def _foreign_llm_span() -> Span | None:
+    """An LLM span another instrumentation already opened for this very call, if any.
+
+    Rule (documented in the README): the outermost LLM span wins. When it is a
+    foreign one (official openai-v2, OpenLLMetry, OpenInference), agentwatch
+    adds its own attributes (cost, step, tool-call hashes) to it instead of
+    opening a second span; tokens are not recorded twice.
+    """
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return None
+    scope = getattr(span, "instrumentation_scope", None)
+    if scope is not None and getattr(scope, "name", None) == "agentwatch":
+        return None
+    attrs = getattr(span, "attributes", None)
+    if not attrs:
+        return None
+    op = attrs.get(sc.GEN_AI_OPERATION_NAME)
+    if op in sc.LLM_OPERATIONS or attrs.get(sc.LLM_REQUEST_TYPE) or attrs.get(sc.OPENINFERENCE_SPAN_KIND) == "LLM":
+        return span
+    return None
+
+
+def start_llm(
+    *,
+    provider: str,
+    operation: str,
+    model: str | None,
+    request_attrs: dict[str, Any],
+    offered_tools: Sequence[str] | None,
+    system_text: str | None,
+    user_text: str | None,
+    new_input: Iterable[Any],
+    input_messages: Any = None,
+    server: tuple[str | None, int | None] = (None, None),
+) -> LLMCall | None:
+    """Guard and open an LLM span; ``None`` when off, suppressed or on internal error.
+
+    Raises ``BudgetExceeded``/``LoopDetected`` when an enforced budget stops the call.
+    """
+    if not active():
+        return None
+    stop: Stop | None = None
+    try:
+        rt = _runtime.get()
+        run = current_run()
+        start = time.time_ns()
+        ticket = rt.engine.begin_call(run.run_id if run else None, Kind.LLM, now_ns=start)
+        stop = ticket.stop
+        if stop is None:
+            call = LLMCall()
+            call.run = run
+            call.provider = provider
+            call.model = model
+            call.start = start
+            call.offered_tools = tuple(offered_tools) if offered_tools is not None else None
+            call.system_hash = digest(system_text) if system_text else None
+            call.user_hash = digest(user_text) if user_text else None
+            entities: list[tuple[str, str]] = []
+            for item in new_input:
+                entities.extend(rt.extractor.extract(item))
+            call.input_entities = tuple(dict.fromkeys(entities))
+            capture = rt_capture()
+            call.capture = capture
+            attrs: dict[str, Any] = {
+                sc.GEN_AI_OPERATION_NAME: operation,
+                sc.GEN_AI_PROVIDER_NAME: provider,
+            }
+            if model:
+                attrs[sc.GEN_AI_REQUEST_MODEL] = model
+            host, port = server
+            if host:
+                attrs[sc.SERVER_ADDRESS] = host
+            if port:
+                attrs[sc.SERVER_PORT] = port
+            call.metric_attrs = dict(attrs)
+            attrs.update(request_attrs)
+            if ticket.step is not None:
+                attrs[sc.STEP] = ticket.step
+            if run is not None:
+                attrs[sc.RUN_ID] = run.run_id
+            if call.offered_tools:
+                attrs[sc.LLM_TOOLS_OFFERED] = call.offered_tools
+            if call.system_hash:
+                attrs[sc.LLM_SYSTEM_HASH] = call.system_hash
+            if call.user_hash:
+                attrs[sc.LLM_USER_HASH] = call.user_hash
+            if call.input_entities:
+                attrs[sc.LLM_INPUT_ENTITIES] = format_entities(call.input_entities)
+            if capture and input_messages is not None:
+                attrs[sc.GEN_AI_INPUT_MESSAGES] = rt.redactor.render(input_messages)
+                if system_text:
+                    attrs[sc.GEN_AI_SYSTEM_INSTRUCTIONS] = rt.redactor.text(system_text)
+            foreign = _foreign_llm_span()
+            call.foreign = foreign is not None
+            if foreign is not None:
+                foreign_attrs = {k: v for k, v in attrs.items() if k.startswith("agentwatch.")}
+                foreign.set_attributes(foreign_attrs)
+                span = foreign
+                ctx = otel_context.get_current()
+            else:
+                span = rt.tracer.start_span(
+                    f"{operation} {model}" if model else operation,
+                    kind=SpanKind.CLIENT, attributes=attrs, start_time=start,
+                )
+                ctx = trace.set_span_in_context(span)
+            # Inside the client call: no nested HTTP span, no second LLM span from
+            # an inner instrumentation of the same call.
+            ctx = otel_context.set_value(_HTTP_KEY, True, ctx)
+            ctx = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, ctx)
+            call.span = span
+            call.token = otel_context.attach(ctx)
+            return call
+    except Exception as err:
+        _runtime.internal_error("llm.start", err)
+        return None
+    _raise_stop(current_run(), stop)
+    return None  # unreachable

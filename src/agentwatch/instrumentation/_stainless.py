@@ -1,0 +1,191 @@
+"""Patching at the one choke point of Stainless-generated clients (openai, anthropic).
+
+Every method of these SDKs — ``create``, the ``.stream()`` helpers, ``parse``,
+``with_raw_response`` — ends in ``SyncAPIClient.request`` /
+``AsyncAPIClient.request``. Wrapping there covers them all with one wrapper
+per client class, and retries happen inside it, so one logical call is one
+span. A provider module supplies a :class:`Provider`: which paths are LLM
+operations, how to read the request body, the response and stream chunks.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import wrapt
+from opentelemetry.instrumentation.utils import unwrap
+
+from .. import _runtime
+from ._calls import LLMCall, active, start_llm
+from ._stream import AsyncStreamProxy, StreamProxy
+
+
+@dataclass
+class RequestInfo:
+    """What the span needs from a request body, read once before the call."""
+
+    operation: str
+    model: str | None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    offered_tools: Sequence[str] | None = None
+    system_text: str | None = None
+    user_text: str | None = None
+    new_input: Iterable[Any] = ()
+    input_messages: Any = None
+
+
+class Provider(Protocol):
+    name: str  # gen_ai.provider.name
+
+    def route(self, method: str, path: str) -> str | None:
+        """The GenAI operation for an endpoint, or ``None`` to pass the call through untouched."""
+
+    def read_request(self, operation: str, body: dict[str, Any]) -> RequestInfo: ...
+
+    def read_response(self, call: LLMCall, operation: str, response: Any) -> None: ...
+
+    def chunk_handler(self, operation: str) -> Any:
+        """A fresh ``(call, chunk) -> None`` accumulator for one stream."""
+
+
+def _server(client: Any) -> tuple[str | None, int | None]:
+    try:
+        url = client.base_url
+        return url.host or None, url.port
+    except Exception:
+        return None, None
+
+
+def _prepare(provider: Provider, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Route and start the call; ``None`` means pass through. Deliberate stops propagate."""
+    options = args[1] if len(args) > 1 else kwargs.get("options")
+    if options is None:
+        return None
+    try:
+        operation = provider.route(str(getattr(options, "method", "post")), str(options.url))
+        if operation is None:
+            return None
+        body = options.json_data if isinstance(getattr(options, "json_data", None), dict) else {}
+        info = provider.read_request(operation, body)
+        headers = getattr(options, "headers", None)
+        raw_mode = headers.get("X-Stainless-Raw-Response") if isinstance(headers, dict) else None
+    except Exception as err:
+        _runtime.internal_error(f"{provider.name}.request", err)
+        return None
+    call = start_llm(
+        provider=provider.name,
+        operation=info.operation,
+        model=info.model,
+        request_attrs=info.attrs,
+        offered_tools=info.offered_tools,
+        system_text=info.system_text,
+        user_text=info.user_text,
+        new_input=info.new_input,
+        input_messages=info.input_messages,
+        server=_server(client),
+    )
+    if call is None:
+        return None
+    return call, operation, raw_mode
+
+
+def _after(provider: Provider, call: LLMCall, operation: str, raw_mode: Any, result: Any, is_async: bool) -> Any:
+    """Record a returned value; wrap streams. Returns what the user receives."""
+    call.detach()
+    try:
+        if raw_mode == "stream":  # with_streaming_response: the body is the user's to read
+            call.finish(None)
+            return result
+        if raw_mode == "raw":  # with_raw_response: parse() is cached, so reading it is harmless
+            if getattr(result, "_stream", False):
+                call.finish(None)
+                return result
+            parsed = result.parse()
+            provider.read_response(call, operation, parsed)
+            call.finish(None)
+            return result
+        if _is_stream(result):
+            handler = provider.chunk_handler(operation)
+            return AsyncStreamProxy(result, call, handler) if is_async else StreamProxy(result, call, handler)
+        provider.read_response(call, operation, result)
+    except Exception as err:
+        _runtime.internal_error(f"{provider.name}.response", err)
+    call.finish(None)
+    return result
+
+
+def _is_stream(result: Any) -> bool:
+    cls = type(result)
+    return cls.__name__ in ("Stream", "AsyncStream") or (
+        hasattr(result, "response") and (hasattr(cls, "__next__") or hasattr(cls, "__anext__"))
+    )
+
+
+def _sync_wrapper(provider: Provider) -> Any:
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not active():
+            return wrapped(*args, **kwargs)
+        prepared = _prepare(provider, instance, args, kwargs)
+        if prepared is None:
+            return wrapped(*args, **kwargs)
+        call, operation, raw_mode = prepared
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.finish(exc)
+            raise
+        return _after(provider, call, operation, raw_mode, result, False)
+
+    return wrapper
+
+
+def _async_wrapper(provider: Provider) -> Any:
+    async def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not active():
+            return await wrapped(*args, **kwargs)
+        prepared = _prepare(provider, instance, args, kwargs)
+        if prepared is None:
+            return await wrapped(*args, **kwargs)
+        call, operation, raw_mode = prepared
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.finish(exc)
+            raise
+        return _after(provider, call, operation, raw_mode, result, True)
+
+    return wrapper
+
+
+class StainlessPatch:
+    """Installs and removes the wrappers on one SDK's base client module."""
+
+    def __init__(self, module: str, provider: Provider) -> None:
+        self.module = module
+        self.provider = provider
+        self.installed = False
+
+    def available(self) -> bool:
+        try:
+            importlib.import_module(self.module)
+        except Exception:
+            return False
+        return True
+
+    def install(self) -> None:
+        if self.installed or not self.available():
+            return
+        wrapt.wrap_function_wrapper(self.module, "SyncAPIClient.request", _sync_wrapper(self.provider))
+        wrapt.wrap_function_wrapper(self.module, "AsyncAPIClient.request", _async_wrapper(self.provider))
+        self.installed = True
+
+    def uninstall(self) -> None:
+        if not self.installed:
+            return
+        mod = importlib.import_module(self.module)
+        unwrap(mod.SyncAPIClient, "request")
+        unwrap(mod.AsyncAPIClient, "request")
+        self.installed = False

@@ -1,0 +1,311 @@
+"""OpenAI: Chat Completions, Responses, legacy Completions and Embeddings.
+
+Works with the 1.x line and the current major versions, sync and async, plain
+and streamed, through the ``.stream()`` helpers and ``with_raw_response``,
+because it hooks the SDK's single request choke point (see ``_stainless``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import semconv as sc
+from ._calls import LLMCall
+from ._stainless import RequestInfo, StainlessPatch
+
+_PATHS = {
+    "/chat/completions": sc.OP_CHAT,
+    "/responses": sc.OP_CHAT,
+    "/completions": sc.OP_TEXT_COMPLETION,
+    "/embeddings": sc.OP_EMBEDDINGS,
+}
+_RESPONSES = "responses"
+
+
+def _text(content: Any) -> str:
+    """Plain text of a message ``content`` (a string or a list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict):
+                text = part.get("text")
+                if isinstance(text, str):
+                    parts.append(text)
+            elif isinstance(part, str):
+                parts.append(part)
+        return "\n".join(parts)
+    return ""
+
+
+def _get(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+class OpenAIProvider:
+    name = sc.PROVIDER_OPENAI
+
+    def route(self, method: str, path: str) -> str | None:
+        if method.lower() != "post":
+            return None
+        path = path.rstrip("/")
+        for suffix, op in _PATHS.items():
+            if path.endswith(suffix):
+                return _RESPONSES if suffix == "/responses" else op
+        return None
+
+    # ------------------------------------------------------------------ requests
+
+    def read_request(self, operation: str, body: dict[str, Any]) -> RequestInfo:
+        model = body.get("model")
+        attrs: dict[str, Any] = {}
+        for key, attr in (
+            ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE),
+            ("top_p", sc.GEN_AI_REQUEST_TOP_P),
+            ("frequency_penalty", sc.GEN_AI_REQUEST_FREQUENCY_PENALTY),
+            ("presence_penalty", sc.GEN_AI_REQUEST_PRESENCE_PENALTY),
+            ("seed", sc.GEN_AI_REQUEST_SEED),
+        ):
+            value = body.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                attrs[attr] = value
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+        if isinstance(max_tokens, int):
+            attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
+        n = body.get("n")
+        if isinstance(n, int) and n != 1:
+            attrs[sc.GEN_AI_REQUEST_CHOICE_COUNT] = n
+        stop = body.get("stop")
+        if isinstance(stop, str):
+            attrs[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = (stop,)
+        elif isinstance(stop, list):
+            attrs[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = tuple(str(s) for s in stop)
+        if body.get("stream"):
+            attrs[sc.GEN_AI_REQUEST_STREAM] = True
+        fmt = body.get("response_format") or _get(body.get("text"), "format")
+        fmt_type = _get(fmt, "type")
+        if isinstance(fmt_type, str):
+            attrs[sc.GEN_AI_OUTPUT_TYPE] = "json" if fmt_type.startswith("json") else "text"
+
+        tools = body.get("tools")
+        offered: list[str] | None = None
+        if isinstance(tools, list):
+            offered = []
+            for tool in tools:
+                fn = _get(tool, "function")
+                name = _get(fn, "name") if fn is not None else _get(tool, "name")
+                if isinstance(name, str):
+                    offered.append(name)
+
+        op = sc.OP_CHAT if operation == _RESPONSES else operation
+        info = RequestInfo(operation=op, model=model if isinstance(model, str) else None, attrs=attrs,
+                           offered_tools=offered)
+        if operation == sc.OP_CHAT:
+            messages = body.get("messages")
+            if isinstance(messages, list):
+                self._read_messages(info, messages)
+        elif operation == _RESPONSES:
+            instructions = body.get("instructions")
+            if isinstance(instructions, str):
+                info.system_text = instructions
+            items = body.get("input")
+            if isinstance(items, str):
+                info.user_text = items
+                info.new_input = (items,)
+                info.input_messages = [{"role": "user", "content": items}]
+            elif isinstance(items, list):
+                self._read_messages(info, items)
+        elif operation == sc.OP_TEXT_COMPLETION:
+            prompt = body.get("prompt")
+            if isinstance(prompt, str):
+                info.user_text = prompt
+                info.new_input = (prompt,)
+                info.input_messages = prompt
+        return info
+
+    def _read_messages(self, info: RequestInfo, messages: list[Any]) -> None:
+        system: list[str] = []
+        last_user: str | None = None
+        last_assistant = -1
+        for i, msg in enumerate(messages):
+            role = _get(msg, "role")
+            kind = _get(msg, "type")
+            if role in ("system", "developer"):
+                system.append(_text(_get(msg, "content")))
+            elif role == "user":
+                last_user = _text(_get(msg, "content"))
+            elif role == "assistant" or kind == "function_call":
+                last_assistant = i
+        if system:
+            info.system_text = "\n".join(system)
+        info.user_text = last_user
+        fresh: list[Any] = []
+        for msg in messages[last_assistant + 1 :]:
+            role = _get(msg, "role")
+            if role in ("system", "developer"):
+                continue
+            content = _get(msg, "content")
+            if content is None:
+                content = _get(msg, "output")  # Responses API function_call_output
+            if isinstance(content, list):
+                content = _text(content)
+            if content:
+                fresh.append(content)
+        info.new_input = fresh
+        info.input_messages = messages
+
+    # ------------------------------------------------------------------ responses
+
+    def read_response(self, call: LLMCall, operation: str, response: Any) -> None:
+        if response is None:
+            return
+        call.response_id = getattr(response, "id", None)
+        model = getattr(response, "model", None)
+        if isinstance(model, str):
+            call.response_model = model
+        if operation == _RESPONSES:
+            self._read_responses_object(call, response)
+            return
+        usage = getattr(response, "usage", None)
+        if usage is not None:
+            self._usage(call, usage)
+        choices = getattr(response, "choices", None) or ()
+        outputs = []
+        for choice in choices:
+            reason = getattr(choice, "finish_reason", None)
+            if reason:
+                call.finish_reasons.append(str(reason))
+            message = getattr(choice, "message", None)
+            if message is None:
+                continue
+            for tc in getattr(message, "tool_calls", None) or ():
+                fn = getattr(tc, "function", None)
+                if fn is not None:
+                    call.requested.append((fn.name, fn.arguments, getattr(tc, "id", None)))
+            if call.capture:
+                outputs.append(message.model_dump(exclude_none=True) if hasattr(message, "model_dump") else message)
+        if call.capture and outputs:
+            call.output_messages = outputs
+
+    def _usage(self, call: LLMCall, usage: Any) -> None:
+        prompt = getattr(usage, "prompt_tokens", None)
+        if prompt is None:
+            prompt = getattr(usage, "input_tokens", None)
+        completion = getattr(usage, "completion_tokens", None)
+        if completion is None:
+            completion = getattr(usage, "output_tokens", None)
+        if isinstance(prompt, int):
+            call.input_tokens = prompt
+        if isinstance(completion, int):
+            call.output_tokens = completion
+        details = getattr(usage, "prompt_tokens_details", None) or getattr(usage, "input_tokens_details", None)
+        cached = getattr(details, "cached_tokens", None)
+        if isinstance(cached, int):
+            call.cache_read = cached
+        out_details = getattr(usage, "completion_tokens_details", None) or getattr(
+            usage, "output_tokens_details", None
+        )
+        reasoning = getattr(out_details, "reasoning_tokens", None)
+        if isinstance(reasoning, int):
+            call.reasoning_tokens = reasoning
+
+    def _read_responses_object(self, call: LLMCall, response: Any) -> None:
+        status = getattr(response, "status", None)
+        incomplete = getattr(getattr(response, "incomplete_details", None), "reason", None)
+        if incomplete:
+            call.finish_reasons.append(str(incomplete))
+        elif status:
+            call.finish_reasons.append(str(status))
+        usage = getattr(response, "usage", None)
+        if usage is not None:
+            self._usage(call, usage)
+        outputs = []
+        for item in getattr(response, "output", None) or ():
+            if getattr(item, "type", None) == "function_call":
+                call.requested.append((item.name, item.arguments, getattr(item, "call_id", None)))
+            if call.capture:
+                outputs.append(item.model_dump(exclude_none=True) if hasattr(item, "model_dump") else item)
+        if call.capture and outputs:
+            call.output_messages = outputs
+
+    # ------------------------------------------------------------------ streams
+
+    def chunk_handler(self, operation: str) -> Any:
+        return _ResponsesStream(self) if operation == _RESPONSES else _ChatStream(self)
+
+
+class _ChatStream:
+    """Accumulates a Chat Completions stream: ids, finish reasons, tool calls, final usage."""
+
+    __slots__ = ("provider", "text", "tools")
+
+    def __init__(self, provider: OpenAIProvider) -> None:
+        self.provider = provider
+        self.tools: dict[tuple[int, int], list[Any]] = {}
+        self.text: list[str] = []
+
+    def __call__(self, call: LLMCall, chunk: Any) -> None:
+        if call.response_id is None:
+            call.response_id = getattr(chunk, "id", None)
+            model = getattr(chunk, "model", None)
+            if isinstance(model, str) and model:
+                call.response_model = model
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.provider._usage(call, usage)
+        for choice in getattr(chunk, "choices", None) or ():
+            reason = getattr(choice, "finish_reason", None)
+            if reason:
+                call.finish_reasons.append(str(reason))
+            delta = getattr(choice, "delta", None)
+            if delta is None:
+                continue
+            if call.capture:
+                piece = getattr(delta, "content", None)
+                if piece:
+                    self.text.append(piece)
+                    call.output_messages = [{"role": "assistant", "content": "".join(self.text)}]
+            deltas = getattr(delta, "tool_calls", None)
+            if not deltas:
+                continue
+            for tc in deltas:
+                key = (getattr(choice, "index", 0) or 0, getattr(tc, "index", 0) or 0)
+                slot = self.tools.setdefault(key, ["", "", None])
+                fn = getattr(tc, "function", None)
+                if fn is not None:
+                    if getattr(fn, "name", None):
+                        slot[0] += fn.name
+                    if getattr(fn, "arguments", None):
+                        slot[1] += fn.arguments
+                if getattr(tc, "id", None):
+                    slot[2] = tc.id
+            call.requested = [(n, a, i) for n, a, i in self.tools.values()]
+
+
+class _ResponsesStream:
+    """A Responses stream carries the whole response on its terminal event."""
+
+    __slots__ = ("provider",)
+
+    def __init__(self, provider: OpenAIProvider) -> None:
+        self.provider = provider
+
+    def __call__(self, call: LLMCall, event: Any) -> None:
+        kind = getattr(event, "type", "")
+        if kind in ("response.completed", "response.incomplete", "response.failed"):
+            response = getattr(event, "response", None)
+            if response is not None:
+                call.finish_reasons.clear()
+                call.requested = []
+                self.provider.read_response(call, _RESPONSES, response)
+        elif kind == "response.created":
+            response = getattr(event, "response", None)
+            call.response_id = getattr(response, "id", None)
+            model = getattr(response, "model", None)
+            if isinstance(model, str):
+                call.response_model = model
+
+
+def patch() -> StainlessPatch:
+    return StainlessPatch("openai._base_client", OpenAIProvider())

@@ -1,0 +1,419 @@
+"""``AnomalyExporter``: run the detectors on spans as they are exported.
+
+It wraps a ``SpanExporter`` (by default the OTLP exporter the standard
+``OTEL_EXPORTER_OTLP_*`` variables choose) and is registered as the
+``opentelemetry_traces_exporter`` entry point ``agentwatch``, so
+``OTEL_TRACES_EXPORTER=agentwatch opentelemetry-instrument python app.py``
+tags spans with no code change.
+
+An exporter sees only ended spans, children before their parents, spread over
+any number of batches. The rule:
+
+* Spans are grouped by trace. A trace's *local roots* are its spans whose
+  parent is absent or remote (in another process).
+* When a local root arrives, it and every held span that descends from it are
+  evaluated together with ``Engine.evaluate_trace`` (so runs, their budgets and
+  their summaries see the whole local tree) and passed on, tagged.
+* Other spans are held, for at most ``straggler_seconds`` counted from the
+  oldest held span of their trace. Then the trace is evaluated as far as it
+  has arrived and its held spans are passed on; the normalised records of the
+  spans passed on are kept, so the evaluation when the root finally arrives
+  still counts them (run totals, loops) though it can no longer tag them.
+* Expiry is checked on every ``export`` call; ``force_flush`` and ``shutdown``
+  evaluate and pass on everything held.
+* Memory is bounded by ``max_held_spans`` (held spans plus kept records) and
+  ``max_traces``: beyond either, the oldest trace's held spans are passed on
+  untagged and counted as ``spans_evicted``.
+
+No span is ever dropped here: a failure in detection passes the spans on
+untagged and is counted. ``export`` returns the delegate's result (``SUCCESS``
+when everything in the batch is being held).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from .. import semconv as sc
+from ..config import Config, load_config
+from ..engine.record import Finding, Kind, RunSummary, SpanRecord
+from .enrich import enrich
+from .findings import anomaly_update, run_summary_attributes
+from .normalize import record_from_span
+from .reporting import AnomalyContext, FindingReporter, OnAnomaly
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+
+    from ..engine.engine import Engine
+
+__all__ = ["AnomalyExporter", "otlp_exporter_from_env"]
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_STRAGGLER_SECONDS = 30.0
+DEFAULT_MAX_HELD_SPANS = 100_000
+DEFAULT_MAX_TRACES = 10_000
+
+
+def otlp_exporter_from_env(env: Mapping[str, str] | None = None) -> SpanExporter:
+    """The OTLP span exporter ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``..._PROTOCOL`` name.
+
+    ``grpc`` (the default) or ``http/protobuf``; endpoint, headers, TLS and
+    timeout are read from the usual variables by the exporter itself.
+    """
+    env = os.environ if env is None else env
+    protocol = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    ).strip().lower()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter()
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        return HttpExporter()
+    raise ValueError(
+        f"agentwatch: unsupported OTLP protocol {protocol!r} in OTEL_EXPORTER_OTLP_TRACES_PROTOCOL/"
+        "OTEL_EXPORTER_OTLP_PROTOCOL; use 'grpc' or 'http/protobuf'"
+    )
+
+
+class _Trace:
+    """Spans of one trace waiting for their local root, and records of those already passed on."""
+
+    __slots__ = ("held", "released", "since")
+
+    def __init__(self, since: float) -> None:
+        self.held: dict[int, ReadableSpan] = {}  # span id -> span
+        self.released: dict[int, SpanRecord] = {}  # span id -> record of a span passed on early
+        self.since = since  # when the oldest held span arrived
+
+
+def _ids(span: ReadableSpan) -> tuple[int, int, int | None, bool]:
+    """(trace id, span id, parent span id, is local root)."""
+    ctx = span.get_span_context()
+    parent = span.parent
+    if parent is None:
+        return ctx.trace_id, ctx.span_id, None, True
+    return ctx.trace_id, ctx.span_id, parent.span_id, bool(parent.is_remote)
+
+
+class AnomalyExporter(SpanExporter):
+    """A ``SpanExporter`` that tags spans with anomaly flags before ``delegate`` exports them.
+
+    With no ``delegate`` it builds the OTLP exporter chosen by the standard
+    variables (see :func:`otlp_exporter_from_env`). See the module docstring
+    for how spans are held until their run can be evaluated.
+    """
+
+    def __init__(
+        self,
+        delegate: SpanExporter | None = None,
+        *,
+        config: Config | Mapping[str, Any] | str | None = None,
+        engine: Engine | None = None,
+        on_anomaly: OnAnomaly | None = None,
+        meter_provider: MeterProvider | None = None,
+        straggler_seconds: float = DEFAULT_STRAGGLER_SECONDS,
+        max_held_spans: int = DEFAULT_MAX_HELD_SPANS,
+        max_traces: int = DEFAULT_MAX_TRACES,
+    ) -> None:
+        self._delegate = delegate if delegate is not None else otlp_exporter_from_env()
+        self._config = load_config(config)
+        if engine is None:
+            from ..engine.engine import Engine
+
+            engine = Engine(self._config)
+        self._engine = engine
+        self._reporter = FindingReporter(meter_provider, on_anomaly, log=self._config.anomaly.log_findings)
+        self._straggler_s = max(0.0, float(straggler_seconds))
+        self._max_held = max(1, int(max_held_spans))
+        self._max_traces = max(1, int(max_traces))
+        self._traces: dict[int, _Trace] = {}  # insertion order ~ age of the oldest held span
+        self._held = 0  # held spans plus kept records, across traces
+        self._lock = threading.Lock()
+        self._shutdown = False
+        self._counts: dict[str, int] = dict.fromkeys(
+            (
+                "spans_received",
+                "spans_exported",
+                "spans_held",
+                "spans_flagged",
+                "findings",
+                "traces_evaluated",
+                "traces_expired",
+                "spans_evicted",
+                "errors",
+            ),
+            0,
+        )
+        self._logged: set[str] = set()
+
+    # ------------------------------------------------------------------ SpanExporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._shutdown:
+            return self._delegate.export(spans)
+        ready: list[ReadableSpan] = []
+        with self._lock:
+            self._counts["spans_received"] += len(spans)
+            try:
+                self._route(spans, ready)
+                self._expire(time.monotonic(), ready)
+                self._bound(ready)
+            except Exception as exc:
+                # Pass on what the batch holds untagged; whatever was routed already
+                # is in ``ready`` or held, never lost.
+                self._problem("export", exc)
+                seen = {id(s) for s in ready}
+                held = {id(s) for t in self._traces.values() for s in t.held.values()}
+                ready.extend(s for s in spans if id(s) not in seen and id(s) not in held)
+        if not ready:
+            return SpanExportResult.SUCCESS
+        self._counts["spans_exported"] += len(ready)
+        return self._delegate.export(ready)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        ready = self._drain()
+        ok = True
+        if ready:
+            self._counts["spans_exported"] += len(ready)
+            ok = self._delegate.export(ready) is SpanExportResult.SUCCESS
+        flush = getattr(self._delegate, "force_flush", None)
+        if flush is not None:
+            ok = bool(flush(timeout_millis)) and ok
+        return ok
+
+    def shutdown(self) -> None:
+        ready = self._drain()
+        self._shutdown = True
+        if ready:
+            self._counts["spans_exported"] += len(ready)
+            try:
+                self._delegate.export(ready)
+            except Exception as exc:
+                self._problem("shutdown", exc)
+        self._delegate.shutdown()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """This exporter's counters, plus the engine's prefixed ``engine.``."""
+        out = dict(self._counts)
+        out["spans_held_now"] = sum(len(t.held) for t in self._traces.values())
+        out["traces_held_now"] = len(self._traces)
+        out["callback_errors"] = self._reporter.callback_errors
+        try:
+            for key, value in dict(self._engine.stats).items():
+                out[f"engine.{key}"] = value
+        except Exception:
+            pass
+        return out
+
+    # ------------------------------------------------------------------ routing
+
+    def _route(self, spans: Iterable[ReadableSpan], ready: list[ReadableSpan]) -> None:
+        now = time.monotonic()
+        roots: list[tuple[_Trace, int, int]] = []
+        for span in spans:
+            try:
+                trace_id, span_id, _parent, is_root = _ids(span)
+            except Exception as exc:
+                self._problem("span_context", exc)
+                ready.append(span)
+                continue
+            trace = self._traces.get(trace_id)
+            if trace is None:
+                trace = self._traces[trace_id] = _Trace(now)
+            elif not trace.held:
+                trace.since = now
+            if span_id in trace.held or span_id in trace.released:
+                self._counts["duplicate_spans"] = self._counts.get("duplicate_spans", 0) + 1
+                ready.append(span)
+                continue
+            trace.held[span_id] = span
+            self._held += 1
+            self._counts["spans_held"] += 1
+            if is_root:
+                roots.append((trace, trace_id, span_id))
+        for trace, trace_id, root_id in roots:
+            if root_id in trace.held:
+                self._release_subtree(trace, trace_id, root_id, ready)
+
+    def _release_subtree(self, trace: _Trace, trace_id: int, root_id: int, ready: list[ReadableSpan]) -> None:
+        """Evaluate the local root ``root_id`` with its held and early-released descendants."""
+        parents: dict[int, int | None] = {}
+        for sid, span in trace.held.items():
+            parent = span.parent
+            parents[sid] = parent.span_id if parent is not None and not parent.is_remote else None
+        for sid, record in trace.released.items():
+            parents[sid] = int(record.parent_id, 16) if record.parent_id else None
+        members = _descendants(root_id, parents)
+        spans = [trace.held.pop(sid) for sid in members if sid in trace.held]
+        kept = [trace.released.pop(sid) for sid in members if sid in trace.released]
+        self._held -= len(spans) + len(kept)
+        ready.extend(self._evaluate(spans, kept))
+        if not trace.held and not trace.released:
+            self._traces.pop(trace_id, None)
+
+    def _expire(self, now: float, ready: list[ReadableSpan]) -> None:
+        deadline = now - self._straggler_s
+        expired = [tid for tid, t in self._traces.items() if t.held and t.since <= deadline]
+        for trace_id in expired:
+            self._counts["traces_expired"] += 1
+            self._release_partial(trace_id, ready)
+
+    def _release_partial(self, trace_id: int, ready: list[ReadableSpan]) -> None:
+        """Evaluate a trace as far as it has arrived; keep the records for its later root."""
+        trace = self._traces.get(trace_id)
+        if trace is None:
+            return
+        spans = list(trace.held.values())
+        trace.held.clear()
+        out, records = self._evaluate(spans, list(trace.released.values()), keep=True)
+        ready.extend(out)
+        self._held -= len(spans)
+        for record in records:
+            try:
+                trace.released[int(record.span_id, 16)] = record
+                self._held += 1
+            except ValueError:
+                pass
+        # Oldest-first order: a trace that was just released waits at the back again.
+        self._traces.pop(trace_id, None)
+        if trace.released:
+            self._traces[trace_id] = trace
+
+    def _bound(self, ready: list[ReadableSpan]) -> None:
+        while self._traces and (self._held > self._max_held or len(self._traces) > self._max_traces):
+            trace_id = next(iter(self._traces))
+            trace = self._traces.pop(trace_id)
+            self._held -= len(trace.held) + len(trace.released)
+            self._counts["spans_evicted"] += len(trace.held)
+            ready.extend(trace.held.values())
+
+    def _drain(self) -> list[ReadableSpan]:
+        ready: list[ReadableSpan] = []
+        with self._lock:
+            for trace_id in list(self._traces):
+                trace = self._traces.get(trace_id)
+                if trace is None or not trace.held:
+                    continue
+                try:
+                    self._release_partial(trace_id, ready)
+                except Exception as exc:
+                    self._problem("flush", exc)
+                    ready.extend(trace.held.values())
+                    trace.held.clear()
+            self._traces.clear()
+            self._held = 0
+        return ready
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _evaluate(self, spans: list[ReadableSpan], kept: list[SpanRecord], keep: bool = False) -> Any:
+        """Tag ``spans`` from one evaluation of ``spans`` + ``kept`` records.
+
+        Returns the spans to pass on, and with ``keep`` also their records.
+        """
+        records: list[SpanRecord] = []
+        try:
+            records = [record_from_span(span) for span in spans]
+            verdict = self._engine.evaluate_trace([*kept, *records])
+            self._counts["traces_evaluated"] += 1
+            out = [self._tag(span, record, verdict.findings, verdict.summaries) for span, record in
+                   zip(spans, records)]
+        except Exception as exc:
+            self._problem("evaluate", exc)
+            out = list(spans)
+        return (out, records) if keep else out
+
+    def _tag(
+        self,
+        span: ReadableSpan,
+        record: SpanRecord,
+        findings_by_span: Mapping[str, list[Finding]],
+        summaries: Mapping[str, RunSummary],
+    ) -> ReadableSpan:
+        try:
+            findings = list(findings_by_span.get(record.span_id) or ())
+            summary = summaries.get(record.span_id)
+            if summary is not None:
+                if record.kind is not Kind.RUN and not summary.flags and not summary.findings:
+                    summary = None  # a local root standing in for a run: summarised only when flagged
+                else:
+                    findings.extend(f for f in summary.findings if f not in findings)
+            if not findings and summary is None:
+                return span
+            attrs = span.attributes or {}
+            severity = attrs.get(sc.ANOMALY_SEVERITY)
+            new_attrs, events, new = anomaly_update(
+                record.flags_present, severity if isinstance(severity, str) else None, findings
+            )
+            if new:
+                self._counts["findings"] += len(new)
+                self._counts["spans_flagged"] += 1
+                self._reporter.report(
+                    new,
+                    AnomalyContext(
+                        trace_id=record.trace_id,
+                        span_id=record.span_id,
+                        span_name=record.name,
+                        run_key=record.run_key,
+                        agent_name=record.agent_name or (summary and None),
+                    ),
+                )
+            if summary is not None:
+                existing = attrs.get(sc.RUN_ANOMALY_FLAGS)
+                summary_attrs = run_summary_attributes(
+                    summary, existing if isinstance(existing, (tuple, list)) else None
+                )
+                new_attrs.update({k: v for k, v in summary_attrs.items() if attrs.get(k) != v})
+            if not new_attrs and not events:
+                return span
+            return enrich(span, new_attrs, events)
+        except Exception as exc:
+            self._problem("tag", exc)
+            return span
+
+    def _problem(self, where: str, exc: BaseException) -> None:
+        self._counts["errors"] += 1
+        self._counts[f"errors.{where}"] = self._counts.get(f"errors.{where}", 0) + 1
+        key = f"{where}:{type(exc).__name__}"
+        if key not in self._logged:
+            self._logged.add(key)
+            _logger.warning(
+                "agentwatch: anomaly detection failed in %s; spans are exported untagged "
+                "(further %s errors are counted, not logged)",
+                where,
+                type(exc).__name__,
+                exc_info=exc,
+            )
+
+
+def _descendants(root: int, parents: Mapping[int, int | None]) -> list[int]:
+    """``root`` and every span whose parent chain reaches it (cycle-safe)."""
+    children: dict[int, list[int]] = {}
+    for sid, parent in parents.items():
+        if parent is not None and parent != sid:
+            children.setdefault(parent, []).append(sid)
+    out: list[int] = []
+    seen = {root}
+    stack = [root]
+    while stack:
+        sid = stack.pop()
+        out.append(sid)
+        for child in children.get(sid, ()):
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return out

@@ -1,0 +1,661 @@
+"""Read span attributes written by any GenAI instrumentation into a :class:`SpanRecord`.
+
+The detectors see one shape whatever wrote the span: agentwatch itself, the
+official GenAI conventions (current names and the pre-1.37 ones), OpenInference
+(Arize) or OpenLLMetry (Traceloop). This module is on the hot path of the SDK
+processor and of the collector, so it does targeted lookups of the names each
+convention uses rather than looping over every attribute, reads agentwatch's
+own precomputed fingerprints first, and parses captured JSON content only when
+a fingerprint the detectors need is missing (foreign spans) and the content is
+small enough (:data:`MAX_PARSE_CHARS`). It never raises on mistyped, missing or
+huge attributes: a value of the wrong type is treated as absent.
+
+Run keys are not resolved here: the caller knows the span tree and sets
+``run_key`` / ``parent_run_key`` on the returned record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .. import semconv as sc
+from ..budget import Budget
+from ..engine.record import Entity, Kind, SpanRecord
+from ..hashing import canonical_json, digest
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan
+
+__all__ = [
+    "MAX_PARSE_CHARS",
+    "build_record",
+    "detect_kind",
+    "record_from_attributes",
+    "record_from_span",
+]
+
+MAX_PARSE_CHARS = 65_536
+"""Captured content longer than this is fingerprinted as raw text, never parsed."""
+
+_MAX_INDEX = 64  # indexed attributes (llm.tools.{i}, gen_ai.prompt.{i}) read at most this far
+
+# --------------------------------------------------------------------------- kind detection
+
+_OPERATION_KIND: dict[str, Kind] = {
+    sc.OP_INVOKE_AGENT: Kind.RUN,
+    sc.OP_INVOKE_WORKFLOW: Kind.RUN,
+    sc.OP_EXECUTE_TOOL: Kind.TOOL,
+    sc.OP_CHAT: Kind.LLM,
+    sc.OP_TEXT_COMPLETION: Kind.LLM,
+    sc.OP_GENERATE_CONTENT: Kind.LLM,
+    sc.OP_EMBEDDINGS: Kind.LLM,
+    sc.OP_CREATE_AGENT: Kind.OTHER,
+    "retrieval": Kind.OTHER,
+}
+_OPENINFERENCE_KIND: dict[str, Kind] = {
+    "AGENT": Kind.RUN,
+    "TOOL": Kind.TOOL,
+    "LLM": Kind.LLM,
+    "EMBEDDING": Kind.LLM,
+    "CHAIN": Kind.OTHER,
+    "RETRIEVER": Kind.OTHER,
+    "RERANKER": Kind.OTHER,
+    "GUARDRAIL": Kind.OTHER,
+    "EVALUATOR": Kind.OTHER,
+    "UNKNOWN": Kind.OTHER,
+}
+_TRACELOOP_KIND: dict[str, Kind] = {
+    "workflow": Kind.RUN,
+    "agent": Kind.RUN,
+    "tool": Kind.TOOL,
+    "task": Kind.OTHER,
+}
+_LLM_REQUEST_TYPES = frozenset({"chat", "completion", "embedding", "rerank"})
+_HINT_KIND: dict[str, Kind] = {k.value: k for k in Kind}
+
+
+def detect_kind(attrs: Mapping[str, Any]) -> Kind | None:
+    """The span's kind by the first convention that names one; ``None`` when none does."""
+    get = attrs.get
+    op = get(sc.GEN_AI_OPERATION_NAME)
+    if op.__class__ is str:
+        kind = _OPERATION_KIND.get(op)
+        if kind is not None:
+            return kind
+    if get(sc.PHASE) is not None:
+        return Kind.PHASE
+    oi = get(sc.OPENINFERENCE_SPAN_KIND)
+    if oi.__class__ is str:
+        return _OPENINFERENCE_KIND.get(oi.upper(), Kind.OTHER)
+    tl = get(sc.TRACELOOP_SPAN_KIND)
+    if tl.__class__ is str:
+        return _TRACELOOP_KIND.get(tl.lower(), Kind.OTHER)
+    request_type = get(sc.LLM_REQUEST_TYPE)
+    if request_type.__class__ is str and request_type in _LLM_REQUEST_TYPES:
+        return Kind.LLM
+    return None
+
+
+# --------------------------------------------------------------------------- typed reads
+
+
+def _str(value: Any) -> str | None:
+    return value if value.__class__ is str and value else None
+
+
+def _int(value: Any) -> int | None:
+    cls = value.__class__
+    if cls is int:
+        return value if value >= 0 else None
+    if cls is float:
+        return int(value) if math.isfinite(value) and value >= 0 else None
+    if cls is str and 0 < len(value) < 20:
+        try:
+            number = int(value)
+        except ValueError:
+            return None
+        return number if number >= 0 else None
+    return None
+
+
+def _float(value: Any) -> float | None:
+    cls = value.__class__
+    if cls is float:
+        return value if math.isfinite(value) and value >= 0 else None
+    if cls is int:
+        return float(value) if value >= 0 else None
+    return None
+
+
+def _bool(value: Any) -> bool:
+    if value.__class__ is bool:
+        return bool(value)
+    if value.__class__ is str:
+        return value.lower() == "true"
+    return False
+
+
+def _strings(value: Any) -> tuple[str, ...] | None:
+    """A string array attribute (tuple from the SDK, list from OTLP); ``None`` when absent."""
+    if value is None:
+        return None
+    if value.__class__ is str:
+        return (value,) if value else ()
+    if isinstance(value, (tuple, list)):
+        return tuple(v for v in value if v.__class__ is str and v)
+    return None
+
+
+def _entities(value: Any) -> tuple[Entity, ...] | None:
+    """``"type:id"`` strings into ``(type, id)`` pairs; malformed items are skipped."""
+    items = _strings(value)
+    if items is None:
+        return None
+    out: list[Entity] = []
+    for item in items:
+        kind, sep, ident = item.partition(":")
+        if sep and kind and ident:
+            out.append((kind, ident))
+    return tuple(out)
+
+
+def _first(attrs: Mapping[str, Any], *names: str) -> Any:
+    get = attrs.get
+    for name in names:
+        value = get(name)
+        if value is not None:
+            return value
+    return None
+
+
+_NOT_JSON = object()
+
+
+def _parse_json(value: Any) -> Any:
+    """Parsed JSON for small JSON text; ``_NOT_JSON`` for other text; structured values as is."""
+    if value.__class__ is not str:
+        return value
+    if len(value) > MAX_PARSE_CHARS:
+        return _NOT_JSON
+    head = value[:1]
+    if head not in ("{", "[", '"') and not (head.isspace() and value.lstrip()[:1] in ("{", "[")):
+        return _NOT_JSON
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError):
+        return _NOT_JSON
+
+
+def _fingerprint(value: Any) -> str:
+    """``args_hash``-compatible fingerprint of parsed content, or of raw text too big to parse."""
+    if value.__class__ is str and len(value) > MAX_PARSE_CHARS:
+        return digest(value)
+    return digest(canonical_json(value))
+
+
+# Parsed JSON Schemas and tool definitions, keyed by their text: instrumentations
+# write the same text on every call of a tool, so each is parsed once.
+_SCHEMA_CACHE: dict[str, Any] = {}
+_SCHEMA_CACHE_MAX = 512
+
+
+def _cached_json(text: Any) -> Any:
+    if text.__class__ is not str:
+        return text if isinstance(text, (dict, list)) else None
+    hit = _SCHEMA_CACHE.get(text, _NOT_JSON)
+    if hit is not _NOT_JSON:
+        return hit
+    parsed = _parse_json(text)
+    value = None if parsed is _NOT_JSON else parsed
+    if len(_SCHEMA_CACHE) >= _SCHEMA_CACHE_MAX:
+        _SCHEMA_CACHE.clear()
+    _SCHEMA_CACHE[text] = value
+    return value
+
+
+# --------------------------------------------------------------------------- the record
+
+
+def record_from_attributes(
+    attrs: Mapping[str, Any],
+    *,
+    trace_id: str,
+    span_id: str,
+    parent_id: str | None,
+    name: str,
+    start_ns: int,
+    end_ns: int,
+    is_error: bool,
+    span_kind_hint: str | None = None,
+) -> SpanRecord:
+    """Normalise one span's attributes. Never raises.
+
+    ``span_kind_hint`` is a :class:`Kind` value (``"run"``, ``"tool"``, ...) the
+    caller already knows; it is used only when no convention's attribute names
+    the kind. Other values (such as an OTLP ``SPAN_KIND_*`` name) are ignored.
+    """
+    try:
+        kind = detect_kind(attrs)
+        if kind is None:
+            kind = _HINT_KIND.get(span_kind_hint or "", Kind.OTHER)
+        return build_record(
+            attrs,
+            kind,
+            trace_id=trace_id,
+            span_id=span_id,
+            parent_id=parent_id,
+            name=name,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            is_error=is_error,
+        )
+    except Exception:
+        # A mapping that fails on lookup: keep the span in the tree, detect nothing on it.
+        return SpanRecord(
+            trace_id=trace_id,
+            span_id=span_id,
+            parent_id=parent_id,
+            kind=Kind.OTHER,
+            name=name if isinstance(name, str) else "",
+            start_ns=start_ns if isinstance(start_ns, int) else 0,
+            end_ns=end_ns if isinstance(end_ns, int) else 0,
+            is_error=bool(is_error),
+        )
+
+
+def record_from_span(span: ReadableSpan) -> SpanRecord:
+    """Normalise an SDK span (ended or not). Never raises."""
+    ctx = span.get_span_context()
+    parent = span.parent
+    status = span.status
+    return record_from_attributes(
+        span.attributes or {},
+        trace_id=format(ctx.trace_id, "032x") if ctx is not None else "",
+        span_id=format(ctx.span_id, "016x") if ctx is not None else "",
+        parent_id=format(parent.span_id, "016x") if parent is not None else None,
+        name=span.name,
+        start_ns=span.start_time or 0,
+        end_ns=span.end_time or 0,
+        is_error=status is not None and not status.is_ok and not status.is_unset,
+    )
+
+
+def build_record(
+    attrs: Mapping[str, Any],
+    kind: Kind,
+    *,
+    trace_id: str,
+    span_id: str,
+    parent_id: str | None,
+    name: str,
+    start_ns: int,
+    end_ns: int,
+    is_error: bool,
+) -> SpanRecord:
+    """Normalise attributes of a span whose kind the caller has already detected.
+
+    Unlike :func:`record_from_attributes` this may raise on a mapping whose
+    lookups fail, so adapters can count the problem; typed reads never raise.
+    """
+    get = attrs.get
+    if end_ns < start_ns:
+        end_ns = start_ns
+    error_type = _str(get(sc.ERROR_TYPE))
+    record = SpanRecord(
+        trace_id,
+        span_id,
+        parent_id,
+        kind,
+        name,
+        start_ns,
+        end_ns,
+        is_error=bool(is_error) or error_type is not None,
+        error_type=error_type,
+    )
+    flags = get(sc.ANOMALY_FLAGS)
+    if flags is not None:
+        record.flags_present = _strings(flags) or ()
+    agent = _str(get(sc.GEN_AI_AGENT_NAME))
+    if kind is Kind.TOOL:
+        _read_tool(attrs, record)
+    elif kind is Kind.LLM:
+        _read_llm(attrs, record)
+    elif kind is Kind.RUN:
+        agent = agent or _run_agent_name(attrs, name)
+        _read_run(attrs, record)
+    record.agent_name = agent
+    return record
+
+
+def _run_agent_name(attrs: Mapping[str, Any], span_name: str) -> str | None:
+    agent = _str(_first(attrs, "agent.name", sc.TRACELOOP_ENTITY_NAME, "gen_ai.workflow.name"))
+    if agent:
+        return agent
+    if span_name.startswith(sc.OP_INVOKE_AGENT + " "):
+        return span_name[len(sc.OP_INVOKE_AGENT) + 1 :] or None
+    if span_name.startswith(sc.OP_INVOKE_WORKFLOW + " "):
+        return span_name[len(sc.OP_INVOKE_WORKFLOW) + 1 :] or None
+    return span_name or None
+
+
+def _read_run(attrs: Mapping[str, Any], record: SpanRecord) -> None:
+    record.entities = run_entities(attrs)
+    record.budget = Budget.from_attributes(attrs)
+    record.stop_reason = _str(attrs.get(sc.RUN_STOP_REASON))
+
+
+def run_entities(attrs: Mapping[str, Any]) -> dict[str, str]:
+    """The run's declared subject from ``agentwatch.run.entity.<type>`` attributes.
+
+    The only full scan of the attributes, done for run spans alone.
+    """
+    prefix = sc.RUN_ENTITY_PREFIX
+    cut = len(prefix)
+    entities: dict[str, str] = {}
+    for key, value in attrs.items():
+        if key.__class__ is str and key.startswith(prefix) and len(key) > cut:
+            if value.__class__ is str and value:
+                entities[key[cut:]] = value
+            elif value.__class__ is int:
+                entities[key[cut:]] = str(value)
+    return entities
+
+
+# --------------------------------------------------------------------------- tool spans
+
+
+def _read_tool(attrs: Mapping[str, Any], record: SpanRecord) -> None:
+    get = attrs.get
+    tool = _str(get(sc.GEN_AI_TOOL_NAME)) or _str(get(sc.OI_TOOL_NAME)) or _str(get(sc.TRACELOOP_ENTITY_NAME))
+    if tool is None:
+        span_name = record.name
+        prefix = sc.OP_EXECUTE_TOOL + " "
+        tool = span_name[len(prefix) :] if span_name.startswith(prefix) else (span_name or None)
+    record.tool_name = tool
+    record.tool_call_id = _str(get(sc.GEN_AI_TOOL_CALL_ID))
+    record.side_effect = _bool(get(sc.TOOL_SIDE_EFFECT))
+    record.idempotency_key = _bool(get(sc.TOOL_IDEMPOTENCY_KEY))
+    record.error_class = _str(get(sc.TOOL_ERROR_CLASS))
+    schema = get(sc.TOOL_SCHEMA)
+    if schema is None:
+        schema = get(sc.OI_TOOL_PARAMETERS)  # OpenInference: JSON Schema of the parameters
+    if schema is not None:
+        parsed = _cached_json(schema)
+        record.tool_schema = parsed if isinstance(parsed, dict) else None
+    arg_entities = get(sc.TOOL_ARG_ENTITIES)
+    if arg_entities is not None:
+        record.arg_entities = _entities(arg_entities)
+    result_entities = get(sc.TOOL_RESULT_ENTITIES)
+    if result_entities is not None:
+        record.result_entities = _entities(result_entities)
+    args_hash = _str(get(sc.TOOL_ARGS_HASH))
+    record.args_hash = args_hash
+    result_hash = _str(get(sc.TOOL_RESULT_HASH))
+    record.result_hash = result_hash
+
+    # Captured content: needed for foreign spans (no fingerprints), for schema
+    # validation, and for entity extraction when no entity lists were recorded.
+    if args_hash is None or record.tool_schema is not None or record.arg_entities is None:
+        raw_args = _tool_arguments(attrs)
+        if raw_args is not None:
+            arguments = _parse_arguments(raw_args)
+            if args_hash is None:
+                record.args_hash = _fingerprint(raw_args if arguments is _NOT_JSON else arguments)
+                if arguments is not _NOT_JSON:
+                    record.arguments = arguments
+            elif arguments is not _NOT_JSON and _fingerprint(arguments) == args_hash:
+                # Our own span with content capture on: use the content only when it
+                # is complete (redaction or truncation would change the fingerprint).
+                record.arguments = arguments
+    if result_hash is None or record.result_entities is None:
+        raw_result = _tool_result(attrs)
+        if raw_result is not None:
+            result = _parse_json(raw_result)
+            if result is _NOT_JSON:
+                result = raw_result if len(raw_result) <= MAX_PARSE_CHARS else None
+            if result_hash is None:
+                record.result_hash = _fingerprint(raw_result if result is None else result)
+            record.result = result
+
+
+def _tool_arguments(attrs: Mapping[str, Any]) -> Any:
+    get = attrs.get
+    value = get(sc.GEN_AI_TOOL_CALL_ARGUMENTS)
+    if value is not None:
+        return value
+    value = get(sc.OI_INPUT_VALUE)
+    if value is not None:
+        return value
+    value = get(sc.TRACELOOP_ENTITY_INPUT)
+    if value.__class__ is str and len(value) <= MAX_PARSE_CHARS:
+        # OpenLLMetry's decorators record {"args": [...], "kwargs": {...}}.
+        parsed = _parse_json(value)
+        if isinstance(parsed, dict) and set(parsed) <= {"args", "kwargs"}:
+            args, kwargs = parsed.get("args"), parsed.get("kwargs")
+            if not args and isinstance(kwargs, dict):
+                return kwargs
+        return parsed if parsed is not _NOT_JSON else value
+    return value
+
+
+def _tool_result(attrs: Mapping[str, Any]) -> Any:
+    value = _first(attrs, sc.GEN_AI_TOOL_CALL_RESULT, sc.OI_OUTPUT_VALUE, sc.TRACELOOP_ENTITY_OUTPUT)
+    if value is None or value.__class__ is str:
+        return value
+    return canonical_json(value)
+
+
+def _parse_arguments(raw: Any) -> Any:
+    """Arguments as the contract's hash sees them: JSON text parsed, structures as is."""
+    if raw.__class__ is str:
+        if len(raw) > MAX_PARSE_CHARS:
+            return _NOT_JSON
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            return raw  # hashed as a JSON string, like agentwatch.hashing.args_hash does
+    if isinstance(raw, (dict, list, tuple, int, float, bool)):
+        return raw
+    return _NOT_JSON
+
+
+# --------------------------------------------------------------------------- LLM spans
+
+
+def _read_llm(attrs: Mapping[str, Any], record: SpanRecord) -> None:
+    get = attrs.get
+    record.model = (
+        _str(get(sc.GEN_AI_RESPONSE_MODEL))
+        or _str(get(sc.GEN_AI_REQUEST_MODEL))
+        or _str(get(sc.OI_LLM_MODEL_NAME))
+        or _str(get("embedding.model_name"))
+    )
+    tokens = get(sc.GEN_AI_USAGE_INPUT_TOKENS)
+    if tokens is None:
+        tokens = _first(attrs, sc.GEN_AI_USAGE_PROMPT_TOKENS, sc.OI_TOKEN_PROMPT)
+    record.input_tokens = _int(tokens)
+    tokens = get(sc.GEN_AI_USAGE_OUTPUT_TOKENS)
+    if tokens is None:
+        tokens = _first(attrs, sc.GEN_AI_USAGE_COMPLETION_TOKENS, sc.OI_TOKEN_COMPLETION)
+    record.output_tokens = _int(tokens)
+    cost = get(sc.COST_USD)
+    record.cost_usd = _float(cost if cost is not None else get("llm.cost.total"))
+
+    calls = get(sc.LLM_TOOL_CALLS)
+    if calls is not None:
+        record.requested_calls = _requested_from_ours(calls)
+    else:
+        record.requested_calls = _requested_from_content(attrs)
+    offered = get(sc.LLM_TOOLS_OFFERED)
+    record.offered_tools = _strings(offered) if offered is not None else _offered_from_content(attrs)
+    value = get(sc.LLM_REQUESTED_ENTITIES)
+    if value is not None:
+        record.requested_entities = _entities(value)
+    value = get(sc.LLM_INPUT_ENTITIES)
+    if value is not None:
+        record.input_entities = _entities(value)
+    system_hash = _str(get(sc.LLM_SYSTEM_HASH))
+    user_hash = _str(get(sc.LLM_USER_HASH))
+    if system_hash is None or user_hash is None:
+        content_system, content_user = _prompt_fingerprints(attrs)
+        system_hash = system_hash or content_system
+        user_hash = user_hash or content_user
+    record.system_hash = system_hash
+    record.user_hash = user_hash
+
+
+def _requested_from_ours(value: Any) -> tuple[tuple[str, str], ...]:
+    out: list[tuple[str, str]] = []
+    for item in _strings(value) or ():
+        tool, sep, args_hash = item.rpartition(":")
+        if sep and tool:
+            out.append((tool, args_hash))
+    return tuple(out)
+
+
+def _requested_from_content(attrs: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Tool calls the model asked for, from captured output (GenAI, OpenInference, OpenLLMetry)."""
+    get = attrs.get
+    out: list[tuple[str, str]] = []
+    messages = get(sc.GEN_AI_OUTPUT_MESSAGES)
+    if messages is not None:
+        parsed = _parse_json(messages)
+        for message in parsed if isinstance(parsed, list) else ():
+            parts = message.get("parts") if isinstance(message, dict) else None
+            for part in parts if isinstance(parts, list) else ():
+                if isinstance(part, dict) and part.get("type") == "tool_call":
+                    tool = part.get("name")
+                    if isinstance(tool, str) and tool:
+                        out.append((tool, _args_fingerprint(part.get("arguments"))))
+        return tuple(out)
+    oi_prefix = "llm.output_messages.0.message.tool_calls."
+    if get(oi_prefix + "0.tool_call.function.name") is not None:
+        for j in range(_MAX_INDEX):
+            tool = get(f"{oi_prefix}{j}.tool_call.function.name")
+            if tool is None:
+                break
+            if tool.__class__ is str and tool:
+                args = get(f"{oi_prefix}{j}.tool_call.function.arguments")
+                out.append((tool, _args_fingerprint(args)))
+        return tuple(out)
+    legacy_prefix = "gen_ai.completion.0.tool_calls."
+    if get(legacy_prefix + "0.name") is not None:
+        for j in range(_MAX_INDEX):
+            tool = get(f"{legacy_prefix}{j}.name")
+            if tool is None:
+                break
+            if tool.__class__ is str and tool:
+                out.append((tool, _args_fingerprint(get(f"{legacy_prefix}{j}.arguments"))))
+    return tuple(out)
+
+
+def _args_fingerprint(raw: Any) -> str:
+    arguments = _parse_arguments({} if raw is None else raw)
+    return _fingerprint(raw if arguments is _NOT_JSON else arguments)
+
+
+def _definition_name(definition: Any) -> str | None:
+    if not isinstance(definition, dict):
+        return None
+    name = definition.get("name")
+    if isinstance(name, str) and name:
+        return name
+    function = definition.get("function")
+    if isinstance(function, dict):
+        name = function.get("name")
+        if isinstance(name, str) and name:
+            return name
+    return None
+
+
+def _offered_from_content(attrs: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """Tool names offered to the model; ``None`` when the span does not say."""
+    get = attrs.get
+    definitions = get(sc.GEN_AI_TOOL_DEFINITIONS)
+    if definitions is not None:
+        parsed = _cached_json(definitions)
+        if isinstance(parsed, list):
+            return tuple(n for n in map(_definition_name, parsed) if n)
+        return None
+    if get("llm.tools.0.tool.json_schema") is not None:
+        names: list[str] = []
+        for i in range(_MAX_INDEX):
+            schema = get(f"llm.tools.{i}.tool.json_schema")
+            if schema is None:
+                break
+            name = _definition_name(_cached_json(schema))
+            if name:
+                names.append(name)
+        return tuple(names)
+    if get("llm.request.functions.0.name") is not None:
+        names = []
+        for i in range(_MAX_INDEX):
+            name = get(f"llm.request.functions.{i}.name")
+            if name is None:
+                break
+            if name.__class__ is str and name:
+                names.append(name)
+        return tuple(names)
+    return None
+
+
+def _text_fingerprint(content: Any) -> str | None:
+    if content is None:
+        return None
+    if content.__class__ is str:
+        return digest(content)
+    return digest(canonical_json(content))
+
+
+def _prompt_fingerprints(attrs: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """Fingerprints of the system instructions and of the latest user turn, from content."""
+    get = attrs.get
+    system: str | None = None
+    user: str | None = None
+    instructions = get(sc.GEN_AI_SYSTEM_INSTRUCTIONS)
+    if instructions is not None:
+        system = _text_fingerprint(instructions)
+    messages = get(sc.GEN_AI_INPUT_MESSAGES)
+    if messages is not None:
+        parsed = _parse_json(messages)
+        if isinstance(parsed, list):
+            system_parts: list[Any] = []
+            last_user: Any = None
+            for message in parsed:
+                if not isinstance(message, dict):
+                    continue
+                role = message.get("role")
+                body = message.get("parts", message.get("content"))
+                if role == "system":
+                    system_parts.append(body)
+                elif role == "user":
+                    last_user = body
+            if system is None and system_parts:
+                system = _text_fingerprint(system_parts)
+            user = _text_fingerprint(last_user)
+        return system, user
+    for prefix, role_key, content_key in (
+        ("llm.input_messages.", ".message.role", ".message.content"),  # OpenInference
+        ("gen_ai.prompt.", ".role", ".content"),  # OpenLLMetry before the GenAI message names
+    ):
+        if get(f"{prefix}0{role_key}") is None:
+            continue
+        system_texts: list[Any] = []
+        last_user = None
+        for i in range(_MAX_INDEX * 4):
+            role = get(f"{prefix}{i}{role_key}")
+            if role is None:
+                break
+            if role == "system":
+                system_texts.append(get(f"{prefix}{i}{content_key}"))
+            elif role == "user":
+                last_user = get(f"{prefix}{i}{content_key}")
+        if system is None and system_texts:
+            system = _text_fingerprint(system_texts if len(system_texts) > 1 else system_texts[0])
+        return system, _text_fingerprint(last_user)
+    return system, user

@@ -1,0 +1,321 @@
+"""``agentwatch.run`` and ``agentwatch.phase``: the run → phase → call span tree.
+
+A run is one agent attempt. Its state (budget, step counter, totals) lives in
+the detector engine under the run's id; the Python handle travels in the
+OpenTelemetry context, so it follows ``asyncio`` tasks and, with the usual OTel
+context helpers, work handed to thread pools.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from . import _runtime
+from . import semconv as sc
+from .budget import Budget
+from .classify import error_type, stop_reason_for
+from .engine.record import Finding
+from .otel.findings import anomaly_update, run_summary_attributes
+from .semconv import StopReason
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RUN_CONTEXT_KEY = otel_context.create_key("agentwatch-run")
+
+
+class Run:
+    """The handle ``agentwatch.run`` yields: the run's id and an explicit stop."""
+
+    __slots__ = ("_blocked", "_detail", "_reason", "_requested", "budget", "name", "parent", "run_id", "span")
+
+    def __init__(self, name: str, run_id: str, span: Span, parent: Run | None, budget: Budget | None) -> None:
+        self.name = name
+        self.run_id = run_id
+        self.span = span
+        self.parent = parent
+        self.budget = budget
+        self._reason: StopReason | None = None
+        self._detail: str | None = None
+        self._blocked: list[Finding] = []
+        self._requested: dict[tuple[str, str], str] = {}  # (tool, args hash) -> tool call id
+
+    def stop(self, reason: StopReason | str, detail: str | None = None) -> None:
+        """Set the run's stop reason explicitly (wins over the classified outcome)."""
+        self._reason = StopReason(reason)
+        self._detail = detail
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        return self._reason
+
+    def remember_requested(self, tool: str, args_hash: str, call_id: str | None) -> None:
+        """Tool calls the model asked for, so the tool span can carry ``gen_ai.tool.call.id``."""
+        if call_id:
+            if len(self._requested) > 1024:
+                self._requested.clear()
+            self._requested[(tool, args_hash)] = call_id
+
+    def requested_call_id(self, tool: str, args_hash: str) -> str | None:
+        return self._requested.pop((tool, args_hash), None)
+
+    def block(self, finding: Finding) -> None:
+        self._blocked.append(finding)
+
+    def __repr__(self) -> str:
+        return f"Run(name={self.name!r}, run_id={self.run_id!r})"
+
+
+def current_run() -> Run | None:
+    """The innermost run of the current context, if any."""
+    value = otel_context.get_value(RUN_CONTEXT_KEY)
+    return value if isinstance(value, Run) else None
+
+
+class _Scope:
+    """A span scope usable as ``with``, ``async with`` and as a decorator of sync/async functions."""
+
+    def _enter(self) -> Any:
+        raise NotImplementedError
+
+    def _exit(self, exc: BaseException | None) -> None:
+        raise NotImplementedError
+
+    def _fresh(self) -> _Scope:
+        """A new scope with the same arguments (each decorated call gets its own span)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self._enter()
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self._exit(exc)
+
+    async def __aenter__(self) -> Any:
+        return self._enter()
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self._exit(exc)
+
+    def __call__(self, func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with self._fresh():
+                    return await func(*args, **kwargs)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self._fresh():
+                return func(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+
+class _RunScope(_Scope):
+    def __init__(
+        self,
+        name: str,
+        entities: Mapping[str, str] | None,
+        budget: Budget | None,
+        conversation_id: str | None,
+        attributes: Mapping[str, Any] | None,
+    ) -> None:
+        self._args = (name, entities, budget, conversation_id, attributes)
+        self._run: Run | None = None
+        self._token: object | None = None
+
+    def _fresh(self) -> _RunScope:
+        return _RunScope(*self._args)
+
+    def _enter(self) -> Run:
+        name, entities, budget, conversation_id, attributes = self._args
+        rt = _runtime.get()
+        parent = current_run()
+        run_id = "run_" + uuid.uuid4().hex[:20]
+        if not _runtime.enabled():
+            span: Span = trace.INVALID_SPAN
+            self._run = Run(name, run_id, span, parent, budget)
+            self._token = otel_context.attach(otel_context.set_value(RUN_CONTEXT_KEY, self._run))
+            return self._run
+        effective = budget if budget is not None else (None if rt.config.budget.is_empty() else rt.config.budget)
+        attrs: dict[str, Any] = {
+            sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT,
+            sc.GEN_AI_AGENT_NAME: name,
+            sc.RUN_ID: run_id,
+        }
+        if conversation_id:
+            attrs[sc.GEN_AI_CONVERSATION_ID] = conversation_id
+        for kind, value in (entities or {}).items():
+            attrs[sc.RUN_ENTITY_PREFIX + str(kind)] = str(value)
+        if effective is not None:
+            attrs.update(effective.to_attributes())
+        if attributes:
+            attrs.update(attributes)
+        start = time.time_ns()
+        span = rt.tracer.start_span(f"{sc.OP_INVOKE_AGENT} {name}", kind=SpanKind.INTERNAL,
+                                    attributes=attrs, start_time=start)
+        run = Run(name, run_id, span, parent, effective)
+        try:
+            rt.engine.open_run(
+                run_id,
+                parent_run_key=parent.run_id if parent else None,
+                agent_name=name,
+                entities={str(k): str(v) for k, v in (entities or {}).items()},
+                budget=effective,
+                start_ns=start,
+            )
+        except Exception as exc:  # never break the user's run
+            _runtime.internal_error("run.open", exc)
+        ctx = otel_context.set_value(RUN_CONTEXT_KEY, run, trace.set_span_in_context(span))
+        self._token = otel_context.attach(ctx)
+        self._run = run
+        return run
+
+    def _exit(self, exc: BaseException | None) -> None:
+        run = self._run
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+            self._token = None
+        if run is None or run.span is trace.INVALID_SPAN:
+            return
+        try:
+            _finish_run(run, exc)
+        except Exception as err:
+            _runtime.internal_error("run.finish", err)
+            run.span.end()
+
+
+def _finish_run(run: Run, exc: BaseException | None) -> None:
+    rt = _runtime.get()
+    span = run.span
+    reason = run.stop_reason
+    if reason is None:
+        reason = StopReason.SUCCESS if exc is None else stop_reason_for(exc)
+    end = time.time_ns()
+    summary = rt.engine.close_run(run.run_id, stop_reason=reason.value, end_ns=end)
+    attrs: dict[str, Any] = {sc.RUN_STOP_REASON: reason.value}
+    if run._detail:
+        attrs[sc.RUN_STOP_DETAIL] = run._detail
+    if summary is not None:
+        attrs.update(
+            {
+                sc.RUN_STEPS: summary.steps,
+                sc.RUN_LLM_CALLS: summary.llm_calls,
+                sc.RUN_TOOL_CALLS: summary.tool_calls,
+                sc.RUN_INPUT_TOKENS: summary.input_tokens,
+                sc.RUN_OUTPUT_TOKENS: summary.output_tokens,
+                sc.RUN_COST_USD: summary.cost_usd,
+                sc.RUN_FAILURE_MODE: str(summary.failure_mode),
+                sc.RUN_ANOMALY_COUNT: summary.anomaly_count,
+            }
+        )
+        own = list(summary.findings) + run._blocked
+        if rt.inline and own:
+            span_id = format(span.get_span_context().span_id, "016x")
+            own = [Finding(f.flag, f.severity, f.reason, span_id, f.related_span_id) for f in own]
+            flag_attrs, events, new = anomaly_update(None, None, own)
+            attrs.update(flag_attrs)
+            for name, event_attrs in events:
+                span.add_event(name, event_attrs)
+            rt.reporter.report(new, _context_for(span, run))
+        if rt.inline and summary.flags:
+            attrs.update(run_summary_attributes(summary))
+        elif not rt.inline:
+            attrs.pop(sc.RUN_ANOMALY_COUNT, None)
+        if summary.cost_usd:
+            rt.instruments.cost.add(summary.cost_usd, {sc.GEN_AI_AGENT_NAME: run.name})
+    span.set_attributes(attrs)
+    if exc is not None:
+        span.record_exception(exc)
+        span.set_attribute(sc.ERROR_TYPE, error_type(exc))
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
+    elif reason is not StopReason.SUCCESS:
+        span.set_status(Status(StatusCode.ERROR, f"stopped: {reason.value}"))
+    span.end(end_time=end)
+    metric_attrs = {
+        sc.GEN_AI_AGENT_NAME: run.name,
+        sc.RUN_STOP_REASON: reason.value,
+    }
+    if summary is not None:
+        metric_attrs[sc.RUN_FAILURE_MODE] = str(summary.failure_mode)
+    rt.instruments.runs.add(1, metric_attrs)
+
+
+def _context_for(span: Span, run: Run | None) -> Any:
+    from .otel.reporting import AnomalyContext
+
+    ctx = span.get_span_context()
+    return AnomalyContext(
+        trace_id=format(ctx.trace_id, "032x"),
+        span_id=format(ctx.span_id, "016x"),
+        span_name=getattr(span, "name", ""),
+        run_key=run.run_id if run else None,
+        agent_name=run.name if run else None,
+    )
+
+
+class _PhaseScope(_Scope):
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._span: Span | None = None
+        self._token: object | None = None
+
+    def _fresh(self) -> _PhaseScope:
+        return _PhaseScope(self._name)
+
+    def _enter(self) -> Span:
+        if not _runtime.enabled():
+            return trace.INVALID_SPAN
+        rt = _runtime.get()
+        span = rt.tracer.start_span(self._name, kind=SpanKind.INTERNAL, attributes={sc.PHASE: self._name})
+        self._span = span
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+        return span
+
+    def _exit(self, exc: BaseException | None) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+            self._token = None
+        span = self._span
+        if span is None:
+            return
+        if exc is not None:
+            span.record_exception(exc)
+            span.set_attribute(sc.ERROR_TYPE, error_type(exc))
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
+        span.end()
+
+
+def run(
+    name: str,
+    *,
+    entities: Mapping[str, str] | None = None,
+    budget: Budget | None = None,
+    conversation_id: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> Any:
+    """Open one agent run span (``invoke_agent {name}``).
+
+    Use as ``with``/``async with`` (yields a :class:`Run` with ``.run_id`` and
+    ``.stop()``) or as a decorator of sync and async functions. ``entities``
+    names the run's subject, e.g. ``{"customer": "cust_789"}``; ``budget``
+    limits it (default: ``agent.budgets`` from configuration, if any).
+    """
+    return _RunScope(name, entities, budget, conversation_id, attributes)
+
+
+def phase(name: str) -> Any:
+    """A group span (plan, retrieve, execute, validate) inside a run."""
+    return _PhaseScope(name)

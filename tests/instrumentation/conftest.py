@@ -1,0 +1,1 @@
+from tests.telemetry import telemetry  # noqa: F401  (fixture)
