@@ -51,7 +51,9 @@ def test_json_text_and_tool_use(llm_server: LLMServer, anthropic_client: Any) ->
 
 
 def test_stop_reason_mapping(llm_server: LLMServer, anthropic_client: Any) -> None:
-    llm_server.script(reply.text("a"), reply.text("b", stop_reason="length"), reply.text("c", stop_reason="refusal"))
+    llm_server.script(
+        reply.text("a"), reply.text("b", stop_reason="length"), reply.text("c", stop_reason="refusal")
+    )
     assert [create(anthropic_client).stop_reason for _ in range(3)] == ["end_turn", "max_tokens", "refusal"]
 
 
@@ -67,7 +69,9 @@ def test_stream_event_sequence(llm_server: LLMServer, anthropic_client: Any) -> 
     assert kinds[:2] == ["message_start", "content_block_start"]
     assert kinds[-2:] == ["message_delta", "message_stop"]
     assert kinds.count("content_block_start") == kinds.count("content_block_stop") == 2
-    text_deltas = [e.delta.text for e in events if e.type == "content_block_delta" and e.delta.type == "text_delta"]
+    text_deltas = [
+        e.delta.text for e in events if e.type == "content_block_delta" and e.delta.type == "text_delta"
+    ]
     json_deltas = [
         e.delta.partial_json
         for e in events

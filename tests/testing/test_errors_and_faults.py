@@ -20,8 +20,8 @@ MESSAGES = {"model": "claude", "max_tokens": 64, "messages": [{"role": "user", "
 
 def transport_errors(client: Any, api_connection_error: type[Exception]) -> tuple[type[Exception], ...]:
     """The client's connection error, plus its HTTP library's (some clients let those escape streams)."""
-    http_library = importlib.import_module(type(client._client).__module__.split(".")[0])
-    return (api_connection_error, http_library.TransportError)
+    library = next(c.__module__ for c in type(client._client).__mro__ if c.__module__.startswith("httpx"))
+    return (api_connection_error, importlib.import_module(library.split(".")[0]).TransportError)
 
 
 def anthropic_stream(client: Any) -> Any:
@@ -88,7 +88,9 @@ def test_rate_limit_shapes_and_retry_after(
 
 
 def test_client_retries_then_succeeds(llm_server: LLMServer, openai_client: Any) -> None:
-    llm_server.script(reply.error(429, retry_after=0.01), reply.error(500), reply.text("third time"))
+    llm_server.script(
+        reply.error(429, retry_after=0.01), reply.error(500, retry_after=0.01), reply.text("third time")
+    )
     client = openai_client.with_options(max_retries=2)
     completion = client.chat.completions.create(**CHAT)
     assert completion.choices[0].message.content == "third time"
@@ -165,7 +167,10 @@ def test_anthropic_error_event_mid_stream(llm_server: LLMServer, anthropic_clien
     llm_server.script(reply.stream_error(3, then=reply.text("one two three four")))
     with pytest.raises(anthropic.APIStatusError) as raised:
         anthropic_stream(anthropic_client)
-    assert raised.value.body == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    assert raised.value.body == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "Overloaded"},
+    }
 
 
 async def test_async_anthropic_error_event(llm_server: LLMServer, async_anthropic_client: Any) -> None:
@@ -192,7 +197,11 @@ def test_responses_error_event_mid_stream(llm_server: LLMServer, openai_client: 
     llm_server.script(reply.stream_error(3, error=ErrorReply(500, "The model failed.", code="server_error")))
     # The client hands the Responses `error` event to the caller rather than raising.
     events = list(openai_client.responses.create(model="m", input="hi", stream=True))
-    assert [e.type for e in events][:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert [e.type for e in events][:3] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+    ]
     error = events[-1]
     assert error.type == "error"
     assert (error.code, error.message, error.sequence_number) == ("server_error", "The model failed.", 3)

@@ -30,9 +30,7 @@ def stream_helper(client: Any) -> Any:
 
 
 def test_json_text_usage_and_headers(llm_server: LLMServer, openai_client: Any) -> None:
-    llm_server.script(
-        reply.text("It shipped.", usage=Usage(120, 8, cached_tokens=100, reasoning_tokens=3))
-    )
+    llm_server.script(reply.text("It shipped.", usage=Usage(120, 8, cached_tokens=100, reasoning_tokens=3)))
     raw = openai_client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
     completion = raw.parse()
 
@@ -60,7 +58,9 @@ def test_json_usage_details_absent_unless_scripted(llm_server: LLMServer, openai
 
 def test_json_tool_calls(llm_server: LLMServer, openai_client: Any) -> None:
     llm_server.script(
-        reply.tool_calls(("get_order", {"id": "ord_555"}), ToolCall("get_customer", {"id": "c_1"}, id="call_x"))
+        reply.tool_calls(
+            ("get_order", {"id": "ord_555"}), ToolCall("get_customer", {"id": "c_1"}, id="call_x")
+        )
     )
     completion = openai_client.chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=TOOLS)
 
@@ -124,7 +124,9 @@ def test_stream_with_include_usage(llm_server: LLMServer, openai_client: Any) ->
 def test_stream_tool_call_deltas(llm_server: LLMServer, openai_client: Any) -> None:
     arguments = {"id": "ord_555", "fields": ["status", "eta"], "verbose": True}
     llm_server.script(reply.tool_calls(("get_order", arguments), ("get_customer", {"id": "c_1"})))
-    chunks = list(openai_client.chat.completions.create(model="m", messages=MESSAGES, tools=TOOLS, stream=True))
+    chunks = list(
+        openai_client.chat.completions.create(model="m", messages=MESSAGES, tools=TOOLS, stream=True)
+    )
 
     deltas = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
     first = [d for d in deltas if d.index == 0]

@@ -64,7 +64,9 @@ def test_length_stop_is_incomplete(llm_server: LLMServer, openai_client: Any) ->
 
 
 def test_stream_event_sequence(llm_server: LLMServer, openai_client: Any) -> None:
-    llm_server.script(reply.tool_call("get_order", {"id": "ord_555"}, text="Checking now.", usage=Usage(40, 9)))
+    llm_server.script(
+        reply.tool_call("get_order", {"id": "ord_555"}, text="Checking now.", usage=Usage(40, 9))
+    )
     raw = openai_client.responses.with_raw_response.create(model="m", input="hi", tools=TOOLS, stream=True)
     assert raw.headers["content-type"].startswith("text/event-stream")
     events = list(raw.parse())

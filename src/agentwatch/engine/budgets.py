@@ -79,7 +79,12 @@ def _whose(run: RunState, owner: RunState) -> str:
 
 
 def observe(
-    ctx: Context, run: RunState, span_id: str, end_ns: int, is_tool: bool, key: CallKey | None,
+    ctx: Context,
+    run: RunState,
+    span_id: str,
+    end_ns: int,
+    is_tool: bool,
+    key: CallKey | None,
     out: list[Finding],
 ) -> None:
     """Flag every budget of ``run`` or an ancestor that this finished call made pass."""
@@ -92,15 +97,30 @@ def observe(
         who = _whose(run, owner)
         if lim.max_steps is not None and owner.steps > lim.max_steps and "steps" not in fired:
             fired.add("steps")
-            _add(out, make(Flag.STEP_BUDGET_EXCEEDED,
-                           f"{who} reached {owner.steps} steps, over its budget of max_steps={lim.max_steps}",
-                           span_id))
+            _add(
+                out,
+                make(
+                    Flag.STEP_BUDGET_EXCEEDED,
+                    f"{who} reached {owner.steps} steps, over its budget of max_steps={lim.max_steps}",
+                    span_id,
+                ),
+            )
         if is_tool:
-            if lim.max_tool_calls is not None and owner.tool_calls > lim.max_tool_calls and "tools" not in fired:
+            if (
+                lim.max_tool_calls is not None
+                and owner.tool_calls > lim.max_tool_calls
+                and "tools" not in fired
+            ):
                 fired.add("tools")
-                _add(out, make(Flag.TOOL_BUDGET_EXCEEDED,
-                               f"{who} reached {owner.tool_calls} tool calls, over its budget of "
-                               f"max_tool_calls={lim.max_tool_calls}", span_id))
+                _add(
+                    out,
+                    make(
+                        Flag.TOOL_BUDGET_EXCEEDED,
+                        f"{who} reached {owner.tool_calls} tool calls, over its budget of "
+                        f"max_tool_calls={lim.max_tool_calls}",
+                        span_id,
+                    ),
+                )
             if lim.max_unique is not None and key is not None and "unique" not in fired:
                 seen = owner.unique
                 if seen is None:
@@ -110,39 +130,73 @@ def observe(
                     if len(seen) > lim.max_unique:
                         fired.add("unique")
                         owner.unique = None  # nothing more to count once passed
-                        _add(out, make(Flag.TOOL_BUDGET_EXCEEDED,
-                                       f"{who} made {len(seen)} distinct tool calls (tool + args hash), over "
-                                       f"its budget of max_unique_calls={lim.max_unique}", span_id))
-        if (lim.max_ns is not None and owner.start_ns is not None and end_ns > 0
-                and end_ns - owner.start_ns > lim.max_ns and "time" not in fired):
+                        _add(
+                            out,
+                            make(
+                                Flag.TOOL_BUDGET_EXCEEDED,
+                                f"{who} made {len(seen)} distinct tool calls (tool + args hash), over "
+                                f"its budget of max_unique_calls={lim.max_unique}",
+                                span_id,
+                            ),
+                        )
+        if (
+            lim.max_ns is not None
+            and owner.start_ns is not None
+            and end_ns > 0
+            and end_ns - owner.start_ns > lim.max_ns
+            and "time" not in fired
+        ):
             fired.add("time")
-            _add(out, make(Flag.TIME_BUDGET_EXCEEDED,
-                           f"{who} had been running {(end_ns - owner.start_ns) / 1e9:.1f}s when this call "
-                           f"ended, over its budget of max_seconds={lim.max_seconds:g}", span_id))
+            _add(
+                out,
+                make(
+                    Flag.TIME_BUDGET_EXCEEDED,
+                    f"{who} had been running {(end_ns - owner.start_ns) / 1e9:.1f}s when this call "
+                    f"ended, over its budget of max_seconds={lim.max_seconds:g}",
+                    span_id,
+                ),
+            )
         if lim.max_usd is not None and owner.cost > lim.max_usd and "cost" not in fired:
             fired.add("cost")
-            _add(out, make(Flag.COST_BUDGET_EXCEEDED,
-                           f"{who} cost reached ${owner.cost:.4f}, over its budget of max_usd={lim.max_usd:g}",
-                           span_id))
+            _add(
+                out,
+                make(
+                    Flag.COST_BUDGET_EXCEEDED,
+                    f"{who} cost reached ${owner.cost:.4f}, over its budget of max_usd={lim.max_usd:g}",
+                    span_id,
+                ),
+            )
         if lim.max_tokens is not None and "tokens" not in fired:
             total = owner.input_tokens + owner.output_tokens
             if total > lim.max_tokens:
                 fired.add("tokens")
-                _add(out, make(Flag.TOKEN_BUDGET_EXCEEDED,
-                               f"{who} used {total} tokens, over its budget of max_tokens={lim.max_tokens}",
-                               span_id))
+                _add(
+                    out,
+                    make(
+                        Flag.TOKEN_BUDGET_EXCEEDED,
+                        f"{who} used {total} tokens, over its budget of max_tokens={lim.max_tokens}",
+                        span_id,
+                    ),
+                )
 
 
 def at_close(ctx: Context, run: RunState, end_ns: int) -> Finding | None:
     """The time budget passed only at the run's end (no call ended after it): flag the run span."""
     lim = run.limits
-    if (lim is None or lim.max_ns is None or run.start_ns is None or end_ns <= 0
-            or "time" in run.fired or end_ns - run.start_ns <= lim.max_ns):
+    if (
+        lim is None
+        or lim.max_ns is None
+        or run.start_ns is None
+        or end_ns <= 0
+        or "time" in run.fired
+        or end_ns - run.start_ns <= lim.max_ns
+    ):
         return None
     run.fired.add("time")
     return ctx.flagger.make(
         Flag.TIME_BUDGET_EXCEEDED,
-        f"run lasted {(end_ns - run.start_ns) / 1e9:.1f}s, over its budget of max_seconds={lim.max_seconds:g}",
+        f"run lasted {(end_ns - run.start_ns) / 1e9:.1f}s, over its budget of "
+        f"max_seconds={lim.max_seconds:g}",
         run.key,
     )
 
@@ -157,32 +211,56 @@ def enforce(
             continue
         who = _whose(run, owner)
         if lim.max_steps is not None and owner.started_steps + 1 > lim.max_steps:
-            return (owner, Flag.STEP_BUDGET_EXCEEDED, StopReason.STEP_BUDGET,
-                    f"{who} already made {owner.started_steps} steps; step {owner.started_steps + 1} would pass "
-                    f"max_steps={lim.max_steps}")
+            return (
+                owner,
+                Flag.STEP_BUDGET_EXCEEDED,
+                StopReason.STEP_BUDGET,
+                f"{who} already made {owner.started_steps} steps; step {owner.started_steps + 1} would pass "
+                f"max_steps={lim.max_steps}",
+            )
         if is_tool:
             if lim.max_tool_calls is not None and owner.started_tools + 1 > lim.max_tool_calls:
-                return (owner, Flag.TOOL_BUDGET_EXCEEDED, StopReason.TOOL_BUDGET,
-                        f"{who} already made {owner.started_tools} tool calls; another would pass "
-                        f"max_tool_calls={lim.max_tool_calls}")
+                return (
+                    owner,
+                    Flag.TOOL_BUDGET_EXCEEDED,
+                    StopReason.TOOL_BUDGET,
+                    f"{who} already made {owner.started_tools} tool calls; another would pass "
+                    f"max_tool_calls={lim.max_tool_calls}",
+                )
             if lim.max_unique is not None and key is not None:
                 seen = owner.started_unique
                 count = len(seen) if seen is not None else 0
                 if (seen is None or key not in seen) and count + 1 > lim.max_unique:
-                    return (owner, Flag.TOOL_BUDGET_EXCEEDED, StopReason.TOOL_BUDGET,
-                            f"{who} already made {count} distinct tool calls; a new one would pass "
-                            f"max_unique_calls={lim.max_unique}")
+                    return (
+                        owner,
+                        Flag.TOOL_BUDGET_EXCEEDED,
+                        StopReason.TOOL_BUDGET,
+                        f"{who} already made {count} distinct tool calls; a new one would pass "
+                        f"max_unique_calls={lim.max_unique}",
+                    )
         if lim.max_ns is not None and owner.start_ns is not None and now_ns - owner.start_ns > lim.max_ns:
-            return (owner, Flag.TIME_BUDGET_EXCEEDED, StopReason.TIME_BUDGET,
-                    f"{who} has been running {(now_ns - owner.start_ns) / 1e9:.1f}s, over "
-                    f"max_seconds={lim.max_seconds:g}")
+            return (
+                owner,
+                Flag.TIME_BUDGET_EXCEEDED,
+                StopReason.TIME_BUDGET,
+                f"{who} has been running {(now_ns - owner.start_ns) / 1e9:.1f}s, over "
+                f"max_seconds={lim.max_seconds:g}",
+            )
         if lim.max_usd is not None and owner.cost > lim.max_usd:
-            return (owner, Flag.COST_BUDGET_EXCEEDED, StopReason.COST_BUDGET,
-                    f"{who} already cost ${owner.cost:.4f}, over max_usd={lim.max_usd:g}")
+            return (
+                owner,
+                Flag.COST_BUDGET_EXCEEDED,
+                StopReason.COST_BUDGET,
+                f"{who} already cost ${owner.cost:.4f}, over max_usd={lim.max_usd:g}",
+            )
         if lim.max_tokens is not None and owner.input_tokens + owner.output_tokens > lim.max_tokens:
-            return (owner, Flag.TOKEN_BUDGET_EXCEEDED, StopReason.TOKEN_BUDGET,
-                    f"{who} already used {owner.input_tokens + owner.output_tokens} tokens, over "
-                    f"max_tokens={lim.max_tokens}")
+            return (
+                owner,
+                Flag.TOKEN_BUDGET_EXCEEDED,
+                StopReason.TOKEN_BUDGET,
+                f"{who} already used {owner.input_tokens + owner.output_tokens} tokens, over "
+                f"max_tokens={lim.max_tokens}",
+            )
     return None
 
 

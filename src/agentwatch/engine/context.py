@@ -20,30 +20,36 @@ class Context:
     """Thresholds, switches, compiled helpers and counters for one evaluation state."""
 
     __slots__ = (
-        "config",
-        "flagger",
-        "extractor",
-        "schemas",
-        "stats",
-        "loop_threshold",
-        "cycle_repeats",
-        "no_progress",
-        "spike_factor",
-        "spike_min",
-        "retry_threshold",
-        "max_calls",
-        "max_entities",
-        "policy_active",
-        "side_effect_globs",
-        "idempotency_keys",
         "_denials",
         "_side_effects",
         "_types",
+        "config",
+        "cycle_repeats",
+        "extractor",
+        "flagger",
+        "idempotency_keys",
+        "loop_threshold",
+        "max_calls",
+        "max_entities",
+        "no_progress",
+        "policy_active",
+        "retry_threshold",
+        "schemas",
+        "side_effect_globs",
+        "spike_factor",
+        "spike_min",
+        "stats",
     )
 
     def __init__(self, config: Config, *, _from: Context | None = None) -> None:
         self.config = config
         self.stats = Stats()
+        self.flagger: Flagger
+        self.extractor: EntityExtractor
+        self.schemas: SchemaChecker
+        self._denials: dict[str, str | None]
+        self._side_effects: dict[str, bool]
+        self._types: dict[str, str]
         if _from is not None:
             self.flagger = _from.flagger
             self.extractor = _from.extractor
@@ -55,9 +61,9 @@ class Context:
             self.flagger = Flagger(config.anomaly)
             self.extractor = EntityExtractor(config.entities)
             self.schemas = SchemaChecker()
-            self._denials: dict[str, str | None] = {}
-            self._side_effects: dict[str, bool] = {}
-            self._types: dict[str, str] = {}
+            self._denials = {}
+            self._side_effects = {}
+            self._types = {}
         loop = config.loop
         self.loop_threshold = max(1, int(loop.repeated_calls_threshold))
         self.cycle_repeats = max(2, int(loop.cycle_repeats))

@@ -227,13 +227,17 @@ class EntityExtractor:
             elif isinstance(value, (list, tuple)):
                 for child in reversed(value):
                     stack.append((child, id_type, context))
-            elif id_type is not None and isinstance(value, int) and not isinstance(value, bool):
-                if abs(value) >= 100:
-                    text = str(value)
-                    etype = self._resolve_bare(text, context) if id_type == _BARE else id_type
-                    out[(etype, text)] = None
-                    if len(out) >= limit:
-                        return
+            elif (
+                id_type is not None
+                and isinstance(value, int)
+                and not isinstance(value, bool)
+                and abs(value) >= 100
+            ):
+                text = str(value)
+                etype = self._resolve_bare(text, context) if id_type == _BARE else id_type
+                out[(etype, text)] = None
+                if len(out) >= limit:
+                    return
 
     @staticmethod
     def _maybe_json(

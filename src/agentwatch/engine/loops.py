@@ -37,26 +37,24 @@ def observe_tool(
     ctx: Context, run: RunState, span_id: str, key: CallKey | None, failed: bool, result_hash: str | None,
     side_effect: bool, out: list[Finding],
 ) -> CallState | None:
-    """Update the run's repeat, cycle and progress state with one finished tool call; returns its key state."""
+    """Update repeat, cycle and progress state with one finished tool call; returns its key state."""
     cs: CallState | None = None
     first = True
     new_for_key = False
     if key is not None:
-        cs = run.calls.get(key)
+        calls = run.calls
+        cs = calls.get(key)
         if cs is None:
             cs = CallState(key, span_id)
-            dropped = bounded_put(run.calls, key, cs, ctx.max_calls)
-            if dropped:
-                ctx.stats.calls_evicted += dropped
+            if len(calls) < ctx.max_calls:
+                calls[key] = cs
+            else:
+                ctx.stats.calls_evicted += bounded_put(calls, key, cs, ctx.max_calls)
         else:
             first = False
         cs.calls += 1
-        results = cs.results
-        if not failed and result_hash is not None and result_hash not in results:
+        if not failed and result_hash is not None and _new_result(cs, result_hash):
             new_for_key = True
-            if len(results) >= MAX_RESULTS_PER_KEY:
-                results.clear()
-            results.add(result_hash)
             cs.stale = 1
         else:
             cs.stale += 1
@@ -70,17 +68,16 @@ def observe_tool(
                 )
                 if finding is not None:
                     out.append(finding)
-
-        window = run.window
-        window.append((cs, new_for_key))
-        if len(window) > MAX_CYCLE * ctx.cycle_repeats:
-            del window[0]
-        if not first:
-            _check_cycle(ctx, window, span_id, cs, out)
+    window = run.window
+    window.append(cs)
+    if len(window) > MAX_CYCLE * ctx.cycle_repeats:
+        del window[0]
+    if new_for_key:
+        run.since_new = 0
     else:
-        run.window.append((None, False))
-        if len(run.window) > MAX_CYCLE * ctx.cycle_repeats:
-            del run.window[0]
+        run.since_new += 1
+        if not first:
+            _check_cycle(ctx, run, span_id, cs, out)  # type: ignore[arg-type]
 
     # progress of the run as a whole
     if failed:
@@ -88,12 +85,14 @@ def observe_tool(
     elif result_hash is None:
         progress = first
     else:
-        seen = result_hash in run.results
+        results = run.results
+        seen = result_hash in results
         progress = not seen or (side_effect and first)
         if not seen:
-            dropped = bounded_put(run.results, result_hash, None, ctx.max_calls)
-            if dropped:
-                ctx.stats.calls_evicted += dropped
+            if len(results) < ctx.max_calls:
+                results[result_hash] = None
+            else:
+                ctx.stats.calls_evicted += bounded_put(results, result_hash, None, ctx.max_calls)
     if progress:
         run.streak = 0
     else:
@@ -113,24 +112,43 @@ def observe_tool(
     return cs
 
 
-def _check_cycle(
-    ctx: Context, window: list[tuple[CallState | None, bool]], span_id: str, cs: CallState, out: list[Finding]
-) -> None:
+def _new_result(cs: CallState, result_hash: str) -> bool:
+    """Record ``result_hash`` for the key; ``True`` if the key had not brought it before."""
+    if cs.result is None:
+        cs.result = result_hash
+        return True
+    if result_hash == cs.result:
+        return False
+    results = cs.results
+    if results is None:
+        cs.results = {result_hash}
+        return True
+    if result_hash in results:
+        return False
+    if len(results) >= MAX_RESULTS_PER_KEY:
+        results.clear()
+    results.add(result_hash)
+    return True
+
+
+def _check_cycle(ctx: Context, run: RunState, span_id: str, cs: CallState, out: list[Finding]) -> None:
+    """Flag the call that completes (or continues) a cycle of 2..4 distinct keys that brought nothing new."""
+    window = run.window
     repeats = ctx.cycle_repeats
     n = len(window)
     for length in range(2, MAX_CYCLE + 1):
         span = length * repeats
         if n < span:
             return
-        if window[n - 1 - length][0] is not cs:
+        if window[n - 1 - length] is not cs:
             continue
-        pattern = [window[n - length + i][0] for i in range(length)]
+        if run.since_new < length * (repeats - 1):
+            return
+        pattern = window[n - length :]
         if None in pattern or len({id(p) for p in pattern}) != length:
             continue
         start = n - span
-        if any(window[start + i][0] is not pattern[i % length] for i in range(span)):
-            continue
-        if any(window[i][1] for i in range(n - length * (repeats - 1), n)):
+        if any(window[start + i] is not pattern[i % length] for i in range(span)):
             continue
         names = " -> ".join(p.key[0] for p in pattern if p is not None)
         finding = ctx.flagger.make(

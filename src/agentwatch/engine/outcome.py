@@ -17,7 +17,7 @@ ended; the flags say what went wrong on the way, which matters when the run
 retried or had one expensive call and still succeeded completed. A failed run
 keeps the bucket of its stop reason whatever its flags (a run that died on a
 401 after looping is a `tool_error` first: fixing the token is the fix).
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ class SchemaChecker:
         return validator
 
     def check(self, schema: Any, arguments: Any) -> tuple[bool, str | None]:
-        """``(schema_ok, problem)``: ``problem`` describes why ``arguments`` do not validate, else ``None``."""
+        """``(schema_ok, problem)``: ``problem`` says why ``arguments`` do not validate, else ``None``."""
         if not isinstance(schema, (dict, bool)):
             return False, None
         validator = self._validator(schema)

@@ -12,7 +12,7 @@ degradation worth batching"):
 
 ``agent.anomaly.severity`` overrides a level per flag; ``agent.anomaly.disabled``
 switches a flag off (its detector then finds nothing).
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from .budgets import Limits
+from .record import Entity
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -29,29 +30,45 @@ class Stats:
     """The engine's counters (plain ints behind attribute access, cheap to bump on the hot path)."""
 
     __slots__ = (
+        "calls_evicted",
+        "clock_skew",
+        "duplicate_spans",
+        "entities_evicted",
+        "findings",
+        "internal_errors",
+        "missing_parents",
+        "parent_cycles",
         "records_processed",
         "records_rejected",
-        "values_rejected",
-        "findings",
-        "runs_created",
         "runs_closed",
+        "runs_created",
         "runs_evicted",
         "runs_expired",
-        "calls_evicted",
-        "entities_evicted",
-        "stops",
         "schema_invalid",
-        "internal_errors",
+        "stops",
         "traces_evaluated",
-        "duplicate_spans",
-        "parent_cycles",
-        "missing_parents",
-        "clock_skew",
+        "values_rejected",
     )
 
     def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+        self.calls_evicted = 0
+        self.clock_skew = 0
+        self.duplicate_spans = 0
+        self.entities_evicted = 0
+        self.findings = 0
+        self.internal_errors = 0
+        self.missing_parents = 0
+        self.parent_cycles = 0
+        self.records_processed = 0
+        self.records_rejected = 0
+        self.runs_closed = 0
+        self.runs_created = 0
+        self.runs_evicted = 0
+        self.runs_expired = 0
+        self.schema_invalid = 0
+        self.stops = 0
+        self.traces_evaluated = 0
+        self.values_rejected = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -81,72 +98,67 @@ def _first(store: dict[K, V], n: int) -> Iterator[K]:
 class CallState:
     """One (tool, args hash) key of a run: how often, since when, and which results it brought."""
 
-    __slots__ = ("arg_ids", "calls", "first_span", "key", "results", "stale")
+    __slots__ = ("arg_ids", "calls", "first_span", "key", "result", "results", "stale")
 
     def __init__(self, key: CallKey, first_span: str) -> None:
         self.key = key
         self.first_span = first_span
         self.calls = 0
         self.stale = 0  # calls since the key last brought a new result, counting that call
-        self.results: set[str] = set()
-        self.arg_ids: tuple[str, ...] | None = None  # lowered ids in the arguments, once extracted
+        self.result: str | None = None  # the first result fingerprint (most keys only ever have one)
+        self.results: set[str] | None = None  # later distinct fingerprints, created when needed
+        self.arg_ids: tuple[Entity, ...] | None = None  # entities in the arguments, once extracted
 
 
 class RunState:
     """Counters and detector memory of one open run."""
 
     __slots__ = (
-        "key",
-        "parent",
+        "agent_name",
+        "anomaly_count",
+        "basis",
+        "calls",
         "chain",
         "children",
-        "agent_name",
-        "start_ns",
-        "last_seen",
-        "limits",
-        "enforced",
-        # totals (this run and every descendant)
-        "steps",
-        "llm_calls",
-        "tool_calls",
-        "input_tokens",
-        "output_tokens",
         "cost",
-        # calls let through by begin_call (the live guard's numbering)
+        "declared",
+        "effects",
+        "failures",
+        "fired",
+        "flags",
+        "input_tokens",
+        "key",
+        "known",
+        "last_llm_span",
+        "last_seen",
+        "last_system",
+        "last_user",
+        "limits",
+        "llm_calls",
+        "llm_seen",
+        "origin_span",
+        "origin_start",
+        "output_tokens",
+        "parent",
+        "pending",
+        "requested",
+        "results",
+        "run_findings",
+        "start_ns",
         "started_steps",
         "started_tools",
         "started_unique",
-        # budgets
-        "fired",
-        "unique",
-        # loops and progress (nearest run only)
-        "calls",
-        "window",
-        "results",
+        "steps",
         "streak",
         "streak_first",
-        "failures",
-        "effects",
-        # grounding
         "subject",
-        "known",
-        "basis",
-        "pending",
-        "requested",
-        "unknown_requested",
-        # llm history
-        "llm_seen",
-        "last_llm_span",
-        "last_system",
-        "last_user",
         "token_calls",
         "token_sum",
-        # outcome
-        "flags",
-        "anomaly_count",
-        "origin_span",
-        "origin_start",
-        "run_findings",
+        "tool_calls",
+        "unique",
+        "since_new",
+        "unknown_requested",
+        "window",
     )
 
     def __init__(self, key: str, parent: RunState | None, start_ns: int | None, now: float) -> None:
@@ -158,7 +170,7 @@ class RunState:
         self.start_ns = start_ns
         self.last_seen = now
         self.limits: Limits | None = None
-        self.enforced = False  # this run or an ancestor enforces its budget
+        self.declared = False  # open_run was called (a lazily created run takes its first declaration)
         self.steps = 0
         self.llm_calls = 0
         self.tool_calls = 0
@@ -171,7 +183,8 @@ class RunState:
         self.fired: set[str] = set()
         self.unique: set[CallKey] | None = None
         self.calls: dict[CallKey, CallState] = {}
-        self.window: list[tuple[CallState | None, bool]] = []
+        self.window: list[CallState | None] = []  # the last tool calls' keys, for cycles
+        self.since_new = 0  # tool calls since one last brought a result new for its key
         self.results: dict[str, None] = {}
         self.streak = 0
         self.streak_first = ""

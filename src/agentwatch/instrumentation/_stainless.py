@@ -99,7 +99,7 @@ def _after(provider: Provider, call: LLMCall, operation: str, raw_mode: Any, res
         if raw_mode == "stream":  # with_streaming_response: the body is the user's to read
             call.finish(None)
             return result
-        if raw_mode == "raw":  # with_raw_response: parse() is cached, so reading it is harmless
+        if raw_mode:  # with_raw_response ("true"/"raw"): parse() is cached, so reading it is harmless
             if getattr(result, "_stream", False):
                 call.finish(None)
                 return result

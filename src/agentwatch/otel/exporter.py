@@ -72,8 +72,10 @@ def otlp_exporter_from_env(env: Mapping[str, str] | None = None) -> SpanExporter
     """
     env = os.environ if env is None else env
     protocol = (
-        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
-    ).strip().lower()
+        (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc")
+        .strip()
+        .lower()
+    )
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
@@ -91,17 +93,19 @@ def otlp_exporter_from_env(env: Mapping[str, str] | None = None) -> SpanExporter
 class _Trace:
     """Spans of one trace waiting for their local root, and records of those already passed on."""
 
-    __slots__ = ("held", "released", "since")
+    __slots__ = ("held", "released", "touched")
 
-    def __init__(self, since: float) -> None:
+    def __init__(self, now: float) -> None:
         self.held: dict[int, ReadableSpan] = {}  # span id -> span
         self.released: dict[int, SpanRecord] = {}  # span id -> record of a span passed on early
-        self.since = since  # when the oldest held span arrived
+        self.touched = now  # last time a span of this trace arrived
 
 
 def _ids(span: ReadableSpan) -> tuple[int, int, int | None, bool]:
     """(trace id, span id, parent span id, is local root)."""
     ctx = span.get_span_context()
+    if ctx is None:
+        raise ValueError("span without a span context")
     parent = span.parent
     if parent is None:
         return ctx.trace_id, ctx.span_id, None, True
@@ -139,8 +143,11 @@ class AnomalyExporter(SpanExporter):
         self._straggler_s = max(0.0, float(straggler_seconds))
         self._max_held = max(1, int(max_held_spans))
         self._max_traces = max(1, int(max_traces))
-        self._traces: dict[int, _Trace] = {}  # insertion order ~ age of the oldest held span
+        self._record_ttl = max(self._straggler_s, float(self._config.limits.run_ttl_seconds))
+        self._traces: dict[int, _Trace] = {}  # oldest first
+        self._waiting: dict[int, float] = {}  # trace id -> arrival of its oldest held span, oldest first
         self._held = 0  # held spans plus kept records, across traces
+        self._next_sweep = 0.0
         self._lock = threading.Lock()
         self._shutdown = False
         self._counts: dict[str, int] = dict.fromkeys(
@@ -184,7 +191,7 @@ class AnomalyExporter(SpanExporter):
         return self._delegate.export(ready)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        ready = self._drain()
+        ready = self._drain(forget=False)
         ok = True
         if ready:
             self._counts["spans_exported"] += len(ready)
@@ -195,7 +202,7 @@ class AnomalyExporter(SpanExporter):
         return ok
 
     def shutdown(self) -> None:
-        ready = self._drain()
+        ready = self._drain(forget=True)
         self._shutdown = True
         if ready:
             self._counts["spans_exported"] += len(ready)
@@ -234,8 +241,9 @@ class AnomalyExporter(SpanExporter):
             trace = self._traces.get(trace_id)
             if trace is None:
                 trace = self._traces[trace_id] = _Trace(now)
-            elif not trace.held:
-                trace.since = now
+            trace.touched = now
+            if trace_id not in self._waiting:
+                self._waiting[trace_id] = now
             if span_id in trace.held or span_id in trace.released:
                 self._counts["duplicate_spans"] = self._counts.get("duplicate_spans", 0) + 1
                 ready.append(span)
@@ -262,60 +270,77 @@ class AnomalyExporter(SpanExporter):
         kept = [trace.released.pop(sid) for sid in members if sid in trace.released]
         self._held -= len(spans) + len(kept)
         ready.extend(self._evaluate(spans, kept))
-        if not trace.held and not trace.released:
-            self._traces.pop(trace_id, None)
+        if not trace.held:
+            self._waiting.pop(trace_id, None)
+            if not trace.released:
+                self._traces.pop(trace_id, None)
 
     def _expire(self, now: float, ready: list[ReadableSpan]) -> None:
         deadline = now - self._straggler_s
-        expired = [tid for tid, t in self._traces.items() if t.held and t.since <= deadline]
-        for trace_id in expired:
+        waiting = self._waiting
+        while waiting:
+            trace_id, since = next(iter(waiting.items()))
+            if since > deadline:
+                break
+            del waiting[trace_id]
             self._counts["traces_expired"] += 1
             self._release_partial(trace_id, ready)
+        if now >= self._next_sweep:
+            # Records kept for a root that never came (dropped upstream, or still running).
+            self._next_sweep = now + max(1.0, self._straggler_s)
+            stale = now - self._record_ttl
+            for trace_id in [t for t, tr in self._traces.items() if not tr.held and tr.touched <= stale]:
+                trace = self._traces.pop(trace_id)
+                self._held -= len(trace.released)
+                self._counts["records_expired"] = self._counts.get("records_expired", 0) + len(trace.released)
 
     def _release_partial(self, trace_id: int, ready: list[ReadableSpan]) -> None:
         """Evaluate a trace as far as it has arrived; keep the records for its later root."""
         trace = self._traces.get(trace_id)
+        self._waiting.pop(trace_id, None)
         if trace is None:
             return
         spans = list(trace.held.values())
         trace.held.clear()
+        self._held -= len(spans)
         out, records = self._evaluate(spans, list(trace.released.values()), keep=True)
         ready.extend(out)
-        self._held -= len(spans)
         for record in records:
             try:
                 trace.released[int(record.span_id, 16)] = record
                 self._held += 1
             except ValueError:
                 pass
-        # Oldest-first order: a trace that was just released waits at the back again.
-        self._traces.pop(trace_id, None)
-        if trace.released:
-            self._traces[trace_id] = trace
+        if not trace.released:
+            self._traces.pop(trace_id, None)
 
     def _bound(self, ready: list[ReadableSpan]) -> None:
         while self._traces and (self._held > self._max_held or len(self._traces) > self._max_traces):
             trace_id = next(iter(self._traces))
             trace = self._traces.pop(trace_id)
+            self._waiting.pop(trace_id, None)
             self._held -= len(trace.held) + len(trace.released)
             self._counts["spans_evicted"] += len(trace.held)
             ready.extend(trace.held.values())
 
-    def _drain(self) -> list[ReadableSpan]:
+    def _drain(self, *, forget: bool) -> list[ReadableSpan]:
+        """Evaluate and return every held span; ``forget`` also drops the kept records."""
         ready: list[ReadableSpan] = []
         with self._lock:
-            for trace_id in list(self._traces):
-                trace = self._traces.get(trace_id)
-                if trace is None or not trace.held:
-                    continue
+            for trace_id in list(self._waiting):
                 try:
                     self._release_partial(trace_id, ready)
                 except Exception as exc:
                     self._problem("flush", exc)
-                    ready.extend(trace.held.values())
-                    trace.held.clear()
-            self._traces.clear()
-            self._held = 0
+                    trace = self._traces.get(trace_id)
+                    if trace is not None:
+                        ready.extend(trace.held.values())
+                        self._held -= len(trace.held)
+                        trace.held.clear()
+            self._waiting.clear()
+            if forget:
+                self._traces.clear()
+                self._held = 0
         return ready
 
     # ------------------------------------------------------------------ evaluation
@@ -330,8 +355,11 @@ class AnomalyExporter(SpanExporter):
             records = [record_from_span(span) for span in spans]
             verdict = self._engine.evaluate_trace([*kept, *records])
             self._counts["traces_evaluated"] += 1
-            out = [self._tag(span, record, verdict.findings, verdict.summaries) for span, record in
-                   zip(spans, records)]
+            agents = _agent_names([*kept, *records])
+            out = [
+                self._tag(span, record, verdict.findings, verdict.summaries, agents)
+                for span, record in zip(spans, records, strict=True)
+            ]
         except Exception as exc:
             self._problem("evaluate", exc)
             out = list(spans)
@@ -343,6 +371,7 @@ class AnomalyExporter(SpanExporter):
         record: SpanRecord,
         findings_by_span: Mapping[str, list[Finding]],
         summaries: Mapping[str, RunSummary],
+        agents: Mapping[str, str | None],
     ) -> ReadableSpan:
         try:
             findings = list(findings_by_span.get(record.span_id) or ())
@@ -369,7 +398,7 @@ class AnomalyExporter(SpanExporter):
                         span_id=record.span_id,
                         span_name=record.name,
                         run_key=record.run_key,
-                        agent_name=record.agent_name or (summary and None),
+                        agent_name=record.agent_name or agents.get(record.span_id),
                     ),
                 )
             if summary is not None:
@@ -398,6 +427,24 @@ class AnomalyExporter(SpanExporter):
                 type(exc).__name__,
                 exc_info=exc,
             )
+
+
+def _agent_names(records: Sequence[SpanRecord]) -> dict[str, str | None]:
+    """Each span's agent: its own ``gen_ai.agent.name``, else its nearest run ancestor's."""
+    by_id = {r.span_id: r for r in records}
+    out: dict[str, str | None] = {}
+    for record in records:
+        node: SpanRecord | None = record
+        name: str | None = None
+        for _ in range(64):  # bounded: parent links may form cycles
+            if node is None:
+                break
+            if node.agent_name and (node is record or node.kind is Kind.RUN):
+                name = node.agent_name
+                break
+            node = by_id.get(node.parent_id) if node.parent_id else None
+        out[record.span_id] = name
+    return out
 
 
 def _descendants(root: int, parents: Mapping[int, int | None]) -> list[int]:

@@ -604,58 +604,83 @@ def _offered_from_content(attrs: Mapping[str, Any]) -> tuple[str, ...] | None:
     return None
 
 
-def _text_fingerprint(content: Any) -> str | None:
-    if content is None:
-        return None
-    if content.__class__ is str:
-        return digest(content)
-    return digest(canonical_json(content))
+_SYSTEM_ROLES = ("system", "developer")
+
+
+def _message_text(body: Any) -> str:
+    """Plain text of a message body: a string, or GenAI/OpenAI parts with text in them.
+
+    Mirrors what agentwatch's own instrumentation fingerprints, so a run mixing
+    our spans and foreign ones compares like with like.
+    """
+    if body.__class__ is str:
+        return body
+    if isinstance(body, list):
+        texts: list[str] = []
+        for part in body:
+            if part.__class__ is str:
+                texts.append(part)
+            elif isinstance(part, dict):
+                text = part.get("content") if part.get("type") == "text" else part.get("text")
+                if text.__class__ is str:
+                    texts.append(text)
+        return "\n".join(texts)
+    return ""
+
+
+def _fingerprints(system_texts: list[str], user_text: str | None) -> tuple[str | None, str | None]:
+    system = "\n".join(system_texts)
+    return (digest(system) if system else None), (digest(user_text) if user_text else None)
 
 
 def _prompt_fingerprints(attrs: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """Fingerprints of the system instructions and of the latest user turn, from content."""
+    """Fingerprints of the system instructions and of the latest user turn, from content.
+
+    Same recipe as the instrumentation's ``agentwatch.llm.system_hash`` /
+    ``user_hash``: the digest of the system messages' text joined by newlines,
+    and of the last user message's text.
+    """
     get = attrs.get
-    system: str | None = None
-    user: str | None = None
     instructions = get(sc.GEN_AI_SYSTEM_INSTRUCTIONS)
-    if instructions is not None:
-        system = _text_fingerprint(instructions)
     messages = get(sc.GEN_AI_INPUT_MESSAGES)
-    if messages is not None:
-        parsed = _parse_json(messages)
+    if instructions is not None or messages is not None:
+        system_texts: list[str] = []
+        user_text: str | None = None
+        if instructions is not None:
+            parsed = _parse_json(instructions)
+            text = _message_text(instructions if parsed is _NOT_JSON else parsed)
+            if text:
+                system_texts.append(text)
+        parsed = _parse_json(messages) if messages is not None else None
         if isinstance(parsed, list):
-            system_parts: list[Any] = []
-            last_user: Any = None
+            from_messages: list[str] = []
             for message in parsed:
                 if not isinstance(message, dict):
                     continue
                 role = message.get("role")
                 body = message.get("parts", message.get("content"))
-                if role == "system":
-                    system_parts.append(body)
+                if role in _SYSTEM_ROLES:
+                    from_messages.append(_message_text(body))
                 elif role == "user":
-                    last_user = body
-            if system is None and system_parts:
-                system = _text_fingerprint(system_parts)
-            user = _text_fingerprint(last_user)
-        return system, user
+                    user_text = _message_text(body)
+            if not system_texts:
+                system_texts = from_messages
+        return _fingerprints(system_texts, user_text)
     for prefix, role_key, content_key in (
         ("llm.input_messages.", ".message.role", ".message.content"),  # OpenInference
         ("gen_ai.prompt.", ".role", ".content"),  # OpenLLMetry before the GenAI message names
     ):
         if get(f"{prefix}0{role_key}") is None:
             continue
-        system_texts: list[Any] = []
-        last_user = None
+        system_texts = []
+        user_text = None
         for i in range(_MAX_INDEX * 4):
             role = get(f"{prefix}{i}{role_key}")
             if role is None:
                 break
-            if role == "system":
-                system_texts.append(get(f"{prefix}{i}{content_key}"))
+            if role in _SYSTEM_ROLES:
+                system_texts.append(_message_text(get(f"{prefix}{i}{content_key}")))
             elif role == "user":
-                last_user = get(f"{prefix}{i}{content_key}")
-        if system is None and system_texts:
-            system = _text_fingerprint(system_texts if len(system_texts) > 1 else system_texts[0])
-        return system, _text_fingerprint(last_user)
-    return system, user
+                user_text = _message_text(get(f"{prefix}{i}{content_key}"))
+        return _fingerprints(system_texts, user_text)
+    return None, None

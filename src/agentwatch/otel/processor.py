@@ -38,6 +38,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .. import semconv as sc
+from ..budget import Budget
 from ..config import Config, load_config
 from ..engine.record import Finding, Kind, RunSummary, SpanRecord
 from .enrich import enrich
@@ -113,9 +114,7 @@ class AnomalyProcessor(SpanProcessor):
 
             engine = Engine(self._config)
         self._engine = engine
-        self._reporter = FindingReporter(
-            meter_provider, on_anomaly, log=self._config.anomaly.log_findings
-        )
+        self._reporter = FindingReporter(meter_provider, on_anomaly, log=self._config.anomaly.log_findings)
         self._max_open = max(1, int(max_open_spans))
         self._open: dict[int, _Entry] = {}
         self._lock = threading.Lock()  # engine calls: one run's spans may end on several threads
@@ -241,8 +240,8 @@ class AnomalyProcessor(SpanProcessor):
         counts = self._counts
         counts["spans_ended"] += 1
         ctx = span.get_span_context()
-        entry = self._open.pop(ctx.span_id, None)
-        if entry is None or entry.trace_id != ctx.trace_id:
+        entry = self._open.pop(ctx.span_id, None) if ctx is not None else None
+        if entry is None or ctx is None or entry.trace_id != ctx.trace_id:
             counts["spans_untracked"] += 1
             return span
         attrs = span.attributes or {}
@@ -255,9 +254,13 @@ class AnomalyProcessor(SpanProcessor):
             run.declared = True
             owns_run = True
         flags_present = attrs.get(sc.ANOMALY_FLAGS)
-        if kind is Kind.OTHER or kind is Kind.PHASE:
-            if not run.opened and not (owns_run and run.declared) and flags_present is None:
-                return span  # nothing to detect: not an agent span, no agent run around it
+        if (
+            (kind is Kind.OTHER or kind is Kind.PHASE)
+            and not run.opened
+            and not (owns_run and run.declared)
+            and flags_present is None
+        ):
+            return span  # nothing to detect: not an agent span, no agent run around it
 
         start_ns = span.start_time or 0
         end_ns = span.end_time or start_ns
@@ -313,8 +316,6 @@ class AnomalyProcessor(SpanProcessor):
         if run.declared:
             source = attrs if attrs is not None else (run.span.attributes if run.span is not None else None)
             if source is not None:
-                from ..budget import Budget
-
                 entities = run_entities(source) or None
                 budget = Budget.from_attributes(source)
                 if run.agent_name is None:

@@ -1,0 +1,474 @@
+"""Decide traces: evaluate them with the detector engine and tag their spans.
+
+For a trace taken from the buffer, every span's attributes are decoded once
+into a :class:`~agentwatch.engine.record.SpanRecord`, the engine evaluates the
+whole trace, and only spans with findings (or a run summary) are parsed into
+``Span`` messages, tagged exactly as the in-process exporter tags them
+(``anomaly_update`` / ``run_summary_attributes``) and re-serialised; every
+other span is forwarded as the bytes it arrived as.
+
+Late spans (their trace was already decided) are re-evaluated together with
+the spans the verdict retained; findings on late spans tag them directly,
+findings on spans that already left are reported on one synthetic
+``agentwatch.anomaly.summary`` span per run, a child of the run span (or of the
+local root). Without retained spans, a late span that repeats a forwarded
+span id is tagged from the cached findings, and any other is marked
+``agentwatch.anomaly.evaluated=false``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .. import semconv as sc
+from ..engine import Engine
+from ..engine.record import Finding, Kind, RunSummary, SpanRecord
+from ..engine.state import Stats as EngineStats
+from ..engine.trace import plan
+from ..otel.findings import anomaly_update, run_summary_attributes
+from ..otel.normalize import record_from_attributes
+from ..otel.reporting import AnomalyContext, FindingReporter
+from ..version import __version__
+from .buffer import Decided, PendingTrace, TraceBuffer
+from .forwarder import Forwarder
+from .otlp import (
+    STATUS_CODE_ERROR,
+    Group,
+    RequestBuilder,
+    Span,
+    SpanView,
+    collector_group,
+    decode_attributes,
+    get_attribute,
+    keyvalue_field,
+    set_attributes,
+)
+from .telemetry import Stats
+from .verdicts import Verdict, VerdictCache
+
+log = logging.getLogger("agentwatch.collector")
+
+SUMMARY_SPAN_ID = "agentwatch.anomaly.span_id"  # event attribute: the span a summary finding is about
+SUMMARY_SPAN_IDS = "agentwatch.anomaly.summary.span_ids"  # spans the summary's findings are about
+_EVALUATED_FALSE = keyvalue_field(sc.ANOMALY_EVALUATED, False)
+_EVALUATED_KEY = sc.ANOMALY_EVALUATED.encode()
+_ZERO_SPAN = bytes(8)
+SPAN_KIND_INTERNAL = 1
+
+_NAME_HINTS = (
+    ("invoke_agent", "run"),
+    ("execute_tool", "tool"),
+    ("chat", "llm"),
+    ("text_completion", "llm"),
+    ("generate_content", "llm"),
+    ("embeddings", "llm"),
+)
+
+Out = list[tuple[Group, bytes]]
+
+
+def _hint(name: str) -> str | None:
+    for prefix, kind in _NAME_HINTS:
+        if name.startswith(prefix):
+            return kind
+    return None
+
+
+def mark_unevaluated(raw: bytes) -> bytes:
+    """The span with ``agentwatch.anomaly.evaluated=false``: an appended field, no re-encoding."""
+    if _EVALUATED_KEY not in raw:
+        return raw + _EVALUATED_FALSE
+    span = Span.FromString(raw)
+    set_attributes(span.attributes, {sc.ANOMALY_EVALUATED: False})
+    return span.SerializeToString()
+
+
+class Decider:
+    """Turns decided traces into export batches. One thread calls :meth:`process` at a time."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        buffer: TraceBuffer,
+        verdicts: VerdictCache,
+        forwarder: Forwarder,
+        stats: Stats,
+        *,
+        max_batch_bytes: int,
+        reporter: FindingReporter | None = None,
+    ) -> None:
+        self.engine = engine
+        self.buffer = buffer
+        self.verdicts = verdicts
+        self.forwarder = forwarder
+        self.stats = stats
+        self.max_batch_bytes = max_batch_bytes
+        self.reporter = reporter
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._flags: Counter[str] = Counter()
+        self._lock = threading.Lock()  # process() runs in the decider thread, then once at shutdown
+
+    # ------------------------------------------------------------------ loop
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="agentwatch-decider", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.buffer.wait(0.25)
+            if self._stop.is_set():
+                return
+            try:
+                due = self.buffer.pop_due()
+                if due:
+                    self.process(due)
+                self.forwarder.flush_logs()
+            except Exception:  # the loop must survive anything
+                log.exception("the decision loop failed; continuing")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.buffer.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    # ------------------------------------------------------------------ batches
+
+    def process(self, decided: Sequence[Decided]) -> None:
+        with self._lock:
+            builder = RequestBuilder()
+            reasons: Counter[str] = Counter()
+            for trace, reason, verdict in decided:
+                reasons[reason] += 1
+                try:
+                    out = self._late(trace, verdict) if trace.verdict is not None else self._decide(trace, verdict)
+                except Exception:
+                    log.exception("evaluating trace %s failed; forwarding it unevaluated", trace.trace_id.hex())
+                    self.stats.add("evaluation_errors")
+                    verdict.evaluated = False
+                    out = [(g, mark_unevaluated(r)) for g, r in zip(trace.groups, trace.raws)]
+                for group, raw in out:
+                    builder.add(group, raw)
+                if builder.size >= self.max_batch_bytes:
+                    self._send(builder)
+                    builder = RequestBuilder()
+            self._send(builder)
+            self.stats.add_many("traces_decided", reasons.items())
+            if self._flags:
+                self.stats.add_many("findings", self._flags.items())
+                self._flags.clear()
+
+    def _send(self, builder: RequestBuilder) -> None:
+        if builder.spans:
+            self.forwarder.put(builder.build(), builder.spans)
+
+    def forward_unevaluated(self, traces: Iterable[PendingTrace], reason: str = "overflow") -> None:
+        """Forward traces untagged with ``evaluated=false`` (buffer overflow). Thread-safe."""
+        builder = RequestBuilder()
+        n_traces = 0
+        for trace in traces:
+            n_traces += 1
+            for group, raw in zip(trace.groups, trace.raws):
+                builder.add(group, mark_unevaluated(raw))
+                if builder.size >= self.max_batch_bytes:
+                    self._send(builder)
+                    self.stats.add("spans_evicted", builder.spans)
+                    builder = RequestBuilder()
+        self.stats.add("spans_evicted", builder.spans)
+        self._send(builder)
+        self.stats.add("traces_decided", n_traces, reason)
+
+    # ------------------------------------------------------------------ records
+
+    @staticmethod
+    def _records(trace_hex: str, views: Sequence[Any]) -> list[SpanRecord]:
+        records = []
+        for view in views:
+            pid = view.parent_span_id
+            name = view.name
+            records.append(
+                record_from_attributes(
+                    decode_attributes(view.attributes),
+                    trace_id=trace_hex,
+                    span_id=view.span_id.hex(),
+                    parent_id=pid.hex() if pid and pid != _ZERO_SPAN else None,
+                    name=name,
+                    start_ns=view.start_time_unix_nano,
+                    end_ns=view.end_time_unix_nano,
+                    is_error=view.status.code == STATUS_CODE_ERROR,
+                    span_kind_hint=_hint(name),
+                )
+            )
+        return records
+
+    # ------------------------------------------------------------------ a whole trace
+
+    def _decide(self, trace: PendingTrace, verdict: Verdict) -> Out:
+        raws = trace.raws
+        views = [SpanView.FromString(raw) for raw in raws]
+        trace_hex = trace.trace_id.hex()
+        records = self._records(trace_hex, views)
+        result = self.engine.evaluate_trace(records)
+        findings = result.findings
+        summaries = result.summaries
+        out: Out = []
+        by_id: dict[str, SpanRecord] = {}
+        for group, raw, record in zip(trace.groups, raws, records):
+            sid = record.span_id
+            by_id.setdefault(sid, record)
+            if sid in findings or sid in summaries:
+                raw = self._tag(raw, record, findings.get(sid), summaries.get(sid), verdict)
+            out.append((group, raw))
+        self._anchor(verdict, trace.groups, records)
+        self.verdicts.retain(verdict, list(zip(trace.groups, raws)), set(by_id))
+        return out
+
+    @staticmethod
+    def _anchor(verdict: Verdict, groups: Sequence[Group], records: Sequence[SpanRecord]) -> None:
+        """Where summary spans hang when no better parent is known: root, else a run, else a span."""
+        if verdict.anchor_id is not None or not records:
+            return
+        ids = {r.span_id for r in records}
+        best = None
+        for i, record in enumerate(records):
+            rank = 0 if not record.parent_id or record.parent_id not in ids else 2
+            if record.kind is Kind.RUN:
+                rank -= 1
+            if best is None or rank < best[0]:
+                best = (rank, i)
+        assert best is not None
+        verdict.anchor_id = records[best[1]].span_id
+        verdict.anchor_group = groups[best[1]]
+
+    def _tag(
+        self,
+        raw: bytes,
+        record: SpanRecord,
+        findings: Sequence[Finding] | None,
+        summary: RunSummary | None,
+        verdict: Verdict,
+    ) -> bytes:
+        """Apply findings and a run summary to one span, as the in-process exporter does."""
+        found = list(findings or ())
+        if summary is not None:
+            if record.kind is not Kind.RUN and not summary.flags and not summary.findings:
+                summary = None  # a local root standing in for a run: summarised only when flagged
+            else:
+                found.extend(f for f in summary.findings if f not in found)
+        if not found and summary is None:
+            return raw
+        span = Span.FromString(raw)
+        severity = get_attribute(span.attributes, sc.ANOMALY_SEVERITY)
+        new_attrs, events, new = anomaly_update(
+            record.flags_present, severity if isinstance(severity, str) else None, found
+        )
+        if summary is not None:
+            existing = get_attribute(span.attributes, sc.RUN_ANOMALY_FLAGS)
+            summary_attrs = run_summary_attributes(summary, existing if isinstance(existing, tuple) else None)
+            new_attrs.update(summary_attrs)
+            verdict.run_flags[summary.run_key] = tuple(summary_attrs[sc.RUN_ANOMALY_FLAGS])
+            verdict.run_attributes[record.span_id] = dict(summary_attrs)
+        if found:
+            known = verdict.findings.setdefault(record.span_id, [])
+            known.extend(f for f in found if f not in known)
+        if new:
+            self._count(new, record)
+        if not new_attrs and not events:
+            return raw
+        set_attributes(span.attributes, new_attrs)
+        stamp = span.end_time_unix_nano or span.start_time_unix_nano
+        for name, attrs in events:
+            event = span.events.add(name=name, time_unix_nano=stamp)
+            set_attributes(event.attributes, attrs)
+        return span.SerializeToString()
+
+    def _count(self, new: Sequence[Finding], record: SpanRecord) -> None:
+        for finding in new:
+            self._flags[str(finding.flag)] += 1
+        if self.reporter is not None:
+            self.reporter.report(
+                new,
+                AnomalyContext(
+                    trace_id=record.trace_id,
+                    span_id=record.span_id,
+                    span_name=record.name,
+                    run_key=record.run_key,
+                    agent_name=record.agent_name,
+                ),
+            )
+
+    # ------------------------------------------------------------------ late spans
+
+    def _late(self, trace: PendingTrace, verdict: Verdict) -> Out:
+        if not verdict.evaluated:
+            self.stats.add("late_spans", len(trace.raws), "unevaluated")
+            return [(g, mark_unevaluated(r)) for g, r in zip(trace.groups, trace.raws)]
+        trace_hex = trace.trace_id.hex()
+        views = [SpanView.FromString(raw) for raw in trace.raws]
+        late_records = self._records(trace_hex, views)
+        retained = verdict.retained
+        known = verdict.retained_ids or set()
+        out: Out = []
+        fresh: list[int] = []
+        cached = unevaluated = 0
+        for i, record in enumerate(late_records):
+            sid = record.span_id
+            if sid in known or (retained is None and sid in verdict.findings):
+                # The same span again (a client retry): the same tags as the first time.
+                out.append((trace.groups[i], self._retag(trace.raws[i], record, verdict)))
+                cached += 1
+            elif retained is None:
+                out.append((trace.groups[i], mark_unevaluated(trace.raws[i])))
+                unevaluated += 1
+            else:
+                fresh.append(i)
+        self.stats.add("late_spans", cached, "cached")
+        self.stats.add("late_spans", unevaluated, "unevaluated")
+        if fresh:
+            assert retained is not None
+            out.extend(self._reevaluate(trace, verdict, retained, fresh, late_records))
+            self.stats.add("late_spans", len(fresh), "reevaluated")
+        return out
+
+    def _retag(self, raw: bytes, record: SpanRecord, verdict: Verdict) -> bytes:
+        findings = verdict.findings.get(record.span_id)
+        run_attrs = verdict.run_attributes.get(record.span_id)
+        if not findings and not run_attrs:
+            return raw
+        span = Span.FromString(raw)
+        severity = get_attribute(span.attributes, sc.ANOMALY_SEVERITY)
+        new_attrs, events, _ = anomaly_update(
+            record.flags_present, severity if isinstance(severity, str) else None, findings or ()
+        )
+        new_attrs.update(run_attrs or {})
+        set_attributes(span.attributes, new_attrs)
+        stamp = span.end_time_unix_nano or span.start_time_unix_nano
+        for name, attrs in events:
+            set_attributes(span.events.add(name=name, time_unix_nano=stamp).attributes, attrs)
+        return span.SerializeToString()
+
+    def _reevaluate(
+        self,
+        trace: PendingTrace,
+        verdict: Verdict,
+        retained: list[tuple[Group, bytes]],
+        fresh: list[int],
+        late_records: list[SpanRecord],
+    ) -> Out:
+        trace_hex = trace.trace_id.hex()
+        old_records = self._records(trace_hex, [SpanView.FromString(raw) for _, raw in retained])
+        new_records = [late_records[i] for i in fresh]
+        result = self.engine.evaluate_trace([*old_records, *new_records])
+        out: Out = []
+        fresh_ids = set()
+        for i, record in zip(fresh, new_records):
+            sid = record.span_id
+            fresh_ids.add(sid)
+            raw = trace.raws[i]
+            if sid in result.findings or sid in result.summaries:
+                raw = self._tag(raw, record, result.findings.get(sid), result.summaries.get(sid), verdict)
+            out.append((trace.groups[i], raw))
+
+        # What is new about spans that already left goes on summary spans, one per run.
+        run_of = {p.record.span_id: p.run_key for trace_plan in plan(old_records, EngineStats()) for p in trace_plan}
+        groups_by_id = {r.span_id: g for r, (g, _) in zip(old_records, retained)}
+        for i, record in zip(fresh, new_records):
+            groups_by_id.setdefault(record.span_id, trace.groups[i])
+        kinds = {r.span_id: r.kind for r in old_records}
+        pending: dict[str, list[Finding]] = {}
+        for sid, findings in result.findings.items():
+            if sid in fresh_ids or sid not in run_of:
+                continue
+            reported = {f.flag for f in verdict.findings.get(sid, ())}
+            new = [f for f in findings if f.flag not in reported]
+            if new:
+                pending.setdefault(run_of[sid], []).extend(new)
+                verdict.findings.setdefault(sid, []).extend(new)
+        run_updates: dict[str, dict[str, Any]] = {}
+        for run_id, summary in result.summaries.items():
+            if run_id in fresh_ids:
+                continue  # the run span itself was late: tagged above
+            if kinds.get(run_id) is not Kind.RUN and not summary.flags:
+                continue
+            before = verdict.run_flags.get(summary.run_key, ())
+            if any(flag not in before for flag in summary.flags):
+                attrs = run_summary_attributes(summary, before)
+                run_updates[summary.run_key] = attrs
+                verdict.run_flags[summary.run_key] = tuple(attrs[sc.RUN_ANOMALY_FLAGS])
+        for run_key in sorted(set(pending) | set(run_updates)):
+            group = groups_by_id.get(run_key) or verdict.anchor_group or trace.groups[0]
+            out.append(
+                (
+                    collector_group(group.resource_key, __version__),
+                    self._summary_span(
+                        trace.trace_id, run_key, pending.get(run_key, []), run_updates.get(run_key, {})
+                    ),
+                )
+            )
+            self.stats.add("summary_spans")
+            records_by_id = {r.span_id: r for r in old_records}
+            for finding in pending.get(run_key, []):
+                record = records_by_id.get(finding.span_id)
+                if record is not None:
+                    self._count([finding], record)
+
+        self.verdicts.retain(verdict, [(trace.groups[i], trace.raws[i]) for i in fresh], fresh_ids)
+        return out
+
+    @staticmethod
+    def _summary_span(
+        trace_id: bytes, parent_hex: str, findings: Sequence[Finding], run_attrs: Mapping[str, Any]
+    ) -> bytes:
+        now = time.time_ns()
+        span = Span(
+            trace_id=trace_id,
+            span_id=_new_span_id(),
+            parent_span_id=bytes.fromhex(parent_hex),
+            name=sc.ANOMALY_SUMMARY_SPAN_NAME,
+            kind=SPAN_KIND_INTERNAL,
+            start_time_unix_nano=now,
+            end_time_unix_nano=now,
+        )
+        attrs: dict[str, Any] = {}
+        if findings:
+            flags: list[str] = []
+            severity: str | None = None
+            for finding in findings:
+                flag = str(finding.flag)
+                if flag not in flags:
+                    flags.append(flag)
+                sev = str(finding.severity)
+                if severity is None or sc.SEVERITY_RANK.get(sev, 0) > sc.SEVERITY_RANK.get(severity, 0):
+                    severity = sev
+            attrs[sc.ANOMALY_FLAGS] = tuple(flags)
+            attrs[sc.ANOMALY_SEVERITY] = severity
+            attrs[SUMMARY_SPAN_IDS] = tuple(dict.fromkeys(f.span_id for f in findings))
+        attrs.update(run_attrs)
+        set_attributes(span.attributes, attrs)
+        for finding in findings:
+            event_attrs: dict[str, Any] = {
+                sc.ANOMALY_FLAG: str(finding.flag),
+                sc.ANOMALY_SEVERITY: str(finding.severity),
+                sc.ANOMALY_REASON: finding.reason,
+                SUMMARY_SPAN_ID: finding.span_id,
+            }
+            if finding.related_span_id:
+                event_attrs[sc.ANOMALY_RELATED_SPAN_ID] = finding.related_span_id
+            set_attributes(span.events.add(name=sc.ANOMALY_EVENT, time_unix_nano=now).attributes, event_attrs)
+        return span.SerializeToString()
+
+
+def _new_span_id() -> bytes:
+    while True:
+        value = os.urandom(8)
+        if value != _ZERO_SPAN:
+            return value

@@ -1,0 +1,553 @@
+"""The detector engine: run state, the live guard's checks, per-span detection and whole-trace verdicts.
+
+Three callers share it. The instrumentation's live guard calls
+:meth:`Engine.begin_call` before each LLM or tool call (step numbering and
+enforced stops); the in-process span processor calls :meth:`Engine.open_run`,
+:meth:`Engine.process` for each finished span and :meth:`Engine.close_run`;
+the exporter and the collector call :meth:`Engine.evaluate_trace` on whole
+traces, which uses private state and never touches the live runs.
+
+Runs nest. The counters of a call (steps, calls, tokens, cost) count for its
+run and every ancestor run, and every ancestor's budget is checked; the
+behavioural detectors (loops, progress, retries, duplicates, entities, drift,
+spikes) look at the nearest run only. A run's summary lists the flags found on
+spans of the run *and of its nested runs*, counts them all, and names the
+earliest-starting flagged span among them as the fault origin.
+
+Every public method is thread-safe (one lock) and never raises: bad input is
+counted in :attr:`Engine.stats` and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ..budget import Budget
+from ..config import Config, load_config
+from ..hashing import args_hash as _args_hash
+from ..hashing import value_hash
+from ..semconv import Flag, StopReason
+from . import budgets, drift, grounding, loops, policy, retries, usage
+from .budgets import compile_limits
+from .context import Context
+from .outcome import failure_mode
+from .record import Finding, Kind, RunSummary, SpanRecord
+from .state import CallKey, RunState, RunTable
+from .trace import plan
+
+log = logging.getLogger("agentwatch.engine")
+
+MAX_RUN_DEPTH = 64
+MAX_TOKENS_PER_CALL = 10**12
+MAX_COST_PER_CALL = 1e9
+_EXPIRE_EVERY = 1024  # operations between TTL sweeps
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """An enforced stop the live guard must raise before the call is sent."""
+
+    finding: Finding  # span_id "" (no span exists yet): the flag that would be raised
+    stop_reason: StopReason
+
+
+@dataclass(frozen=True, slots=True)
+class CallTicket:
+    """What :meth:`Engine.begin_call` decided about one call."""
+
+    step: int | None  # 1-based order among the nearest run's LLM+tool calls; None outside a run
+    stop: Stop | None  # when set, the call must not be sent (its step was not consumed)
+
+
+@dataclass(slots=True)
+class TraceVerdict:
+    """Findings of one :meth:`Engine.evaluate_trace` call."""
+
+    findings: dict[str, list[Finding]]  # span_id -> findings on that span
+    summaries: dict[str, RunSummary]  # run span_id -> summary (run spans present in the batch)
+
+
+class _Core:
+    """Run table plus the detector pipeline; callers hold the lock."""
+
+    __slots__ = ("_ops", "ctx", "default_limits", "runs")
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        limits = ctx.config.limits
+        self.runs = RunTable(limits.max_runs, limits.run_ttl_seconds, ctx.stats)
+        self.default_limits = compile_limits(ctx.config.budget)
+        self._ops = 0
+
+    def clock(self) -> float:
+        now = time.monotonic()
+        self._ops += 1
+        if self._ops % _EXPIRE_EVERY == 0:
+            self.runs.expire(now)
+        return now
+
+    # ------------------------------------------------------------------ runs
+
+    def _new_run(self, key: str, parent: RunState | None, start_ns: int | None, now: float) -> RunState:
+        if parent is not None and len(parent.chain) >= MAX_RUN_DEPTH:
+            parent = None
+        run = RunState(key, parent, start_ns, now)
+        if parent is not None:
+            parent.children += 1
+        run.limits = self.default_limits
+        self.runs.add(run)
+        self.ctx.stats.runs_created += 1
+        return run
+
+    def open_run(
+        self,
+        key: str,
+        parent_key: str | None,
+        agent_name: str | None,
+        entities: Mapping[str, str] | None,
+        budget: Budget | None,
+        start_ns: int | None,
+        input_entities: Sequence[tuple[str, str]] | None = None,
+        raw_input: object = None,
+    ) -> RunState:
+        now = self.clock()
+        run = self.runs.get(key, now)
+        if run is not None and run.declared:
+            return run
+        parent = None
+        if isinstance(parent_key, str) and parent_key and parent_key != key:
+            parent = self.runs.get(parent_key, now)
+            if parent is None:
+                self.ctx.stats.missing_parents += 1
+            elif run is not None and run in parent.chain:
+                parent = None  # would close a cycle of runs
+        start = start_ns if type(start_ns) is int and start_ns > 0 else None
+        if run is None:
+            run = self._new_run(key, parent, start, now)
+        else:  # created lazily by an earlier call: take the declaration now
+            if parent is not None and run.parent is None and run.children == 0:
+                run.parent = parent
+                run.chain = (run, *parent.chain)[:MAX_RUN_DEPTH]
+                parent.children += 1
+            if start is not None and (run.start_ns is None or start < run.start_ns):
+                run.start_ns = start
+        run.declared = True
+        if budget is not None:
+            run.limits = compile_limits(budget)
+        if isinstance(agent_name, str) and agent_name:
+            run.agent_name = agent_name
+        if entities and isinstance(entities, Mapping):
+            grounding.declare(self.ctx, run, entities)
+        if input_entities is not None or raw_input is not None:
+            grounding.learn_input(self.ctx, run, input_entities, raw_input)
+        return run
+
+    def _run_for(self, key: str | None, start_ns: int, now: float) -> RunState | None:
+        if key is None:
+            return None
+        run = self.runs.get(key, now)
+        if run is None:
+            run = self._new_run(key, None, start_ns if type(start_ns) is int and start_ns > 0 else None, now)
+        return run
+
+    def close_run(self, key: str, stop_reason: str | None, end_ns: int) -> RunSummary | None:
+        self.clock()
+        run = self.runs.pop(key)
+        if run is None:
+            return None
+        ctx = self.ctx
+        end = end_ns if type(end_ns) is int else 0
+        finding = budgets.at_close(ctx, run, end)
+        if finding is not None:
+            self._record_run_finding(run, finding, end)
+        if run.pending:
+            run.pending.clear()
+        flags = tuple(run.flags)
+        ctx.stats.runs_closed += 1
+        reason = stop_reason if isinstance(stop_reason, str) else None
+        return RunSummary(
+            run_key=key,
+            flags=flags,
+            anomaly_count=run.anomaly_count,
+            fault_origin_span_id=run.origin_span,
+            failure_mode=failure_mode(reason, flags),
+            steps=run.steps,
+            llm_calls=run.llm_calls,
+            tool_calls=run.tool_calls,
+            input_tokens=run.input_tokens,
+            output_tokens=run.output_tokens,
+            cost_usd=round(run.cost, 10),
+            findings=tuple(run.run_findings),
+        )
+
+    # ------------------------------------------------------------------ findings bookkeeping
+
+    def _record(self, run: RunState, span_id: str, start_ns: int, out: list[Finding]) -> list[Finding]:
+        if len(out) > 1:  # one finding per flag per span (the first, most specific one)
+            seen: set[Flag] = set()
+            unique = []
+            for finding in out:
+                if finding.flag not in seen:
+                    seen.add(finding.flag)
+                    unique.append(finding)
+            out = unique
+        for owner in run.chain:
+            flags = owner.flags
+            for finding in out:
+                flags[finding.flag.value] = None
+            owner.anomaly_count += len(out)
+            if owner.origin_span is None or start_ns < owner.origin_start:
+                owner.origin_span = span_id
+                owner.origin_start = start_ns
+        self.ctx.stats.findings += len(out)
+        return out
+
+    def _record_run_finding(self, run: RunState, finding: Finding, at_ns: int) -> None:
+        """A finding on the run span itself (an enforced stop, a time budget passed at the end)."""
+        if any(f.flag is finding.flag for f in run.run_findings):
+            return
+        run.run_findings.append(finding)
+        self._record(run, run.key, at_ns, [finding])
+
+    # ------------------------------------------------------------------ live guard
+
+    def begin_call(
+        self, run_key: str | None, kind: Kind, tool_name: str | None, args_hash: str | None, now_ns: int
+    ) -> CallTicket:
+        ctx = self.ctx
+        is_tool = kind is Kind.TOOL or kind == "tool"
+        tool = tool_name if isinstance(tool_name, str) and tool_name else None
+        stop: Stop | None = None
+        owner: RunState | None = None
+        if is_tool and tool is not None and ctx.config.tools.enforce and ctx.policy_active:
+            reason = ctx.denial(tool)
+            if reason is not None:
+                stop = Stop(
+                    Finding(
+                        Flag.TOOL_DENIED,
+                        ctx.flagger.severity(Flag.TOOL_DENIED),
+                        f"call to a denied tool: {reason}",
+                        "",
+                    ),
+                    StopReason.TOOL_DENIED,
+                )
+        if not isinstance(run_key, str) or not run_key:
+            if stop is not None:
+                ctx.stats.stops += 1
+            return CallTicket(None, stop)
+        now = self.clock()
+        when = now_ns if type(now_ns) is int else 0
+        run = self._run_for(run_key, when, now)
+        assert run is not None
+        owner = run
+        key: CallKey | None = (tool, args_hash) if is_tool and tool and isinstance(args_hash, str) else None
+        if stop is None and any(r.limits is not None and r.limits.enforce for r in run.chain):
+            hit = budgets.enforce(run, is_tool, key, when)
+            if hit is not None:
+                owner, flag, stop_reason, reason = hit
+                stop = Stop(Finding(flag, ctx.flagger.severity(flag), reason, ""), stop_reason)
+            elif key is not None and ctx.flagger.enabled(Flag.LOOP_DETECTED):
+                cs = loops.would_loop(ctx, run, key)
+                if cs is not None:
+                    stop = Stop(
+                        Finding(
+                            Flag.LOOP_DETECTED,
+                            ctx.flagger.severity(Flag.LOOP_DETECTED),
+                            f"{key[0]} would be called {cs.stale + 1} times with args {key[1]} and no new "
+                            f"result (first at span {cs.first_span})",
+                            "",
+                            cs.first_span,
+                        ),
+                        StopReason.LOOP_DETECTED,
+                    )
+        if stop is not None:
+            ctx.stats.stops += 1
+            f = stop.finding
+            self._record_run_finding(
+                owner, Finding(f.flag, f.severity, f.reason, owner.key, f.related_span_id), when
+            )
+            return CallTicket(run.started_steps + 1, stop)
+        budgets.admit(run, is_tool, key)
+        return CallTicket(run.started_steps, None)
+
+    # ------------------------------------------------------------------ per span
+
+    def process(self, rec: SpanRecord, run_key: str | None) -> list[Finding]:
+        ctx = self.ctx
+        stats = ctx.stats
+        kind = rec.kind
+        span_id = rec.span_id
+        if kind.__class__ is not Kind or span_id.__class__ is not str or not span_id:
+            stats.records_rejected += 1
+            return []
+        stats.records_processed += 1
+        if kind is Kind.TOOL:
+            return self._tool(rec, run_key)
+        if kind is Kind.LLM:
+            return self._llm(rec, run_key)
+        if kind is not Kind.RUN and run_key is not None:  # phases and others keep their run alive
+            self._run_for(run_key, rec.start_ns, self.clock())
+        return []
+
+    def _tool(self, rec: SpanRecord, run_key: str | None) -> list[Finding]:
+        ctx = self.ctx
+        out: list[Finding] = []
+        span_id = rec.span_id
+        tool = rec.tool_name
+        if tool.__class__ is not str:
+            tool = str(tool) if tool is not None else ""
+        arguments = rec.arguments
+        if tool and ctx.policy_active:
+            policy.check_denied(ctx, tool, span_id, out)
+        if rec.tool_schema is not None and arguments is not None:
+            schema_ok, problem = ctx.schemas.check(rec.tool_schema, arguments)
+            if not schema_ok:
+                ctx.stats.schema_invalid += 1
+            elif problem is not None:
+                finding = ctx.flagger.make(
+                    Flag.TOOL_ARG_MISMATCH,
+                    f"{tool or 'tool'} arguments do not match its schema: {problem}",
+                    span_id,
+                )
+                if finding is not None:
+                    out.append(finding)
+        run = self._run_for(run_key, rec.start_ns, self.clock())
+        if run is None:
+            return out
+
+        failed = rec.is_error or rec.error_class is not None
+        ahash = rec.args_hash
+        if ahash is None and arguments is not None:
+            ahash = _args_hash(arguments)
+        key: CallKey | None = (tool, ahash) if tool and ahash.__class__ is str else None
+        rhash = rec.result_hash
+        if rhash is None and rec.result is not None and not failed:
+            rhash = value_hash(rec.result)
+
+        for owner in run.chain:
+            owner.steps += 1
+            owner.tool_calls += 1
+        if run.limits is not None or run.parent is not None:
+            budgets.observe(ctx, run, span_id, self._end(rec), True, key, out)
+
+        side_effect = rec.side_effect is True or (bool(tool) and ctx.is_side_effect(tool))
+        cs = loops.observe_tool(ctx, run, span_id, key, failed, rhash, side_effect, out)
+        if failed:
+            retries.observe_failure(ctx, run, span_id, tool, out)
+        if side_effect and key is not None:
+            idempotent = rec.idempotency_key is True or retries.has_idempotency_key(ctx, arguments)
+            retries.observe_side_effect(ctx, run, span_id, key, idempotent, out)
+        if run.unknown_requested and tool:
+            policy.check_executed(ctx, run, tool, span_id, out)
+        if run.basis and (rec.arg_entities or arguments is not None):
+            grounding.check_tool_args(ctx, run, rec, tool, key, cs, out)
+        if not failed and (rec.result_entities is not None or rec.result is not None):
+            grounding.observe_result(ctx, run, rec, tool, out)
+        if out:
+            out = self._record(run, span_id, self._start(rec), out)
+        return out
+
+    def _llm(self, rec: SpanRecord, run_key: str | None) -> list[Finding]:
+        ctx = self.ctx
+        out: list[Finding] = []
+        run = self._run_for(run_key, rec.start_ns, self.clock())
+        if rec.offered_tools is not None and rec.requested_calls:
+            policy.check_requested(ctx, run, rec, out)
+        if run is None:
+            return out
+
+        tin = rec.input_tokens
+        if tin is not None and (tin.__class__ is not int or not 0 <= tin < MAX_TOKENS_PER_CALL):
+            ctx.stats.values_rejected += 1
+            tin = None
+        tout = rec.output_tokens
+        if tout is not None and (tout.__class__ is not int or not 0 <= tout < MAX_TOKENS_PER_CALL):
+            ctx.stats.values_rejected += 1
+            tout = None
+        cost = rec.cost_usd
+        if cost is not None and (
+            cost.__class__ not in (float, int) or not 0 <= cost < MAX_COST_PER_CALL  # NaN fails too
+        ):
+            ctx.stats.values_rejected += 1
+            cost = None
+        tokens_in = tin or 0
+        tokens_out = tout or 0
+        for owner in run.chain:
+            owner.steps += 1
+            owner.llm_calls += 1
+            owner.input_tokens += tokens_in
+            owner.output_tokens += tokens_out
+            if cost is not None:
+                owner.cost += cost
+        span_id = rec.span_id
+        if run.limits is not None or run.parent is not None:
+            budgets.observe(ctx, run, span_id, self._end(rec), False, None, out)
+        if tin is not None or tout is not None:
+            usage.observe_tokens(ctx, run, tokens_in + tokens_out, span_id, out)
+        drift.observe_llm(ctx, run, rec, out)
+        if rec.input_entities is not None or rec.requested_entities or rec.requested_calls:
+            grounding.check_llm(ctx, run, rec, out)
+        if out:
+            out = self._record(run, span_id, self._start(rec), out)
+        return out
+
+    @staticmethod
+    def _start(rec: SpanRecord) -> int:
+        start = rec.start_ns
+        return start if start.__class__ is int else 0
+
+    def _end(self, rec: SpanRecord) -> int:
+        end = rec.end_ns
+        if end.__class__ is not int:
+            return 0
+        start = rec.start_ns
+        if start.__class__ is int and end < start:
+            self.ctx.stats.clock_skew += 1
+            return start
+        return end
+
+
+class Engine:
+    """Anomaly detection over normalised span records; see the module docstring for the three uses."""
+
+    __slots__ = ("_config", "_core", "_ctx", "_lock")
+
+    def __init__(self, config: Config | None = None) -> None:
+        self._config = config if config is not None else load_config()
+        self._ctx = Context(self._config)
+        self._core = _Core(self._ctx)
+        self._lock = threading.Lock()
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    def _failed(self, where: str) -> None:
+        self._ctx.stats.internal_errors += 1
+        log.debug("agentwatch engine: %s failed; input ignored", where, exc_info=True)
+
+    # ------------------------------------------------------------------ streaming
+
+    def open_run(
+        self,
+        run_key: str,
+        *,
+        parent_run_key: str | None = None,
+        agent_name: str | None = None,
+        entities: Mapping[str, str] | None = None,
+        budget: Budget | None = None,
+        start_ns: int | None = None,
+    ) -> None:
+        """Start tracking a run (idempotent). ``budget=None`` applies the configured default budget."""
+        with self._lock:
+            try:
+                if isinstance(run_key, str) and run_key:
+                    self._core.open_run(run_key, parent_run_key, agent_name, entities, budget, start_ns)
+                else:
+                    self._ctx.stats.records_rejected += 1
+            except Exception:
+                self._failed("open_run")
+
+    def begin_call(
+        self,
+        run_key: str | None,
+        kind: Kind,
+        *,
+        tool_name: str | None = None,
+        args_hash: str | None = None,
+        now_ns: int,
+    ) -> CallTicket:
+        """Number a call about to be sent and say whether an enforced budget, loop or policy stops it."""
+        with self._lock:
+            try:
+                return self._core.begin_call(run_key, kind, tool_name, args_hash, now_ns)
+            except Exception:
+                self._failed("begin_call")
+                return CallTicket(None, None)
+
+    def process(self, record: SpanRecord) -> list[Finding]:
+        """Update state with one finished non-run span; the findings on that span."""
+        with self._lock:
+            try:
+                return self._core.process(record, record.run_key)
+            except Exception:
+                self._failed("process")
+                return []
+
+    def close_run(self, run_key: str, *, stop_reason: str | None, end_ns: int) -> RunSummary | None:
+        """Summarise a run that ended and forget it; ``None`` for a run the engine does not hold."""
+        with self._lock:
+            try:
+                return self._core.close_run(run_key, stop_reason, end_ns)
+            except Exception:
+                self._failed("close_run")
+                return None
+
+    # ------------------------------------------------------------------ whole traces
+
+    def evaluate_trace(self, records: Sequence[SpanRecord]) -> TraceVerdict:
+        """Findings and run summaries for complete traces, from private state (live runs are untouched)."""
+        ctx = self._ctx.fork()
+        findings: dict[str, list[Finding]] = {}
+        summaries: dict[str, RunSummary] = {}
+        try:
+            core = _Core(ctx)
+            traces = plan(records or (), ctx.stats)
+            for trace in traces:
+                ctx.stats.traces_evaluated += 1
+                run_spans = []
+                for item in trace:
+                    rec = item.record
+                    try:
+                        if rec.kind is Kind.RUN:
+                            core.open_run(
+                                item.run_key,
+                                item.parent_run_key,
+                                rec.agent_name,
+                                rec.entities,
+                                rec.budget,
+                                item.start_ns or None,
+                                rec.input_entities,
+                                rec.arguments,
+                            )
+                            run_spans.append(item)
+                            continue
+                        found = core.process(rec, item.run_key)
+                    except Exception:
+                        ctx.stats.internal_errors += 1
+                        log.debug("agentwatch engine: span %r failed; ignored", rec.span_id, exc_info=True)
+                        continue
+                    if found:
+                        findings.setdefault(rec.span_id, []).extend(found)
+                for item in reversed(run_spans):  # inner runs first
+                    try:
+                        summary = core.close_run(item.run_key, item.record.stop_reason, item.end_ns)
+                    except Exception:
+                        ctx.stats.internal_errors += 1
+                        continue
+                    if summary is None:
+                        continue
+                    summaries[item.record.span_id] = summary
+                    if summary.findings:
+                        findings.setdefault(item.record.span_id, []).extend(summary.findings)
+        except Exception:
+            ctx.stats.internal_errors += 1
+            log.debug("agentwatch engine: evaluate_trace failed; partial verdict", exc_info=True)
+        with self._lock:
+            self._ctx.stats.add(ctx.stats)
+        return TraceVerdict(findings, summaries)
+
+    @property
+    def stats(self) -> Mapping[str, int]:
+        """Counters: runs open/created/closed/evicted, evictions, rejected records and values, findings."""
+        with self._lock:
+            out = self._ctx.stats.as_dict()
+            out["runs_open"] = len(self._core.runs)
+        return out
+
+
+__all__ = ["CallTicket", "Engine", "Stop", "TraceVerdict"]

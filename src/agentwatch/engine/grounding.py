@@ -1,0 +1,201 @@
+"""``ENTITY_HALLUCINATION`` and ``ENTITY_MISMATCH``: ids that came from nowhere, or from the wrong customer.
+
+Seed 003's fault: the model referenced ``ord_555``, an id that was never in
+its context; ``get_order(ord_555)`` then returned an order of ``cust_012`` in a
+run about ``cust_789``. The backward trace starts at the LLM call that first
+referenced the invented id, so both the LLM span (its requested arguments) and
+the tool span (its actual arguments) are checked.
+
+An id is *known* in a run when it was declared as the run's subject, appeared
+in an LLM call's input, in the run's own input, or in the result of an earlier
+successful tool call. Ids compare by value, case-insensitively, whatever type
+each side gave them. A run with no knowledge basis at all (nothing declared, no
+input or result ever seen, typical of foreign spans recorded without content)
+is not checked: every id would look invented.
+
+Raw results are scanned for ids lazily, only when an id is not already known
+or the run has a subject to compare against, so a run whose calls reference
+only known ids never pays for extraction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..semconv import Flag
+from .record import Entity, Finding, SpanRecord
+from .state import CallKey, CallState, RunState, bounded_put
+
+if TYPE_CHECKING:
+    from .context import Context
+
+LEARN_LIMIT = 4096  # ids taken from one raw result or input
+MAX_PENDING = 32  # raw values held for lazy extraction before they are scanned anyway
+
+
+def declare(ctx: Context, run: RunState, entities: Mapping[str, Any]) -> None:
+    """Record the run's subject (``{"customer": "cust_789"}``): known ids, and what results must match."""
+    for etype, value in entities.items():
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            continue
+        eid = str(value).strip()
+        if not eid:
+            continue
+        low = eid.lower()
+        run.subject[ctx.entity_type(str(etype))] = (eid, low)
+        _learn_id(ctx, run, low)
+        run.basis = True
+
+
+def learn_input(ctx: Context, run: RunState, entities: Iterable[Entity] | None, raw: Any = None) -> None:
+    """Ids a run was given as input (its own input, or what an LLM call read)."""
+    if entities is not None:
+        run.basis = True
+        for entity in entities:
+            _learn_id(ctx, run, str(entity[1]).lower())
+    if raw is not None:
+        run.basis = True
+        _learn_raw(ctx, run, raw)
+
+
+def _learn_id(ctx: Context, run: RunState, low: str) -> None:
+    known = run.known
+    if low not in known:
+        dropped = bounded_put(known, low, None, ctx.max_entities)
+        if dropped:
+            ctx.stats.entities_evicted += dropped
+
+
+def _learn_raw(ctx: Context, run: RunState, raw: Any) -> None:
+    run.pending.append(raw)
+    if len(run.pending) > MAX_PENDING:
+        _flush(ctx, run)
+
+
+def _flush(ctx: Context, run: RunState) -> None:
+    pending, run.pending = run.pending, []
+    extract = ctx.extractor.extract
+    for raw in pending:
+        for entity in extract(raw, limit=LEARN_LIMIT):
+            _learn_id(ctx, run, entity[1].lower())
+
+
+def _unknown(ctx: Context, run: RunState, entities: Iterable[Entity]) -> list[Entity]:
+    known = run.known
+    missing = [e for e in entities if str(e[1]).lower() not in known]
+    if missing and run.pending:
+        _flush(ctx, run)
+        missing = [e for e in missing if str(e[1]).lower() not in known]
+    return missing
+
+
+def _describe(missing: list[Entity]) -> str:
+    first = f"{missing[0][0]} {missing[0][1]}"
+    if len(missing) == 1:
+        return f"{first}, which appears"
+    return f"{first} (and {len(missing) - 1} more), which appear"
+
+
+def check_llm(ctx: Context, run: RunState, rec: SpanRecord, out: list[Finding]) -> None:
+    """Learn what the LLM read; flag ids in the calls it requested that it could not have read anywhere."""
+    if rec.input_entities is not None:
+        learn_input(ctx, run, rec.input_entities)
+    requested = rec.requested_entities
+    if requested and run.basis:
+        missing = _unknown(ctx, run, requested)
+        if missing:
+            tools = ", ".join(sorted({c[0] for c in rec.requested_calls})) or "a tool"
+            finding = ctx.flagger.make(
+                Flag.ENTITY_HALLUCINATION,
+                f"the model requested {tools} with {_describe(missing)} nowhere earlier in the run "
+                f"(not declared, not in any input or earlier tool result)",
+                rec.span_id,
+            )
+            if finding is not None:
+                out.append(finding)
+    for call in rec.requested_calls:
+        key = (call[0], call[1])
+        if key not in run.requested:
+            bounded_put(run.requested, key, rec.span_id, ctx.max_calls)
+        else:
+            run.requested[key] = rec.span_id
+
+
+def check_tool_args(
+    ctx: Context,
+    run: RunState,
+    rec: SpanRecord,
+    tool: str,
+    key: CallKey | None,
+    cs: CallState | None,
+    out: list[Finding],
+) -> None:
+    """Flag a tool call whose arguments reference an id unknown to the run (related: the requesting LLM)."""
+    entities = rec.arg_entities
+    if entities is None:
+        if rec.arguments is None:
+            return
+        if cs is not None and cs.arg_ids is not None:
+            entities = cs.arg_ids
+        else:
+            entities = ctx.extractor.extract(rec.arguments)
+            if cs is not None:
+                cs.arg_ids = entities
+    if not entities:
+        return
+    missing = _unknown(ctx, run, entities)
+    if not missing:
+        return
+    related = run.requested.get(key) if key is not None else None
+    finding = ctx.flagger.make(
+        Flag.ENTITY_HALLUCINATION,
+        f"{tool or 'tool'} arguments reference {_describe(missing)} nowhere earlier in the run "
+        f"(not declared, not in any input or earlier tool result)",
+        rec.span_id,
+        related,
+    )
+    if finding is not None:
+        out.append(finding)
+
+
+def observe_result(ctx: Context, run: RunState, rec: SpanRecord, tool: str, out: list[Finding]) -> None:
+    """Learn the ids of a successful result; flag it when it belongs to another entity than the subject."""
+    entities = rec.result_entities
+    raw = rec.result
+    run.basis = True
+    if run.subject:
+        if entities is None:
+            entities = ctx.extractor.extract(raw, limit=LEARN_LIMIT)
+        _check_mismatch(ctx, run, rec, tool, entities, out)
+    if entities is not None:
+        for entity in entities:
+            _learn_id(ctx, run, str(entity[1]).lower())
+    else:
+        _learn_raw(ctx, run, raw)
+
+
+def _check_mismatch(
+    ctx: Context, run: RunState, rec: SpanRecord, tool: str, entities: tuple[Entity, ...], out: list[Finding]
+) -> None:
+    if not entities:
+        return
+    ids = {str(e[1]).lower() for e in entities}
+    for stype, (sid, slow) in run.subject.items():
+        if slow in ids:
+            continue
+        for etype, eid in entities:
+            if ctx.entity_type(str(etype)) == stype or _prefix_type(ctx, str(eid)) == stype:
+                finding = ctx.flagger.make(
+                    Flag.ENTITY_MISMATCH,
+                    f"{tool or 'tool'} returned data of {stype} {eid} in a run about {stype} {sid}",
+                    rec.span_id,
+                )
+                if finding is not None:
+                    out.append(finding)
+                return
+
+
+def _prefix_type(ctx: Context, eid: str) -> str | None:
+    ptype = ctx.extractor.prefix_type(eid)
+    return ctx.entity_type(ptype) if ptype is not None else None

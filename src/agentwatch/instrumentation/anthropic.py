@@ -1,0 +1,193 @@
+"""Anthropic: ``messages.create`` (sync, async, streamed) and the ``messages.stream()`` managers.
+
+Same choke point as OpenAI (``_stainless``). Token rule of the GenAI
+conventions: ``gen_ai.usage.input_tokens`` = input + cache read + cache
+creation, with the two cache counts also recorded on their own, so cost and
+budgets see everything the provider bills.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import semconv as sc
+from ._calls import LLMCall
+from ._stainless import RequestInfo, StainlessPatch
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            block.get("text", "") for block in content if isinstance(block, dict) and block.get("type") == "text"
+        )
+    return ""
+
+
+def _block_payload(block: Any) -> Any:
+    """What a content block carries for entity extraction: text, tool input or tool result."""
+    if isinstance(block, str):
+        return block
+    if not isinstance(block, dict):
+        return None
+    kind = block.get("type")
+    if kind == "text":
+        return block.get("text")
+    if kind == "tool_result":
+        content = block.get("content")
+        return _text(content) if isinstance(content, list) else content
+    return None
+
+
+class AnthropicProvider:
+    name = sc.PROVIDER_ANTHROPIC
+
+    def route(self, method: str, path: str) -> str | None:
+        if method.lower() != "post":
+            return None
+        path = path.split("?", 1)[0].rstrip("/")
+        return sc.OP_CHAT if path.endswith("/messages") else None
+
+    def read_request(self, operation: str, body: dict[str, Any]) -> RequestInfo:
+        attrs: dict[str, Any] = {}
+        for key, attr in (
+            ("max_tokens", sc.GEN_AI_REQUEST_MAX_TOKENS),
+            ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE),
+            ("top_p", sc.GEN_AI_REQUEST_TOP_P),
+            ("top_k", sc.GEN_AI_REQUEST_TOP_K),
+        ):
+            value = body.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                attrs[attr] = value
+        stops = body.get("stop_sequences")
+        if isinstance(stops, list):
+            attrs[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = tuple(str(s) for s in stops)
+        if body.get("stream"):
+            attrs[sc.GEN_AI_REQUEST_STREAM] = True
+        tools = body.get("tools")
+        offered = [t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)] if isinstance(
+            tools, list
+        ) else None
+        model = body.get("model")
+        info = RequestInfo(operation=operation, model=model if isinstance(model, str) else None, attrs=attrs,
+                           offered_tools=offered)
+        system = body.get("system")
+        if system:
+            info.system_text = _text(system)
+        messages = body.get("messages")
+        if isinstance(messages, list):
+            last_user: str | None = None
+            last_assistant = -1
+            for i, msg in enumerate(messages):
+                if not isinstance(msg, dict):
+                    continue
+                if msg.get("role") == "assistant":
+                    last_assistant = i
+                elif msg.get("role") == "user":
+                    text = _text(msg.get("content"))
+                    if text:
+                        last_user = text
+            info.user_text = last_user
+            fresh: list[Any] = []
+            for msg in messages[last_assistant + 1 :]:
+                content = msg.get("content") if isinstance(msg, dict) else None
+                blocks = content if isinstance(content, list) else [content]
+                fresh.extend(p for p in (_block_payload(b) for b in blocks) if p)
+            info.new_input = fresh
+            info.input_messages = messages
+        return info
+
+    def read_response(self, call: LLMCall, operation: str, response: Any) -> None:
+        if response is None:
+            return
+        call.response_id = getattr(response, "id", None)
+        model = getattr(response, "model", None)
+        if isinstance(model, str):
+            call.response_model = model
+        reason = getattr(response, "stop_reason", None)
+        if reason:
+            call.finish_reasons = [str(reason)]
+        usage = getattr(response, "usage", None)
+        if usage is not None:
+            _usage(call, usage)
+        outputs = []
+        for block in getattr(response, "content", None) or ():
+            if getattr(block, "type", None) == "tool_use":
+                call.requested.append((block.name, block.input, getattr(block, "id", None)))
+            if call.capture:
+                outputs.append(block.model_dump(exclude_none=True) if hasattr(block, "model_dump") else block)
+        if call.capture and outputs:
+            call.output_messages = [{"role": "assistant", "content": outputs}]
+
+    def chunk_handler(self, operation: str) -> Any:
+        return _MessageStream()
+
+
+def _usage(call: LLMCall, usage: Any) -> None:
+    """Apply a usage object; message_delta usage is cumulative, so later values replace earlier ones."""
+    fresh = getattr(usage, "input_tokens", None)
+    read = getattr(usage, "cache_read_input_tokens", None)
+    written = getattr(usage, "cache_creation_input_tokens", None)
+    if isinstance(read, int):
+        call.cache_read = read
+    if isinstance(written, int):
+        call.cache_write = written
+    if isinstance(fresh, int):
+        call.input_tokens = fresh + (call.cache_read or 0) + (call.cache_write or 0)
+    out = getattr(usage, "output_tokens", None)
+    if isinstance(out, int):
+        call.output_tokens = out
+
+
+class _MessageStream:
+    """Accumulates message_start / content_block_* / message_delta events."""
+
+    __slots__ = ("blocks", "text")
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, list[Any]] = {}  # index -> [name, partial json, id]
+        self.text: list[str] = []
+
+    def __call__(self, call: LLMCall, event: Any) -> None:
+        kind = getattr(event, "type", None)
+        if kind == "message_start":
+            message = getattr(event, "message", None)
+            call.response_id = getattr(message, "id", None)
+            model = getattr(message, "model", None)
+            if isinstance(model, str):
+                call.response_model = model
+            usage = getattr(message, "usage", None)
+            if usage is not None:
+                _usage(call, usage)
+        elif kind == "content_block_start":
+            block = getattr(event, "content_block", None)
+            if getattr(block, "type", None) == "tool_use":
+                self.blocks[event.index] = [block.name, "", getattr(block, "id", None)]
+                self._publish(call)
+        elif kind == "content_block_delta":
+            delta = getattr(event, "delta", None)
+            dtype = getattr(delta, "type", None)
+            if dtype == "input_json_delta":
+                slot = self.blocks.get(event.index)
+                if slot is not None:
+                    slot[1] += delta.partial_json
+                    self._publish(call)
+            elif dtype == "text_delta" and call.capture:
+                self.text.append(delta.text)
+                call.output_messages = [{"role": "assistant", "content": "".join(self.text)}]
+        elif kind == "message_delta":
+            delta = getattr(event, "delta", None)
+            reason = getattr(delta, "stop_reason", None)
+            if reason:
+                call.finish_reasons = [str(reason)]
+            usage = getattr(event, "usage", None)
+            if usage is not None:
+                _usage(call, usage)
+
+    def _publish(self, call: LLMCall) -> None:
+        call.requested = [(name, args or "{}", call_id) for name, args, call_id in self.blocks.values()]
+
+
+def patch() -> StainlessPatch:
+    return StainlessPatch("anthropic._base_client", AnthropicProvider())
