@@ -14,13 +14,15 @@ import gc
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
+from agentwatch.budget import Budget
 from agentwatch.config import load_config
 from agentwatch.engine import Engine, Kind, SpanRecord
 from agentwatch.hashing import args_hash, value_hash
 
 CONFIG = load_config({}, env={})
+REPEATS = 5
 
 
 def _tool(i: int, run: str, **extra: object) -> SpanRecord:
@@ -41,70 +43,90 @@ def _llm(i: int, run: str, **extra: object) -> SpanRecord:
 
 def per_record(name: str, make: Callable[[int, str], SpanRecord], n: int, *, declare: bool = False,
                budget: bool = False) -> tuple[str, float, int]:
-    engine = Engine(CONFIG)
-    from agentwatch.budget import Budget
-
-    engine.open_run("r", entities={"customer": "cust_1"} if declare else None,
-                    budget=Budget(max_steps=10**9, max_seconds=10**6, max_usd=10**6) if budget else None)
-    records = [make(i, "r") for i in range(n)]
-    gc.collect()
-    gc.disable()
-    try:
-        t0 = time.perf_counter_ns()
-        found = 0
-        process = engine.process
-        for rec in records:
-            found += len(process(rec))
-        elapsed = time.perf_counter_ns() - t0
-    finally:
-        gc.enable()
-    return name, elapsed / n / 1000, found
+    best = float("inf")
+    found = 0
+    for _ in range(REPEATS):  # best of several: the machine is shared, noise only ever adds time
+        engine = Engine(CONFIG)
+        engine.open_run("r", entities={"customer": "cust_1"} if declare else None,
+                        budget=Budget(max_steps=10**9, max_seconds=10**6, max_usd=10**6) if budget else None)
+        records = [make(i, "r") for i in range(n)]
+        gc.collect()
+        gc.disable()
+        try:
+            t0 = time.perf_counter_ns()
+            found = 0
+            process = engine.process
+            for rec in records:
+                found += len(process(rec))
+            best = min(best, time.perf_counter_ns() - t0)
+        finally:
+            gc.enable()
+    return name, best / n / 1000, found
 
 
 def begin_call_cost(n: int) -> tuple[str, float, int]:
-    engine = Engine(CONFIG)
-    engine.open_run("r")
+    best = float("inf")
     hashes = [f"{i:016x}" for i in range(n)]
-    t0 = time.perf_counter_ns()
-    for i, h in enumerate(hashes):
-        engine.begin_call("r", Kind.TOOL, tool_name="search.read", args_hash=h, now_ns=i)
-    return "begin_call (tool, no budget)", (time.perf_counter_ns() - t0) / n / 1000, 0
+    for _ in range(REPEATS):
+        engine = Engine(CONFIG)
+        engine.open_run("r", budget=Budget(max_steps=10**9, max_tool_calls=10**9, enforce=True))
+        begin = engine.begin_call
+        t0 = time.perf_counter_ns()
+        for i, h in enumerate(hashes):
+            begin("r", Kind.TOOL, tool_name="search.read", args_hash=h, now_ns=i)
+        best = min(best, time.perf_counter_ns() - t0)
+    return "begin_call (tool, enforced budget)", best / n / 1000, 0
 
 
-def long_run(spans: int, entities: int, raw: bool) -> dict[str, float]:
-    """One run of ``spans`` spans (half LLM, half tool) over ``entities`` distinct order ids."""
-    engine = Engine(CONFIG)
-    tracemalloc.start()
-    engine.open_run("big", entities={"customer": "cust_1"}, start_ns=1)
-    t0 = time.perf_counter()
-    found = 0
+def _long_run_records(spans: int, entities: int, raw: bool) -> Iterator[SpanRecord]:
+    """Half LLM, half tool spans; each tool call reads an order id the previous result announced."""
     for i in range(spans // 2):
         order = f"ord_{i % entities:06d}"
         nxt = f"ord_{(i + 1) % entities:06d}"
         args = {"order_id": order}
         result = {"order_id": order, "customer_id": "cust_1", "next": nxt, "page": i}
         ah = args_hash(args)
-        llm = SpanRecord(
+        yield SpanRecord(
             "t", f"l{i}", "big", Kind.LLM, start_ns=i * 2000, end_ns=i * 2000 + 900, run_key="big",
             input_tokens=1000, output_tokens=100, requested_calls=(("get_order", ah),),
             requested_entities=(("order", order),),
             input_entities=(("order", order),) if i == 0 else (),
         )
-        tool = SpanRecord(
+        yield SpanRecord(
             "t", f"k{i}", "big", Kind.TOOL, start_ns=i * 2000 + 1000, end_ns=i * 2000 + 1900, run_key="big",
             tool_name="get_order", args_hash=ah, result_hash=value_hash(result),
             arguments=args if raw else None, result=result if raw else None,
             arg_entities=None if raw else (("order", order),),
             result_entities=None if raw else (("order", order), ("customer", "cust_1"), ("order", nxt)),
         )
-        found += len(engine.process(llm)) + len(engine.process(tool))
+
+
+def long_run(spans: int, entities: int, raw: bool) -> dict[str, float]:
+    """Time with records built beforehand; memory (tracemalloc) with records built on the fly."""
+    records = list(_long_run_records(spans, entities, raw))
+    engine = Engine(CONFIG)
+    engine.open_run("big", entities={"customer": "cust_1"}, start_ns=1)
+    gc.collect()
+    t0 = time.perf_counter()
+    found = 0
+    for rec in records:
+        found += len(engine.process(rec))
     elapsed = time.perf_counter() - t0
+    del records, engine
+    gc.collect()
+
+    tracemalloc.start()
+    engine = Engine(CONFIG)
+    engine.open_run("big", entities={"customer": "cust_1"}, start_ns=1)
+    for rec in _long_run_records(spans, entities, raw):
+        engine.process(rec)
+    held, peak = tracemalloc.get_traced_memory()
     summary = engine.close_run("big", stop_reason="success", end_ns=spans * 1000)
-    _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {
         "seconds": elapsed,
         "us_per_span": elapsed / spans * 1e6,
+        "held_mib": held / 2**20,
         "peak_mib": peak / 2**20,
         "findings": found,
         "flags": len(summary.flags) if summary else -1,
@@ -137,13 +159,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"| {name} | {us:.2f} | {found} |")
     spans = 20_000 if args.quick else 100_000
     print()
-    print(f"| long run: {spans:,} spans, 10,000 distinct entities | seconds | µs / span | peak MiB | findings |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"| long run: {spans:,} spans, 10,000 distinct entities | seconds | µs / span | state held MiB "
+          f"| peak MiB | findings |")
+    print("|---|---:|---:|---:|---:|---:|")
     for raw in (False, True):
         res = long_run(spans, 10_000, raw)
         label = "raw arguments/results (engine extracts)" if raw else "adapter-supplied entities"
-        print(f"| {label} | {res['seconds']:.2f} | {res['us_per_span']:.2f} | {res['peak_mib']:.1f} | "
-              f"{int(res['findings'])} |")
+        print(f"| {label} | {res['seconds']:.2f} | {res['us_per_span']:.2f} | {res['held_mib']:.1f} | "
+              f"{res['peak_mib']:.1f} | {int(res['findings'])} |")
     return 0
 
 

@@ -39,7 +39,9 @@ SYSTEM = "You are a support agent. Use tools to look things up; never invent ids
 
 # --------------------------------------------------------------------------- the tools
 
-CUSTOMERS = {"cust_789": {"customer_id": "cust_789", "name": "Alice Chen", "tier": "enterprise"}}
+CUSTOMERS = {
+    "cust_789": {"customer_id": "cust_789", "name": "Alice Chen", "tier": "enterprise", "orders": ["ord_123"]},
+}
 ORDERS = {
     "ord_123": {"order_id": "ord_123", "customer_id": "cust_789", "status": "shipped"},
     "ord_555": {"order_id": "ord_555", "customer_id": "cust_012", "status": "processing"},
@@ -188,7 +190,8 @@ def main() -> None:
 
         # The in-process anomaly processor in front of an ordinary OTLP pipeline.
         provider.add_span_processor(agentwatch.AnomalyProcessor(BatchSpanProcessor(OTLPSpanExporter())))
-    agentwatch.instrument(tracer_provider=provider)
+    # Findings are shown in the trees below; no need for the per-finding log lines here.
+    agentwatch.instrument(tracer_provider=provider, config={"agent": {"anomaly": {"log_findings": False}}})
 
     with LLMServer(default=model_brain) as server:
         client = openai.OpenAI(base_url=server.openai_base_url, api_key="not-needed", max_retries=0)

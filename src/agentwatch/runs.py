@@ -35,12 +35,18 @@ RUN_CONTEXT_KEY = otel_context.create_key("agentwatch-run")
 class Run:
     """The handle ``agentwatch.run`` yields: the run's id and an explicit stop."""
 
-    __slots__ = ("_blocked", "_detail", "_reason", "_requested", "budget", "name", "parent", "run_id", "span")
+    __slots__ = (
+        "_blocked", "_detail", "_reason", "_requested", "budget", "key", "name", "parent", "run_id", "span",
+    )
 
     def __init__(self, name: str, run_id: str, span: Span, parent: Run | None, budget: Budget | None) -> None:
         self.name = name
         self.run_id = run_id
         self.span = span
+        # The engine keys runs by the run span's id, as the SDK processor and the
+        # collector do, so every finding and fault origin names a real span.
+        ctx = span.get_span_context()
+        self.key = format(ctx.span_id, "016x") if ctx.is_valid else run_id
         self.parent = parent
         self.budget = budget
         self._reason: StopReason | None = None
@@ -169,8 +175,8 @@ class _RunScope(_Scope):
         run = Run(name, run_id, span, parent, effective)
         try:
             rt.engine.open_run(
-                run_id,
-                parent_run_key=parent.run_id if parent else None,
+                run.key,
+                parent_run_key=parent.key if parent else None,
                 agent_name=name,
                 entities={str(k): str(v) for k, v in (entities or {}).items()},
                 budget=effective,
@@ -204,7 +210,7 @@ def _finish_run(run: Run, exc: BaseException | None) -> None:
     if reason is None:
         reason = StopReason.SUCCESS if exc is None else stop_reason_for(exc)
     end = time.time_ns()
-    summary = rt.engine.close_run(run.run_id, stop_reason=reason.value, end_ns=end)
+    summary = rt.engine.close_run(run.key, stop_reason=reason.value, end_ns=end)
     attrs: dict[str, Any] = {sc.RUN_STOP_REASON: reason.value}
     if run._detail:
         attrs[sc.RUN_STOP_DETAIL] = run._detail

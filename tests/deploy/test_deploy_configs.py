@@ -112,6 +112,30 @@ CONTRACT_ATTRIBUTES = {
 CONTRACT_ATTRIBUTE_PREFIXES = ("agentwatch.run.entity.",)
 SEVERITIES = {"critical", "high", "medium", "low"}
 
+# Prometheus labels of the metrics agentwatch's SDK emits (metric attributes with dots as
+# underscores, as otelcol's prometheus exporter writes them) and of Tempo's span metrics.
+PROM_LABELS: dict[str, set[str]] = {
+    "agentwatch_anomalies_total": {
+        "agentwatch_anomaly_flag",
+        "agentwatch_anomaly_severity",
+        "gen_ai_agent_name",
+    },
+    "agentwatch_runs_total": {
+        "agentwatch_run_stop_reason",
+        "agentwatch_run_failure_mode",
+        "gen_ai_agent_name",
+    },
+    "gen_ai_client_token_usage_sum": {
+        "gen_ai_token_type",
+        "gen_ai_request_model",
+        "gen_ai_response_model",
+        "gen_ai_provider_name",
+        "gen_ai_operation_name",
+    },
+    "traces_spanmetrics_calls_total": {"service", "span_name", "span_kind", "status_code"},
+}
+PROM_COMMON_LABELS = {"job", "instance"}
+
 # ---------------------------------------------------------------- otelcol component types used here
 KNOWN_OTELCOL_TYPES = {
     "receivers": {"otlp"},
@@ -1049,6 +1073,45 @@ def _balanced(text: str) -> bool:
 
 def _attribute_names(traceql: str) -> set[str]:
     return {m.group(1) for m in re.finditer(r"\b(?:span|event)\.(agentwatch\.[A-Za-z0-9_.]+)", traceql)}
+
+
+def promql_label_problems(expr: str, span_dimensions: set[str]) -> list[str]:
+    """Labels an expression selects or groups by that its agentwatch metrics don't have."""
+    metrics = [m for m in PROM_LABELS if re.search(rf"\b{m}\b", expr)]
+    if not metrics:
+        return []
+    allowed = set(PROM_COMMON_LABELS)
+    for metric in metrics:
+        allowed |= PROM_LABELS[metric]
+        if metric.startswith("traces_spanmetrics"):
+            allowed |= span_dimensions
+    used: set[str] = set()
+    for selector in re.findall(r"[a-z_]+\{([^}]*)\}", expr):
+        used |= set(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)", selector))
+    for grouping in re.findall(r"\b(?:by|on|without)\s*\(([^)]*)\)", expr):
+        used |= {g.strip() for g in grouping.split(",") if g.strip()}
+    return sorted(used - allowed)
+
+
+def span_metric_dimensions() -> set[str]:
+    tempo = load_yaml(COLLECTOR / "tempo.yaml")
+    dims = tempo["overrides"]["defaults"]["metrics_generator"]["processor"]["span_metrics"]["dimensions"]
+    return {d.replace(".", "_") for d in dims}
+
+
+def all_promql() -> list[tuple[str, str]]:
+    out = [(f"dashboard refId {t['refId']}", t["expr"]) for t in dashboard_targets() if "expr" in t]
+    for group in load_yaml(ALERTS_FILE)["groups"]:
+        for rule in group["rules"]:
+            out += [(rule["uid"], q["model"]["expr"]) for q in rule["data"] if "expr" in q["model"]]
+    return out
+
+
+def test_promql_uses_labels_the_metrics_have() -> None:
+    dims = span_metric_dimensions()
+    for where, expr in all_promql():
+        problems = promql_label_problems(expr, dims)
+        assert not problems, f"{where}: labels {problems} do not exist on the metrics of {expr!r}"
 
 
 def test_dashboard_queries_cover_the_contract() -> None:

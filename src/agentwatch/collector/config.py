@@ -293,7 +293,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- entry points
 
 
-def load_collector_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> CollectorConfig:
+def load_collector_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> CollectorConfig:
     """Read and validate the collector's YAML file."""
     file = Path(path)
     return build_collector_config(read_yaml(file), source=str(file), base_dir=file.parent, env=env)

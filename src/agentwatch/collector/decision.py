@@ -59,7 +59,6 @@ SUMMARY_SPAN_IDS = "agentwatch.anomaly.summary.span_ids"  # spans the summary's 
 _EVALUATED_FALSE = keyvalue_field(sc.ANOMALY_EVALUATED, False)
 _EVALUATED_KEY = sc.ANOMALY_EVALUATED.encode()
 _ZERO_SPAN = bytes(8)
-SPAN_KIND_INTERNAL = 1
 
 _NAME_HINTS = (
     ("invoke_agent", "run"),
@@ -150,12 +149,18 @@ class Decider:
             for trace, reason, verdict in decided:
                 reasons[reason] += 1
                 try:
-                    out = self._late(trace, verdict) if trace.verdict is not None else self._decide(trace, verdict)
+                    out = (
+                        self._late(trace, verdict)
+                        if trace.verdict is not None
+                        else self._decide(trace, verdict)
+                    )
                 except Exception:
-                    log.exception("evaluating trace %s failed; forwarding it unevaluated", trace.trace_id.hex())
+                    log.exception(
+                        "evaluating trace %s failed; forwarding it unevaluated", trace.trace_id.hex()
+                    )
                     self.stats.add("evaluation_errors")
                     verdict.evaluated = False
-                    out = [(g, mark_unevaluated(r)) for g, r in zip(trace.groups, trace.raws)]
+                    out = [(g, mark_unevaluated(r)) for g, r in zip(trace.groups, trace.raws, strict=True)]
                 for group, raw in out:
                     builder.add(group, raw)
                 if builder.size >= self.max_batch_bytes:
@@ -177,7 +182,7 @@ class Decider:
         n_traces = 0
         for trace in traces:
             n_traces += 1
-            for group, raw in zip(trace.groups, trace.raws):
+            for group, raw in zip(trace.groups, trace.raws, strict=True):
                 builder.add(group, mark_unevaluated(raw))
                 if builder.size >= self.max_batch_bytes:
                     self._send(builder)
@@ -222,14 +227,14 @@ class Decider:
         summaries = result.summaries
         out: Out = []
         by_id: dict[str, SpanRecord] = {}
-        for group, raw, record in zip(trace.groups, raws, records):
+        for group, raw, record in zip(trace.groups, raws, records, strict=True):
             sid = record.span_id
             by_id.setdefault(sid, record)
             if sid in findings or sid in summaries:
                 raw = self._tag(raw, record, findings.get(sid), summaries.get(sid), verdict)
             out.append((group, raw))
         self._anchor(verdict, trace.groups, records)
-        self.verdicts.retain(verdict, list(zip(trace.groups, raws)), set(by_id))
+        self.verdicts.retain(verdict, list(zip(trace.groups, raws, strict=True)), set(by_id))
         return out
 
     @staticmethod
@@ -311,7 +316,7 @@ class Decider:
     def _late(self, trace: PendingTrace, verdict: Verdict) -> Out:
         if not verdict.evaluated:
             self.stats.add("late_spans", len(trace.raws), "unevaluated")
-            return [(g, mark_unevaluated(r)) for g, r in zip(trace.groups, trace.raws)]
+            return [(g, mark_unevaluated(r)) for g, r in zip(trace.groups, trace.raws, strict=True)]
         trace_hex = trace.trace_id.hex()
         views = [SpanView.FromString(raw) for raw in trace.raws]
         late_records = self._records(trace_hex, views)
@@ -370,7 +375,7 @@ class Decider:
         result = self.engine.evaluate_trace([*old_records, *new_records])
         out: Out = []
         fresh_ids = set()
-        for i, record in zip(fresh, new_records):
+        for i, record in zip(fresh, new_records, strict=True):
             sid = record.span_id
             fresh_ids.add(sid)
             raw = trace.raws[i]
@@ -379,9 +384,10 @@ class Decider:
             out.append((trace.groups[i], raw))
 
         # What is new about spans that already left goes on summary spans, one per run.
-        run_of = {p.record.span_id: p.run_key for trace_plan in plan(old_records, EngineStats()) for p in trace_plan}
-        groups_by_id = {r.span_id: g for r, (g, _) in zip(old_records, retained)}
-        for i, record in zip(fresh, new_records):
+        planned = plan([*old_records, *new_records], EngineStats())
+        run_of = {p.record.span_id: p.run_key for trace_plan in planned for p in trace_plan}
+        groups_by_id = {r.span_id: g for r, (g, _) in zip(old_records, retained, strict=True)}
+        for i, record in zip(fresh, new_records, strict=True):
             groups_by_id.setdefault(record.span_id, trace.groups[i])
         kinds = {r.span_id: r.kind for r in old_records}
         pending: dict[str, list[Finding]] = {}
@@ -404,6 +410,7 @@ class Decider:
                 attrs = run_summary_attributes(summary, before)
                 run_updates[summary.run_key] = attrs
                 verdict.run_flags[summary.run_key] = tuple(attrs[sc.RUN_ANOMALY_FLAGS])
+        records_by_id = {r.span_id: r for r in old_records}
         for run_key in sorted(set(pending) | set(run_updates)):
             group = groups_by_id.get(run_key) or verdict.anchor_group or trace.groups[0]
             out.append(
@@ -415,11 +422,10 @@ class Decider:
                 )
             )
             self.stats.add("summary_spans")
-            records_by_id = {r.span_id: r for r in old_records}
             for finding in pending.get(run_key, []):
-                record = records_by_id.get(finding.span_id)
-                if record is not None:
-                    self._count([finding], record)
+                about = records_by_id.get(finding.span_id)
+                if about is not None:
+                    self._count([finding], about)
 
         self.verdicts.retain(verdict, [(trace.groups[i], trace.raws[i]) for i in fresh], fresh_ids)
         return out
@@ -434,7 +440,7 @@ class Decider:
             span_id=_new_span_id(),
             parent_span_id=bytes.fromhex(parent_hex),
             name=sc.ANOMALY_SUMMARY_SPAN_NAME,
-            kind=SPAN_KIND_INTERNAL,
+            kind=Span.SpanKind.SPAN_KIND_INTERNAL,
             start_time_unix_nano=now,
             end_time_unix_nano=now,
         )

@@ -94,9 +94,12 @@ class GrpcSender:
         else:
             self._channel = grpc.insecure_channel(target, options=options)
         self._call = self._channel.unary_unary(
-            EXPORT_METHOD, request_serializer=None, response_deserializer=None)
+            EXPORT_METHOD, request_serializer=None, response_deserializer=None
+        )
         self._metadata = tuple((k.lower(), v) for k, v in config.headers.items())
-        self._compression = grpc.Compression.Gzip if config.compression == "gzip" else grpc.Compression.NoCompression
+        self._compression = (
+            grpc.Compression.Gzip if config.compression == "gzip" else grpc.Compression.NoCompression
+        )
         self._timeout = config.timeout_seconds
 
     def send(self, payload: bytes) -> SendResult:
@@ -360,8 +363,9 @@ class Forwarder:
         backoff = min(retry.max_backoff_ms, retry.initial_backoff_ms * 2 ** (batch.attempts - 1)) / 1000.0
         delay = result.retry_after if result.retry_after is not None else backoff * random.uniform(0.8, 1.2)
         if now + delay - batch.created > max_elapsed:
-            self._drop(batch, "retries_exhausted",
-                       f"giving up after {batch.attempts} attempts ({result.message})")
+            self._drop(
+                batch, "retries_exhausted", f"giving up after {batch.attempts} attempts ({result.message})"
+            )
             return
         log.debug("export failed (%s); retrying in %.2fs", result.message, delay)
         with self._cond:

@@ -61,7 +61,9 @@ def _build_views() -> dict[str, type[Message]]:
     def message(name: str) -> descriptor_pb2.DescriptorProto:
         return fdp.message_type.add(name=name)
 
-    def add(msg: Any, name: str, number: int, kind: int, *, repeated: bool = False, type_name: str = "") -> None:
+    def add(
+        msg: Any, name: str, number: int, kind: int, *, repeated: bool = False, type_name: str = ""
+    ) -> None:
         fd = msg.field.add(name=name, number=number, type=kind)
         fd.label = F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL
         if type_name:
@@ -439,7 +441,14 @@ class RequestBuilder:
 
 # --------------------------------------------------------------------------- JSON (OTLP/JSON encoding)
 
-_ID_FIELDS = {"traceId": 16, "spanId": 8, "parentSpanId": 8, "trace_id": 16, "span_id": 8, "parent_span_id": 8}
+_ID_FIELDS = {
+    "traceId": 16,
+    "spanId": 8,
+    "parentSpanId": 8,
+    "trace_id": 16,
+    "span_id": 8,
+    "parent_span_id": 8,
+}
 
 
 def _hex_to_b64(value: Any, size: int) -> str:
@@ -498,7 +507,9 @@ def json_request_to_protobuf(body: bytes) -> bytes:
                     raise ValueError("spans entries must be objects")
                 span = _fix_ids(span)
                 if "links" in span and isinstance(span["links"], list):
-                    span["links"] = [_fix_ids(link) if isinstance(link, dict) else link for link in span["links"]]
+                    span["links"] = [
+                        _fix_ids(link) if isinstance(link, dict) else link for link in span["links"]
+                    ]
                 fixed.append(span)
             ss[key] = fixed
     message = ExportTraceServiceRequest()

@@ -28,48 +28,121 @@ class MetricDef:
 
 
 COUNTERS: tuple[MetricDef, ...] = (
-    MetricDef("requests_received", "agentwatch.collector.requests", "OTLP export requests received",
-              "{request}", "protocol"),
-    MetricDef("requests_failed", "agentwatch.collector.requests.failed",
-              "Requests answered with an error, by reason", "{request}", "reason"),
-    MetricDef("spans_received", "agentwatch.collector.spans.received",
-              "Spans in well-formed requests (accepted + rejected)", "{span}", "protocol"),
-    MetricDef("spans_rejected", "agentwatch.collector.spans.rejected",
-              "Spans refused in a partial success, by reason", "{span}", "reason"),
-    MetricDef("spans_forwarded", "agentwatch.collector.spans.forwarded",
-              "Spans delivered downstream (synthetic summary spans included)", "{span}"),
-    MetricDef("spans_evicted", "agentwatch.collector.spans.evicted",
-              "Spans forwarded unevaluated because the buffer overflowed", "{span}"),
-    MetricDef("spans_dropped", "agentwatch.collector.spans.dropped",
-              "Spans that could not be delivered, by reason", "{span}", "reason"),
-    MetricDef("traces_decided", "agentwatch.collector.traces.decided",
-              "Traces decided, by what triggered the decision", "{trace}", "reason"),
-    MetricDef("findings", "agentwatch.collector.findings", "Anomaly findings added to spans, by flag",
-              "{finding}", "flag"),
-    MetricDef("late_spans", "agentwatch.collector.spans.late",
-              "Spans that arrived after their trace was decided, by handling", "{span}", "mode"),
-    MetricDef("summary_spans", "agentwatch.collector.summary_spans",
-              "Synthetic agentwatch.anomaly.summary spans emitted", "{span}"),
-    MetricDef("export_requests", "agentwatch.collector.export.requests",
-              "Export attempts downstream, by outcome", "{request}", "outcome"),
-    MetricDef("evaluation_errors", "agentwatch.collector.evaluation.errors",
-              "Traces whose evaluation raised (forwarded with evaluated=false)", "{trace}"),
+    MetricDef(
+        "requests_received",
+        "agentwatch.collector.requests",
+        "OTLP export requests received",
+        "{request}",
+        "protocol",
+    ),
+    MetricDef(
+        "requests_failed",
+        "agentwatch.collector.requests.failed",
+        "Requests answered with an error, by reason",
+        "{request}",
+        "reason",
+    ),
+    MetricDef(
+        "spans_received",
+        "agentwatch.collector.spans.received",
+        "Spans in well-formed requests (accepted + rejected)",
+        "{span}",
+        "protocol",
+    ),
+    MetricDef(
+        "spans_rejected",
+        "agentwatch.collector.spans.rejected",
+        "Spans refused in a partial success, by reason",
+        "{span}",
+        "reason",
+    ),
+    MetricDef(
+        "spans_forwarded",
+        "agentwatch.collector.spans.forwarded",
+        "Spans delivered downstream (synthetic summary spans included)",
+        "{span}",
+    ),
+    MetricDef(
+        "spans_evicted",
+        "agentwatch.collector.spans.evicted",
+        "Spans forwarded unevaluated because the buffer overflowed",
+        "{span}",
+    ),
+    MetricDef(
+        "spans_dropped",
+        "agentwatch.collector.spans.dropped",
+        "Spans that could not be delivered, by reason",
+        "{span}",
+        "reason",
+    ),
+    MetricDef(
+        "traces_decided",
+        "agentwatch.collector.traces.decided",
+        "Traces decided, by what triggered the decision",
+        "{trace}",
+        "reason",
+    ),
+    MetricDef(
+        "findings",
+        "agentwatch.collector.findings",
+        "Anomaly findings added to spans, by flag",
+        "{finding}",
+        "flag",
+    ),
+    MetricDef(
+        "late_spans",
+        "agentwatch.collector.spans.late",
+        "Spans that arrived after their trace was decided, by handling",
+        "{span}",
+        "mode",
+    ),
+    MetricDef(
+        "summary_spans",
+        "agentwatch.collector.summary_spans",
+        "Synthetic agentwatch.anomaly.summary spans emitted",
+        "{span}",
+    ),
+    MetricDef(
+        "export_requests",
+        "agentwatch.collector.export.requests",
+        "Export attempts downstream, by outcome",
+        "{request}",
+        "outcome",
+    ),
+    MetricDef(
+        "evaluation_errors",
+        "agentwatch.collector.evaluation.errors",
+        "Traces whose evaluation raised (forwarded with evaluated=false)",
+        "{trace}",
+    ),
 )
 
 GAUGES: tuple[MetricDef, ...] = (
-    MetricDef("buffer_traces", "agentwatch.collector.buffer.traces", "Traces waiting for a decision",
-              "{trace}"),
+    MetricDef(
+        "buffer_traces", "agentwatch.collector.buffer.traces", "Traces waiting for a decision", "{trace}"
+    ),
     MetricDef("buffer_spans", "agentwatch.collector.buffer.spans", "Spans waiting for a decision", "{span}"),
-    MetricDef("buffer_bytes", "agentwatch.collector.buffer.bytes", "Serialized bytes of buffered spans",
-              "By"),
-    MetricDef("queue_batches", "agentwatch.collector.queue.batches", "Export batches waiting or retrying",
-              "{batch}"),
-    MetricDef("queue_bytes", "agentwatch.collector.queue.bytes", "Bytes of export batches in the queue",
-              "By"),
-    MetricDef("verdicts_cached", "agentwatch.collector.verdicts.cached",
-              "Decided traces remembered for late spans", "{trace}"),
-    MetricDef("retained_bytes", "agentwatch.collector.verdicts.retained_bytes",
-              "Span bytes of decided traces kept to re-evaluate late spans", "By"),
+    MetricDef(
+        "buffer_bytes", "agentwatch.collector.buffer.bytes", "Serialized bytes of buffered spans", "By"
+    ),
+    MetricDef(
+        "queue_batches", "agentwatch.collector.queue.batches", "Export batches waiting or retrying", "{batch}"
+    ),
+    MetricDef(
+        "queue_bytes", "agentwatch.collector.queue.bytes", "Bytes of export batches in the queue", "By"
+    ),
+    MetricDef(
+        "verdicts_cached",
+        "agentwatch.collector.verdicts.cached",
+        "Decided traces remembered for late spans",
+        "{trace}",
+    ),
+    MetricDef(
+        "retained_bytes",
+        "agentwatch.collector.verdicts.retained_bytes",
+        "Span bytes of decided traces kept to re-evaluate late spans",
+        "By",
+    ),
 )
 
 _COUNTER_DEFS = {d.name: d for d in COUNTERS}
@@ -83,7 +156,8 @@ class Stats:
         self._counters: dict[str, dict[str, int]] = {d.name: {} for d in COUNTERS}
         self._gauges: dict[str, Callable[[], float]] = {}
         self.started = time.time()
-        self.status = "starting"
+        self.status = "starting"  # starting | ok | draining | stopped
+        self.degraded: Callable[[], bool] | None = None  # while ok: is the collector impaired?
         self.extra: dict[str, Callable[[], Any]] = {}
 
     def add(self, name: str, n: int = 1, label: str = "") -> None:
@@ -121,6 +195,15 @@ class Stats:
                 log.debug("gauge %s failed", name, exc_info=True)
         return out
 
+    def current_status(self) -> str:
+        if self.status == "ok" and self.degraded is not None:
+            try:
+                if self.degraded():
+                    return "degraded"
+            except Exception:
+                log.debug("degraded check failed", exc_info=True)
+        return self.status
+
     # ------------------------------------------------------------------ renderings
 
     def snapshot(self) -> dict[str, Any]:
@@ -133,7 +216,7 @@ class Stats:
             else:
                 counters[name] = {"total": sum(series.values()), **dict(sorted(series.items()))}
         body: dict[str, Any] = {
-            "status": self.status,
+            "status": self.current_status(),
             "uptime_seconds": round(time.time() - self.started, 3),
             "pid": os.getpid(),
             "counters": counters,
@@ -171,7 +254,7 @@ class Stats:
         metric = "agentwatch_collector_up"
         lines.append(f"# HELP {metric} 1 while the collector accepts data")
         lines.append(f"# TYPE {metric} gauge")
-        lines.append(f"{metric} {1 if self.status in ('ok', 'degraded') else 0}")
+        lines.append(f"{metric} {1 if self.current_status() in ('ok', 'degraded') else 0}")
         return "\n".join(lines) + "\n"
 
 
@@ -231,7 +314,8 @@ def start_otel_metrics(stats: Stats, version: str) -> Any:
     from opentelemetry.sdk.resources import Resource
 
     protocol = (
-        os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "grpc"
     ).strip()
     exporter: MetricExporter
@@ -264,7 +348,11 @@ def start_otel_metrics(stats: Stats, version: str) -> Any:
         return observe
 
     for d in COUNTERS:
-        meter.create_observable_counter(d.otel_name, [counter_callback(d)], unit=d.unit, description=d.description)
+        meter.create_observable_counter(
+            d.otel_name, [counter_callback(d)], unit=d.unit, description=d.description
+        )
     for d in GAUGES:
-        meter.create_observable_gauge(d.otel_name, [gauge_callback(d)], unit=d.unit, description=d.description)
+        meter.create_observable_gauge(
+            d.otel_name, [gauge_callback(d)], unit=d.unit, description=d.description
+        )
     return provider

@@ -44,7 +44,8 @@ log = logging.getLogger("agentwatch.engine")
 MAX_RUN_DEPTH = 64
 MAX_TOKENS_PER_CALL = 10**12
 MAX_COST_PER_CALL = 1e9
-_EXPIRE_EVERY = 1024  # operations between TTL sweeps
+_SWEEP_SECONDS = 1.0  # how often idle runs are looked for
+_monotonic = time.monotonic
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,19 +75,20 @@ class TraceVerdict:
 class _Core:
     """Run table plus the detector pipeline; callers hold the lock."""
 
-    __slots__ = ("_ops", "ctx", "default_limits", "runs")
+    __slots__ = ("_next_sweep", "ctx", "default_limits", "runs")
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         limits = ctx.config.limits
         self.runs = RunTable(limits.max_runs, limits.run_ttl_seconds, ctx.stats)
         self.default_limits = compile_limits(ctx.config.budget)
-        self._ops = 0
+        self._next_sweep = 0.0
 
     def clock(self) -> float:
-        now = time.monotonic()
-        self._ops += 1
-        if self._ops % _EXPIRE_EVERY == 0:
+        """Monotonic seconds for run idleness; sweeps expired runs about once a second."""
+        now = _monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + _SWEEP_SECONDS
             self.runs.expire(now)
         return now
 
@@ -146,11 +148,17 @@ class _Core:
             grounding.learn_input(self.ctx, run, input_entities, raw_input)
         return run
 
-    def _run_for(self, key: str | None, start_ns: int, now: float) -> RunState | None:
+    def _run_for(self, key: str | None, start_ns: int) -> RunState | None:
         if key is None:
             return None
+        now = _monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + _SWEEP_SECONDS
+            self.runs.expire(now)
         run = self.runs.get(key, now)
         if run is None:
+            if key.__class__ is not str or not key:
+                return None
             run = self._new_run(key, None, start_ns if type(start_ns) is int and start_ns > 0 else None, now)
         return run
 
@@ -239,9 +247,8 @@ class _Core:
             if stop is not None:
                 ctx.stats.stops += 1
             return CallTicket(None, stop)
-        now = self.clock()
         when = now_ns if type(now_ns) is int else 0
-        run = self._run_for(run_key, when, now)
+        run = self._run_for(run_key, when)
         assert run is not None
         owner = run
         key: CallKey | None = (tool, args_hash) if is_tool and tool and isinstance(args_hash, str) else None
@@ -290,7 +297,7 @@ class _Core:
         if kind is Kind.LLM:
             return self._llm(rec, run_key)
         if kind is not Kind.RUN and run_key is not None:  # phases and others keep their run alive
-            self._run_for(run_key, rec.start_ns, self.clock())
+            self._run_for(run_key, rec.start_ns)
         return []
 
     def _tool(self, rec: SpanRecord, run_key: str | None) -> list[Finding]:
@@ -315,7 +322,7 @@ class _Core:
                 )
                 if finding is not None:
                     out.append(finding)
-        run = self._run_for(run_key, rec.start_ns, self.clock())
+        run = self._run_for(run_key, rec.start_ns)
         if run is None:
             return out
 
@@ -334,7 +341,7 @@ class _Core:
         if run.limits is not None or run.parent is not None:
             budgets.observe(ctx, run, span_id, self._end(rec), True, key, out)
 
-        side_effect = rec.side_effect is True or (bool(tool) and ctx.is_side_effect(tool))
+        side_effect = rec.side_effect is True or (ctx.side_effect_globs and ctx.is_side_effect(tool))
         cs = loops.observe_tool(ctx, run, span_id, key, failed, rhash, side_effect, out)
         if failed:
             retries.observe_failure(ctx, run, span_id, tool, out)
@@ -354,7 +361,7 @@ class _Core:
     def _llm(self, rec: SpanRecord, run_key: str | None) -> list[Finding]:
         ctx = self.ctx
         out: list[Finding] = []
-        run = self._run_for(run_key, rec.start_ns, self.clock())
+        run = self._run_for(run_key, rec.start_ns)
         if rec.offered_tools is not None and rec.requested_calls:
             policy.check_requested(ctx, run, rec, out)
         if run is None:

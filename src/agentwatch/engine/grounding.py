@@ -114,12 +114,13 @@ def check_llm(ctx: Context, run: RunState, rec: SpanRecord, out: list[Finding]) 
             )
             if finding is not None:
                 out.append(finding)
+    requested_by = run.requested
     for call in rec.requested_calls:
-        key = (call[0], call[1])
-        if key not in run.requested:
-            bounded_put(run.requested, key, rec.span_id, ctx.max_calls)
+        key = call if call.__class__ is tuple else (call[0], call[1])
+        if len(requested_by) < ctx.max_calls or key in requested_by:
+            requested_by[key] = rec.span_id
         else:
-            run.requested[key] = rec.span_id
+            bounded_put(requested_by, key, rec.span_id, ctx.max_calls)
 
 
 def check_tool_args(

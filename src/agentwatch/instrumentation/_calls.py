@@ -124,7 +124,7 @@ class ToolCall:
             record = SpanRecord(
                 trace_id=trace_id, span_id=span_id, parent_id=parent_id, kind=Kind.TOOL,
                 name=f"{sc.OP_EXECUTE_TOOL} {self.name}", start_ns=self.start_ns, end_ns=end,
-                run_key=self.run.run_id if self.run else None,
+                run_key=self.run.key if self.run else None,
                 tool_name=self.name, args_hash=self.args_hash, arguments=self.arguments,
                 side_effect=self.side_effect, idempotency_key=self.idempotent,
                 arg_entities=self.arg_entities, tool_schema=self.record_schema,
@@ -184,7 +184,7 @@ def start_tool(
         h = digest(canonical_json(parsed))
         start = time.time_ns()
         ticket = rt.engine.begin_call(
-            run.run_id if run else None, Kind.TOOL, tool_name=name, args_hash=h, now_ns=start
+            run.key if run else None, Kind.TOOL, tool_name=name, args_hash=h, now_ns=start
         )
         stop = ticket.stop
         if stop is None:
@@ -357,7 +357,7 @@ class LLMCall:
         trace_id, span_id, parent_id = _hex(span)
         record = SpanRecord(
             trace_id=trace_id, span_id=span_id, parent_id=parent_id, kind=Kind.LLM,
-            start_ns=self.start, end_ns=end, run_key=run.run_id if run else None,
+            start_ns=self.start, end_ns=end, run_key=run.key if run else None,
             is_error=exc is not None, model=self.response_model or self.model,
             input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=cost,
             requested_calls=tuple(requested), requested_entities=tuple(requested_entities),
@@ -434,7 +434,7 @@ def start_llm(
         rt = _runtime.get()
         run = current_run()
         start = time.time_ns()
-        ticket = rt.engine.begin_call(run.run_id if run else None, Kind.LLM, now_ns=start)
+        ticket = rt.engine.begin_call(run.key if run else None, Kind.LLM, now_ns=start)
         stop = ticket.stop
         if stop is None:
             call = LLMCall()

@@ -35,12 +35,44 @@ __all__ = [
     "detect_kind",
     "record_from_attributes",
     "record_from_span",
+    "span_attributes",
 ]
 
 MAX_PARSE_CHARS = 65_536
 """Captured content longer than this is fingerprinted as raw text, never parsed."""
 
 _MAX_INDEX = 64  # indexed attributes (llm.tools.{i}, gen_ai.prompt.{i}) read at most this far
+
+# Names read on every span, bound at module level: a global lookup is cheaper than ``sc.NAME``.
+_OPERATION = sc.GEN_AI_OPERATION_NAME
+_PHASE = sc.PHASE
+_OI_KIND = sc.OPENINFERENCE_SPAN_KIND
+_TL_KIND = sc.TRACELOOP_SPAN_KIND
+_REQUEST_TYPE = sc.LLM_REQUEST_TYPE
+_ERROR_TYPE = sc.ERROR_TYPE
+_FLAGS = sc.ANOMALY_FLAGS
+_AGENT = sc.GEN_AI_AGENT_NAME
+_TOOL_NAME = sc.GEN_AI_TOOL_NAME
+_TOOL_CALL_ID = sc.GEN_AI_TOOL_CALL_ID
+_SIDE_EFFECT = sc.TOOL_SIDE_EFFECT
+_IDEMPOTENCY = sc.TOOL_IDEMPOTENCY_KEY
+_ERROR_CLASS = sc.TOOL_ERROR_CLASS
+_SCHEMA = sc.TOOL_SCHEMA
+_ARG_ENTITIES = sc.TOOL_ARG_ENTITIES
+_RESULT_ENTITIES = sc.TOOL_RESULT_ENTITIES
+_ARGS_HASH = sc.TOOL_ARGS_HASH
+_RESULT_HASH = sc.TOOL_RESULT_HASH
+_RESPONSE_MODEL = sc.GEN_AI_RESPONSE_MODEL
+_REQUEST_MODEL = sc.GEN_AI_REQUEST_MODEL
+_INPUT_TOKENS = sc.GEN_AI_USAGE_INPUT_TOKENS
+_OUTPUT_TOKENS = sc.GEN_AI_USAGE_OUTPUT_TOKENS
+_COST = sc.COST_USD
+_TOOL_CALLS = sc.LLM_TOOL_CALLS
+_TOOLS_OFFERED = sc.LLM_TOOLS_OFFERED
+_REQUESTED_ENTITIES = sc.LLM_REQUESTED_ENTITIES
+_INPUT_ENTITIES = sc.LLM_INPUT_ENTITIES
+_SYSTEM_HASH = sc.LLM_SYSTEM_HASH
+_USER_HASH = sc.LLM_USER_HASH
 
 # --------------------------------------------------------------------------- kind detection
 
@@ -80,20 +112,20 @@ _HINT_KIND: dict[str, Kind] = {k.value: k for k in Kind}
 def detect_kind(attrs: Mapping[str, Any]) -> Kind | None:
     """The span's kind by the first convention that names one; ``None`` when none does."""
     get = attrs.get
-    op = get(sc.GEN_AI_OPERATION_NAME)
+    op = get(_OPERATION)
     if op.__class__ is str:
         kind = _OPERATION_KIND.get(op)
         if kind is not None:
             return kind
-    if get(sc.PHASE) is not None:
+    if get(_PHASE) is not None:
         return Kind.PHASE
-    oi = get(sc.OPENINFERENCE_SPAN_KIND)
+    oi = get(_OI_KIND)
     if oi.__class__ is str:
         return _OPENINFERENCE_KIND.get(oi.upper(), Kind.OTHER)
-    tl = get(sc.TRACELOOP_SPAN_KIND)
+    tl = get(_TL_KIND)
     if tl.__class__ is str:
         return _TRACELOOP_KIND.get(tl.lower(), Kind.OTHER)
-    request_type = get(sc.LLM_REQUEST_TYPE)
+    request_type = get(_REQUEST_TYPE)
     if request_type.__class__ is str and request_type in _LLM_REQUEST_TYPES:
         return Kind.LLM
     return None
@@ -149,16 +181,44 @@ def _strings(value: Any) -> tuple[str, ...] | None:
     return None
 
 
+_ENTITY_CACHE: dict[Any, tuple[Entity, ...] | None] = {}
+_ENTITY_CACHE_MAX = 4096
+
+
 def _entities(value: Any) -> tuple[Entity, ...] | None:
-    """``"type:id"`` strings into ``(type, id)`` pairs; malformed items are skipped."""
-    items = _strings(value)
-    if items is None:
+    """``"type:id"`` strings into ``(type, id)`` pairs; malformed items are skipped.
+
+    Same reading as :func:`agentwatch.engine.entities.parse_entities`. A run's
+    spans repeat the same few entity lists, so parsed lists are cached.
+    """
+    if value.__class__ is tuple:
+        try:
+            return _ENTITY_CACHE[value]
+        except KeyError:
+            parsed = _parse_entities(value)
+            if len(_ENTITY_CACHE) >= _ENTITY_CACHE_MAX:
+                _ENTITY_CACHE.clear()
+            _ENTITY_CACHE[value] = parsed
+            return parsed
+        except TypeError:  # unhashable items
+            pass
+    return _parse_entities(value)
+
+
+def _parse_entities(value: Any) -> tuple[Entity, ...] | None:
+    if value.__class__ is str:
+        value = (value,)
+    elif not isinstance(value, (tuple, list)):
         return None
     out: list[Entity] = []
-    for item in items:
-        kind, sep, ident = item.partition(":")
-        if sep and kind and ident:
-            out.append((kind, ident))
+    for item in value:
+        if item.__class__ is str:
+            kind, sep, ident = item.partition(":")
+            if not sep:
+                kind, ident = "id", item
+            ident = ident.strip()
+            if ident:
+                out.append((kind.strip() or "id", ident))
     return tuple(out)
 
 
@@ -266,13 +326,30 @@ def record_from_attributes(
         )
 
 
+def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """A span's attributes as the plain dict the SDK keeps, when it keeps one.
+
+    ``ReadableSpan.attributes`` wraps the SDK's ``BoundedAttributes`` in a
+    proxy whose every lookup runs through Python-level ``Mapping.get`` (about
+    0.5 µs each); the dict inside answers in nanoseconds. Callers must not
+    mutate the result. Falls back to the public view for other span classes.
+    """
+    raw = getattr(span, "_attributes", None)
+    inner = getattr(raw, "_dict", None)
+    if isinstance(inner, dict):
+        return inner
+    if isinstance(raw, dict):
+        return raw
+    return span.attributes or {}
+
+
 def record_from_span(span: ReadableSpan) -> SpanRecord:
     """Normalise an SDK span (ended or not). Never raises."""
     ctx = span.get_span_context()
     parent = span.parent
     status = span.status
     return record_from_attributes(
-        span.attributes or {},
+        span_attributes(span),
         trace_id=format(ctx.trace_id, "032x") if ctx is not None else "",
         span_id=format(ctx.span_id, "016x") if ctx is not None else "",
         parent_id=format(parent.span_id, "016x") if parent is not None else None,
@@ -303,7 +380,9 @@ def build_record(
     get = attrs.get
     if end_ns < start_ns:
         end_ns = start_ns
-    error_type = _str(get(sc.ERROR_TYPE))
+    error_type = get(_ERROR_TYPE)
+    if error_type.__class__ is not str or not error_type:
+        error_type = None
     record = SpanRecord(
         trace_id,
         span_id,
@@ -315,10 +394,12 @@ def build_record(
         is_error=bool(is_error) or error_type is not None,
         error_type=error_type,
     )
-    flags = get(sc.ANOMALY_FLAGS)
+    flags = get(_FLAGS)
     if flags is not None:
         record.flags_present = _strings(flags) or ()
-    agent = _str(get(sc.GEN_AI_AGENT_NAME))
+    agent = get(_AGENT)
+    if agent.__class__ is not str or not agent:
+        agent = None
     if kind is Kind.TOOL:
         _read_tool(attrs, record)
     elif kind is Kind.LLM:
@@ -369,31 +450,45 @@ def run_entities(attrs: Mapping[str, Any]) -> dict[str, str]:
 
 def _read_tool(attrs: Mapping[str, Any], record: SpanRecord) -> None:
     get = attrs.get
-    tool = _str(get(sc.GEN_AI_TOOL_NAME)) or _str(get(sc.OI_TOOL_NAME)) or _str(get(sc.TRACELOOP_ENTITY_NAME))
-    if tool is None:
-        span_name = record.name
-        prefix = sc.OP_EXECUTE_TOOL + " "
-        tool = span_name[len(prefix) :] if span_name.startswith(prefix) else (span_name or None)
+    tool = get(_TOOL_NAME)
+    if tool.__class__ is not str or not tool:
+        tool = _str(get(sc.OI_TOOL_NAME)) or _str(get(sc.TRACELOOP_ENTITY_NAME))
+        if tool is None:
+            span_name = record.name
+            prefix = sc.OP_EXECUTE_TOOL + " "
+            tool = span_name[len(prefix) :] if span_name.startswith(prefix) else (span_name or None)
     record.tool_name = tool
-    record.tool_call_id = _str(get(sc.GEN_AI_TOOL_CALL_ID))
-    record.side_effect = _bool(get(sc.TOOL_SIDE_EFFECT))
-    record.idempotency_key = _bool(get(sc.TOOL_IDEMPOTENCY_KEY))
-    record.error_class = _str(get(sc.TOOL_ERROR_CLASS))
-    schema = get(sc.TOOL_SCHEMA)
+    value = get(_TOOL_CALL_ID)
+    if value.__class__ is str:
+        record.tool_call_id = value
+    value = get(_SIDE_EFFECT)
+    if value is not None:
+        record.side_effect = value is True or _bool(value)
+    value = get(_IDEMPOTENCY)
+    if value is not None:
+        record.idempotency_key = value is True or _bool(value)
+    value = get(_ERROR_CLASS)
+    if value.__class__ is str and value:
+        record.error_class = value
+    schema = get(_SCHEMA)
     if schema is None:
         schema = get(sc.OI_TOOL_PARAMETERS)  # OpenInference: JSON Schema of the parameters
     if schema is not None:
         parsed = _cached_json(schema)
         record.tool_schema = parsed if isinstance(parsed, dict) else None
-    arg_entities = get(sc.TOOL_ARG_ENTITIES)
-    if arg_entities is not None:
-        record.arg_entities = _entities(arg_entities)
-    result_entities = get(sc.TOOL_RESULT_ENTITIES)
-    if result_entities is not None:
-        record.result_entities = _entities(result_entities)
-    args_hash = _str(get(sc.TOOL_ARGS_HASH))
+    value = get(_ARG_ENTITIES)
+    if value is not None:
+        record.arg_entities = _entities(value)
+    value = get(_RESULT_ENTITIES)
+    if value is not None:
+        record.result_entities = _entities(value)
+    args_hash = get(_ARGS_HASH)
+    if args_hash.__class__ is not str or not args_hash:
+        args_hash = None
     record.args_hash = args_hash
-    result_hash = _str(get(sc.TOOL_RESULT_HASH))
+    result_hash = get(_RESULT_HASH)
+    if result_hash.__class__ is not str or not result_hash:
+        result_hash = None
     record.result_hash = result_hash
 
     # Captured content: needed for foreign spans (no fingerprints), for schema
@@ -469,42 +564,42 @@ def _parse_arguments(raw: Any) -> Any:
 
 def _read_llm(attrs: Mapping[str, Any], record: SpanRecord) -> None:
     get = attrs.get
-    record.model = (
-        _str(get(sc.GEN_AI_RESPONSE_MODEL))
-        or _str(get(sc.GEN_AI_REQUEST_MODEL))
-        or _str(get(sc.OI_LLM_MODEL_NAME))
-        or _str(get("embedding.model_name"))
-    )
-    tokens = get(sc.GEN_AI_USAGE_INPUT_TOKENS)
+    model = get(_RESPONSE_MODEL)
+    if model.__class__ is not str or not model:
+        model = (
+            _str(get(_REQUEST_MODEL)) or _str(get(sc.OI_LLM_MODEL_NAME)) or _str(get("embedding.model_name"))
+        )
+    record.model = model
+    tokens = get(_INPUT_TOKENS)
     if tokens is None:
         tokens = _first(attrs, sc.GEN_AI_USAGE_PROMPT_TOKENS, sc.OI_TOKEN_PROMPT)
-    record.input_tokens = _int(tokens)
-    tokens = get(sc.GEN_AI_USAGE_OUTPUT_TOKENS)
+    record.input_tokens = tokens if tokens.__class__ is int and tokens >= 0 else _int(tokens)
+    tokens = get(_OUTPUT_TOKENS)
     if tokens is None:
         tokens = _first(attrs, sc.GEN_AI_USAGE_COMPLETION_TOKENS, sc.OI_TOKEN_COMPLETION)
-    record.output_tokens = _int(tokens)
-    cost = get(sc.COST_USD)
+    record.output_tokens = tokens if tokens.__class__ is int and tokens >= 0 else _int(tokens)
+    cost = get(_COST)
     record.cost_usd = _float(cost if cost is not None else get("llm.cost.total"))
 
-    calls = get(sc.LLM_TOOL_CALLS)
+    calls = get(_TOOL_CALLS)
     if calls is not None:
         record.requested_calls = _requested_from_ours(calls)
     else:
         record.requested_calls = _requested_from_content(attrs)
-    offered = get(sc.LLM_TOOLS_OFFERED)
+    offered = get(_TOOLS_OFFERED)
     record.offered_tools = _strings(offered) if offered is not None else _offered_from_content(attrs)
-    value = get(sc.LLM_REQUESTED_ENTITIES)
+    value = get(_REQUESTED_ENTITIES)
     if value is not None:
         record.requested_entities = _entities(value)
-    value = get(sc.LLM_INPUT_ENTITIES)
+    value = get(_INPUT_ENTITIES)
     if value is not None:
         record.input_entities = _entities(value)
-    system_hash = _str(get(sc.LLM_SYSTEM_HASH))
-    user_hash = _str(get(sc.LLM_USER_HASH))
-    if system_hash is None or user_hash is None:
+    system_hash = get(_SYSTEM_HASH)
+    user_hash = get(_USER_HASH)
+    if system_hash.__class__ is not str or user_hash.__class__ is not str:
         content_system, content_user = _prompt_fingerprints(attrs)
-        system_hash = system_hash or content_system
-        user_hash = user_hash or content_user
+        system_hash = system_hash if system_hash.__class__ is str and system_hash else content_system
+        user_hash = user_hash if user_hash.__class__ is str and user_hash else content_user
     record.system_hash = system_hash
     record.user_hash = user_hash
 
