@@ -27,28 +27,52 @@ REPEATS = 5
 
 def _tool(i: int, run: str, **extra: object) -> SpanRecord:
     return SpanRecord(
-        "t1", f"tool{i}", run, Kind.TOOL, start_ns=i * 1000, end_ns=i * 1000 + 500, run_key=run,
-        tool_name="search.read", args_hash=f"{i:016x}", result_hash=f"{i + 7:016x}", **extra,  # type: ignore[arg-type]
+        "t1",
+        f"tool{i}",
+        run,
+        Kind.TOOL,
+        start_ns=i * 1000,
+        end_ns=i * 1000 + 500,
+        run_key=run,
+        tool_name="search.read",
+        args_hash=f"{i:016x}",
+        result_hash=f"{i + 7:016x}",
+        **extra,  # type: ignore[arg-type]
     )
 
 
 def _llm(i: int, run: str, **extra: object) -> SpanRecord:
     return SpanRecord(
-        "t1", f"llm{i}", run, Kind.LLM, start_ns=i * 1000, end_ns=i * 1000 + 500, run_key=run,
-        model="gpt-4o", input_tokens=1200 + i % 50, output_tokens=200, cost_usd=0.004,
-        system_hash="a1b2c3d4e5f60718", user_hash="0f1e2d3c4b5a6978",
-        requested_calls=(("search.read", f"{i + 1:016x}"),), **extra,  # type: ignore[arg-type]
+        "t1",
+        f"llm{i}",
+        run,
+        Kind.LLM,
+        start_ns=i * 1000,
+        end_ns=i * 1000 + 500,
+        run_key=run,
+        model="gpt-4o",
+        input_tokens=1200 + i % 50,
+        output_tokens=200,
+        cost_usd=0.004,
+        system_hash="a1b2c3d4e5f60718",
+        user_hash="0f1e2d3c4b5a6978",
+        requested_calls=(("search.read", f"{i + 1:016x}"),),
+        **extra,  # type: ignore[arg-type]
     )
 
 
-def per_record(name: str, make: Callable[[int, str], SpanRecord], n: int, *, declare: bool = False,
-               budget: bool = False) -> tuple[str, float, int]:
+def per_record(
+    name: str, make: Callable[[int, str], SpanRecord], n: int, *, declare: bool = False, budget: bool = False
+) -> tuple[str, float, int]:
     best = float("inf")
     found = 0
     for _ in range(REPEATS):  # best of several: the machine is shared, noise only ever adds time
         engine = Engine(CONFIG)
-        engine.open_run("r", entities={"customer": "cust_1"} if declare else None,
-                        budget=Budget(max_steps=10**9, max_seconds=10**6, max_usd=10**6) if budget else None)
+        engine.open_run(
+            "r",
+            entities={"customer": "cust_1"} if declare else None,
+            budget=Budget(max_steps=10**9, max_seconds=10**6, max_usd=10**6) if budget else None,
+        )
         records = [make(i, "r") for i in range(n)]
         gc.collect()
         gc.disable()
@@ -87,15 +111,32 @@ def _long_run_records(spans: int, entities: int, raw: bool) -> Iterator[SpanReco
         result = {"order_id": order, "customer_id": "cust_1", "next": nxt, "page": i}
         ah = args_hash(args)
         yield SpanRecord(
-            "t", f"l{i}", "big", Kind.LLM, start_ns=i * 2000, end_ns=i * 2000 + 900, run_key="big",
-            input_tokens=1000, output_tokens=100, requested_calls=(("get_order", ah),),
+            "t",
+            f"l{i}",
+            "big",
+            Kind.LLM,
+            start_ns=i * 2000,
+            end_ns=i * 2000 + 900,
+            run_key="big",
+            input_tokens=1000,
+            output_tokens=100,
+            requested_calls=(("get_order", ah),),
             requested_entities=(("order", order),),
             input_entities=(("order", order),) if i == 0 else (),
         )
         yield SpanRecord(
-            "t", f"k{i}", "big", Kind.TOOL, start_ns=i * 2000 + 1000, end_ns=i * 2000 + 1900, run_key="big",
-            tool_name="get_order", args_hash=ah, result_hash=value_hash(result),
-            arguments=args if raw else None, result=result if raw else None,
+            "t",
+            f"k{i}",
+            "big",
+            Kind.TOOL,
+            start_ns=i * 2000 + 1000,
+            end_ns=i * 2000 + 1900,
+            run_key="big",
+            tool_name="get_order",
+            args_hash=ah,
+            result_hash=value_hash(result),
+            arguments=args if raw else None,
+            result=result if raw else None,
             arg_entities=None if raw else (("order", order),),
             result_entities=None if raw else (("order", order), ("customer", "cust_1"), ("order", nxt)),
         )
@@ -140,17 +181,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     n = 20_000 if args.quick else 100_000
     cases = [
         per_record("tool, content off (hashes only)", _tool, n),
-        per_record("tool, content off, adapter entities ()", lambda i, r: _tool(i, r, arg_entities=(),
-                                                                                result_entities=()), n),
+        per_record(
+            "tool, content off, adapter entities ()",
+            lambda i, r: _tool(i, r, arg_entities=(), result_entities=()),
+            n,
+        ),
         per_record("llm, content off (tokens, hashes, 1 request)", _llm, n),
         per_record("llm + budget (steps/seconds/usd)", _llm, n, budget=True),
-        per_record("tool, inline args+result, run with subject", lambda i, r: _tool(
-            i, r, arguments={"q": f"query {i}"}, result={"hits": [f"doc {i}"]}), n, declare=True),
-        per_record("tool, inline args + JSON Schema", lambda i, r: _tool(
-            i, r, arguments={"q": f"query {i}", "limit": 5},
-            tool_schema={"type": "object", "properties": {"q": {"type": "string"},
-                                                          "limit": {"type": "integer"}},
-                         "required": ["q"]}), n // 5),
+        per_record(
+            "tool, inline args+result, run with subject",
+            lambda i, r: _tool(i, r, arguments={"q": f"query {i}"}, result={"hits": [f"doc {i}"]}),
+            n,
+            declare=True,
+        ),
+        per_record(
+            "tool, inline args + JSON Schema",
+            lambda i, r: _tool(
+                i,
+                r,
+                arguments={"q": f"query {i}", "limit": 5},
+                tool_schema={
+                    "type": "object",
+                    "properties": {"q": {"type": "string"}, "limit": {"type": "integer"}},
+                    "required": ["q"],
+                },
+            ),
+            n // 5,
+        ),
         begin_call_cost(n),
     ]
     print("| case | µs / record | findings |")
@@ -159,14 +216,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"| {name} | {us:.2f} | {found} |")
     spans = 20_000 if args.quick else 100_000
     print()
-    print(f"| long run: {spans:,} spans, 10,000 distinct entities | seconds | µs / span | state held MiB "
-          f"| peak MiB | findings |")
+    print(
+        f"| long run: {spans:,} spans, 10,000 distinct entities | seconds | µs / span | state held MiB "
+        f"| peak MiB | findings |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for raw in (False, True):
         res = long_run(spans, 10_000, raw)
         label = "raw arguments/results (engine extracts)" if raw else "adapter-supplied entities"
-        print(f"| {label} | {res['seconds']:.2f} | {res['us_per_span']:.2f} | {res['held_mib']:.1f} | "
-              f"{res['peak_mib']:.1f} | {int(res['findings'])} |")
+        print(
+            f"| {label} | {res['seconds']:.2f} | {res['us_per_span']:.2f} | {res['held_mib']:.1f} | "
+            f"{res['peak_mib']:.1f} | {int(res['findings'])} |"
+        )
     return 0
 
 

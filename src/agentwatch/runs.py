@@ -240,8 +240,6 @@ def _finish_run(run: Run, exc: BaseException | None) -> None:
             attrs.update(run_summary_attributes(summary))
         elif not rt.inline:
             attrs.pop(sc.RUN_ANOMALY_COUNT, None)
-        if summary.cost_usd:
-            rt.instruments.cost.add(summary.cost_usd, {sc.GEN_AI_AGENT_NAME: run.name})
     span.set_attributes(attrs)
     if exc is not None:
         span.record_exception(exc)

@@ -48,7 +48,7 @@ def test_messages_create(telemetry: Telemetry, llm_server: Any, anthropic_client
     assert attrs[sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] == 50
     assert attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 20
     assert attrs[sc.COST_USD] == pytest.approx(COST)
-    assert attrs[sc.LLM_SYSTEM_HASH]
+    assert sc.LLM_SYSTEM_HASH not in attrs  # drift fingerprints are recorded inside runs only
 
 
 async def test_async_messages_create(telemetry: Telemetry, llm_server: Any, async_anthropic_client: Any) -> None:
@@ -140,6 +140,7 @@ def test_run_totals_and_entities(telemetry: Telemetry, llm_server: Any, anthropi
                                                     "content": str(result)}]}],
         )
     (run_span,) = telemetry.runs()
+    assert all(s.attributes[sc.LLM_USER_HASH] for s in telemetry.llm())
     assert run_span.attributes[sc.RUN_LLM_CALLS] == 2
     assert run_span.attributes[sc.RUN_TOOL_CALLS] == 1
     assert run_span.attributes[sc.RUN_COST_USD] == pytest.approx(2 * COST)

@@ -67,6 +67,17 @@ def test_chat_completion_span_has_genai_attributes_tokens_and_cost(
     assert duration.attributes[sc.GEN_AI_OPERATION_NAME] == "chat"
 
 
+def test_unknown_tool_is_flagged_even_outside_a_run(
+    telemetry: Telemetry, llm_server: Any, openai_client: openai.OpenAI
+) -> None:
+    llm_server.script(reply.tool_call("drop_database", {}))
+    openai_client.chat.completions.create(
+        model=MODEL, messages=MSGS,
+        tools=[{"type": "function", "function": {"name": "get_order", "parameters": {"type": "object"}}}],
+    )
+    assert only(telemetry.spans()).attributes[sc.ANOMALY_FLAGS] == ("UNKNOWN_TOOL",)
+
+
 def test_unknown_model_has_no_cost(telemetry: Telemetry, llm_server: Any, openai_client: openai.OpenAI) -> None:
     llm_server.script(reply.text("ok", usage=USAGE, model="my-finetune-xyz"))
     openai_client.chat.completions.create(model="my-finetune-xyz", messages=MSGS)
@@ -87,11 +98,12 @@ def test_tool_calls_are_recorded_with_args_hash(
     telemetry: Telemetry, llm_server: Any, openai_client: openai.OpenAI
 ) -> None:
     llm_server.script(reply.tool_call("get_order", {"order_id": "ord_555"}, usage=USAGE))
-    openai_client.chat.completions.create(
-        model=MODEL, messages=MSGS,
-        tools=[{"type": "function", "function": {"name": "get_order", "parameters": {"type": "object"}}}],
-    )
-    attrs = only(telemetry.spans()).attributes
+    with agentwatch.run("agent"):
+        openai_client.chat.completions.create(
+            model=MODEL, messages=MSGS,
+            tools=[{"type": "function", "function": {"name": "get_order", "parameters": {"type": "object"}}}],
+        )
+    attrs = only(telemetry.llm()).attributes
     assert attrs[sc.LLM_TOOL_CALLS] == (f"get_order:{args_hash({'order_id': 'ord_555'})}",)
     assert attrs[sc.LLM_TOOLS_OFFERED] == ("get_order",)
     assert "order:ord_555" in attrs[sc.LLM_REQUESTED_ENTITIES]

@@ -94,32 +94,33 @@ def test_client_retries_then_succeeds(llm_server: LLMServer, openai_client: Any)
     client = openai_client.with_options(max_retries=2)
     completion = client.chat.completions.create(**CHAT)
     assert completion.choices[0].message.content == "third time"
+    assert len(llm_server.requests) == 3
     retry_counts = [r.header("x-stainless-retry-count") for r in llm_server.requests]
-    assert retry_counts == ["0", "1", "2"]
+    assert retry_counts in (["0", "1", "2"], [None, None, None])  # older clients do not send it
 
 
 def test_timeout(llm_server: LLMServer, openai_client: Any, anthropic_client: Any) -> None:
     llm_server.script(reply.delay(5.0, then=reply.text("too late")), reply.delay(5.0))
     started = time.monotonic()
     with pytest.raises(openai.APITimeoutError):
-        openai_client.with_options(timeout=0.2).chat.completions.create(**CHAT)
+        openai_client.with_options(timeout=0.1).chat.completions.create(**CHAT)
     with pytest.raises(anthropic.APITimeoutError):
-        anthropic_client.with_options(timeout=0.2).messages.create(**MESSAGES)
+        anthropic_client.with_options(timeout=0.1).messages.create(**MESSAGES)
     assert time.monotonic() - started < 2.0
 
 
 def test_delay_then_answers(llm_server: LLMServer, openai_client: Any) -> None:
-    llm_server.script(reply.delay(0.2, then=reply.text("patience")))
+    llm_server.script(reply.delay(0.1, then=reply.text("patience")))
     started = time.monotonic()
     completion = openai_client.chat.completions.create(**CHAT)
-    assert time.monotonic() - started >= 0.2
+    assert time.monotonic() - started >= 0.1
     assert completion.choices[0].message.content == "patience"
 
 
 async def test_async_timeout(llm_server: LLMServer, async_anthropic_client: Any) -> None:
     llm_server.script(reply.delay(5.0))
     with pytest.raises(anthropic.APITimeoutError):
-        await async_anthropic_client.with_options(timeout=0.2).messages.create(**MESSAGES)
+        await async_anthropic_client.with_options(timeout=0.1).messages.create(**MESSAGES)
 
 
 def test_openai_stream_cut(llm_server: LLMServer, openai_client: Any) -> None:

@@ -23,6 +23,14 @@ TOOLS = [
 ]
 
 
+def detail(usage: Any, group: str, name: str) -> Any:
+    """A usage detail; clients older than the field keep it as a plain dict in the model's extras."""
+    details = getattr(usage, group, None)
+    if details is None:
+        return None
+    return details.get(name) if isinstance(details, dict) else getattr(details, name)
+
+
 def stream_helper(client: Any) -> Any:
     """``chat.completions.stream`` (newer clients) or ``beta.chat.completions.stream`` (1.40-era)."""
     helper = getattr(client.chat.completions, "stream", None)
@@ -45,15 +53,15 @@ def test_json_text_usage_and_headers(llm_server: LLMServer, openai_client: Any) 
     assert choice.finish_reason == "stop"
     usage = completion.usage
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (120, 8, 128)
-    assert usage.prompt_tokens_details.cached_tokens == 100
-    assert usage.completion_tokens_details.reasoning_tokens == 3
+    assert detail(usage, "prompt_tokens_details", "cached_tokens") == 100
+    assert detail(usage, "completion_tokens_details", "reasoning_tokens") == 3
 
 
 def test_json_usage_details_absent_unless_scripted(llm_server: LLMServer, openai_client: Any) -> None:
     llm_server.script(reply.text("ok", usage=Usage(10, 2)))
     usage = openai_client.chat.completions.create(model="m", messages=MESSAGES).usage
-    assert usage.prompt_tokens_details is None
-    assert usage.completion_tokens_details is None
+    assert getattr(usage, "prompt_tokens_details", None) is None
+    assert getattr(usage, "completion_tokens_details", None) is None
 
 
 def test_json_tool_calls(llm_server: LLMServer, openai_client: Any) -> None:
@@ -115,8 +123,8 @@ def test_stream_with_include_usage(llm_server: LLMServer, openai_client: Any) ->
     *content, last = chunks
     assert last.choices == []
     assert (last.usage.prompt_tokens, last.usage.completion_tokens, last.usage.total_tokens) == (30, 6, 36)
-    assert last.usage.prompt_tokens_details.cached_tokens == 20
-    assert last.usage.completion_tokens_details.reasoning_tokens == 2
+    assert detail(last.usage, "prompt_tokens_details", "cached_tokens") == 20
+    assert detail(last.usage, "completion_tokens_details", "reasoning_tokens") == 2
     assert all(chunk.usage is None for chunk in content)
     assert content[-1].choices[0].finish_reason == "stop"
 

@@ -88,6 +88,8 @@ def test_scripting_function_in_queue_is_one_shot(llm_server: LLMServer, openai_c
 def test_script_rejects_non_replies(llm_server: LLMServer) -> None:
     with pytest.raises(TypeError):
         llm_server.script("hello")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        llm_server.default = 42  # type: ignore[assignment]
     with pytest.raises(ValueError):
         reply.tool_calls()
 
@@ -225,6 +227,17 @@ def test_json_reply_headers(llm_server: LLMServer) -> None:
     assert json.loads(body)["object"] == "chat.completion"
 
 
+def test_scripted_response_headers(llm_server: LLMServer, anthropic_client: Any) -> None:
+    limits = {"anthropic-ratelimit-tokens-remaining": "9000"}
+    llm_server.script(reply.text("ok", headers=limits), reply.text("ok", headers=limits))
+    raw = anthropic_client.messages.with_raw_response.create(
+        model="c", max_tokens=5, messages=CHAT["messages"]
+    )
+    assert raw.headers["anthropic-ratelimit-tokens-remaining"] == "9000"
+    response, _ = post(llm_server, "/v1/messages", {**CHAT, "max_tokens": 5, "stream": True})
+    assert response.getheader("anthropic-ratelimit-tokens-remaining") == "9000"
+
+
 def test_sse_reply_is_chunked(llm_server: LLMServer) -> None:
     response, body = post(llm_server, "/v1/chat/completions", {**CHAT, "stream": True})
     assert response.getheader("Content-Type").startswith("text/event-stream")
@@ -273,16 +286,16 @@ def test_unknown_path_and_bad_body(llm_server: LLMServer) -> None:
 
 
 def test_event_delay_paces_the_stream(llm_server: LLMServer) -> None:
-    llm_server.script(reply.text("a b c", event_delay=0.05))
+    llm_server.script(reply.text("a b c", event_delay=0.02))
     started = time.monotonic()
     post(llm_server, "/v1/chat/completions", {**CHAT, "stream": True})
-    assert time.monotonic() - started >= 0.05 * 5  # role, three words, finish, [DONE]
+    assert time.monotonic() - started >= 0.02 * 5  # role, three words, finish, [DONE]
 
 
 # -- lifecycle --------------------------------------------------------------------------------
 
 
-def test_close_joins_threads_and_is_idempotent(openai_client: Any) -> None:
+def test_close_joins_threads_and_is_idempotent() -> None:
     before = set(server_threads())
     server = LLMServer().start()
     post(server, "/v1/chat/completions", CHAT)

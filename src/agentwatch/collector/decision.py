@@ -40,6 +40,7 @@ from .forwarder import Forwarder
 from .otlp import (
     STATUS_CODE_ERROR,
     Group,
+    IdsView,
     RequestBuilder,
     Span,
     SpanView,
@@ -219,22 +220,21 @@ class Decider:
 
     def _decide(self, trace: PendingTrace, verdict: Verdict) -> Out:
         raws = trace.raws
+        groups = trace.groups
         views = [SpanView.FromString(raw) for raw in raws]
-        trace_hex = trace.trace_id.hex()
-        records = self._records(trace_hex, views)
+        records = self._records(trace.trace_id.hex(), views)
         result = self.engine.evaluate_trace(records)
         findings = result.findings
         summaries = result.summaries
-        out: Out = []
-        by_id: dict[str, SpanRecord] = {}
-        for group, raw, record in zip(trace.groups, raws, records, strict=True):
-            sid = record.span_id
-            by_id.setdefault(sid, record)
-            if sid in findings or sid in summaries:
-                raw = self._tag(raw, record, findings.get(sid), summaries.get(sid), verdict)
-            out.append((group, raw))
-        self._anchor(verdict, trace.groups, records)
-        self.verdicts.retain(verdict, list(zip(trace.groups, raws, strict=True)), set(by_id))
+        out: Out = list(zip(groups, raws, strict=True))
+        if findings or summaries:
+            for i, record in enumerate(records):
+                sid = record.span_id
+                if sid in findings or sid in summaries:
+                    tagged = self._tag(raws[i], record, findings.get(sid), summaries.get(sid), verdict)
+                    out[i] = (groups[i], tagged)
+        self._anchor(verdict, groups, records)
+        self.verdicts.retain(verdict, groups, raws, trace.nbytes)
         return out
 
     @staticmethod
@@ -242,17 +242,15 @@ class Decider:
         """Where summary spans hang when no better parent is known: root, else a run, else a span."""
         if verdict.anchor_id is not None or not records:
             return
-        ids = {r.span_id for r in records}
-        best = None
+        best = 0
         for i, record in enumerate(records):
-            rank = 0 if not record.parent_id or record.parent_id not in ids else 2
-            if record.kind is Kind.RUN:
-                rank -= 1
-            if best is None or rank < best[0]:
-                best = (rank, i)
-        assert best is not None
-        verdict.anchor_id = records[best[1]].span_id
-        verdict.anchor_group = groups[best[1]]
+            if not record.parent_id:
+                best = i
+                break
+            if record.kind is Kind.RUN and records[best].kind is not Kind.RUN:
+                best = i
+        verdict.anchor_id = records[best].span_id
+        verdict.anchor_group = groups[best]
 
     def _tag(
         self,
@@ -321,7 +319,9 @@ class Decider:
         views = [SpanView.FromString(raw) for raw in trace.raws]
         late_records = self._records(trace_hex, views)
         retained = verdict.retained
-        known = verdict.retained_ids or set()
+        known: set[str] = set()
+        if retained is not None:
+            known = {v.span_id.hex() for v in map(IdsView.FromString, retained)}
         out: Out = []
         fresh: list[int] = []
         cached = unevaluated = 0
@@ -365,12 +365,13 @@ class Decider:
         self,
         trace: PendingTrace,
         verdict: Verdict,
-        retained: list[tuple[Group, bytes]],
+        retained: list[bytes],
         fresh: list[int],
         late_records: list[SpanRecord],
     ) -> Out:
         trace_hex = trace.trace_id.hex()
-        old_records = self._records(trace_hex, [SpanView.FromString(raw) for _, raw in retained])
+        old_records = self._records(trace_hex, [SpanView.FromString(raw) for raw in retained])
+        old_groups = verdict.retained_groups or []
         new_records = [late_records[i] for i in fresh]
         result = self.engine.evaluate_trace([*old_records, *new_records])
         out: Out = []
@@ -386,7 +387,7 @@ class Decider:
         # What is new about spans that already left goes on summary spans, one per run.
         planned = plan([*old_records, *new_records], EngineStats())
         run_of = {p.record.span_id: p.run_key for trace_plan in planned for p in trace_plan}
-        groups_by_id = {r.span_id: g for r, (g, _) in zip(old_records, retained, strict=True)}
+        groups_by_id = {r.span_id: g for r, g in zip(old_records, old_groups, strict=True)}
         for i, record in zip(fresh, new_records, strict=True):
             groups_by_id.setdefault(record.span_id, trace.groups[i])
         kinds = {r.span_id: r.kind for r in old_records}
@@ -427,7 +428,12 @@ class Decider:
                 if about is not None:
                     self._count([finding], about)
 
-        self.verdicts.retain(verdict, [(trace.groups[i], trace.raws[i]) for i in fresh], fresh_ids)
+        self.verdicts.retain(
+            verdict,
+            [trace.groups[i] for i in fresh],
+            [trace.raws[i] for i in fresh],
+            sum(len(trace.raws[i]) for i in fresh),
+        )
         return out
 
     @staticmethod

@@ -85,8 +85,7 @@ def _build_views() -> dict[str, type[Message]]:
     add(ids, "parent_span_id", 4, F.TYPE_BYTES)
     status = message("StatusView")
     add(status, "code", 3, F.TYPE_INT32)
-    # KeyValue has the wire format of a map entry (key = 1, value = 2), so the
-    # attributes parse into a map of raw AnyValue bytes in one C-level pass.
+    # Attributes stay serialized KeyValue messages: decoded (and cached) one by one.
     span = message("SpanView")
     add(span, "trace_id", 1, F.TYPE_BYTES)
     add(span, "span_id", 2, F.TYPE_BYTES)
@@ -95,11 +94,7 @@ def _build_views() -> dict[str, type[Message]]:
     add(span, "kind", 6, F.TYPE_INT32)
     add(span, "start_time_unix_nano", 7, F.TYPE_FIXED64)
     add(span, "end_time_unix_nano", 8, F.TYPE_FIXED64)
-    entry = span.nested_type.add(name="AttributesEntry")
-    entry.options.map_entry = True
-    add(entry, "key", 1, F.TYPE_STRING)
-    add(entry, "value", 2, F.TYPE_BYTES)
-    add(span, "attributes", 9, F.TYPE_MESSAGE, repeated=True, type_name="SpanView.AttributesEntry")
+    add(span, "attributes", 9, F.TYPE_BYTES, repeated=True)  # serialized KeyValue messages
     add(span, "status", 15, F.TYPE_MESSAGE, type_name="StatusView")
 
     pool = descriptor_pool.DescriptorPool()
@@ -258,22 +253,17 @@ def is_run_span(raw: bytes) -> bool:
     view = SpanView.FromString(raw)
     if view.name.startswith("invoke_agent"):
         return True
-    attrs = view.attributes
-    op = attrs.get("gen_ai.operation.name")
-    if op is not None and anyvalue(op) == "invoke_agent":
+    attrs = decode_attributes(view.attributes)
+    if attrs.get("gen_ai.operation.name") == "invoke_agent":
         return True
-    oi = attrs.get("openinference.span.kind")
-    if oi is not None and str(anyvalue(oi)).upper() == "AGENT":
+    if str(attrs.get("openinference.span.kind", "")).upper() == "AGENT":
         return True
-    tl = attrs.get("traceloop.span.kind")
-    return tl is not None and str(anyvalue(tl)).lower() in ("agent", "workflow")
+    return str(attrs.get("traceloop.span.kind", "")).lower() in ("agent", "workflow")
 
 
 # --------------------------------------------------------------------------- attribute values
 
 _unpack_double = struct.Struct("<d").unpack_from
-_VALUE_CACHE: dict[bytes, Any] = {}
-_VALUE_CACHE_MAX = 8192
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -314,9 +304,6 @@ def anyvalue(raw: bytes) -> Any:
     """
     if not raw:
         return None
-    cached = _VALUE_CACHE.get(raw)
-    if cached is not None:
-        return cached
     tag = raw[0]
     value: Any
     try:
@@ -337,18 +324,48 @@ def anyvalue(raw: bytes) -> Any:
             value = _from_message(AnyValue.FromString(raw))
     except (IndexError, UnicodeDecodeError):
         value = _from_message(AnyValue.FromString(raw))
-    if len(raw) <= 64 and len(_VALUE_CACHE) < _VALUE_CACHE_MAX:
-        _VALUE_CACHE[raw] = value
     return value
 
 
-def decode_attributes(attributes: Mapping[str, bytes]) -> dict[str, Any]:
-    """A SpanView's attribute map as plain Python values (empty values left out)."""
+_KV_CACHE: dict[bytes, tuple[str, Any]] = {}
+_KV_CACHE_MAX = 32768
+_KV_CACHE_ITEM = 128  # only short attributes are cached (operation names, models, tool names, steps...)
+_EMPTY = ("", None)
+
+
+def _keyvalue(kv: bytes) -> tuple[str, Any]:
+    """Decode one serialized ``KeyValue`` (key = 1, value = 2) by slicing; odd layouts use the parser."""
+    try:
+        if kv[0] == 0x0A:
+            klen, pos = _read_varint(kv, 1)
+            end = pos + klen
+            key = kv[pos:end].decode("utf-8")
+            if end == len(kv):
+                return key, None
+            if kv[end] == 0x12:
+                vlen, vpos = _read_varint(kv, end + 1)
+                if vpos + vlen == len(kv):
+                    return key, anyvalue(kv[vpos:])
+    except (IndexError, UnicodeDecodeError):
+        pass
+    message = KeyValue.FromString(kv)
+    return message.key, _from_message(message.value)
+
+
+def decode_attributes(attributes: Iterable[bytes]) -> dict[str, Any]:
+    """Serialized ``KeyValue`` messages as a dict of plain Python values (empty values left out)."""
     out: dict[str, Any] = {}
-    for key, raw in attributes.items():
-        value = anyvalue(raw)
-        if value is not None:
-            out[key] = value
+    cache = _KV_CACHE
+    for kv in attributes:
+        item = cache.get(kv)
+        if item is None:
+            item = _keyvalue(kv)
+            if len(kv) <= _KV_CACHE_ITEM:
+                if len(cache) >= _KV_CACHE_MAX:
+                    cache.clear()
+                cache[kv] = item
+        if item[1] is not None:
+            out[item[0]] = item[1]
     return out
 
 

@@ -31,8 +31,9 @@ class Verdict:
     run_attributes: dict[str, dict[str, object]] = field(default_factory=dict)
     anchor_id: str | None = None  # root span, else the outermost run span, else the first span
     anchor_group: Group | None = None
-    retained: list[tuple[Group, bytes]] | None = None
-    retained_ids: set[str] | None = None
+    # The spans as received, as parallel lists (groups, bytes): the buffer's own lists, handed over.
+    retained_groups: list[Group] | None = None
+    retained: list[bytes] | None = None
     retained_bytes: int = 0
 
 
@@ -67,20 +68,18 @@ class VerdictCache:
                 _, old = self._entries.popitem(last=False)
                 self._release(old)
 
-    def retain(self, verdict: Verdict, spans: list[tuple[Group, bytes]], ids: set[str]) -> None:
-        """Keep ``spans`` (as received) with the verdict, within the byte budget."""
-        size = sum(len(raw) for _, raw in spans)
+    def retain(self, verdict: Verdict, groups: list[Group], raws: list[bytes], size: int) -> None:
+        """Keep spans (as received) with the verdict, within the byte budget. Takes the lists over."""
         with self._lock:
             if verdict.trace_id not in self._entries or self.retain_budget <= 0:
                 return
-            if verdict.retained is None:
+            if verdict.retained is None or verdict.retained_groups is None:
                 if size > self.retain_budget:
                     return
-                verdict.retained = []
-                verdict.retained_ids = set()
-            verdict.retained.extend(spans)
-            assert verdict.retained_ids is not None
-            verdict.retained_ids |= ids
+                verdict.retained_groups, verdict.retained = groups, raws
+            else:
+                verdict.retained_groups.extend(groups)
+                verdict.retained.extend(raws)
             verdict.retained_bytes += size
             self.retained_total += size
             self._retaining[verdict.trace_id] = verdict
@@ -93,6 +92,6 @@ class VerdictCache:
         if verdict.retained is not None:
             self.retained_total -= verdict.retained_bytes
             verdict.retained = None
-            verdict.retained_ids = None
+            verdict.retained_groups = None
             verdict.retained_bytes = 0
             self._retaining.pop(verdict.trace_id, None)

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..budget import Budget
 from ..config import Config, load_config
@@ -160,6 +160,8 @@ class _Core:
             if key.__class__ is not str or not key:
                 return None
             run = self._new_run(key, None, start_ns if type(start_ns) is int and start_ns > 0 else None, now)
+        elif run.start_ns is None and type(start_ns) is int and start_ns > 0:
+            run.start_ns = start_ns  # opened without a start time: its first call starts it
         return run
 
     def close_run(self, key: str, stop_reason: str | None, end_ns: int) -> RunSummary | None:
@@ -289,8 +291,11 @@ class _Core:
         kind = rec.kind
         span_id = rec.span_id
         if kind.__class__ is not Kind or span_id.__class__ is not str or not span_id:
-            stats.records_rejected += 1
-            return []
+            kind = _coerce_kind(kind)
+            if kind is None or span_id.__class__ is not str or not span_id:
+                stats.records_rejected += 1
+                return []
+            rec = replace(rec, kind=kind)
         stats.records_processed += 1
         if kind is Kind.TOOL:
             return self._tool(rec, run_key)
@@ -418,6 +423,16 @@ class _Core:
         return end
 
 
+def _coerce_kind(kind: object) -> Kind | None:
+    """A kind given as its string value ("tool") is accepted; anything else is not."""
+    if isinstance(kind, Kind):
+        return kind
+    try:
+        return Kind(kind)
+    except ValueError:
+        return None
+
+
 class Engine:
     """Anomaly detection over normalised span records; see the module docstring for the three uses."""
 
@@ -480,6 +495,9 @@ class Engine:
         """Update state with one finished non-run span; the findings on that span."""
         with self._lock:
             try:
+                if record.__class__ is not SpanRecord and not isinstance(record, SpanRecord):
+                    self._ctx.stats.records_rejected += 1
+                    return []
                 return self._core.process(record, record.run_key)
             except Exception:
                 self._failed("process")

@@ -18,8 +18,12 @@ Rules, in the order they apply:
   ``cust_`` followed by a tail with a digit), snake-case ids ending in three or
   more digits (``credit_card_4421486``, ``mia_li_3668``), UUIDs, and the
   configured ``(type, regex)`` patterns; the type is the prefix map's, else the
-  prefix itself;
+  prefix itself; upper-case codes mixing letters and digits (``ZFA04Y``,
+  ``HAT136``, 5..12 characters) are typed ``code``;
 * strings that look like JSON are parsed first and walked;
+* a key named after a known entity type (a prefix-map or pattern type, singular
+  or plural: ``"reservations": ["ZFA04Y"]``) marks its strings, not its numbers,
+  as ids of that type;
 * numbers and booleans outside id-ish keys are ignored.
 """
 
@@ -42,6 +46,8 @@ _KEY_CACHE_MAX = 4096
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _SNAKE = r"[a-z]+(?:_[a-z]+)*_\d{3,}"
+# booking references, confirmation codes, tracking numbers: upper-case letters *and* digits
+_CODE = r"(?=[0-9]*[A-Z])(?=[A-Z]*[0-9])[A-Z0-9]{5,12}"
 _CAMEL_ID = re.compile(r"^(?P<base>.*?[a-z0-9])(?:Id|ID|Ids|IDs)$")
 _SNAKE_ID = re.compile(r"^(?P<base>.+?)[_\-. ](?:id|ids|uuid|guid)$", re.IGNORECASE)
 _BARE_ID = frozenset({"id", "_id", "ids", "uuid", "guid", "@id"})
@@ -50,6 +56,7 @@ _HAS_DIGIT = re.compile(r"\d").search
 _SNAKE_FULL = re.compile(_SNAKE).fullmatch
 _HAS_SPACE = re.compile(r"\s").search
 _BARE = "\x00bare"  # marker type: a bare ``id`` key, resolved from the value or the enclosing key
+_SOFT = "~"  # marks a key named after an entity type: its strings are ids, its numbers are not
 
 
 def format_entities(entities: Iterable[Entity]) -> tuple[str, ...]:
@@ -111,11 +118,14 @@ def _key_base(key: str) -> str | None:
 class EntityExtractor:
     """Extract ``(type, id)`` entities from a parsed JSON value or free text; see the module doc."""
 
-    __slots__ = ("_key_cache", "_patterns", "_prefix_re", "_prefixes", "_scan")
+    __slots__ = ("_key_cache", "_patterns", "_prefix_re", "_prefixes", "_scan", "_types")
 
     def __init__(self, config: EntityConfig | None = None) -> None:
         config = config if config is not None else EntityConfig()
         self._prefixes: dict[str, str] = {str(k).lower(): str(v) for k, v in config.prefixes.items()}
+        self._types = frozenset(_snake(t) for t in self._prefixes.values()) | frozenset(
+            _snake(str(t)) for t, _ in config.patterns
+        )
         parts: list[str] = []
         if self._prefixes:
             alternation = "|".join(sorted((re.escape(p) for p in self._prefixes), key=len, reverse=True))
@@ -123,6 +133,7 @@ class EntityExtractor:
             parts.append(rf"(?P<p>\b(?i:{alternation})[_\-](?=[A-Za-z0-9]*\d)[A-Za-z0-9]{{1,64}}\b)")
         parts.append(rf"(?P<s>\b{_SNAKE}\b)")
         parts.append(rf"(?P<u>\b{_UUID}\b)")
+        parts.append(rf"(?P<c>\b{_CODE}\b)")
         self._scan = re.compile("|".join(parts))
         self._prefix_re = re.compile(r"^([A-Za-z]+)[_\-]")
         self._patterns: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
@@ -162,12 +173,17 @@ class EntityExtractor:
     # ------------------------------------------------------------------ walking
 
     def _id_type(self, key: str) -> str | None:
+        """The id type a key names: ``customer_id`` -> ``customer``; a soft ``~order`` for ``orders``."""
         cache = self._key_cache
         try:
             return cache[key]
         except KeyError:
             pass
         base = _key_base(key)
+        if base is None and not _HAS_DIGIT(key):
+            name = _singular(_snake(key))
+            if name in self._types:
+                base = _SOFT + name  # strings only: {"orders": ["A1B2"]}, not {"invoice": 250}
         if len(cache) >= _KEY_CACHE_MAX:
             cache.clear()
         cache[key] = base
@@ -187,7 +203,7 @@ class EntityExtractor:
         if context and not _HAS_DIGIT(context):
             ctx = self._id_type(context)
             if ctx is not None and ctx != _BARE:
-                return ctx
+                return ctx[1:] if ctx[0] == _SOFT else ctx
             return _singular(_snake(context))
         return "id"
 
@@ -205,7 +221,10 @@ class EntityExtractor:
                 if id_type is not None:
                     text = value.strip()
                     if self.looks_like_id(text):
-                        etype = self._resolve_bare(text, context) if id_type == _BARE else id_type
+                        if id_type == _BARE:
+                            etype = self._resolve_bare(text, context)
+                        else:
+                            etype = id_type[1:] if id_type[0] == _SOFT else id_type
                         out[(etype, text)] = None
                         if len(out) >= limit:
                             return
@@ -229,6 +248,7 @@ class EntityExtractor:
                     stack.append((child, id_type, context))
             elif (
                 id_type is not None
+                and id_type[0] != _SOFT
                 and isinstance(value, int)
                 and not isinstance(value, bool)
                 and abs(value) >= 100
@@ -265,6 +285,8 @@ class EntityExtractor:
                 found = m.group()
                 if group == "u":
                     etype = "uuid"
+                elif group == "c":
+                    etype = "code"
                 elif group == "p":
                     etype = self.prefix_type(found) or "id"
                 else:

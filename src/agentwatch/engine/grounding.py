@@ -9,9 +9,13 @@ the tool span (its actual arguments) are checked.
 An id is *known* in a run when it was declared as the run's subject, appeared
 in an LLM call's input, in the run's own input, or in the result of an earlier
 successful tool call. Ids compare by value, case-insensitively, whatever type
-each side gave them. A run with no knowledge basis at all (nothing declared, no
-input or result ever seen, typical of foreign spans recorded without content)
-is not checked: every id would look invented.
+each side gave them.
+
+A run is only checked once it has an *input* basis: declared entities, the
+run's own input, or an LLM call whose input was scanned. Without one the engine
+cannot know what the agent was given (foreign spans recorded without content,
+or tools driven by code with ids from its own configuration), and every id
+would look invented; tool results alone do not make a basis for that reason.
 
 Raw results are scanned for ids lazily, only when an id is not already known
 or the run has a subject to compare against, so a run whose calls reference
@@ -164,7 +168,6 @@ def observe_result(ctx: Context, run: RunState, rec: SpanRecord, tool: str, out:
     """Learn the ids of a successful result; flag it when it belongs to another entity than the subject."""
     entities = rec.result_entities
     raw = rec.result
-    run.basis = True
     if run.subject:
         if entities is None:
             entities = ctx.extractor.extract(raw, limit=LEARN_LIMIT)

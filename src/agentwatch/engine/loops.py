@@ -34,8 +34,14 @@ MAX_CYCLE = 4
 
 
 def observe_tool(
-    ctx: Context, run: RunState, span_id: str, key: CallKey | None, failed: bool, result_hash: str | None,
-    side_effect: bool, out: list[Finding],
+    ctx: Context,
+    run: RunState,
+    span_id: str,
+    key: CallKey | None,
+    failed: bool,
+    result_hash: str | None,
+    side_effect: bool,
+    out: list[Finding],
 ) -> CallState | None:
     """Update repeat, cycle and progress state with one finished tool call; returns its key state."""
     cs: CallState | None = None
@@ -150,7 +156,7 @@ def _check_cycle(ctx: Context, run: RunState, span_id: str, cs: CallState, out: 
         start = n - span
         if any(window[start + i] is not pattern[i % length] for i in range(span)):
             continue
-        names = " -> ".join(p.key[0] for p in pattern if p is not None)
+        names = " -> ".join(f"{p.key[0]}({p.key[1]})" for p in pattern if p is not None)
         finding = ctx.flagger.make(
             Flag.LOOP_DETECTED,
             f"cycle {names} repeated {repeats} times in a row with no new result "

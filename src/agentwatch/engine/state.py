@@ -144,6 +144,7 @@ class RunState:
         "requested",
         "results",
         "run_findings",
+        "since_new",
         "start_ns",
         "started_steps",
         "started_tools",
@@ -156,7 +157,6 @@ class RunState:
         "token_sum",
         "tool_calls",
         "unique",
-        "since_new",
         "unknown_requested",
         "window",
     )

@@ -15,7 +15,7 @@ duplicate span ids the one that ended last is kept.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .record import Kind, SpanRecord
 from .state import Stats
@@ -45,12 +45,7 @@ def _canonical(a: SpanRecord, b: SpanRecord) -> SpanRecord:
 
 
 def valid(record: object) -> bool:
-    return (
-        isinstance(record, SpanRecord)
-        and isinstance(record.span_id, str)
-        and bool(record.span_id)
-        and isinstance(record.kind, Kind)
-    )
+    return isinstance(record, SpanRecord) and isinstance(record.span_id, str) and bool(record.span_id)
 
 
 def plan(records: Iterable[object], stats: Stats) -> list[list[Planned]]:
@@ -61,6 +56,12 @@ def plan(records: Iterable[object], stats: Stats) -> list[list[Planned]]:
             stats.records_rejected += 1
             continue
         assert isinstance(record, SpanRecord)
+        if not isinstance(record.kind, Kind):
+            try:
+                record = replace(record, kind=Kind(record.kind))
+            except ValueError:
+                stats.records_rejected += 1
+                continue
         spans = traces.setdefault(str(record.trace_id), {})
         prior = spans.get(record.span_id)
         if prior is not None:

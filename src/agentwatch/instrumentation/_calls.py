@@ -24,6 +24,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from .. import _runtime
 from .. import semconv as sc
+from ..content import capture_mode
 from ..classify import error_class, error_type, mark, tool_stop_reason
 from ..engine.entities import format_entities
 from ..engine.record import Kind, SpanRecord
@@ -41,6 +42,7 @@ try:  # the key the HTTP client instrumentations check (opentelemetry-instrument
 except ImportError:  # pragma: no cover
     _HTTP_KEY = "suppress_http_instrumentation"
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 _MISSING: Any = object()
 
@@ -200,7 +202,7 @@ def start_tool(
             call.arg_entities = rt.extractor.extract(parsed)
             call.record_schema = schema
             call.start_ns = start
-            capture = rt_capture()
+            capture = capture_mode().enabled
             call.capture = capture
             attrs: dict[str, Any] = {
                 sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
@@ -240,12 +242,6 @@ def start_tool(
         return None
     _raise_stop(current_run(), stop)
     return None  # unreachable
-
-
-def rt_capture() -> bool:
-    from ..content import capture_mode
-
-    return capture_mode().enabled
 
 
 # --------------------------------------------------------------------------- LLM calls
@@ -339,8 +335,8 @@ class LLMCall:
             parsed = parse_arguments(raw_args)
             h = digest(canonical_json(parsed))
             requested.append((name, h))
-            requested_entities.extend(rt.extractor.extract(parsed))
             if run is not None:
+                requested_entities.extend(rt.extractor.extract(parsed))
                 run.remember_requested(name, h, call_id)
         if requested:
             attrs[sc.LLM_TOOL_CALLS] = tuple(f"{n}:{h}" for n, h in requested)
@@ -354,6 +350,16 @@ class LLMCall:
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
         span.set_attributes(attrs)
 
+        # Outside a run the only thing detectors could find is a tool the model was not offered.
+        offered = self.offered_tools
+        if run is not None or (offered is not None and any(n not in offered for n, _ in requested)):
+            self._detect(span, run, exc, end, cost, requested, requested_entities, attrs)
+        self._metrics(rt, exc, end, cost, attrs)
+
+    def _detect(
+        self, span: Span, run: Run | None, exc: BaseException | None, end: int, cost: float | None,
+        requested: list[tuple[str, str]], requested_entities: list[tuple[str, str]], attrs: dict[str, Any],
+    ) -> None:
         trace_id, span_id, parent_id = _hex(span)
         record = SpanRecord(
             trace_id=trace_id, span_id=span_id, parent_id=parent_id, kind=Kind.LLM,
@@ -367,6 +373,8 @@ class LLMCall:
         )
         _apply(span, run, record)
 
+    def _metrics(self, rt: Any, exc: BaseException | None, end: int, cost: float | None,
+                 attrs: dict[str, Any]) -> None:
         if not self.foreign:
             metric = self.metric_attrs
             if exc is not None:
@@ -443,13 +451,19 @@ def start_llm(
             call.model = model
             call.start = start
             call.offered_tools = tuple(offered_tools) if offered_tools is not None else None
-            call.system_hash = digest(system_text) if system_text else None
-            call.user_hash = digest(user_text) if user_text else None
-            entities: list[tuple[str, str]] = []
-            for item in new_input:
-                entities.extend(rt.extractor.extract(item))
-            call.input_entities = tuple(dict.fromkeys(entities))
-            capture = rt_capture()
+            if run is not None:
+                # Drift and entity grounding are judged within a run: outside one,
+                # skip the work so a bare client call stays as cheap as possible.
+                call.system_hash = digest(system_text) if system_text else None
+                call.user_hash = digest(user_text) if user_text else None
+                entities: list[tuple[str, str]] = []
+                for item in new_input:
+                    entities.extend(rt.extractor.extract(item))
+                call.input_entities = tuple(dict.fromkeys(entities))
+            else:
+                call.system_hash = call.user_hash = None
+                call.input_entities = None
+            capture = capture_mode().enabled
             call.capture = capture
             attrs: dict[str, Any] = {
                 sc.GEN_AI_OPERATION_NAME: operation,
@@ -482,21 +496,21 @@ def start_llm(
                     attrs[sc.GEN_AI_SYSTEM_INSTRUCTIONS] = rt.redactor.text(system_text)
             foreign = _foreign_llm_span()
             call.foreign = foreign is not None
+            current = otel_context.get_current()
             if foreign is not None:
                 foreign_attrs = {k: v for k, v in attrs.items() if k.startswith("agentwatch.")}
                 foreign.set_attributes(foreign_attrs)
                 span = foreign
-                ctx = otel_context.get_current()
             else:
                 span = rt.tracer.start_span(
                     f"{operation} {model}" if model else operation,
-                    kind=SpanKind.CLIENT, attributes=attrs, start_time=start,
+                    kind=SpanKind.CLIENT, attributes=attrs, start_time=start, context=current,
                 )
-                ctx = trace.set_span_in_context(span)
-            # Inside the client call: no nested HTTP span, no second LLM span from
-            # an inner instrumentation of the same call.
-            ctx = otel_context.set_value(_HTTP_KEY, True, ctx)
-            ctx = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, ctx)
+            # Inside the client call: no nested HTTP span, and no second LLM span from
+            # an inner instrumentation of the same call. One copy of the context, not three.
+            ctx = otel_context.Context(
+                {**current, _SPAN_KEY: span, _HTTP_KEY: True, _SUPPRESS_INSTRUMENTATION_KEY: True}
+            )
             call.span = span
             call.token = otel_context.attach(ctx)
             return call

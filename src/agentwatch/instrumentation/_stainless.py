@@ -117,11 +117,19 @@ def _after(provider: Provider, call: LLMCall, operation: str, raw_mode: Any, res
     return result
 
 
+_STREAM_TYPES: dict[type, bool] = {}
+
+
 def _is_stream(result: Any) -> bool:
     cls = type(result)
-    return cls.__name__ in ("Stream", "AsyncStream") or (
-        hasattr(result, "response") and (hasattr(cls, "__next__") or hasattr(cls, "__anext__"))
-    )
+    known = _STREAM_TYPES.get(cls)
+    if known is None:
+        known = cls.__name__ in ("Stream", "AsyncStream") or (
+            hasattr(cls, "response") and (hasattr(cls, "__next__") or hasattr(cls, "__anext__"))
+        )
+        if len(_STREAM_TYPES) < 256:
+            _STREAM_TYPES[cls] = known
+    return known
 
 
 def _sync_wrapper(provider: Provider) -> Any:

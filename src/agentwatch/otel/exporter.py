@@ -23,7 +23,10 @@ any number of batches. The rule:
   evaluate and pass on everything held.
 * Memory is bounded by ``max_held_spans`` (held spans plus kept records) and
   ``max_traces``: beyond either, the oldest trace's held spans are passed on
-  untagged and counted as ``spans_evicted``.
+  unevaluated (marked ``agentwatch.anomaly.evaluated=false``, as the collector
+  marks spans it could not judge) and counted as ``spans_evicted``; kept
+  records of a trace whose root never comes are dropped after the
+  configuration's ``agent.limits.run_ttl_seconds``.
 
 No span is ever dropped here: a failure in detection passes the spans on
 untagged and is counted. ``export`` returns the delegate's result (``SUCCESS``
@@ -44,6 +47,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .. import semconv as sc
 from ..config import Config, load_config
+from ..engine.entities import EntityExtractor
 from ..engine.record import Finding, Kind, RunSummary, SpanRecord
 from .enrich import enrich
 from .findings import anomaly_update, run_summary_attributes
@@ -139,6 +143,7 @@ class AnomalyExporter(SpanExporter):
 
             engine = Engine(self._config)
         self._engine = engine
+        self._extractor = EntityExtractor(self._config.entities)
         self._reporter = FindingReporter(meter_provider, on_anomaly, log=self._config.anomaly.log_findings)
         self._straggler_s = max(0.0, float(straggler_seconds))
         self._max_held = max(1, int(max_held_spans))
@@ -154,7 +159,6 @@ class AnomalyExporter(SpanExporter):
             (
                 "spans_received",
                 "spans_exported",
-                "spans_held",
                 "spans_flagged",
                 "findings",
                 "traces_evaluated",
@@ -191,14 +195,19 @@ class AnomalyExporter(SpanExporter):
         return self._delegate.export(ready)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Evaluate and export everything held (records are kept for roots still to come)."""
         ready = self._drain(forget=False)
         ok = True
-        if ready:
-            self._counts["spans_exported"] += len(ready)
-            ok = self._delegate.export(ready) is SpanExportResult.SUCCESS
-        flush = getattr(self._delegate, "force_flush", None)
-        if flush is not None:
-            ok = bool(flush(timeout_millis)) and ok
+        try:
+            if ready:
+                self._counts["spans_exported"] += len(ready)
+                ok = self._delegate.export(ready) is SpanExportResult.SUCCESS
+            flush = getattr(self._delegate, "force_flush", None)
+            if flush is not None:
+                ok = bool(flush(timeout_millis)) and ok
+        except Exception as exc:
+            self._problem("force_flush", exc)
+            return False
         return ok
 
     def shutdown(self) -> None:
@@ -250,7 +259,6 @@ class AnomalyExporter(SpanExporter):
                 continue
             trace.held[span_id] = span
             self._held += 1
-            self._counts["spans_held"] += 1
             if is_root:
                 roots.append((trace, trace_id, span_id))
         for trace, trace_id, root_id in roots:
@@ -265,9 +273,13 @@ class AnomalyExporter(SpanExporter):
             parents[sid] = parent.span_id if parent is not None and not parent.is_remote else None
         for sid, record in trace.released.items():
             parents[sid] = int(record.parent_id, 16) if record.parent_id else None
-        members = _descendants(root_id, parents)
-        spans = [trace.held.pop(sid) for sid in members if sid in trace.held]
-        kept = [trace.released.pop(sid) for sid in members if sid in trace.released]
+        members = set(_descendants(root_id, parents))
+        # in arrival order, as the delegate would have seen them without us
+        spans = [span for sid, span in trace.held.items() if sid in members]
+        kept = [record for sid, record in trace.released.items() if sid in members]
+        for sid in members:
+            trace.held.pop(sid, None)
+            trace.released.pop(sid, None)
         self._held -= len(spans) + len(kept)
         ready.extend(self._evaluate(spans, kept))
         if not trace.held:
@@ -321,7 +333,7 @@ class AnomalyExporter(SpanExporter):
             self._waiting.pop(trace_id, None)
             self._held -= len(trace.held) + len(trace.released)
             self._counts["spans_evicted"] += len(trace.held)
-            ready.extend(trace.held.values())
+            ready.extend(_unevaluated(span) for span in trace.held.values())
 
     def _drain(self, *, forget: bool) -> list[ReadableSpan]:
         """Evaluate and return every held span; ``forget`` also drops the kept records."""
@@ -352,8 +364,18 @@ class AnomalyExporter(SpanExporter):
         """
         records: list[SpanRecord] = []
         try:
-            records = [record_from_span(span) for span in spans]
-            verdict = self._engine.evaluate_trace([*kept, *records])
+            extractor = self._extractor
+            records = [record_from_span(span, extractor) for span in spans]
+            skewed = sum(1 for s in spans if (s.end_time or 0) < (s.start_time or 0))
+            if skewed:
+                self._counts["clock_skew"] = self._counts.get("clock_skew", 0) + skewed
+            roots = {r.span_id for r, s in zip(records, spans, strict=True) if _ids(s)[3]}
+            grouped = _group_orphans([*kept, *records], roots)
+            try:
+                verdict = self._engine.evaluate_trace([*kept, *records])
+            finally:
+                for record in grouped:  # kept records must not remember a provisional run
+                    record.run_key = None
             self._counts["traces_evaluated"] += 1
             agents = _agent_names([*kept, *records])
             out = [
@@ -427,6 +449,52 @@ class AnomalyExporter(SpanExporter):
                 type(exc).__name__,
                 exc_info=exc,
             )
+
+
+def _unevaluated(span: ReadableSpan) -> ReadableSpan:
+    """``span`` marked ``agentwatch.anomaly.evaluated=false``, as the collector marks what it cannot judge."""
+    try:
+        return enrich(span, {sc.ANOMALY_EVALUATED: False})
+    except Exception:
+        return span
+
+
+def _group_orphans(records: Sequence[SpanRecord], roots: set[str]) -> list[SpanRecord]:
+    """Give spans whose parent has not arrived yet one provisional run, named after that parent.
+
+    Otherwise the engine would take each such span for a local root of its own
+    and, say, three identical calls of a run still in progress would never
+    meet. Spans under a run span present here, and true local roots (parent
+    absent or remote), are left to the engine. Returns the records changed.
+    """
+    by_id = {r.span_id: r for r in records}
+    memo: dict[str, str | None] = {}
+    changed: list[SpanRecord] = []
+    for record in records:
+        path: list[str] = []
+        node = record
+        key: str | None = None
+        for _ in range(256):  # parent links may form cycles; the engine cuts those
+            if node.kind is Kind.RUN:
+                break
+            if node.span_id in memo:
+                key = memo[node.span_id]
+                break
+            path.append(node.span_id)
+            parent_id = node.parent_id
+            if not parent_id or node.span_id in roots:
+                break
+            parent = by_id.get(parent_id)
+            if parent is None:
+                key = parent_id
+                break
+            node = parent
+        for span_id in path:
+            memo[span_id] = key
+        if key is not None and record.run_key is None and record.kind is not Kind.RUN:
+            record.run_key = key
+            changed.append(record)
+    return changed
 
 
 def _agent_names(records: Sequence[SpanRecord]) -> dict[str, str | None]:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import semconv as sc
 from ..budget import Budget
+from ..engine.entities import EntityExtractor
 from ..engine.record import Entity, Kind, SpanRecord
 from ..hashing import canonical_json, digest
 
@@ -35,6 +36,8 @@ __all__ = [
     "detect_kind",
     "record_from_attributes",
     "record_from_span",
+    "run_agent_name",
+    "run_entities",
     "span_attributes",
 ]
 
@@ -73,6 +76,8 @@ _REQUESTED_ENTITIES = sc.LLM_REQUESTED_ENTITIES
 _INPUT_ENTITIES = sc.LLM_INPUT_ENTITIES
 _SYSTEM_HASH = sc.LLM_SYSTEM_HASH
 _USER_HASH = sc.LLM_USER_HASH
+_STEP = sc.STEP
+_RUN_ID = sc.RUN_ID
 
 # --------------------------------------------------------------------------- kind detection
 
@@ -172,6 +177,12 @@ def _bool(value: Any) -> bool:
 
 def _strings(value: Any) -> tuple[str, ...] | None:
     """A string array attribute (tuple from the SDK, list from OTLP); ``None`` when absent."""
+    if value.__class__ is tuple:
+        for item in value:
+            if item.__class__ is not str or not item:
+                break
+        else:
+            return value  # the SDK's own immutable tuple, already clean
     if value is None:
         return None
     if value.__class__ is str:
@@ -290,12 +301,19 @@ def record_from_attributes(
     end_ns: int,
     is_error: bool,
     span_kind_hint: str | None = None,
+    extractor: EntityExtractor | None = None,
 ) -> SpanRecord:
     """Normalise one span's attributes. Never raises.
 
     ``span_kind_hint`` is a :class:`Kind` value (``"run"``, ``"tool"``, ...) the
     caller already knows; it is used only when no convention's attribute names
     the kind. Other values (such as an OTLP ``SPAN_KIND_*`` name) are ignored.
+
+    ``extractor`` (built from the configuration's ``agent.entities``) lets
+    foreign LLM spans that captured content say which entity ids the model read
+    and requested, as agentwatch's own spans record in
+    ``agentwatch.llm.input_entities`` / ``requested_entities``; without it the
+    grounding detectors know less about foreign runs (never more).
     """
     try:
         kind = detect_kind(attrs)
@@ -311,6 +329,7 @@ def record_from_attributes(
             start_ns=start_ns,
             end_ns=end_ns,
             is_error=is_error,
+            extractor=extractor,
         )
     except Exception:
         # A mapping that fails on lookup: keep the span in the tree, detect nothing on it.
@@ -343,8 +362,8 @@ def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     return span.attributes or {}
 
 
-def record_from_span(span: ReadableSpan) -> SpanRecord:
-    """Normalise an SDK span (ended or not). Never raises."""
+def record_from_span(span: ReadableSpan, extractor: EntityExtractor | None = None) -> SpanRecord:
+    """Normalise an SDK span (ended or not). Never raises; see :func:`record_from_attributes`."""
     ctx = span.get_span_context()
     parent = span.parent
     status = span.status
@@ -357,6 +376,7 @@ def record_from_span(span: ReadableSpan) -> SpanRecord:
         start_ns=span.start_time or 0,
         end_ns=span.end_time or 0,
         is_error=status is not None and not status.is_ok and not status.is_unset,
+        extractor=extractor,
     )
 
 
@@ -371,6 +391,7 @@ def build_record(
     start_ns: int,
     end_ns: int,
     is_error: bool,
+    extractor: EntityExtractor | None = None,
 ) -> SpanRecord:
     """Normalise attributes of a span whose kind the caller has already detected.
 
@@ -403,15 +424,19 @@ def build_record(
     if kind is Kind.TOOL:
         _read_tool(attrs, record)
     elif kind is Kind.LLM:
-        _read_llm(attrs, record)
+        _read_llm(attrs, record, extractor)
     elif kind is Kind.RUN:
-        agent = agent or _run_agent_name(attrs, name)
-        _read_run(attrs, record)
+        agent = agent or run_agent_name(attrs, name)
+        _read_run(attrs, record, extractor)
     record.agent_name = agent
     return record
 
 
-def _run_agent_name(attrs: Mapping[str, Any], span_name: str) -> str | None:
+def run_agent_name(attrs: Mapping[str, Any], span_name: str) -> str | None:
+    """A run span's agent: ``gen_ai.agent.name``, a foreign convention's name, else the span name's."""
+    agent = attrs.get(_AGENT)
+    if agent.__class__ is str and agent:
+        return agent
     agent = _str(_first(attrs, "agent.name", sc.TRACELOOP_ENTITY_NAME, "gen_ai.workflow.name"))
     if agent:
         return agent
@@ -422,10 +447,16 @@ def _run_agent_name(attrs: Mapping[str, Any], span_name: str) -> str | None:
     return span_name or None
 
 
-def _read_run(attrs: Mapping[str, Any], record: SpanRecord) -> None:
+def _read_run(attrs: Mapping[str, Any], record: SpanRecord, extractor: EntityExtractor | None) -> None:
     record.entities = run_entities(attrs)
     record.budget = Budget.from_attributes(attrs)
     record.stop_reason = _str(attrs.get(sc.RUN_STOP_REASON))
+    # What the agent was asked (foreign run spans with content): its ids are known to the run.
+    value = _first(attrs, sc.OI_INPUT_VALUE, sc.TRACELOOP_ENTITY_INPUT, sc.GEN_AI_INPUT_MESSAGES)
+    if value is not None and (value.__class__ is not str or len(value) <= MAX_PARSE_CHARS):
+        record.arguments = value
+        if extractor is not None:
+            record.input_entities = extractor.extract(value)
 
 
 def run_entities(attrs: Mapping[str, Any]) -> dict[str, str]:
@@ -562,7 +593,7 @@ def _parse_arguments(raw: Any) -> Any:
 # --------------------------------------------------------------------------- LLM spans
 
 
-def _read_llm(attrs: Mapping[str, Any], record: SpanRecord) -> None:
+def _read_llm(attrs: Mapping[str, Any], record: SpanRecord, extractor: EntityExtractor | None) -> None:
     get = attrs.get
     model = get(_RESPONSE_MODEL)
     if model.__class__ is not str or not model:
@@ -581,22 +612,43 @@ def _read_llm(attrs: Mapping[str, Any], record: SpanRecord) -> None:
     cost = get(_COST)
     record.cost_usd = _float(cost if cost is not None else get("llm.cost.total"))
 
+    # agentwatch's own LLM spans record fingerprints and entity lists (absent when empty),
+    # never to be second-guessed from captured content; foreign spans need the content.
+    ours = _STEP in attrs or _RUN_ID in attrs
     calls = get(_TOOL_CALLS)
+    requested: list[_Requested] = []
     if calls is not None:
         record.requested_calls = _requested_from_ours(calls)
-    else:
-        record.requested_calls = _requested_from_content(attrs)
+    elif not ours:
+        requested = _requested_from_content(attrs)
+        record.requested_calls = tuple((tool, args_hash) for tool, args_hash, _ in requested)
     offered = get(_TOOLS_OFFERED)
-    record.offered_tools = _strings(offered) if offered is not None else _offered_from_content(attrs)
+    if offered is not None:
+        record.offered_tools = _strings(offered)
+    elif not ours:
+        record.offered_tools = _offered_from_content(attrs)
     value = get(_REQUESTED_ENTITIES)
     if value is not None:
         record.requested_entities = _entities(value)
+    elif extractor is not None and requested:
+        found: dict[Entity, None] = {}
+        for _, _, arguments in requested:
+            if arguments is not None:
+                found.update(dict.fromkeys(extractor.extract(arguments)))
+        record.requested_entities = tuple(found)
     value = get(_INPUT_ENTITIES)
     if value is not None:
         record.input_entities = _entities(value)
+    elif extractor is not None and not ours:
+        content = _input_content(attrs)
+        if content:
+            found = {}
+            for item in content:
+                found.update(dict.fromkeys(extractor.extract(item)))
+            record.input_entities = tuple(found)
     system_hash = get(_SYSTEM_HASH)
     user_hash = get(_USER_HASH)
-    if system_hash.__class__ is not str or user_hash.__class__ is not str:
+    if not ours and (system_hash.__class__ is not str or user_hash.__class__ is not str):
         content_system, content_user = _prompt_fingerprints(attrs)
         system_hash = system_hash if system_hash.__class__ is str and system_hash else content_system
         user_hash = user_hash if user_hash.__class__ is str and user_hash else content_user
@@ -604,7 +656,26 @@ def _read_llm(attrs: Mapping[str, Any], record: SpanRecord) -> None:
     record.user_hash = user_hash
 
 
+_REQUESTED_CACHE: dict[Any, tuple[tuple[str, str], ...]] = {}
+
+
 def _requested_from_ours(value: Any) -> tuple[tuple[str, str], ...]:
+    """``agentwatch.llm.tool_calls`` (``"name:args_hash"`` strings) as pairs; cached, they repeat."""
+    if value.__class__ is tuple:
+        try:
+            return _REQUESTED_CACHE[value]
+        except KeyError:
+            parsed = _parse_requested(value)
+            if len(_REQUESTED_CACHE) >= _ENTITY_CACHE_MAX:
+                _REQUESTED_CACHE.clear()
+            _REQUESTED_CACHE[value] = parsed
+            return parsed
+        except TypeError:
+            pass
+    return _parse_requested(value)
+
+
+def _parse_requested(value: Any) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     for item in _strings(value) or ():
         tool, sep, args_hash = item.rpartition(":")
@@ -613,10 +684,13 @@ def _requested_from_ours(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _requested_from_content(attrs: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+_Requested = tuple[str, str, Any]  # (tool name, args hash, parsed arguments or None)
+
+
+def _requested_from_content(attrs: Mapping[str, Any]) -> list[_Requested]:
     """Tool calls the model asked for, from captured output (GenAI, OpenInference, OpenLLMetry)."""
     get = attrs.get
-    out: list[tuple[str, str]] = []
+    out: list[_Requested] = []
     messages = get(sc.GEN_AI_OUTPUT_MESSAGES)
     if messages is not None:
         parsed = _parse_json(messages)
@@ -626,8 +700,8 @@ def _requested_from_content(attrs: Mapping[str, Any]) -> tuple[tuple[str, str], 
                 if isinstance(part, dict) and part.get("type") == "tool_call":
                     tool = part.get("name")
                     if isinstance(tool, str) and tool:
-                        out.append((tool, _args_fingerprint(part.get("arguments"))))
-        return tuple(out)
+                        out.append(_requested(tool, part.get("arguments")))
+        return out
     oi_prefix = "llm.output_messages.0.message.tool_calls."
     if get(oi_prefix + "0.tool_call.function.name") is not None:
         for j in range(_MAX_INDEX):
@@ -635,9 +709,8 @@ def _requested_from_content(attrs: Mapping[str, Any]) -> tuple[tuple[str, str], 
             if tool is None:
                 break
             if tool.__class__ is str and tool:
-                args = get(f"{oi_prefix}{j}.tool_call.function.arguments")
-                out.append((tool, _args_fingerprint(args)))
-        return tuple(out)
+                out.append(_requested(tool, get(f"{oi_prefix}{j}.tool_call.function.arguments")))
+        return out
     legacy_prefix = "gen_ai.completion.0.tool_calls."
     if get(legacy_prefix + "0.name") is not None:
         for j in range(_MAX_INDEX):
@@ -645,13 +718,35 @@ def _requested_from_content(attrs: Mapping[str, Any]) -> tuple[tuple[str, str], 
             if tool is None:
                 break
             if tool.__class__ is str and tool:
-                out.append((tool, _args_fingerprint(get(f"{legacy_prefix}{j}.arguments"))))
-    return tuple(out)
+                out.append(_requested(tool, get(f"{legacy_prefix}{j}.arguments")))
+    return out
 
 
-def _args_fingerprint(raw: Any) -> str:
+def _requested(tool: str, raw: Any) -> _Requested:
     arguments = _parse_arguments({} if raw is None else raw)
-    return _fingerprint(raw if arguments is _NOT_JSON else arguments)
+    if arguments is _NOT_JSON:
+        return tool, _fingerprint(raw), None
+    return tool, _fingerprint(arguments), arguments
+
+
+def _input_content(attrs: Mapping[str, Any]) -> list[Any]:
+    """The captured input of an LLM call (messages, instructions), raw, for entity extraction."""
+    get = attrs.get
+    out = [v for v in (get(sc.GEN_AI_SYSTEM_INSTRUCTIONS), get(sc.GEN_AI_INPUT_MESSAGES)) if v is not None]
+    if out:
+        return out
+    value = get(sc.OI_INPUT_VALUE)
+    if value is not None:
+        return [value]
+    for prefix, content_key in (("llm.input_messages.", ".message.content"), ("gen_ai.prompt.", ".content")):
+        if get(f"{prefix}0{content_key}") is not None:
+            for i in range(_MAX_INDEX * 4):
+                value = get(f"{prefix}{i}{content_key}")
+                if value is None:
+                    break
+                out.append(value)
+            return out
+    return out
 
 
 def _definition_name(definition: Any) -> str | None:

@@ -92,7 +92,8 @@ class LLMServer:
         self._ids = IdSource()
         self._request_ids = IdSource()
         self._stop = threading.Event()
-        self._connections: dict[socket.socket, threading.Thread] = {}
+        self._connections: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
         self._listener: socket.socket | None = None
         self._wake: tuple[socket.socket, socket.socket] | None = None
         self._accept_thread: threading.Thread | None = None
@@ -103,7 +104,7 @@ class LLMServer:
     def start(self) -> LLMServer:
         """Bind and start serving in a background thread; returns ``self``."""
         if self._accept_thread is not None:
-            raise RuntimeError("LLMServer already started")
+            raise RuntimeError("LLMServer already started (a closed server cannot restart)")
         listener = socket.create_server((self._host, self._requested_port), backlog=64)
         self._listener = listener
         self._port = listener.getsockname()[1]
@@ -127,13 +128,15 @@ class LLMServer:
         self._accept_thread.join()
         self._listener.close()
         with self._lock:
-            connections = list(self._connections.items())
-        for conn, _ in connections:
+            connections, threads = list(self._connections), list(self._threads)
+        for conn in connections:
             try:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        for _, thread in connections:
+        # Every handler thread, including ones whose connection already ended but which
+        # have not quite exited yet.
+        for thread in threads:
             thread.join(timeout=5.0)
         for sock in self._wake:
             sock.close()
@@ -183,8 +186,7 @@ class LLMServer:
     def script(self, *replies: ScriptItem) -> None:
         """Queue replies for the next model requests; a callable is a one-shot scripting function."""
         for item in replies:
-            if not isinstance(item, _REPLY_TYPES) and not callable(item):
-                raise TypeError(f"not a reply or scripting function: {item!r}")
+            _check_item(item)
         with self._lock:
             self._queue.extend(replies)
 
@@ -195,6 +197,7 @@ class LLMServer:
 
     @default.setter
     def default(self, value: ScriptItem) -> None:
+        _check_item(value)
         with self._lock:
             self._default = value
 
@@ -255,7 +258,9 @@ class LLMServer:
                         daemon=True,
                     )
                     with self._lock:
-                        self._connections[conn] = thread
+                        self._connections.add(conn)
+                        self._threads = [t for t in self._threads if t.is_alive()]
+                        self._threads.append(thread)
                     thread.start()
 
     def _serve_connection(self, conn: socket.socket, address: Any) -> None:
@@ -270,7 +275,7 @@ class LLMServer:
                 self._errors.append(exc)
         finally:
             with self._lock:
-                self._connections.pop(conn, None)
+                self._connections.discard(conn)
             conn.close()
 
     def _record(self, handler: _Handler, raw: bytes) -> tuple[RecordedRequest, bool]:
@@ -408,6 +413,11 @@ class LLMServer:
 
     def _next_request_id(self) -> str:
         return self._request_ids("req_")
+
+
+def _check_item(item: object) -> None:
+    if not isinstance(item, _REPLY_TYPES) and not callable(item):
+        raise TypeError(f"not a reply or scripting function: {item!r}")
 
 
 def _error_headers(error: ErrorReply) -> dict[str, str]:

@@ -1,0 +1,372 @@
+"""MCP client: every ``tools/call`` is an ``execute_tool`` span.
+
+Hooks ``mcp.ClientSession.call_tool`` (every client path ends there:
+``ClientSessionGroup``, agent-framework adapters, raw sessions) and, on mcp 2.x,
+``mcp.Client.call_tool``, so a call the high-level client drives over several
+``input_required`` rounds or a ``HEADER_MISMATCH`` re-list is still one span.
+``list_tools`` results are remembered per session (bounded) so each call
+carries the tool's ``inputSchema`` for the ``TOOL_ARG_MISMATCH`` detector, and
+``initialize`` results give the server's name (``agentwatch.tool.server``).
+
+A result with ``isError`` is not an exception: the user gets it back
+unchanged, and the span records it as a failure with an error class read from
+the error text. A framework tool that merely forwards to an MCP tool of the
+same name (Agents SDK MCP servers, LangChain MCP adapters) already has its
+span; the MCP call then only adds the server name to it instead of counting
+the tool twice.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import re
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+import wrapt
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import unwrap
+
+from .. import _runtime
+from .. import semconv as sc
+from ._calls import ToolCall, active, start_tool
+
+MAX_TOOLS_PER_SESSION = 512
+"""Tool definitions remembered per session; the oldest listed is forgotten first."""
+
+_MAX_ERROR_TEXT = 2000
+
+# The session whose call_tool already has a span in this context (mcp.Client.call_tool → session.call_tool).
+_IN_CALL: ContextVar[Any] = ContextVar("agentwatch_mcp_in_call", default=None)
+
+
+class MCPToolError(Exception):
+    """A ``CallToolResult`` with ``isError``: recorded on the tool span, never raised to the user."""
+
+
+class MCPToolTimeoutError(MCPToolError):
+    """An ``isError`` result whose text reports a timeout."""
+
+
+class MCPToolRateLimitError(MCPToolError):
+    """An ``isError`` result whose text reports a rate limit or exhausted quota."""
+
+
+class MCPToolAuthError(MCPToolError):
+    """An ``isError`` result whose text reports missing or refused credentials."""
+
+
+# Checked in order; the class names carry the error class (see agentwatch.classify.error_class).
+_ERROR_PATTERNS: tuple[tuple[re.Pattern[str], type[MCPToolError]], ...] = (
+    (re.compile(r"timed?[\s_-]?out|deadline exceeded", re.I), MCPToolTimeoutError),
+    (re.compile(r"rate[\s_-]?limit|too many requests|quota exceeded", re.I), MCPToolRateLimitError),
+    (
+        re.compile(
+            r"unauthori[sz]ed|forbidden|not authenticated|authentication|permission denied|access denied"
+            r"|invalid (?:api[\s_-]?)?(?:key|token)|credential",
+            re.I,
+        ),
+        MCPToolAuthError,
+    ),
+)
+
+
+def tool_error(text: str) -> MCPToolError:
+    """The exception recorded for an ``isError`` result with this text."""
+    text = text[:_MAX_ERROR_TEXT]
+    for pattern, cls in _ERROR_PATTERNS:
+        if pattern.search(text):
+            return cls(text)
+    return MCPToolError(text)
+
+
+# --------------------------------------------------------------------------- per-session memory
+
+
+class _SessionInfo:
+    """What agentwatch learned about one session: the server's name and the tools it listed."""
+
+    __slots__ = ("__weakref__", "server", "tools")
+
+    def __init__(self) -> None:
+        self.server: str | None = None
+        self.tools: OrderedDict[str, tuple[dict[str, Any] | None, str | None]] = OrderedDict()
+
+    def remember(self, name: str, schema: dict[str, Any] | None, description: str | None) -> None:
+        self.tools[name] = (schema, description)
+        self.tools.move_to_end(name)
+        while len(self.tools) > MAX_TOOLS_PER_SESSION:
+            self.tools.popitem(last=False)
+
+
+_SESSIONS: weakref.WeakKeyDictionary[Any, _SessionInfo] = weakref.WeakKeyDictionary()
+
+
+def _info(session: Any) -> _SessionInfo:
+    info = _SESSIONS.get(session)
+    if info is None:
+        info = _SESSIONS[session] = _SessionInfo()
+    return info
+
+
+def _field(obj: Any, *names: str) -> Any:
+    """A field under its mcp 2.x (snake_case) or 1.x (camelCase) name."""
+    for name in names:
+        value = getattr(obj, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _server_name(session: Any) -> str | None:
+    info = _SESSIONS.get(session)
+    if info is not None and info.server:
+        return info.server
+    server = getattr(session, "server_info", None)  # mcp 2.x: from initialize or discover
+    name = getattr(server, "name", None)
+    return name if isinstance(name, str) and name else None
+
+
+def _remember_listing(session: Any, result: Any) -> None:
+    tools = getattr(result, "tools", None)
+    if not isinstance(tools, list):
+        return
+    info = _info(session)
+    for tool in tools:
+        name = getattr(tool, "name", None)
+        if not isinstance(name, str):
+            continue
+        schema = _field(tool, "input_schema", "inputSchema")
+        description = getattr(tool, "description", None)
+        info.remember(
+            name,
+            schema if isinstance(schema, dict) else None,
+            description if isinstance(description, str) else None,
+        )
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _texts(result: Any) -> list[str]:
+    content = getattr(result, "content", None)
+    out: list[str] = []
+    for block in content if isinstance(content, list) else ():
+        text = getattr(block, "text", None)
+        if isinstance(text, str):
+            out.append(text)
+    return out
+
+
+def _text_value(text: str) -> Any:
+    """A text block that is JSON counts as its value (hash ignores whitespace, entities see fields)."""
+    stripped = text.strip()
+    if stripped[:1] in ("{", "["):
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            pass
+    return text
+
+
+def _finish(call: ToolCall, result: Any) -> None:
+    """Close the span from a ``call_tool`` return value (the value itself is not touched)."""
+    try:
+        if _field(result, "is_error", "isError") is True:
+            outcome: tuple[str, Any] = ("error", tool_error("\n".join(_texts(result)) or "isError"))
+        elif not hasattr(result, "content"):  # InputRequiredResult, a claimed extension shape
+            outcome = ("none", None)
+        else:
+            structured = _field(result, "structured_content", "structuredContent")
+            if structured is not None:
+                outcome = ("result", structured)
+            else:
+                values = [_text_value(t) for t in _texts(result)]
+                outcome = ("result", values[0] if len(values) == 1 else values)
+    except Exception as err:
+        _runtime.internal_error("mcp.result", err)
+        outcome = ("none", None)
+    kind, value = outcome
+    if kind == "error":
+        call.finish(exc=value)
+    elif kind == "result":
+        call.finish(value)
+    else:
+        call.finish()
+
+
+# --------------------------------------------------------------------------- wrappers
+
+
+def _enclosing_tool_span(name: str) -> Any:
+    """The framework tool span this MCP call merely implements (same tool name), if any."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return None
+    scope = getattr(span, "instrumentation_scope", None)
+    if getattr(scope, "name", None) != "agentwatch":
+        return None
+    attrs = getattr(span, "attributes", None) or {}
+    if attrs.get(sc.GEN_AI_OPERATION_NAME) == sc.OP_EXECUTE_TOOL and attrs.get(sc.GEN_AI_TOOL_NAME) == name:
+        return span
+    return None
+
+
+def _begin(session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ToolCall | None:
+    """Open the span; ``None`` to pass through. Deliberate stops (budget, loop, deny) propagate."""
+    try:
+        name = args[0] if args else kwargs.get("name")
+        if not isinstance(name, str):
+            return None
+        arguments = args[1] if len(args) > 1 else kwargs.get("arguments")
+        server = _server_name(session)
+        outer = _enclosing_tool_span(name)
+        if outer is not None:
+            attrs: dict[str, Any] = {sc.GEN_AI_TOOL_TYPE: "extension"}
+            if server:
+                attrs[sc.TOOL_SERVER] = server
+            outer.set_attributes(attrs)
+            return None
+        info = _SESSIONS.get(session)
+        schema, description = info.tools.get(name, (None, None)) if info is not None else (None, None)
+    except Exception as err:
+        _runtime.internal_error("mcp.call_tool", err)
+        return None
+    return start_tool(
+        name,
+        arguments if arguments is not None else {},
+        description=description,
+        schema=schema,
+        tool_type="extension",
+        extra={sc.TOOL_SERVER: server} if server else None,
+    )
+
+
+def _call_tool_wrapper(session_of: Callable[[Any], Any]) -> Any:
+    async def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not active():
+            return await wrapped(*args, **kwargs)
+        try:
+            session = session_of(instance)
+        except Exception:  # mcp.Client outside its context: let the client raise its own error
+            return await wrapped(*args, **kwargs)
+        if _IN_CALL.get() is session:
+            return await wrapped(*args, **kwargs)
+        call = _begin(session, args, kwargs)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        token = _IN_CALL.set(session)
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.finish(exc=exc)
+            raise
+        finally:
+            _IN_CALL.reset(token)
+        _finish(call, result)
+        return result
+
+    return wrapper
+
+
+def _list_tools_wrapper(session_of: Callable[[Any], Any]) -> Any:
+    async def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        result = await wrapped(*args, **kwargs)
+        if active():
+            try:
+                _remember_listing(session_of(instance), result)
+            except Exception as err:
+                _runtime.internal_error("mcp.list_tools", err)
+        return result
+
+    return wrapper
+
+
+async def _initialize_wrapper(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    result = await wrapped(*args, **kwargs)
+    if active():
+        try:
+            name = getattr(_field(result, "server_info", "serverInfo"), "name", None)
+            if isinstance(name, str) and name:
+                _info(instance).server = name
+        except Exception as err:
+            _runtime.internal_error("mcp.initialize", err)
+    return result
+
+
+def _own(session: Any) -> Any:
+    return session
+
+
+def _client_session(client: Any) -> Any:
+    return client.session
+
+
+class DeferredPatch:
+    """Wraps its targets when their module is imported, or at once if it already is.
+
+    Importing ``mcp`` (or an agent framework) costs a second or more, so an
+    application that never uses it must not pay for it in ``instrument()``;
+    a library that is not installed at all makes this a silent no-op.
+    """
+
+    def __init__(self, package: str, targets: tuple[tuple[str, str, str, Any], ...]) -> None:
+        self.package = package
+        self.targets = targets  # (module, class or "" for a module function, function, wrapt wrapper)
+        self.installed = False
+        self._wrapped: list[tuple[Any, str]] = []
+
+    def install(self) -> None:
+        if self.installed:
+            return
+        try:
+            if importlib.util.find_spec(self.package) is None:
+                return
+        except (ImportError, ValueError):
+            return
+        self.installed = True
+        for module in dict.fromkeys(target[0] for target in self.targets):
+            wrapt.register_post_import_hook(self._on_import, module)
+
+    def _on_import(self, module: Any) -> None:
+        if not self.installed:  # uninstalled before the library was imported
+            return
+        for module_name, cls_name, method, wrapper in self.targets:
+            if module_name != module.__name__:
+                continue
+            try:
+                owner = getattr(module, cls_name) if cls_name else module
+                if callable(getattr(owner, method, None)):
+                    wrapt.wrap_function_wrapper(owner, method, wrapper)
+                    self._wrapped.append((owner, method))
+            except Exception as err:  # never break the user's import
+                _runtime.internal_error(f"patch {module_name}.{cls_name}.{method}", err)
+
+    def uninstall(self) -> None:
+        for owner, method in reversed(self._wrapped):
+            unwrap(owner, method)
+        self._wrapped = []
+        self.installed = False
+
+
+def patch() -> DeferredPatch:
+    session, client = "mcp.client.session", "mcp.client.client"
+    return DeferredPatch(
+        "mcp",
+        (
+            (session, "ClientSession", "call_tool", _call_tool_wrapper(_own)),
+            (session, "ClientSession", "list_tools", _list_tools_wrapper(_own)),
+            (session, "ClientSession", "initialize", _initialize_wrapper),
+            # mcp 2.x high-level client: one span across input_required rounds and re-lists;
+            # its list_tools can be served from a response cache without reaching the session.
+            (client, "Client", "call_tool", _call_tool_wrapper(_client_session)),
+            (client, "Client", "list_tools", _list_tools_wrapper(_client_session)),
+        ),
+    )

@@ -1,0 +1,259 @@
+"""OpenAI Agents SDK (``openai-agents``, import name ``agents``): runs and function tools.
+
+Hooks, all inside ``agents`` (tested with 0.24):
+
+* ``agents.run.AgentRunner.run`` — ``Runner.run`` and ``Runner.run_sync`` both
+  end there (``run_sync`` drives ``run`` on an event loop), so one wrapper gives
+  one ``invoke_agent {starting agent}`` run span for either.
+* ``agents.run.AgentRunner.run_streamed`` — returns at once while the agent loop
+  runs in ``RunResultStreaming.run_loop_task``; the run span is opened in the
+  caller (so the task inherits it) and ends when that task does.
+* ``agents.run_internal.tool_execution._invoke_function_tool_with_metadata`` —
+  where the runner invokes every ``FunctionTool`` (decorated functions, MCP
+  tools, agents-as-tools), with the model's call id on the ``ToolContext``.
+* ``agents.tool.maybe_invoke_function_tool_failure_error_function`` — the SDK
+  turns a tool's exception into a message for the model; this hook hands the
+  original exception to the tool span so the failure keeps its type and class.
+
+The model calls go through the ``openai`` client, whose instrumentation gives
+the LLM spans; they nest under the run. The SDK's own tracing is not used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from contextvars import ContextVar
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from .. import _runtime
+from .. import semconv as sc
+from ..runs import Run, current_run
+from ..runs import run as open_run
+from ..semconv import StopReason
+from ._calls import ToolCall, active, start_tool
+from .mcp import DeferredPatch  # the generic deferred wrapper installer (see mcp.py)
+
+# Exceptions the SDK ends a run with that say more than "it raised": (class name, stop reason).
+_STOP_REASONS = {
+    "MaxTurnsExceeded": StopReason.STEP_BUDGET,
+    "InputGuardrailTripwireTriggered": StopReason.INVALID_INPUT,
+}
+
+# Exceptions the SDK turned into a message for the model during the current tool call.
+_HANDLED: ContextVar[list[BaseException] | None] = ContextVar("agentwatch_agents_handled", default=None)
+
+
+# --------------------------------------------------------------------------- run helpers (shared)
+
+
+def opens_run() -> bool:
+    """Whether a framework entry point should open its own run span.
+
+    Yes outside any run, and inside a tool call (an agent used as a tool is a
+    sub-agent: a nested run). No when a run is already current and the call is
+    its body (``with agentwatch.run(...)`` around ``Runner.run``, a subgraph
+    invoked from a graph node): the calls join that run instead of creating a
+    second run span for the same attempt.
+    """
+    if current_run() is None:
+        return True
+    attrs = getattr(trace.get_current_span(), "attributes", None) or {}
+    return attrs.get(sc.GEN_AI_OPERATION_NAME) == sc.OP_EXECUTE_TOOL
+
+
+class DetachedRun:
+    """A run span for work that outlives the calling frame (streams, background tasks).
+
+    The run is entered in a private copy of the context, so the caller's context
+    is untouched; callers attach :attr:`context` around each piece of work and
+    call :meth:`end` exactly once, from anywhere.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._ctx = contextvars.copy_context()
+        self._scope = open_run(name)
+        self.run: Run = self._ctx.run(self._scope.__enter__)
+        self.context = self._ctx.run(otel_context.get_current)
+        self._ended = False
+
+    def end(self, exc: BaseException | None = None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            stop_for(self.run, exc)
+            self._ctx.run(self._scope.__exit__, type(exc) if exc else None, exc, None)
+        except Exception as err:
+            _runtime.internal_error("run.end", err)
+
+
+def stop_for(run: Run, exc: BaseException | None) -> None:
+    """Name the stop reason of framework exceptions the classifier does not know."""
+    if exc is None or run.stop_reason is not None:
+        return
+    reason = _STOP_REASONS.get(type(exc).__name__)
+    if reason is not None:
+        run.stop(reason, str(exc)[:200] or None)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def _agent_name(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    agent = args[0] if args else kwargs.get("starting_agent")
+    name = getattr(agent, "name", None)
+    return name if isinstance(name, str) and name else "agent"
+
+
+async def _run_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not active() or not opens_run():
+        return await wrapped(*args, **kwargs)
+    try:
+        scope = open_run(_agent_name(args, kwargs))
+        run = scope.__enter__()
+    except Exception as err:
+        _runtime.internal_error("agents.run", err)
+        return await wrapped(*args, **kwargs)
+    try:
+        result = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        stop_for(run, exc)
+        scope.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    scope.__exit__(None, None, None)
+    return result
+
+
+def _run_streamed_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not active() or not opens_run():
+        return wrapped(*args, **kwargs)
+    try:
+        handle = DetachedRun(_agent_name(args, kwargs))
+    except Exception as err:
+        _runtime.internal_error("agents.run_streamed", err)
+        return wrapped(*args, **kwargs)
+    token = otel_context.attach(handle.context)
+    try:
+        result = wrapped(*args, **kwargs)  # starts run_loop_task, which inherits the run
+    except BaseException as exc:
+        handle.end(exc)
+        raise
+    finally:
+        otel_context.detach(token)
+    try:
+        task = getattr(result, "run_loop_task", None)
+        if isinstance(task, asyncio.Future):
+            task.add_done_callback(lambda t: handle.end(_streamed_outcome(t, result)))
+        else:  # nothing to wait for: the run is what happened so far
+            handle.end()
+    except Exception as err:
+        _runtime.internal_error("agents.run_streamed", err)
+        handle.end()
+    return result
+
+
+def _streamed_outcome(task: asyncio.Future[Any], result: Any) -> BaseException | None:
+    """The exception a streamed run ended with: the task's, or the one it stored for the consumer."""
+    if task.cancelled():
+        return asyncio.CancelledError()
+    exc = task.exception()
+    if exc is None:
+        stored = getattr(result, "_stored_exception", None)
+        exc = stored if isinstance(stored, BaseException) else None
+    return exc
+
+
+# --------------------------------------------------------------------------- function tools
+
+
+def _begin_tool(kwargs: dict[str, Any]) -> ToolCall | None:
+    try:
+        tool = kwargs.get("function_tool")
+        context = kwargs.get("context")
+        name = getattr(tool, "name", None)
+        if not isinstance(name, str):
+            return None
+        schema = getattr(tool, "params_json_schema", None)
+        description = getattr(tool, "description", None)
+        call_id = getattr(context, "tool_call_id", None)
+        arguments = kwargs.get("arguments")
+    except Exception as err:
+        _runtime.internal_error("agents.tool", err)
+        return None
+    return start_tool(
+        name,
+        arguments if arguments is not None else {},
+        description=description if isinstance(description, str) and description else None,
+        schema=schema if isinstance(schema, dict) else None,
+        call_id=call_id if isinstance(call_id, str) and call_id else None,
+    )
+
+
+def _sdk_error(tool: Any) -> BaseException:
+    """The failure behind an SDK-generated error output that no exception reached us for: a timeout."""
+    try:
+        from agents.exceptions import ToolTimeoutError
+
+        return ToolTimeoutError(tool_name=tool.name, timeout_seconds=tool.timeout_seconds or 0.0)
+    except Exception:
+        return TimeoutError(f"tool {getattr(tool, 'name', '?')} timed out")
+
+
+async def _invoke_tool_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not active():
+        return await wrapped(*args, **kwargs)
+    call = _begin_tool(kwargs)
+    if call is None:
+        return await wrapped(*args, **kwargs)
+    handled: list[BaseException] = []
+    token = _HANDLED.set(handled)
+    try:
+        outcome = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        call.finish(exc=exc)
+        raise
+    finally:
+        _HANDLED.reset(token)
+    try:
+        if handled:
+            error: BaseException | None = handled[-1]
+        elif getattr(outcome, "is_sdk_generated_error", False):
+            error = _sdk_error(kwargs.get("function_tool"))
+        else:
+            error = None
+        output = getattr(outcome, "output", outcome)
+    except Exception as err:
+        _runtime.internal_error("agents.tool.result", err)
+        call.finish()
+        return outcome
+    if error is not None:
+        call.finish(exc=error)
+    else:
+        call.finish(output)
+    return outcome
+
+
+async def _failure_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    result = await wrapped(*args, **kwargs)
+    holder = _HANDLED.get()
+    error = kwargs.get("error")
+    if holder is not None and result is not None and isinstance(error, BaseException):
+        holder.append(error)
+    return result
+
+
+def patch() -> DeferredPatch:
+    return DeferredPatch(
+        "agents",
+        (
+            ("agents.run", "AgentRunner", "run", _run_wrapper),
+            ("agents.run", "AgentRunner", "run_streamed", _run_streamed_wrapper),
+            ("agents.run_internal.tool_execution", "", "_invoke_function_tool_with_metadata",
+             _invoke_tool_wrapper),
+            ("agents.tool", "", "maybe_invoke_function_tool_failure_error_function", _failure_wrapper),
+        ),
+    )
