@@ -117,11 +117,16 @@ def template_trace(rng: random.Random) -> list[bytes]:
                 "gen_ai.tool.call.id": f"call_{rng.getrandbits(48):x}",
                 "gen_ai.tool.type": "function",
                 "agentwatch.tool.args_hash": args,
-                "agentwatch.tool.result_hash": f"{rng.getrandbits(64):016x}" if not looping else "ffff0000ffff0000",
+                "agentwatch.tool.result_hash": f"{rng.getrandbits(64):016x}"
+                if not looping
+                else "ffff0000ffff0000",
                 "agentwatch.tool.side_effect": tool == "create_ticket",
                 "agentwatch.step": step,
                 "agentwatch.tool.arg_entities": [f"customer:{customer}"],
-                "agentwatch.tool.result_entities": [f"customer:{customer}", f"order:ord_{rng.randint(1, 99999)}"],
+                "agentwatch.tool.result_entities": [
+                    f"customer:{customer}",
+                    f"order:ord_{rng.randint(1, 99999)}",
+                ],
                 "code.function": tool,
                 "thread.id": rng.randint(1, 64),
             }
@@ -175,21 +180,22 @@ def with_trace_id(raw: bytes, trace_id: bytes) -> bytes:
 
 
 class Workload:
-    def __init__(self, seed: int = 1, templates: int = 400) -> None:
-        rng = random.Random(seed)
-        self.templates = [template_trace(rng) for _ in range(templates)]
+    """Agent traces with per-trace random values (ids, hashes, token counts), as real traffic has."""
+
+    def __init__(self, seed: int = 1) -> None:
+        self.rng = random.Random(seed)
         self.group = _group()
-        self.rng = rng
 
     def traces(self, count: int) -> list[tuple[bytes, list[bytes]]]:
         out = []
         for _ in range(count):
             tid = self.rng.randbytes(16)
-            template = self.rng.choice(self.templates)
-            out.append((tid, [with_trace_id(raw, tid) for raw in template]))
+            out.append((tid, [with_trace_id(raw, tid) for raw in template_trace(self.rng)]))
         return out
 
-    def requests(self, traces: list[tuple[bytes, list[bytes]]], spans_per_request: int) -> list[tuple[bytes, list[bytes]]]:
+    def requests(
+        self, traces: list[tuple[bytes, list[bytes]]], spans_per_request: int
+    ) -> list[tuple[bytes, list[bytes]]]:
         """Requests of about ``spans_per_request`` spans (traces may straddle two requests, as they
         do behind a BatchSpanProcessor); each with the trace ids whose run span it carries."""
         out = []
@@ -218,10 +224,14 @@ class CountingSink:
         self.lock = threading.Lock()
         self.spans = 0
         self.last_seen: dict[bytes, float] = {}
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
-                                  options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=4),
+            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+        )
         handler = grpc.unary_unary_rpc_method_handler(self._export)
-        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),)
+        )
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
 
@@ -271,18 +281,22 @@ class CollectorProcess:
         self.dir = tempfile.TemporaryDirectory()
         config = os.path.join(self.dir.name, "collector.yaml")
         with open(config, "w") as f:
-            f.write(textwrap.dedent(f"""
+            f.write(
+                textwrap.dedent(f"""
                 receivers:
                   grpc: {{endpoint: "127.0.0.1:0", max_message_bytes: 16777216}}
                 exporter: {{endpoint: "127.0.0.1:{sink_port}", compression: {compression}}}
                 decision: {{straggler_delay_ms: {straggler_ms}}}
                 health: {{endpoint: "127.0.0.1:0"}}
                 detection: {{anomaly: {{log_findings: false}}}}
-            """))
+            """)
+            )
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agentwatch.collector", "--config", config],
-            stderr=subprocess.PIPE, text=True, env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         self.port = 0
         deadline = time.monotonic() + 60
@@ -407,7 +421,9 @@ def latency(workload: Workload, traces_count: int, rate: float, straggler_ms: in
             expected += len(spans)
         sink.wait_for(expected + 1, 60)  # +1: warm-up spans arrive too; wait_for is >=
         time.sleep(straggler_ms / 1000 + 0.3)
-        added = sorted((sink.last_seen[t] - s) * 1000 - straggler_ms for t, s in sent.items() if t in sink.last_seen)
+        added = sorted(
+            (sink.last_seen[t] - s) * 1000 - straggler_ms for t, s in sent.items() if t in sink.last_seen
+        )
         channel.close()
         return {
             "traces": len(added),
@@ -428,7 +444,11 @@ def memory(workload: Workload, spans_target: int) -> dict[str, float]:
         {
             "receivers": {"grpc": {"endpoint": "127.0.0.1:0"}},
             "exporter": {"endpoint": "127.0.0.1:9"},
-            "decision": {"straggler_delay_ms": 3_600_000, "hard_timeout_seconds": 3600, "idle_timeout_seconds": 3600},
+            "decision": {
+                "straggler_delay_ms": 3_600_000,
+                "hard_timeout_seconds": 3600,
+                "idle_timeout_seconds": 3600,
+            },
             "limits": {"max_traces": 10**7, "max_spans": 10**8, "max_bytes": 2**40},
         },
         env={},
@@ -474,7 +494,9 @@ def memory(workload: Workload, spans_target: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--spans", type=int, default=200_000, help="spans in the throughput phase")
     parser.add_argument("--compression", choices=["gzip", "none"], default="gzip", help="collector -> sink")
     parser.add_argument("--latency-traces", type=int, default=600)
@@ -485,22 +507,31 @@ def main() -> None:
     signal.alarm(MAX_SECONDS)  # bounded in time, whatever happens
 
     workload = Workload()
-    print(f"workload: {len(workload.templates)} template runs, "
-          f"{statistics.mean(len(t) for t in workload.templates):.1f} spans per trace, "
-          f"{statistics.mean(len(r) for t in workload.templates for r in t):.0f} bytes per span")
+    sample = workload.traces(500)
+    print(
+        f"workload: {statistics.mean(len(s) for _, s in sample):.1f} spans per trace, "
+        f"{statistics.mean(len(r) for _, s in sample for r in s):.0f} bytes per span, "
+        f"{statistics.mean(len(Span.FromString(r).attributes) for _, s in sample for r in s):.1f} attributes per span"
+    )
     result = throughput(workload, args.spans, args.compression)
-    print(f"throughput ({args.compression}): {result['spans']} spans / {result['traces']} traces; "
-          f"collector CPU {result['collector_cpu_s']:.2f}s -> {result['spans_per_cpu_second']:,.0f} spans/s per core; "
-          f"wall {result['wall_s']:.2f}s -> {result['wall_spans_per_s']:,.0f} spans/s; "
-          f"collector RSS {result['collector_rss_mb']:.0f} MB")
+    print(
+        f"throughput ({args.compression}): {result['spans']} spans / {result['traces']} traces; "
+        f"collector CPU {result['collector_cpu_s']:.2f}s -> {result['spans_per_cpu_second']:,.0f} spans/s per core; "
+        f"wall {result['wall_s']:.2f}s -> {result['wall_spans_per_s']:,.0f} spans/s; "
+        f"collector RSS {result['collector_rss_mb']:.0f} MB"
+    )
     lat = latency(workload, args.latency_traces, args.latency_rate, args.straggler_ms)
-    print(f"latency: {lat['traces']} traces at {lat['rate_traces_per_s']:.0f}/s, straggler {lat['straggler_ms']} ms; "
-          f"added p50 {lat['added_p50_ms']:.1f} ms, p95 {lat['added_p95_ms']:.1f} ms, "
-          f"p99 {lat['added_p99_ms']:.1f} ms, max {lat['added_max_ms']:.1f} ms")
+    print(
+        f"latency: {lat['traces']} traces at {lat['rate_traces_per_s']:.0f}/s, straggler {lat['straggler_ms']} ms; "
+        f"added p50 {lat['added_p50_ms']:.1f} ms, p95 {lat['added_p95_ms']:.1f} ms, "
+        f"p99 {lat['added_p99_ms']:.1f} ms, max {lat['added_max_ms']:.1f} ms"
+    )
     mem = memory(workload, args.memory_spans)
-    print(f"memory: {mem['spans']} buffered spans ({mem['wire_bytes_per_span']:.0f} wire bytes each): "
-          f"{mem['held_bytes_per_span_tracemalloc']:.0f} B/span (tracemalloc), "
-          f"{mem['held_bytes_per_span_rss']:.0f} B/span (RSS delta)")
+    print(
+        f"memory: {mem['spans']} buffered spans ({mem['wire_bytes_per_span']:.0f} wire bytes each): "
+        f"{mem['held_bytes_per_span_tracemalloc']:.0f} B/span (tracemalloc), "
+        f"{mem['held_bytes_per_span_rss']:.0f} B/span (RSS delta)"
+    )
 
 
 if __name__ == "__main__":

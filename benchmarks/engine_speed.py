@@ -174,6 +174,21 @@ def long_run(spans: int, entities: int, raw: bool) -> dict[str, float]:
     }
 
 
+def many_runs(runs: int, calls: int) -> tuple[float, float]:
+    """Memory held by ``runs`` open runs of ``calls`` tool calls each (MiB total, KiB per run)."""
+    tracemalloc.start()
+    engine = Engine(CONFIG)
+    before, _ = tracemalloc.get_traced_memory()
+    for r in range(runs):
+        key = f"run{r}"
+        engine.open_run(key, entities={"customer": f"cust_{r}"}, start_ns=1)
+        for i in range(calls):
+            engine.process(_tool(i, key))
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return (held - before) / 2**20, (held - before) / runs / 1024
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
@@ -228,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| {label} | {res['seconds']:.2f} | {res['us_per_span']:.2f} | {res['held_mib']:.1f} | "
             f"{res['peak_mib']:.1f} | {int(res['findings'])} |"
         )
+    mib, kib = many_runs(10_000, 5)
+    print(f"\n10,000 open runs of 5 tool calls each: {mib:.1f} MiB held ({kib:.1f} KiB per run)")
     return 0
 
 

@@ -22,20 +22,48 @@ from typing import Any
 
 BATCH = 20
 CHAT_BODY = {
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-        "role": "assistant", "content": None,
-        "tool_calls": [{"id": "call_1", "type": "function",
-                        "function": {"name": "get_order", "arguments": "{\"order_id\":\"ord_555\"}"}}]}}],
-    "usage": {"prompt_tokens": 812, "completion_tokens": 24, "total_tokens": 836,
-              "prompt_tokens_details": {"cached_tokens": 512}},
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-4o-mini",
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "tool_calls",
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_order", "arguments": '{"order_id":"ord_555"}'},
+                    }
+                ],
+            },
+        }
+    ],
+    "usage": {
+        "prompt_tokens": 812,
+        "completion_tokens": 24,
+        "total_tokens": 836,
+        "prompt_tokens_details": {"cached_tokens": 512},
+    },
 }
 MESSAGE_BODY = {
-    "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+    "id": "msg_1",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-sonnet-4-5",
     "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_order", "input": {"order_id": "ord_555"}}],
-    "stop_reason": "tool_use", "stop_sequence": None,
-    "usage": {"input_tokens": 300, "output_tokens": 24, "cache_read_input_tokens": 512,
-              "cache_creation_input_tokens": 0},
+    "stop_reason": "tool_use",
+    "stop_sequence": None,
+    "usage": {
+        "input_tokens": 300,
+        "output_tokens": 24,
+        "cache_read_input_tokens": 512,
+        "cache_creation_input_tokens": 0,
+    },
 }
 MESSAGES = [
     {"role": "system", "content": "You are a support agent. Use tools; never invent ids."},
@@ -93,11 +121,15 @@ def _setup(provider: str, mode: str) -> Any:
     if provider == "openai":
         import openai
 
-        client = openai.OpenAI(api_key="k", base_url="http://bench.invalid/v1", http_client=_transport(CHAT_BODY))
+        client = openai.OpenAI(
+            api_key="k", base_url="http://bench.invalid/v1", http_client=_transport(CHAT_BODY)
+        )
         return lambda: client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, tools=TOOLS)
     import anthropic
 
-    aclient = anthropic.Anthropic(api_key="k", base_url="http://bench.invalid", http_client=_transport(MESSAGE_BODY))
+    aclient = anthropic.Anthropic(
+        api_key="k", base_url="http://bench.invalid", http_client=_transport(MESSAGE_BODY)
+    )
     return lambda: aclient.messages.create(model="claude-sonnet-4-5", max_tokens=256, messages=MESSAGES[1:])
 
 
@@ -150,7 +182,9 @@ def main() -> int:
             for mode in modes:
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", provider, mode, "--batches", str(args.batches)],
-                    capture_output=True, text=True, check=False,
+                    capture_output=True,
+                    text=True,
+                    check=False,
                 )
                 if out.returncode != 0:
                     print(f"{provider}/{mode} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
@@ -158,7 +192,9 @@ def main() -> int:
                     continue
                 best[mode] = min(best[mode], json.loads(out.stdout.strip().splitlines()[-1])["best_us"])
         bare = best["bare"]
-        print(f"\n{provider}: non-streaming call, best {BATCH}-call batch over {args.rounds} interleaved rounds\n")
+        print(
+            f"\n{provider}: non-streaming call, best {BATCH}-call batch over {args.rounds} interleaved rounds\n"
+        )
         print("| mode | µs per call | added µs | ratio to bare |")
         print("|---|---:|---:|---:|")
         for mode in modes:

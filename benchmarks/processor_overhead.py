@@ -206,7 +206,9 @@ def _timed(fn: object) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--spans", type=int, default=20_000, help="spans per batch")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved bare/wrapped batch pairs")
     args = parser.parse_args()
@@ -231,7 +233,9 @@ def main() -> None:
     print(f"  added    {w - b:6.2f} µs/span   ratio {w / b:4.2f}x")
     assert processor is not None
     stats = processor.stats
-    print(f"  (flagged spans: {stats['spans_flagged']}, errors: {stats['errors']}, open: {stats['spans_open']})")
+    print(
+        f"  (flagged spans: {stats['spans_flagged']}, errors: {stats['errors']}, open: {stats['spans_open']})"
+    )
 
     parts = pieces(5_000)
     print("pieces of on_end, alone (best of 5, LLM and tool spans):")
@@ -239,7 +243,9 @@ def main() -> None:
         print(f"  {name:15s} {value:6.2f} µs/span")
 
     flagged = min(time_batch(wrapped, args.spans // 4, looping=True) for _ in range(3)) * 1e6
-    print(f"every call looping (most spans flagged and copied): {flagged:6.2f} µs/span, +{flagged - b:.2f} µs")
+    print(
+        f"every call looping (most spans flagged and copied): {flagged:6.2f} µs/span, +{flagged - b:.2f} µs"
+    )
 
 
 if __name__ == "__main__":

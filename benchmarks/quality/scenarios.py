@@ -265,12 +265,11 @@ def idempotent_retry() -> Scenario:
 
 
 def research_loop() -> Scenario:
-    """Seed 004: research agent, 37 minutes, 620 tool calls (mostly duplicates), $247, seed budget observed."""
+    """Seed 004: a research agent, 37 min, 620 tool calls (mostly duplicates), $247; seed budget observed."""
     budget = Budget(max_steps=25, max_seconds=60, max_tool_calls=40, max_usd=1.0, max_unique_calls=15)
     b = Builder("research loop", budget=budget, step=1.79)
     queries = [f"sources on topic {k}" for k in range(5)]
     step = 0
-    tool_calls = 0
     cost = 0.0
     streak_flagged = False
     for i in range(620):
@@ -288,7 +287,7 @@ def research_loop() -> Scenario:
             calls=[("web.search", {"q": q})], cost=0.398, reads="Find sources on the topics", expect=llm_flags
         )
         step += 1
-        tool_calls += 1
+        tool_calls = i + 1
         flags = []
         rnd = i // 5
         if rnd >= 2:
@@ -527,7 +526,7 @@ def near_identical_loop() -> Scenario:
 
 
 def mismatch_by_prefix() -> Scenario:
-    """The foreign customer hides under a key that says nothing (``owner``): its cust_ prefix gives it away."""
+    """Another customer under a key that says nothing (``owner``): its ``cust_`` prefix gives it away."""
     b = Builder("mismatch by id prefix", entities={"customer": "cust_789"})
     b.llm(calls=[("get_invoice", {"invoice_id": "inv_3301"})], reads="Send me invoice inv_3301 (cust_789)")
     b.tool(

@@ -212,16 +212,16 @@ def convert(raw: dict[str, Any], index: int, extractor: EntityExtractor) -> Run:
         elif role == "tool":
             text = str(content or "")
             unseen_input.append(text)
-            tool = pending_calls.pop(str(message.get("tool_call_id")), None)
-            if tool is None:
+            answered = pending_calls.pop(str(message.get("tool_call_id")), None)
+            if answered is None:
                 continue
-            tool.result = text
+            answered.result = text
             if text.startswith("Error:"):
-                tool.is_error = True
-                tool.error_type = "ToolError"
-                tool.error_class = "error"
+                answered.is_error = True
+                answered.error_type = "ToolError"
+                answered.error_class = "error"
             else:
-                tool.result_hash = value_hash(text)
+                answered.result_hash = value_hash(text)
     run.end_ns = clock + SECOND
     result = Run(int(raw["task_id"]), int(raw.get("trial", 0)), float(raw["reward"]), user_id, records)
     result.labels = derive_labels(traj, user_id)
@@ -326,7 +326,8 @@ def flag_table(runs: list[Run], outcome: Outcome) -> list[str]:
     ok = [i for i, r in enumerate(runs) if r.reward >= 1]
     bad = [i for i, r in enumerate(runs) if r.reward < 1]
     lines = [
-        "| flag | spans flagged | runs flagged (of 200) | successful runs flagged (FP-rate bound) | failed runs flagged |",
+        "| flag | spans flagged | runs flagged (of 200) | successful runs flagged (FP-rate bound) "
+        "| failed runs flagged |",
         "|---|---:|---:|---:|---:|",
     ]
     for flag in Flag:
@@ -434,7 +435,7 @@ def inject(kind: str, raw: dict[str, Any], pool: list[tuple[str, str]]) -> dict[
                 return run
         return None
     if kind == "LOOP_DETECTED":  # the first successful read repeated twice more with the same reply
-        for i, call, j in calls:
+        for _, call, j in calls:
             if call["function"]["name"].startswith(("get_", "search_")) and not traj[j]["content"].startswith(
                 "Error"
             ):
@@ -488,8 +489,8 @@ def injection_table(raw_runs: list[dict[str, Any]], config: Config) -> list[str]
     engine = Engine(config)
     pool = _reservation_pool(raw_runs)
     lines = [
-        "| injected fault | runs injected | flagged on the faulty tool span | also on the requesting LLM span "
-        "| new flags on other spans (downstream of the edit) |",
+        "| injected fault | runs injected | flagged on the faulty tool span "
+        "| also on the requesting LLM span | new flags on other spans (downstream of the edit) |",
         "|---|---:|---:|---:|---:|",
     ]
     for kind in ("ENTITY_MISMATCH", "ENTITY_HALLUCINATION", "LOOP_DETECTED", "DUPLICATE_SIDE_EFFECT"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -137,31 +138,30 @@ def test_thread_safety_smoke() -> None:
     assert stats["runs_open"] == 0 and stats["runs_closed"] == 160 and stats["internal_errors"] == 0
 
 
+def hostile(span_id: str, kind: Any, **fields: Any) -> SpanRecord:
+    """A record with whatever field values a broken adapter might send (types unchecked on purpose)."""
+    return SpanRecord(trace_id="t", span_id=span_id, parent_id=None, kind=kind, **fields)
+
+
 HOSTILE = [
-    SpanRecord("t", "", None, Kind.TOOL),
-    SpanRecord("t", "s", None, "tool", run_key="r"),  # type: ignore[arg-type]  # a kind as its value
-    SpanRecord("t", "s1", None, "nonsense"),  # type: ignore[arg-type]
-    SpanRecord("t", "s2", "s2", Kind.TOOL, run_key="r", tool_name=None, args_hash=None),
-    SpanRecord(
-        "t", "s3", None, Kind.LLM, run_key="r", input_tokens=-5, output_tokens=10**30, cost_usd=math.nan
-    ),
-    SpanRecord("t", "s4", None, Kind.LLM, run_key="r", input_tokens="12", cost_usd=math.inf),  # type: ignore[arg-type]
-    SpanRecord(
-        "t",
+    hostile("", Kind.TOOL),
+    hostile("s", "tool", run_key="r"),  # a kind given as its string value is accepted
+    hostile("s1", "nonsense"),
+    hostile("s2", Kind.TOOL, run_key="r", tool_name=None, args_hash=None),
+    hostile("s3", Kind.LLM, run_key="r", input_tokens=-5, output_tokens=10**30, cost_usd=math.nan),
+    hostile("s4", Kind.LLM, run_key="r", input_tokens="12", cost_usd=math.inf),
+    hostile(
         "s5",
-        None,
         Kind.TOOL,
         run_key="r",
         tool_name=42,
-        args_hash=7,  # type: ignore[arg-type]
+        args_hash=7,
         arguments={"a": object()},
         result=object(),
         tool_schema={"type": "object"},
     ),
-    SpanRecord(
-        "t",
+    hostile(
         "s6",
-        None,
         Kind.TOOL,
         run_key="r",
         tool_name="t",
@@ -169,22 +169,18 @@ HOSTILE = [
         end_ns=5,
         arg_entities=(("x", 5),),
         result_entities=(("x", None),),
-    ),  # type: ignore[arg-type]
-    SpanRecord(
-        "t",
+    ),
+    hostile(
         "s7",
-        None,
         Kind.LLM,
         run_key="r",
-        requested_calls=(["a", "b"],),  # type: ignore[arg-type]
+        requested_calls=(["a", "b"],),
         requested_entities=(("order", "ord_1"),),
         input_entities=(),
         offered_tools=("z",),
     ),
-    SpanRecord(
-        "t",
+    hostile(
         "s8",
-        None,
         Kind.TOOL,
         run_key="r",
         tool_name="t",
@@ -193,8 +189,8 @@ HOSTILE = [
         start_ns=-1,
         end_ns=2**70,
     ),
-    SpanRecord("t", "s9", None, Kind.RUN, run_key="r"),
-    SpanRecord("t", "s10", None, Kind.PHASE, run_key=""),
+    hostile("s9", Kind.RUN, run_key="r"),
+    hostile("s10", Kind.PHASE, run_key=""),
 ]
 
 

@@ -131,3 +131,19 @@ def test_known_entities_are_bounded_and_evictions_counted() -> None:
     state = engine._core.runs.peek("r")
     assert state is not None and len(state.known) <= 100
     assert engine.stats["entities_evicted"] > 0
+
+
+def test_run_input_entities_ground_ids(engine: Engine) -> None:
+    engine.open_run("run1", input_entities=(("order", "ord_42"),), start_ns=T0)
+    b = RunBuilder(engine)
+    assert b.feed(b.llm(calls=[("get", {"order_id": "ord_42"})])) == []
+    assert flags(b.feed(b.llm(calls=[("get", {"order_id": "ord_43"})]))) == {"ENTITY_HALLUCINATION"}
+
+
+def test_codes_in_prose_ground_ids_but_are_not_accused(engine: Engine) -> None:
+    b = subject_run(engine)
+    b.feed(b.llm(reads="my booking is ZFA04Y"))
+    assert b.feed(b.tool("get", {}, 1, arguments={"reservation_id": "ZFA04Y"})) == []
+    assert b.feed(b.tool("search", {}, 2, arguments={"q": "RTX4090 benchmarks"})) == []
+    bad = b.feed(b.tool("get", {}, 3, arguments={"reservation_id": "QQ11ZZ"}))
+    assert flags(bad) == {"ENTITY_HALLUCINATION"} and "reservation QQ11ZZ" in bad[0].reason

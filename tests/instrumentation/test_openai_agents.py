@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-agents = pytest.importorskip("agents")
+pytest.importorskip("agents")
 
+import agents
 import openai
 from agents import (
     Agent,
@@ -25,7 +26,6 @@ import agentwatch
 from agentwatch import semconv as sc
 from agentwatch.hashing import args_hash
 from agentwatch.testing import LLMServer, reply
-
 from tests.telemetry import Telemetry
 
 MODEL = "gpt-4o-mini"
@@ -171,9 +171,14 @@ async def test_tool_exception_that_ends_the_run(
     with pytest.raises(Exception) as caught:
         await Runner.run(support_agent(aclient, tools=[strict_cancel]), "Cancel ord_555")
 
+    assert isinstance(caught.value.__cause__, PermissionError)  # the SDK wraps it; we change nothing
     (tool,) = telemetry.tools()
-    print(type(caught.value), caught.value, tool.attributes, telemetry.runs()[0].attributes)
-    assert 0
+    assert tool.status.status_code is StatusCode.ERROR
+    assert tool.attributes[sc.ERROR_TYPE] == "PermissionError"
+    (run_span,) = telemetry.runs()
+    assert run_span.status.status_code is StatusCode.ERROR
+    assert run_span.attributes[sc.ERROR_TYPE] == "agents.exceptions.UserError"
+    assert run_span.attributes[sc.RUN_STOP_REASON] == "tool_error"  # from the tool failure it wraps
 
 
 async def test_tool_timeout_as_result_is_a_timeout(
@@ -247,6 +252,50 @@ async def test_enforced_budget_stops_the_agent_before_the_tool_runs(
         await Runner.run(support_agent(aclient), "Where is ord_555?")
     assert ran == []
     assert telemetry.tools() == []
+    (run_span,) = telemetry.runs()
+    assert run_span.attributes[sc.RUN_STOP_REASON] == "step_budget"
+
+
+async def test_enforced_budget_stops_the_next_model_call(
+    telemetry: Telemetry, llm_server: LLMServer, aclient: openai.AsyncOpenAI
+) -> None:
+    llm_server.script(reply.tool_call("get_order", {"order_id": "ord_555"}), reply.text("Shipped."))
+    with (
+        pytest.raises(agentwatch.BudgetExceeded),
+        agentwatch.run("support", budget=agentwatch.Budget(max_steps=2, enforce=True)),
+    ):
+        await Runner.run(support_agent(aclient), "Where is ord_555?")
+    assert ran == ["ord_555"] and len(llm_server.requests) == 1
+    (run_span,) = telemetry.runs()
+    assert run_span.attributes[sc.RUN_STOP_REASON] == "step_budget"
+
+
+@agentwatch.tool("audit.write", side_effect=True)
+def write_audit(order_id: str) -> str:
+    return f"audited {order_id}"
+
+
+@function_tool
+def audited_lookup(order_id: str) -> str:
+    """Look up an order and write an audit record."""
+    write_audit(order_id)
+    return "ok"
+
+
+async def test_stop_inside_a_tool_body_ends_the_run_instead_of_reaching_the_model(
+    telemetry: Telemetry, llm_server: LLMServer, aclient: openai.AsyncOpenAI
+) -> None:
+    llm_server.script(reply.tool_call("audited_lookup", {"order_id": "ord_555"}), reply.text("Done."))
+    with (
+        pytest.raises(agentwatch.BudgetExceeded),
+        agentwatch.run("support", budget=agentwatch.Budget(max_tool_calls=1, enforce=True)),
+    ):
+        await Runner.run(support_agent(aclient, tools=[audited_lookup]), "Look up ord_555")
+    assert len(llm_server.requests) == 1  # the model never saw the stop as a tool error
+    (tool,) = telemetry.tools()
+    assert tool.name == "execute_tool audited_lookup"
+    (run_span,) = telemetry.runs()
+    assert run_span.attributes[sc.RUN_STOP_REASON] == "tool_budget"
 
 
 async def test_uninstrument_makes_the_sdk_inert(

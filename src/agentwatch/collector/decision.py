@@ -61,23 +61,21 @@ _EVALUATED_FALSE = keyvalue_field(sc.ANOMALY_EVALUATED, False)
 _EVALUATED_KEY = sc.ANOMALY_EVALUATED.encode()
 _ZERO_SPAN = bytes(8)
 
-_NAME_HINTS = (
-    ("invoke_agent", "run"),
-    ("execute_tool", "tool"),
-    ("chat", "llm"),
-    ("text_completion", "llm"),
-    ("generate_content", "llm"),
-    ("embeddings", "llm"),
-)
+_NAME_HINTS = {
+    "invoke_agent": "run",
+    "execute_tool": "tool",
+    "chat": "llm",
+    "text_completion": "llm",
+    "generate_content": "llm",
+    "embeddings": "llm",
+}
 
 Out = list[tuple[Group, bytes]]
 
 
 def _hint(name: str) -> str | None:
-    for prefix, kind in _NAME_HINTS:
-        if name.startswith(prefix):
-            return kind
-    return None
+    """A kind hint from the GenAI span name (``{operation} {target}``); attributes win over it."""
+    return _NAME_HINTS.get(name.partition(" ")[0])
 
 
 def mark_unevaluated(raw: bytes) -> bytes:

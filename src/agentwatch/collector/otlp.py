@@ -240,12 +240,9 @@ def split_request(data: bytes, groups: GroupTable) -> tuple[list[SplitSpan], int
     return out, rejected, reason
 
 
-_RUN_MARKERS = (b"invoke_agent", b"openinference.span.kind", b"traceloop.span.kind")
-
-
 def maybe_run_span(raw: bytes) -> bool:
     """Cheap pre-filter: could this span be an agent run? (confirmed by :func:`is_run_span`)."""
-    return any(marker in raw for marker in _RUN_MARKERS)
+    return b"invoke_agent" in raw or b"openinference.span.kind" in raw or b"traceloop.span.kind" in raw
 
 
 def is_run_span(raw: bytes) -> bool:
@@ -320,6 +317,18 @@ def anyvalue(raw: bytes) -> Any:
             value = n - (1 << 64) if n >= 1 << 63 else n
         elif tag == 0x21 and len(raw) == 9:  # double_value
             value = _unpack_double(raw, 1)[0]
+        elif tag == 0x2A:  # array_value: ArrayValue { repeated AnyValue values = 1 }
+            n, pos = _read_varint(raw, 1)
+            if pos + n != len(raw):
+                raise IndexError
+            items = []
+            while pos < len(raw):
+                if raw[pos] != 0x0A:
+                    raise IndexError
+                n, pos = _read_varint(raw, pos + 1)
+                items.append(anyvalue(raw[pos : pos + n]))
+                pos += n
+            value = tuple(items)
         else:
             value = _from_message(AnyValue.FromString(raw))
     except (IndexError, UnicodeDecodeError):
@@ -329,13 +338,23 @@ def anyvalue(raw: bytes) -> Any:
 
 _KV_CACHE: dict[bytes, tuple[str, Any]] = {}
 _KV_CACHE_MAX = 32768
-_KV_CACHE_ITEM = 128  # only short attributes are cached (operation names, models, tool names, steps...)
+_KV_CACHE_ITEM = 64  # only short attributes are cached (operation names, models, tool names, steps...)
 _EMPTY = ("", None)
 
 
 def _keyvalue(kv: bytes) -> tuple[str, Any]:
     """Decode one serialized ``KeyValue`` (key = 1, value = 2) by slicing; odd layouts use the parser."""
     try:
+        # The common layout: short key, short value, one-byte lengths.
+        if kv[0] == 0x0A and kv[1] < 0x80:
+            end = 2 + kv[1]
+            size = len(kv)
+            if end + 2 < size and kv[end] == 0x12 and kv[end + 1] < 0x80 and end + 2 + kv[end + 1] == size:
+                key = kv[2:end].decode("utf-8")
+                value = kv[end + 2 :]
+                if value[0] == 0x0A and value[1] < 0x80 and len(value) == 2 + value[1]:
+                    return key, value[2:].decode("utf-8")
+                return key, anyvalue(value)
         if kv[0] == 0x0A:
             klen, pos = _read_varint(kv, 1)
             end = pos + klen
@@ -353,14 +372,35 @@ def _keyvalue(kv: bytes) -> tuple[str, Any]:
 
 
 def decode_attributes(attributes: Iterable[bytes]) -> dict[str, Any]:
-    """Serialized ``KeyValue`` messages as a dict of plain Python values (empty values left out)."""
+    """Serialized ``KeyValue`` messages as a dict of plain Python values (empty values left out).
+
+    The hot path of the collector: short keys with string, int, bool or double
+    values are decoded inline by slicing; short attributes are cached by their
+    bytes (operation names, models, tool names, steps repeat across spans).
+    """
     out: dict[str, Any] = {}
     cache = _KV_CACHE
     for kv in attributes:
         item = cache.get(kv)
         if item is None:
-            item = _keyvalue(kv)
-            if len(kv) <= _KV_CACHE_ITEM:
+            item = _EMPTY
+            size = len(kv)
+            if size > 4 and kv[0] == 0x0A and kv[1] < 0x80:
+                end = 2 + kv[1]
+                # value: tag 0x12, one-byte length m, then AnyValue {tag, payload} filling the rest
+                if end + 3 < size and kv[end] == 0x12 and kv[end + 1] + end + 2 == size:
+                    tag = kv[end + 2]
+                    if tag == 0x0A and kv[end + 3] + end + 4 == size:
+                        item = (kv[2:end].decode("utf-8"), kv[end + 4 :].decode("utf-8"))
+                    elif tag == 0x18 and kv[end + 3] < 0x80 and end + 4 == size:
+                        item = (kv[2:end].decode("utf-8"), kv[end + 3])
+                    elif tag == 0x10 and end + 4 == size:
+                        item = (kv[2:end].decode("utf-8"), kv[end + 3] != 0)
+                    elif tag == 0x21 and end + 11 == size:
+                        item = (kv[2:end].decode("utf-8"), _unpack_double(kv, end + 3)[0])
+            if item is _EMPTY:
+                item = _keyvalue(kv)
+            if size <= _KV_CACHE_ITEM:
                 if len(cache) >= _KV_CACHE_MAX:
                     cache.clear()
                 cache[kv] = item
@@ -419,40 +459,49 @@ def keyvalue_field(key: str, value: Any) -> bytes:
 
 
 class RequestBuilder:
-    """Collects spans under their groups and emits ``ExportTraceServiceRequest`` bytes."""
+    """Collects spans under their groups and emits ``ExportTraceServiceRequest`` bytes.
+
+    Spans are kept as (header, bytes) pieces per group with running sizes, so
+    the request is produced by one ``join`` with no intermediate copies.
+    """
 
     def __init__(self) -> None:
-        self._resources: dict[tuple[bytes, str], dict[tuple[bytes, str, bytes, str], list[bytes]]] = {}
-        self._groups: dict[tuple[bytes, str, bytes, str], Group] = {}
+        self._groups: dict[Group, tuple[list[bytes], list[int]]] = {}
         self.spans = 0
         self.size = 0
 
     def add(self, group: Group, raw: bytes) -> None:
-        scopes = self._resources.get(group.resource_key)
-        if scopes is None:
-            scopes = self._resources[group.resource_key] = {}
-        parts = scopes.get(group.key)
-        if parts is None:
-            parts = scopes[group.key] = []
-            self._groups[group.key] = group
+        entry = self._groups.get(group)
+        if entry is None:
+            entry = self._groups[group] = ([], [len(group.scope_head) + len(group.scope_tail)])
             self.size += len(group.resource_head) + len(group.scope_head) + 16
-        parts.append(_span_header(len(raw)))
-        parts.append(raw)
+        header = _span_header(len(raw))
+        entry[0].append(header)
+        entry[0].append(raw)
+        entry[1][0] += len(header) + len(raw)
         self.spans += 1
         self.size += len(raw) + 4
 
     def build(self) -> bytes:
+        by_resource: dict[tuple[bytes, str], list[Group]] = {}
+        for group in self._groups:
+            by_resource.setdefault(group.resource_key, []).append(group)
         out: list[bytes] = []
-        for scopes in self._resources.values():
-            resource_parts: list[bytes] = []
-            group: Group | None = None
-            for key, parts in scopes.items():
-                group = self._groups[key]
-                body = b"".join([group.scope_head, *parts, group.scope_tail])
-                resource_parts.append(b"\x12" + length_prefix(len(body)) + body)
-            assert group is not None
-            rs = b"".join([group.resource_head, *resource_parts, group.resource_tail])
-            out.append(b"\x0a" + length_prefix(len(rs)) + rs)
+        for groups in by_resource.values():
+            first = groups[0]
+            scope_sizes = [self._groups[g][1][0] for g in groups]
+            rs_size = len(first.resource_head) + len(first.resource_tail)
+            rs_size += sum(1 + len(length_prefix(n)) + n for n in scope_sizes)
+            out.append(b"\x0a")
+            out.append(length_prefix(rs_size))
+            out.append(first.resource_head)
+            for group, size in zip(groups, scope_sizes, strict=True):
+                out.append(b"\x12")
+                out.append(length_prefix(size))
+                out.append(group.scope_head)
+                out.extend(self._groups[group][0])
+                out.append(group.scope_tail)
+            out.append(first.resource_tail)
         return b"".join(out)
 
 

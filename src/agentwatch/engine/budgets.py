@@ -94,6 +94,8 @@ def observe(
         if lim is None:
             continue
         fired = owner.fired
+        if fired is None:
+            fired = owner.fired = set()
         who = _whose(run, owner)
         if lim.max_steps is not None and owner.steps > lim.max_steps and "steps" not in fired:
             fired.add("steps")
@@ -188,10 +190,12 @@ def at_close(ctx: Context, run: RunState, end_ns: int) -> Finding | None:
         or lim.max_ns is None
         or run.start_ns is None
         or end_ns <= 0
-        or "time" in run.fired
+        or (run.fired is not None and "time" in run.fired)
         or end_ns - run.start_ns <= lim.max_ns
     ):
         return None
+    if run.fired is None:
+        run.fired = set()
     run.fired.add("time")
     return ctx.flagger.make(
         Flag.TIME_BUDGET_EXCEEDED,

@@ -25,6 +25,7 @@ class Context:
         "_types",
         "config",
         "cycle_repeats",
+        "cycle_window",
         "extractor",
         "flagger",
         "idempotency_keys",
@@ -67,6 +68,7 @@ class Context:
         loop = config.loop
         self.loop_threshold = max(1, int(loop.repeated_calls_threshold))
         self.cycle_repeats = max(2, int(loop.cycle_repeats))
+        self.cycle_window = 4 * self.cycle_repeats  # the longest cycle (4 calls) times its repeats
         self.no_progress = max(1, int(loop.no_progress_threshold))
         an = config.anomaly
         self.spike_factor = float(an.token_spike_factor)

@@ -35,7 +35,7 @@ from . import budgets, drift, grounding, loops, policy, retries, usage
 from .budgets import compile_limits
 from .context import Context
 from .outcome import failure_mode
-from .record import Finding, Kind, RunSummary, SpanRecord
+from .record import Entity, Finding, Kind, RunSummary, SpanRecord
 from .state import CallKey, RunState, RunTable
 from .trace import plan
 
@@ -155,7 +155,11 @@ class _Core:
         if now >= self._next_sweep:
             self._next_sweep = now + _SWEEP_SECONDS
             self.runs.expire(now)
-        run = self.runs.get(key, now)
+        run = self.runs.last
+        if run is not None and run.key == key:  # the common case: the same run as last time
+            run.last_seen = now
+        else:
+            run = self.runs.get(key, now)
         if run is None:
             if key.__class__ is not str or not key:
                 return None
@@ -291,10 +295,11 @@ class _Core:
         kind = rec.kind
         span_id = rec.span_id
         if kind.__class__ is not Kind or span_id.__class__ is not str or not span_id:
-            kind = _coerce_kind(kind)
-            if kind is None or span_id.__class__ is not str or not span_id:
+            coerced = _coerce_kind(kind)
+            if coerced is None or span_id.__class__ is not str or not span_id:
                 stats.records_rejected += 1
                 return []
+            kind = coerced
             rec = replace(rec, kind=kind)
         stats.records_processed += 1
         if kind is Kind.TOOL:
@@ -463,12 +468,20 @@ class Engine:
         entities: Mapping[str, str] | None = None,
         budget: Budget | None = None,
         start_ns: int | None = None,
+        input_entities: Sequence[Entity] | None = None,
     ) -> None:
-        """Start tracking a run (idempotent). ``budget=None`` applies the configured default budget."""
+        """Start tracking a run (idempotent: a second call for an open run changes nothing).
+
+        ``budget=None`` applies the configured default budget (if any). ``entities``
+        is the declared subject; ``input_entities`` are ids in the run's own input
+        (its task or question): both count as known for ``ENTITY_HALLUCINATION``.
+        """
         with self._lock:
             try:
                 if isinstance(run_key, str) and run_key:
-                    self._core.open_run(run_key, parent_run_key, agent_name, entities, budget, start_ns)
+                    self._core.open_run(
+                        run_key, parent_run_key, agent_name, entities, budget, start_ns, input_entities
+                    )
                 else:
                     self._ctx.stats.records_rejected += 1
             except Exception:
@@ -568,7 +581,18 @@ class Engine:
 
     @property
     def stats(self) -> Mapping[str, int]:
-        """Counters: runs open/created/closed/evicted, evictions, rejected records and values, findings."""
+        """A snapshot of the engine's counters (whole-trace evaluations included).
+
+        ``runs_open`` runs held now; ``runs_created``/``runs_closed``; ``runs_evicted``
+        (LRU over ``max_runs`` or idle past the TTL, of which ``runs_expired`` by TTL);
+        ``calls_evicted`` / ``entities_evicted`` per-run memory dropped at the limits;
+        ``records_processed``; ``records_rejected`` (no span id, unknown kind, not a
+        record); ``values_rejected`` (negative, huge or non-numeric tokens or cost);
+        ``findings``; ``stops`` (calls the guard refused); ``schema_invalid`` (tool
+        schemas that are themselves invalid); ``traces_evaluated``;
+        ``duplicate_spans``, ``parent_cycles``, ``missing_parents``, ``clock_skew``
+        (messy traces, tolerated); ``internal_errors`` (a bug: input was ignored).
+        """
         with self._lock:
             out = self._ctx.stats.as_dict()
             out["runs_open"] = len(self._core.runs)

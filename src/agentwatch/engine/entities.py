@@ -55,6 +55,7 @@ _CAMEL_SPLIT = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _HAS_DIGIT = re.compile(r"\d").search
 _SNAKE_FULL = re.compile(_SNAKE).fullmatch
 _HAS_SPACE = re.compile(r"\s").search
+_JSON_START = frozenset({"{", "[", " ", "\n", "\t", "\r"})
 _BARE = "\x00bare"  # marker type: a bare ``id`` key, resolved from the value or the enclosing key
 _SOFT = "~"  # marks a key named after an entity type: its strings are ids, its numbers are not
 
@@ -211,13 +212,17 @@ class EntityExtractor:
         # stack items: (value, id-type if directly under an id-ish key, the key that names the
         # value's container -- what a bare ``id`` inside it is an id *of*)
         stack: list[tuple[Any, str | None, str | None]] = [(root, None, None)]
+        pop = stack.pop
+        push = stack.append
+        id_type_of = self._id_type
         nodes = 0
         while stack:
-            value, id_type, context = stack.pop()
+            value, id_type, context = pop()
             nodes += 1
             if nodes > MAX_NODES:
                 return
-            if isinstance(value, str):
+            cls = value.__class__
+            if cls is str or (cls is not dict and isinstance(value, str)):
                 if id_type is not None:
                     text = value.strip()
                     if self.looks_like_id(text):
@@ -229,23 +234,24 @@ class EntityExtractor:
                         if len(out) >= limit:
                             return
                         continue
-                if self._maybe_json(value, stack, id_type, context):
+                if value[:1] in _JSON_START and self._maybe_json(value, stack, id_type, context):
                     continue
                 if self._scan_text(value, out, limit):
                     return
-            elif isinstance(value, Mapping):
+            elif cls is dict or isinstance(value, Mapping):
                 items = list(value.items())
+                for key, _ in items:  # ids used as keys ({"credit_card_4421486": {...}}), in order
+                    if key.__class__ is str and _HAS_DIGIT(key) and self._scan_text(key, out, limit):
+                        return
                 for key, child in reversed(items):
-                    if isinstance(key, str):
-                        key_type = self._id_type(key)
-                        stack.append((child, key_type, context if key_type == _BARE else key))
-                        if _HAS_DIGIT(key) and self._scan_text(key, out, limit):
-                            return
+                    if key.__class__ is str:
+                        key_type = id_type_of(key)
+                        push((child, key_type, context if key_type == _BARE else key))
                     else:
-                        stack.append((child, None, context))
-            elif isinstance(value, (list, tuple)):
+                        push((child, None, context))
+            elif cls is list or cls is tuple or isinstance(value, (list, tuple)):
                 for child in reversed(value):
-                    stack.append((child, id_type, context))
+                    push((child, id_type, context))
             elif (
                 id_type is not None
                 and id_type[0] != _SOFT

@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from .context import Context
 
 LEARN_LIMIT = 4096  # ids taken from one raw result or input
+# Upper-case codes found in prose ("RTX4090", "E1234") ground ids but are never accused: a model
+# may legitimately write a product or error code it knows into a search query. Under an id-ish
+# key the same value gets the key's type and is checked.
+WEAK_TYPES = frozenset({"code"})
 MAX_PENDING = 32  # raw values held for lazy extraction before they are scanned anyway
 
 
@@ -87,7 +91,7 @@ def _flush(ctx: Context, run: RunState) -> None:
 
 def _unknown(ctx: Context, run: RunState, entities: Iterable[Entity]) -> list[Entity]:
     known = run.known
-    missing = [e for e in entities if str(e[1]).lower() not in known]
+    missing = [e for e in entities if e[0] not in WEAK_TYPES and str(e[1]).lower() not in known]
     if missing and run.pending:
         _flush(ctx, run)
         missing = [e for e in missing if str(e[1]).lower() not in known]

@@ -50,17 +50,17 @@ def observe_tool(
     if key is not None:
         calls = run.calls
         cs = calls.get(key)
-        if cs is None:
-            cs = CallState(key, span_id)
+        if cs is None:  # the common case: a call never made before in this run
+            new_for_key = not failed and result_hash is not None
+            cs = CallState(key, span_id, result_hash if new_for_key else None)
             if len(calls) < ctx.max_calls:
                 calls[key] = cs
             else:
                 ctx.stats.calls_evicted += bounded_put(calls, key, cs, ctx.max_calls)
         else:
             first = False
-        cs.calls += 1
-        if not failed and result_hash is not None and _new_result(cs, result_hash):
-            new_for_key = True
+            new_for_key = not failed and result_hash is not None and _new_result(cs, result_hash)
+        if new_for_key:
             cs.stale = 1
         else:
             cs.stale += 1
@@ -76,14 +76,14 @@ def observe_tool(
                     out.append(finding)
     window = run.window
     window.append(cs)
-    if len(window) > MAX_CYCLE * ctx.cycle_repeats:
+    if len(window) > ctx.cycle_window:
         del window[0]
     if new_for_key:
         run.since_new = 0
     else:
         run.since_new += 1
-        if not first:
-            _check_cycle(ctx, run, span_id, cs, out)  # type: ignore[arg-type]
+        if cs is not None and not first:
+            _check_cycle(ctx, run, span_id, cs, out)
 
     # progress of the run as a whole
     if failed:

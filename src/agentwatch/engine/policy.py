@@ -39,6 +39,8 @@ def check_requested(ctx: Context, run: RunState | None, rec: SpanRecord, out: li
     if not unknown:
         return
     if run is not None:
+        if run.unknown_requested is None:
+            run.unknown_requested = {}
         for name in unknown:
             bounded_put(run.unknown_requested, name, rec.span_id, ctx.max_calls)
     listed = ", ".join(repr(n) for n in unknown[:5])
@@ -53,7 +55,7 @@ def check_requested(ctx: Context, run: RunState | None, rec: SpanRecord, out: li
 
 def check_executed(ctx: Context, run: RunState, tool: str, span_id: str, out: list[Finding]) -> None:
     """Flag a tool span executing a tool the model requested without it being offered."""
-    llm_span = run.unknown_requested.get(tool)
+    llm_span = run.unknown_requested.get(tool) if run.unknown_requested else None
     if llm_span is None:
         return
     finding = ctx.flagger.make(

@@ -23,10 +23,13 @@ if TYPE_CHECKING:
 
 def observe_failure(ctx: Context, run: RunState, span_id: str, tool: str, out: list[Finding]) -> None:
     """Count one failed call of ``tool``; flag the ``retry_storm_threshold``-th and every later one."""
-    entry = run.failures.get(tool)
+    failures = run.failures
+    if failures is None:
+        failures = run.failures = {}
+    entry = failures.get(tool)
     if entry is None:
         entry = [0, span_id]
-        dropped = bounded_put(run.failures, tool, entry, ctx.max_calls)
+        dropped = bounded_put(failures, tool, entry, ctx.max_calls)
         if dropped:
             ctx.stats.calls_evicted += dropped
     entry[0] += 1
@@ -53,9 +56,12 @@ def observe_side_effect(
     ctx: Context, run: RunState, span_id: str, key: CallKey, idempotent: bool, out: list[Finding]
 ) -> None:
     """Flag a write repeated with the same args hash and no idempotency key; related = the first call."""
-    entry = run.effects.get(key)
+    effects = run.effects
+    if effects is None:
+        effects = run.effects = {}
+    entry = effects.get(key)
     if entry is None:
-        dropped = bounded_put(run.effects, key, [1, span_id], ctx.max_calls)
+        dropped = bounded_put(effects, key, [1, span_id], ctx.max_calls)
         if dropped:
             ctx.stats.calls_evicted += dropped
         return

@@ -98,14 +98,13 @@ def _first(store: dict[K, V], n: int) -> Iterator[K]:
 class CallState:
     """One (tool, args hash) key of a run: how often, since when, and which results it brought."""
 
-    __slots__ = ("arg_ids", "calls", "first_span", "key", "result", "results", "stale")
+    __slots__ = ("arg_ids", "first_span", "key", "result", "results", "stale")
 
-    def __init__(self, key: CallKey, first_span: str) -> None:
+    def __init__(self, key: CallKey, first_span: str, result: str | None = None) -> None:
         self.key = key
         self.first_span = first_span
-        self.calls = 0
         self.stale = 0  # calls since the key last brought a new result, counting that call
-        self.result: str | None = None  # the first result fingerprint (most keys only ever have one)
+        self.result = result  # the first result fingerprint (most keys only ever have one)
         self.results: set[str] | None = None  # later distinct fingerprints, created when needed
         self.arg_ids: tuple[Entity, ...] | None = None  # entities in the arguments, once extracted
 
@@ -180,7 +179,7 @@ class RunState:
         self.started_steps = 0
         self.started_tools = 0
         self.started_unique: set[CallKey] | None = None
-        self.fired: set[str] = set()
+        self.fired: set[str] | None = None  # budgets already flagged (created with the first)
         self.unique: set[CallKey] | None = None
         self.calls: dict[CallKey, CallState] = {}
         self.window: list[CallState | None] = []  # the last tool calls' keys, for cycles
@@ -188,14 +187,14 @@ class RunState:
         self.results: dict[str, None] = {}
         self.streak = 0
         self.streak_first = ""
-        self.failures: dict[str, list[Any]] = {}
-        self.effects: dict[CallKey, list[Any]] = {}
+        self.failures: dict[str, list[Any]] | None = None  # tool -> [failures, first failed span]
+        self.effects: dict[CallKey, list[Any]] | None = None  # write -> [calls, first span]
         self.subject: dict[str, tuple[str, str]] = {}  # normalised type -> (id, lowered id)
         self.known: dict[str, None] = {}  # lowered ids seen earlier in the run
         self.basis = False  # the run has seen anything that could ground an id
         self.pending: list[Any] = []  # raw results/inputs not yet scanned for ids (lazy extraction)
         self.requested: dict[CallKey, str] = {}  # requested call -> LLM span that asked for it
-        self.unknown_requested: dict[str, str] = {}  # tool requested but not offered -> LLM span
+        self.unknown_requested: dict[str, str] | None = None  # requested but not offered -> LLM span
         self.llm_seen = False
         self.last_llm_span = ""
         self.last_system: str | None = None
@@ -212,11 +211,11 @@ class RunState:
 class RunTable:
     """Open runs by key: LRU-bounded by ``max_runs``, idle runs expire after ``ttl`` seconds."""
 
-    __slots__ = ("_last", "_runs", "max_runs", "stats", "ttl")
+    __slots__ = ("_runs", "last", "max_runs", "stats", "ttl")
 
     def __init__(self, max_runs: int, ttl: float, stats: Stats) -> None:
         self._runs: OrderedDict[str, RunState] = OrderedDict()
-        self._last: RunState | None = None  # the most recently touched run (already at the end)
+        self.last: RunState | None = None  # the most recently touched run (already at the end)
         self.max_runs = max(1, int(max_runs))
         self.ttl = float(ttl)
         self.stats = stats
@@ -231,9 +230,9 @@ class RunTable:
         run = self._runs.get(key)
         if run is not None:
             run.last_seen = now
-            if run is not self._last:
+            if run is not self.last:
                 self._runs.move_to_end(key)
-                self._last = run
+                self.last = run
         return run
 
     def peek(self, key: str) -> RunState | None:
@@ -243,15 +242,15 @@ class RunTable:
         runs = self._runs
         runs[run.key] = run
         runs.move_to_end(run.key)
-        self._last = run
+        self.last = run
         while len(runs) > self.max_runs:
             runs.popitem(last=False)
             self.stats.runs_evicted += 1
 
     def pop(self, key: str) -> RunState | None:
         run = self._runs.pop(key, None)
-        if run is not None and run is self._last:
-            self._last = None
+        if run is not None and run is self.last:
+            self.last = None
         return run
 
     def values(self) -> list[RunState]:
@@ -266,7 +265,7 @@ class RunTable:
             if run.last_seen >= limit:
                 return
             del runs[key]
-            if run is self._last:
-                self._last = None
+            if run is self.last:
+                self.last = None
             self.stats.runs_expired += 1
             self.stats.runs_evicted += 1

@@ -30,7 +30,7 @@ class _Base(wrapt.ObjectProxy):  # type: ignore[misc]
 
     def _self_chunk(self, chunk: Any) -> None:
         call = self._self_call
-        if call.finished:
+        if call is None or call.finished:
             return
         try:
             if self._self_first:
@@ -41,7 +41,17 @@ class _Base(wrapt.ObjectProxy):  # type: ignore[misc]
             _runtime.internal_error("stream.chunk", err)
 
     def _self_end(self, exc: BaseException | None) -> None:
-        self._self_call.finish(exc)
+        call = self._self_call
+        if call is not None:
+            call.finish(exc)
+
+    def _self_hand_over(self, stream: Any, proxy_type: type[_Base]) -> _Base | None:
+        """Give this proxy's call to ``stream`` (rebuilt by an SDK helper); ``None`` if already done."""
+        call = self._self_call
+        if call is None or call.finished:
+            return None
+        self._self_call = None
+        return proxy_type(stream, call, self._self_on_chunk)
 
     def __del__(self) -> None:
         call = getattr(self, "_self_call", None)

@@ -8,11 +8,20 @@ budgets see everything the provider bills.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from typing import Any
 
+import wrapt
+from opentelemetry.instrumentation.utils import unwrap
+
+from .. import _runtime
 from .. import semconv as sc
 from ._calls import LLMCall
 from ._stainless import RequestInfo, StainlessPatch
+from ._stream import AsyncStreamProxy, StreamProxy
+
+_HELPERS = "anthropic.lib.streaming._messages"
 
 
 def _text(content: Any) -> str:
@@ -189,5 +198,104 @@ class _MessageStream:
         call.requested = [(name, args or "{}", call_id) for name, args, call_id in self.blocks.values()]
 
 
-def patch() -> StainlessPatch:
-    return StainlessPatch("anthropic._base_client", AnthropicProvider())
+_REQUEST_ATTR = {"sync": "_MessageStreamManager__api_request", "async": "_AsyncMessageStreamManager__api_request"}
+
+
+def _adopt(stream: Any, proxy: Any, proxy_type: type) -> None:
+    """Give the call of the proxy the manager dropped to the stream it rebuilt."""
+    raw = getattr(stream, "_raw_stream", None)
+    if proxy is None or raw is None or raw is proxy or not hasattr(proxy, "_self_hand_over"):
+        return
+    try:
+        adopted = proxy._self_hand_over(raw, proxy_type)
+        if adopted is None:
+            return
+        stream._raw_stream = adopted
+        # These versions' close() shuts the HTTP response, not the raw stream: end the span too.
+        close = stream.close
+        if inspect.iscoroutinefunction(close):
+            async def aclose() -> None:
+                try:
+                    await close()
+                finally:
+                    adopted._self_end(None)
+
+            stream.close = aclose
+        else:
+            def sclose() -> None:
+                try:
+                    close()
+                finally:
+                    adopted._self_end(None)
+
+            stream.close = sclose
+    except Exception as err:
+        _runtime.internal_error("anthropic.stream_manager", err)
+
+
+def _enter(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # Older managers build a fresh Stream from our proxy's response and drop the
+    # proxy; capture it (keeping it alive until handed over) at their request hook.
+    captured: list[Any] = []
+    request = getattr(instance, _REQUEST_ATTR["sync"], None)
+    if callable(request):
+        def capture() -> Any:
+            result = request()
+            captured.append(result)
+            return result
+
+        setattr(instance, _REQUEST_ATTR["sync"], capture)
+    stream = wrapped(*args, **kwargs)
+    if captured:
+        _adopt(stream, captured[0], StreamProxy)
+    return stream
+
+
+async def _aenter(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    captured: list[Any] = []
+    pending = getattr(instance, _REQUEST_ATTR["async"], None)
+    if inspect.isawaitable(pending):
+        async def capture() -> Any:
+            result = await pending
+            captured.append(result)
+            return result
+
+        setattr(instance, _REQUEST_ATTR["async"], capture())
+    stream = await wrapped(*args, **kwargs)
+    if captured:
+        _adopt(stream, captured[0], AsyncStreamProxy)
+    return stream
+
+
+class AnthropicPatch(StainlessPatch):
+    """The choke point, plus stream-manager hand-over on SDKs that rebuild streams (< 0.4x)."""
+
+    def __init__(self) -> None:
+        super().__init__("anthropic._base_client", AnthropicProvider())
+        self.managers = False
+
+    def install(self) -> None:
+        super().install()
+        if not self.installed:
+            return
+        try:
+            helpers = importlib.import_module(_HELPERS)
+            rebuilds = "raw_stream" not in inspect.signature(helpers.MessageStream.__init__).parameters
+        except Exception:
+            return
+        if rebuilds:
+            wrapt.wrap_function_wrapper(_HELPERS, "MessageStreamManager.__enter__", _enter)
+            wrapt.wrap_function_wrapper(_HELPERS, "AsyncMessageStreamManager.__aenter__", _aenter)
+            self.managers = True
+
+    def uninstall(self) -> None:
+        if self.managers:
+            helpers = importlib.import_module(_HELPERS)
+            unwrap(helpers.MessageStreamManager, "__enter__")
+            unwrap(helpers.AsyncMessageStreamManager, "__aenter__")
+            self.managers = False
+        super().uninstall()
+
+
+def patch() -> AnthropicPatch:
+    return AnthropicPatch()

@@ -163,7 +163,7 @@ def _texts(result: Any) -> list[str]:
     return out
 
 
-def _text_value(text: str) -> Any:
+def text_value(text: str) -> Any:
     """A text block that is JSON counts as its value (hash ignores whitespace, entities see fields)."""
     stripped = text.strip()
     if stripped[:1] in ("{", "["):
@@ -186,7 +186,7 @@ def _finish(call: ToolCall, result: Any) -> None:
             if structured is not None:
                 outcome = ("result", structured)
             else:
-                values = [_text_value(t) for t in _texts(result)]
+                values = [text_value(t) for t in _texts(result)]
                 outcome = ("result", values[0] if len(values) == 1 else values)
     except Exception as err:
         _runtime.internal_error("mcp.result", err)
@@ -314,11 +314,11 @@ class DeferredPatch:
 
     Importing ``mcp`` (or an agent framework) costs a second or more, so an
     application that never uses it must not pay for it in ``instrument()``;
-    a library that is not installed at all makes this a silent no-op.
+    a library that is not installed at all makes this a silent no-op. Used by
+    every framework integration (``openai_agents``, ``langchain``).
     """
 
-    def __init__(self, package: str, targets: tuple[tuple[str, str, str, Any], ...]) -> None:
-        self.package = package
+    def __init__(self, targets: tuple[tuple[str, str, str, Any], ...]) -> None:
         self.targets = targets  # (module, class or "" for a module function, function, wrapt wrapper)
         self.installed = False
         self._wrapped: list[tuple[Any, str]] = []
@@ -326,13 +326,11 @@ class DeferredPatch:
     def install(self) -> None:
         if self.installed:
             return
-        try:
-            if importlib.util.find_spec(self.package) is None:
-                return
-        except (ImportError, ValueError):
+        modules = [m for m in dict.fromkeys(t[0] for t in self.targets) if _installed(m.partition(".")[0])]
+        if not modules:
             return
         self.installed = True
-        for module in dict.fromkeys(target[0] for target in self.targets):
+        for module in modules:
             wrapt.register_post_import_hook(self._on_import, module)
 
     def _on_import(self, module: Any) -> None:
@@ -356,10 +354,16 @@ class DeferredPatch:
         self.installed = False
 
 
+def _installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def patch() -> DeferredPatch:
     session, client = "mcp.client.session", "mcp.client.client"
     return DeferredPatch(
-        "mcp",
         (
             (session, "ClientSession", "call_tool", _call_tool_wrapper(_own)),
             (session, "ClientSession", "list_tools", _list_tools_wrapper(_own)),

@@ -199,14 +199,15 @@ class OpenAIProvider:
             call.input_tokens = prompt
         if isinstance(completion, int):
             call.output_tokens = completion
+        # Older clients keep these details as plain dicts in the model's extras.
         details = getattr(usage, "prompt_tokens_details", None) or getattr(usage, "input_tokens_details", None)
-        cached = getattr(details, "cached_tokens", None)
+        cached = _get(details, "cached_tokens")
         if isinstance(cached, int):
             call.cache_read = cached
         out_details = getattr(usage, "completion_tokens_details", None) or getattr(
             usage, "output_tokens_details", None
         )
-        reasoning = getattr(out_details, "reasoning_tokens", None)
+        reasoning = _get(out_details, "reasoning_tokens")
         if isinstance(reasoning, int):
             call.reasoning_tokens = reasoning
 

@@ -31,6 +31,8 @@ from opentelemetry import trace
 
 from .. import _runtime
 from .. import semconv as sc
+from ..classify import stop_reason_for
+from ..errors import StopRun
 from ..runs import Run, current_run
 from ..runs import run as open_run
 from ..semconv import StopReason
@@ -41,6 +43,7 @@ from .mcp import DeferredPatch  # the generic deferred wrapper installer (see mc
 _STOP_REASONS = {
     "MaxTurnsExceeded": StopReason.STEP_BUDGET,
     "InputGuardrailTripwireTriggered": StopReason.INVALID_INPUT,
+    "GraphRecursionError": StopReason.STEP_BUDGET,  # LangGraph's recursion_limit
 }
 
 # Exceptions the SDK turned into a message for the model during the current tool call.
@@ -91,11 +94,40 @@ class DetachedRun:
             _runtime.internal_error("run.end", err)
 
 
+def wrapped_stop(exc: BaseException) -> StopRun | None:
+    """agentwatch's own deliberate stop (``BudgetExceeded``...) inside a framework's wrapper exception.
+
+    The Agents SDK re-raises anything from a tool call as ``UserError``; the
+    user enforced a budget and catches ``agentwatch.BudgetExceeded``, so the
+    run's entry point raises the stop itself.
+    """
+    if isinstance(exc, StopRun):
+        return None
+    cause, seen = exc.__cause__, 0
+    while cause is not None and seen < 8:
+        if isinstance(cause, StopRun):
+            return cause
+        cause, seen = cause.__cause__, seen + 1
+    return None
+
+
 def stop_for(run: Run, exc: BaseException | None) -> None:
-    """Name the stop reason of framework exceptions the classifier does not know."""
+    """Name the stop reason of framework exceptions the classifier does not know.
+
+    Frameworks wrap a tool's exception in their own (the Agents SDK raises
+    ``UserError`` from it): the run stopped for the tool failure it wraps.
+    """
     if exc is None or run.stop_reason is not None:
         return
     reason = _STOP_REASONS.get(type(exc).__name__)
+    if reason is None and stop_reason_for(exc) is StopReason.INTERNAL_ERROR:
+        cause, seen = exc.__cause__, 0
+        while cause is not None and seen < 8:
+            found = stop_reason_for(cause)
+            if found is not StopReason.INTERNAL_ERROR:
+                reason = found
+                break
+            cause, seen = cause.__cause__, seen + 1
     if reason is not None:
         run.stop(reason, str(exc)[:200] or None)
 
@@ -110,8 +142,20 @@ def _agent_name(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 
 
 async def _run_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if not active() or not opens_run():
+    if not active():
         return await wrapped(*args, **kwargs)
+    try:
+        if opens_run():
+            return await _in_run(wrapped, args, kwargs)
+        return await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        stop = wrapped_stop(exc)
+        if stop is not None:
+            raise stop from None
+        raise
+
+
+async def _in_run(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     try:
         scope = open_run(_agent_name(args, kwargs))
         run = scope.__enter__()
@@ -203,7 +247,9 @@ def _sdk_error(tool: Any) -> BaseException:
         return TimeoutError(f"tool {getattr(tool, 'name', '?')} timed out")
 
 
-async def _invoke_tool_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def _invoke_tool_wrapper(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     if not active():
         return await wrapped(*args, **kwargs)
     call = _begin_tool(kwargs)
@@ -238,9 +284,13 @@ async def _invoke_tool_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...
 
 
 async def _failure_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    error = kwargs.get("error")
+    if isinstance(error, StopRun) and active():
+        # An enforced budget or loop rule stopped a call inside the tool: that ends the run,
+        # it is not a tool error for the model to read and work around.
+        raise error
     result = await wrapped(*args, **kwargs)
     holder = _HANDLED.get()
-    error = kwargs.get("error")
     if holder is not None and result is not None and isinstance(error, BaseException):
         holder.append(error)
     return result
@@ -248,7 +298,6 @@ async def _failure_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], k
 
 def patch() -> DeferredPatch:
     return DeferredPatch(
-        "agents",
         (
             ("agents.run", "AgentRunner", "run", _run_wrapper),
             ("agents.run", "AgentRunner", "run_streamed", _run_streamed_wrapper),

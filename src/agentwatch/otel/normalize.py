@@ -398,6 +398,24 @@ def build_record(
     Unlike :func:`record_from_attributes` this may raise on a mapping whose
     lookups fail, so adapters can count the problem; typed reads never raise.
     """
+    return build_record_positional(
+        attrs, kind, trace_id, span_id, parent_id, name, start_ns, end_ns, is_error, extractor
+    )
+
+
+def build_record_positional(
+    attrs: Mapping[str, Any],
+    kind: Kind,
+    trace_id: str,
+    span_id: str,
+    parent_id: str | None,
+    name: str,
+    start_ns: int,
+    end_ns: int,
+    is_error: bool,
+    extractor: EntityExtractor | None,
+) -> SpanRecord:
+    """:func:`build_record` with positional arguments, for the SDK processor's hot path."""
     get = attrs.get
     if end_ns < start_ns:
         end_ns = start_ns

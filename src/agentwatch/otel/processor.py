@@ -45,7 +45,7 @@ from ..engine.entities import EntityExtractor
 from ..engine.record import Finding, Kind, RunSummary, SpanRecord
 from .enrich import enrich
 from .findings import anomaly_update, run_summary_attributes
-from .normalize import build_record, detect_kind, run_agent_name, run_entities, span_attributes
+from .normalize import build_record_positional, detect_kind, run_agent_name, run_entities, span_attributes
 from .reporting import AnomalyContext, FindingReporter, OnAnomaly
 
 if TYPE_CHECKING:
@@ -86,9 +86,10 @@ class _Run:
 
 # What on_start learnt about a span that has not ended yet: a list, not an object,
 # because one is built per span and a list is four times cheaper to make.
-# [trace id, span id hex, parent span id hex | None, _Run, live span while its kind is unknown]
+# [trace id, span id hex, parent span id hex | None, _Run, live span while its kind is unknown,
+#  kind detected at start or None]
 _Entry = list
-_TRACE, _HEX, _PARENT_HEX, _RUN_OF, _LIVE = range(5)
+_TRACE, _HEX, _PARENT_HEX, _RUN_OF, _LIVE, _KIND = range(6)
 
 
 class AnomalyProcessor(SpanProcessor):
@@ -217,7 +218,7 @@ class AnomalyProcessor(SpanProcessor):
                 self._counts["spans_evicted"] += 1
             except (StopIteration, KeyError, RuntimeError):
                 pass
-        opened[span_id] = [trace_id, hex_id, parent_hex, run, span if kind is None else None]
+        opened[span_id] = [trace_id, hex_id, parent_hex, run, span if kind is None else None, kind]
 
     def _settle(self, entry: _Entry) -> None:
         """Look again at a span whose kind was unknown at start (its first child is starting)."""
@@ -244,7 +245,9 @@ class AnomalyProcessor(SpanProcessor):
             self._counts["spans_untracked"] += 1
             return enrich(span, {_EVALUATED: False})
         attrs = span_attributes(span)
-        kind = detect_kind(attrs) or _OTHER
+        # Instrumentations name a span's kind when they start it; only a span that had
+        # none then (OpenLLMetry's decorators set it just after) is looked at again.
+        kind = entry[_KIND] or detect_kind(attrs) or _OTHER
         run = entry[_RUN_OF]
         hex_id = entry[_HEX]
         owns_run = run.key == hex_id
@@ -266,17 +269,17 @@ class AnomalyProcessor(SpanProcessor):
         if end_ns < start_ns:
             self._counts["clock_skew"] += 1
         status = span.status
-        record = build_record(
+        record = build_record_positional(
             attrs,
             kind,
-            trace_id=run.trace_hex,
-            span_id=hex_id,
-            parent_id=entry[_PARENT_HEX],
-            name=span.name,
-            start_ns=start_ns,
-            end_ns=end_ns,
-            is_error=status is not None and status.status_code is _ERROR,
-            extractor=self._extractor,
+            run.trace_hex,
+            hex_id,
+            entry[_PARENT_HEX],
+            span.name,
+            start_ns,
+            end_ns,
+            status is not None and status.status_code is _ERROR,
+            self._extractor,
         )
         self._evaluated += 1
         parent_run = run.parent

@@ -1,0 +1,295 @@
+"""LangChain tools and LangGraph graphs: tool spans and run spans, no callbacks to register.
+
+Hooks (tested with langchain-core 1.7 and langgraph 1.2):
+
+* ``langchain_core.tools.base.BaseTool.run`` / ``BaseTool.arun`` — ``invoke``,
+  ``ainvoke``, ``run``, ``arun`` and LangGraph's ``ToolNode`` all end there, so
+  every tool call is one ``execute_tool`` span carrying the model's
+  ``tool_call_id`` and the tool's argument schema.
+* ``langchain_core.tools.base._handle_tool_error`` / ``_handle_validation_error``
+  — a tool with ``handle_tool_error`` returns its exception as text; the hook
+  hands the exception to the span so the call still counts as failed.
+* ``langgraph.pregel.main.Pregel.stream`` / ``Pregel.astream`` — ``invoke`` and
+  ``ainvoke`` iterate these, so every way of running a compiled graph is one
+  ``invoke_agent {graph name}`` run span, open while the stream is consumed.
+* ``langgraph.prebuilt.tool_node._handle_tool_error`` — with
+  ``handle_tool_errors=True`` a ``ToolNode`` would hand any exception to the
+  model as text; an enforced agentwatch stop ends the run instead.
+
+Nesting: a graph invoked while a run is current joins that run (subgraphs run
+from a node, or a graph inside the user's ``agentwatch.run``): one attempt,
+one run span, not one per node or subgraph. A graph invoked from inside a tool
+call (an agent used as a tool) is a sub-agent and gets a nested run.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+from opentelemetry import context as otel_context
+
+from .. import _runtime
+from ..errors import StopRun
+from ._calls import ToolCall, active, start_tool
+from .mcp import DeferredPatch, text_value
+from .openai_agents import DetachedRun, opens_run
+
+_FILTERED = frozenset({"run_manager", "callbacks", "config", "runtime", "state", "store", "tool_call_id"})
+
+
+# --------------------------------------------------------------------------- tools
+
+# Exceptions a tool's own handle_tool_error turned into text during the current call.
+_HANDLED: ContextVar[list[BaseException] | None] = ContextVar("agentwatch_langchain_handled", default=None)
+
+
+def _arguments(tool: Any, tool_input: Any) -> Any:
+    """The arguments as the model sent them: injected values (state, runtime, callbacks) left out."""
+    if isinstance(tool_input, dict):
+        try:
+            return tool._filter_injected_args(tool_input)
+        except Exception:
+            return {k: v for k, v in tool_input.items() if k not in _FILTERED}
+    if isinstance(tool_input, str):
+        try:
+            fields = list(tool.args)
+        except Exception:
+            fields = []
+        if len(fields) == 1:  # a single-input tool called with a bare string
+            return {fields[0]: tool_input}
+    return tool_input
+
+
+def _schema(tool: Any) -> dict[str, Any] | None:
+    schema = tool.tool_call_schema  # memoized per tool by langchain-core
+    if isinstance(schema, dict):
+        return schema
+    dump = getattr(schema, "model_json_schema", None)
+    return dump() if callable(dump) else None
+
+
+def _begin(tool: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ToolCall | None:
+    """Open the tool span; ``None`` to pass through. Deliberate stops propagate."""
+    try:
+        name = getattr(tool, "name", None)
+        if not isinstance(name, str):
+            return None
+        tool_input = args[0] if args else kwargs.get("tool_input")
+        arguments = _arguments(tool, tool_input)
+        try:
+            schema = _schema(tool)
+        except Exception:
+            schema = None
+        description = getattr(tool, "description", None)
+        call_id = kwargs.get("tool_call_id")
+    except Exception as err:
+        _runtime.internal_error("langchain.tool", err)
+        return None
+    return start_tool(
+        name,
+        arguments if arguments is not None else {},
+        description=description if isinstance(description, str) and description else None,
+        schema=schema,
+        call_id=call_id if isinstance(call_id, str) and call_id else None,
+    )
+
+
+def _result(output: Any) -> Any:
+    """What the tool returned: a ToolMessage's content (JSON text counts as its value)."""
+    if type(output).__name__ == "Command":  # a LangGraph state update, not a result
+        return None
+    content = getattr(output, "content", output)
+    return text_value(content) if isinstance(content, str) else content
+
+
+def _finish(call: ToolCall, output: Any, handled: list[BaseException]) -> None:
+    if handled:
+        call.finish(exc=handled[-1])
+        return
+    try:
+        value = _result(output)
+    except Exception as err:
+        _runtime.internal_error("langchain.result", err)
+        call.finish()
+        return
+    if value is None:
+        call.finish()
+    else:
+        call.finish(value)
+
+
+def _run_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not active():
+        return wrapped(*args, **kwargs)
+    call = _begin(instance, args, kwargs)
+    if call is None:
+        return wrapped(*args, **kwargs)
+    handled: list[BaseException] = []
+    token = _HANDLED.set(handled)
+    try:
+        output = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        call.finish(exc=exc)
+        raise
+    finally:
+        _HANDLED.reset(token)
+    _finish(call, output, handled)
+    return output
+
+
+async def _arun_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not active():
+        return await wrapped(*args, **kwargs)
+    call = _begin(instance, args, kwargs)
+    if call is None:
+        return await wrapped(*args, **kwargs)
+    handled: list[BaseException] = []
+    token = _HANDLED.set(handled)
+    try:
+        output = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        call.finish(exc=exc)
+        raise
+    finally:
+        _HANDLED.reset(token)
+    _finish(call, output, handled)
+    return output
+
+
+def _handled_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    content = wrapped(*args, **kwargs)
+    holder = _HANDLED.get()
+    error = args[0] if args else kwargs.get("e")
+    if holder is not None and isinstance(error, BaseException):
+        holder.append(error)
+    return content
+
+
+def _tool_node_error_wrapper(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    error = args[0] if args else kwargs.get("e")
+    if isinstance(error, StopRun) and active():
+        # An enforced budget, loop or deny rule ends the run; it is not a tool error for the model.
+        raise error
+    return wrapped(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------- graphs
+
+
+def _graph_name(graph: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    config = args[1] if len(args) > 1 else kwargs.get("config")
+    if isinstance(config, dict) and isinstance(config.get("run_name"), str) and config["run_name"]:
+        return str(config["run_name"])
+    name = getattr(graph, "name", None)
+    return name if isinstance(name, str) and name else "LangGraph"
+
+
+def _start(graph: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> DetachedRun | None:
+    if not active() or not opens_run():
+        return None
+    try:
+        return DetachedRun(_graph_name(graph, args, kwargs))
+    except Exception as err:
+        _runtime.internal_error("langgraph.run", err)
+        return None
+
+
+def _iterate(stream: Any, run: DetachedRun) -> Any:
+    """Yield the graph's stream items; the run's context is current only while the graph works."""
+    iterator = iter(stream)
+    error: BaseException | None = None
+    try:
+        while True:
+            token = otel_context.attach(run.context)
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                otel_context.detach(token)
+            yield item
+    except GeneratorExit:  # the consumer stopped early: close the graph inside its run
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            token = otel_context.attach(run.context)
+            try:
+                close()
+            finally:
+                otel_context.detach(token)
+        raise
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        run.end(error)
+
+
+async def _aiterate(stream: Any, run: DetachedRun) -> Any:
+    iterator = stream.__aiter__()
+    error: BaseException | None = None
+    try:
+        while True:
+            token = otel_context.attach(run.context)
+            try:
+                item = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+            finally:
+                otel_context.detach(token)
+            yield item
+    except GeneratorExit:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            token = otel_context.attach(run.context)
+            try:
+                await aclose()
+            finally:
+                otel_context.detach(token)
+        raise
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        run.end(error)
+
+
+def _stream_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    run = _start(instance, args, kwargs)
+    if run is None:
+        return wrapped(*args, **kwargs)
+    try:
+        stream = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        run.end(exc)
+        raise
+    return _iterate(stream, run)
+
+
+def _astream_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    run = _start(instance, args, kwargs)
+    if run is None:
+        return wrapped(*args, **kwargs)
+    try:
+        stream = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        run.end(exc)
+        raise
+    return _aiterate(stream, run)
+
+
+def patch() -> DeferredPatch:
+    tools = "langchain_core.tools.base"
+    return DeferredPatch(
+        (
+            (tools, "BaseTool", "run", _run_wrapper),
+            (tools, "BaseTool", "arun", _arun_wrapper),
+            (tools, "", "_handle_tool_error", _handled_wrapper),
+            (tools, "", "_handle_validation_error", _handled_wrapper),
+            ("langgraph.pregel.main", "Pregel", "stream", _stream_wrapper),
+            ("langgraph.pregel.main", "Pregel", "astream", _astream_wrapper),
+            ("langgraph.prebuilt.tool_node", "", "_handle_tool_error", _tool_node_error_wrapper),
+        )
+    )
