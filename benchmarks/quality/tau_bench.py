@@ -28,7 +28,14 @@ in the data, so ``TOOL_ARG_MISMATCH`` is not exercised.
 Two configurations are measured: the built-in defaults, and an "airline"
 configuration that adds the domain's id shapes as entity patterns (reservation
 ids are six upper-case letters/digits, flight numbers ``HAT`` + 3 digits),
-as a deployment would through ``agent.entities.patterns``.
+as a deployment would through ``agent.entities.patterns``. History, for
+honesty: the first version of the default extractor did not recognise
+upper-case booking codes in prose ("my reservation ID is ZFA04Y"), and the
+defaults then flagged ENTITY_HALLUCINATION on 37 of the 84 successful runs.
+The generic ``code`` shape (upper-case letters and digits, 5..12 characters)
+was added to the defaults because of that; it is not specific to this data
+(booking references, tracking numbers, SKUs), and codes found in prose only
+ground ids, they are never reported as invented.
 
 Labels are derived from the data, independently of the detectors:
 

@@ -143,7 +143,7 @@ def test_run_input_entities_ground_ids(engine: Engine) -> None:
 def test_codes_in_prose_ground_ids_but_are_not_accused(engine: Engine) -> None:
     b = subject_run(engine)
     b.feed(b.llm(reads="my booking is ZFA04Y"))
-    assert b.feed(b.tool("get", {}, 1, arguments={"reservation_id": "ZFA04Y"})) == []
-    assert b.feed(b.tool("search", {}, 2, arguments={"q": "RTX4090 benchmarks"})) == []
-    bad = b.feed(b.tool("get", {}, 3, arguments={"reservation_id": "QQ11ZZ"}))
+    for args in ({"reservation_id": "ZFA04Y"}, {"q": "RTX4090 benchmarks"}):
+        assert b.feed(b.tool("get", args, 1, arguments=args)) == []
+    bad = b.feed(b.tool("get", {"reservation_id": "QQ11ZZ"}, 3, arguments={"reservation_id": "QQ11ZZ"}))
     assert flags(bad) == {"ENTITY_HALLUCINATION"} and "reservation QQ11ZZ" in bad[0].reason

@@ -46,7 +46,7 @@ from .otlp import (
     SpanView,
     collector_group,
     decode_attributes,
-    get_attribute,
+    edit_span,
     keyvalue_field,
     set_attributes,
 )
@@ -194,14 +194,18 @@ class Decider:
     # ------------------------------------------------------------------ records
 
     @staticmethod
-    def _records(trace_hex: str, views: Sequence[Any]) -> list[SpanRecord]:
+    def _records(trace_hex: str, views: Sequence[Any]) -> tuple[list[SpanRecord], list[dict[str, Any]]]:
+        """Each span's record, and its decoded attributes (kept to tag it without re-parsing)."""
         records = []
+        decoded = []
         for view in views:
             pid = view.parent_span_id
             name = view.name
+            attrs = decode_attributes(view.attributes)
+            decoded.append(attrs)
             records.append(
                 record_from_attributes(
-                    decode_attributes(view.attributes),
+                    attrs,
                     trace_id=trace_hex,
                     span_id=view.span_id.hex(),
                     parent_id=pid.hex() if pid and pid != _ZERO_SPAN else None,
@@ -212,7 +216,7 @@ class Decider:
                     span_kind_hint=_hint(name),
                 )
             )
-        return records
+        return records, decoded
 
     # ------------------------------------------------------------------ a whole trace
 
@@ -220,7 +224,7 @@ class Decider:
         raws = trace.raws
         groups = trace.groups
         views = [SpanView.FromString(raw) for raw in raws]
-        records = self._records(trace.trace_id.hex(), views)
+        records, decoded = self._records(trace.trace_id.hex(), views)
         result = self.engine.evaluate_trace(records)
         findings = result.findings
         summaries = result.summaries
@@ -229,7 +233,9 @@ class Decider:
             for i, record in enumerate(records):
                 sid = record.span_id
                 if sid in findings or sid in summaries:
-                    tagged = self._tag(raws[i], record, findings.get(sid), summaries.get(sid), verdict)
+                    tagged = self._tag(
+                        raws[i], record, decoded[i], findings.get(sid), summaries.get(sid), verdict
+                    )
                     out[i] = (groups[i], tagged)
         self._anchor(verdict, groups, records)
         self.verdicts.retain(verdict, groups, raws, trace.nbytes)
@@ -254,6 +260,7 @@ class Decider:
         self,
         raw: bytes,
         record: SpanRecord,
+        attrs: Mapping[str, Any],
         findings: Sequence[Finding] | None,
         summary: RunSummary | None,
         verdict: Verdict,
@@ -267,15 +274,14 @@ class Decider:
                 found.extend(f for f in summary.findings if f not in found)
         if not found and summary is None:
             return raw
-        span = Span.FromString(raw)
-        severity = get_attribute(span.attributes, sc.ANOMALY_SEVERITY)
+        severity = attrs.get(sc.ANOMALY_SEVERITY)
         new_attrs, events, new = anomaly_update(
             record.flags_present, severity if isinstance(severity, str) else None, found
         )
         if summary is not None:
-            existing = get_attribute(span.attributes, sc.RUN_ANOMALY_FLAGS)
+            existing = attrs.get(sc.RUN_ANOMALY_FLAGS)
             summary_attrs = run_summary_attributes(summary, existing if isinstance(existing, tuple) else None)
-            new_attrs.update(summary_attrs)
+            new_attrs.update({k: v for k, v in summary_attrs.items() if attrs.get(k) != v})
             verdict.run_flags[summary.run_key] = tuple(summary_attrs[sc.RUN_ANOMALY_FLAGS])
             verdict.run_attributes[record.span_id] = dict(summary_attrs)
         if found:
@@ -285,12 +291,7 @@ class Decider:
             self._count(new, record)
         if not new_attrs and not events:
             return raw
-        set_attributes(span.attributes, new_attrs)
-        stamp = span.end_time_unix_nano or span.start_time_unix_nano
-        for name, attrs in events:
-            event = span.events.add(name=name, time_unix_nano=stamp)
-            set_attributes(event.attributes, attrs)
-        return span.SerializeToString()
+        return edit_span(raw, attrs, new_attrs, events, record.end_ns or record.start_ns)
 
     def _count(self, new: Sequence[Finding], record: SpanRecord) -> None:
         for finding in new:
@@ -315,7 +316,7 @@ class Decider:
             return [(g, mark_unevaluated(r)) for g, r in zip(trace.groups, trace.raws, strict=True)]
         trace_hex = trace.trace_id.hex()
         views = [SpanView.FromString(raw) for raw in trace.raws]
-        late_records = self._records(trace_hex, views)
+        late_records, late_attrs = self._records(trace_hex, views)
         retained = verdict.retained
         known: set[str] = set()
         if retained is not None:
@@ -327,7 +328,7 @@ class Decider:
             sid = record.span_id
             if sid in known or (retained is None and sid in verdict.findings):
                 # The same span again (a client retry): the same tags as the first time.
-                out.append((trace.groups[i], self._retag(trace.raws[i], record, verdict)))
+                out.append((trace.groups[i], self._retag(trace.raws[i], record, late_attrs[i], verdict)))
                 cached += 1
             elif retained is None:
                 out.append((trace.groups[i], mark_unevaluated(trace.raws[i])))
@@ -338,26 +339,21 @@ class Decider:
         self.stats.add("late_spans", unevaluated, "unevaluated")
         if fresh:
             assert retained is not None
-            out.extend(self._reevaluate(trace, verdict, retained, fresh, late_records))
+            out.extend(self._reevaluate(trace, verdict, retained, fresh, late_records, late_attrs))
             self.stats.add("late_spans", len(fresh), "reevaluated")
         return out
 
-    def _retag(self, raw: bytes, record: SpanRecord, verdict: Verdict) -> bytes:
+    def _retag(self, raw: bytes, record: SpanRecord, attrs: Mapping[str, Any], verdict: Verdict) -> bytes:
         findings = verdict.findings.get(record.span_id)
         run_attrs = verdict.run_attributes.get(record.span_id)
         if not findings and not run_attrs:
             return raw
-        span = Span.FromString(raw)
-        severity = get_attribute(span.attributes, sc.ANOMALY_SEVERITY)
+        severity = attrs.get(sc.ANOMALY_SEVERITY)
         new_attrs, events, _ = anomaly_update(
             record.flags_present, severity if isinstance(severity, str) else None, findings or ()
         )
         new_attrs.update(run_attrs or {})
-        set_attributes(span.attributes, new_attrs)
-        stamp = span.end_time_unix_nano or span.start_time_unix_nano
-        for name, attrs in events:
-            set_attributes(span.events.add(name=name, time_unix_nano=stamp).attributes, attrs)
-        return span.SerializeToString()
+        return edit_span(raw, attrs, new_attrs, events, record.end_ns or record.start_ns)
 
     def _reevaluate(
         self,
@@ -366,9 +362,10 @@ class Decider:
         retained: list[bytes],
         fresh: list[int],
         late_records: list[SpanRecord],
+        late_attrs: list[dict[str, Any]],
     ) -> Out:
         trace_hex = trace.trace_id.hex()
-        old_records = self._records(trace_hex, [SpanView.FromString(raw) for raw in retained])
+        old_records, _ = self._records(trace_hex, [SpanView.FromString(raw) for raw in retained])
         old_groups = verdict.retained_groups or []
         new_records = [late_records[i] for i in fresh]
         result = self.engine.evaluate_trace([*old_records, *new_records])
@@ -379,7 +376,9 @@ class Decider:
             fresh_ids.add(sid)
             raw = trace.raws[i]
             if sid in result.findings or sid in result.summaries:
-                raw = self._tag(raw, record, result.findings.get(sid), result.summaries.get(sid), verdict)
+                raw = self._tag(
+                    raw, record, late_attrs[i], result.findings.get(sid), result.summaries.get(sid), verdict
+                )
             out.append((trace.groups[i], raw))
 
         # What is new about spans that already left goes on summary spans, one per run.

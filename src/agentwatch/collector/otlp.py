@@ -241,8 +241,12 @@ def split_request(data: bytes, groups: GroupTable) -> tuple[list[SplitSpan], int
 
 
 def maybe_run_span(raw: bytes) -> bool:
-    """Cheap pre-filter: could this span be an agent run? (confirmed by :func:`is_run_span`)."""
-    return b"invoke_agent" in raw or b"openinference.span.kind" in raw or b"traceloop.span.kind" in raw
+    """Cheap pre-filter: could this span be an agent run? (confirmed by :func:`is_run_span`).
+
+    Looks for ``invoke_agent`` and ``.span.kind`` (``openinference.span.kind``,
+    ``traceloop.span.kind``) in the serialized span.
+    """
+    return b"invoke_agent" in raw or b".span.kind" in raw
 
 
 def is_run_span(raw: bytes) -> bool:
@@ -446,6 +450,36 @@ def set_attributes(attributes: Any, values: Mapping[str, Any]) -> None:
             to_anyvalue(remaining.pop(kv.key), kv.value)
     for key, value in remaining.items():
         to_anyvalue(value, attributes.add(key=key).value)
+
+
+def edit_span(
+    raw: bytes,
+    attrs: Mapping[str, Any],
+    new_attrs: Mapping[str, Any],
+    events: Sequence[tuple[str, Mapping[str, Any]]],
+    stamp: int,
+) -> bytes:
+    """The span with ``new_attrs`` set and ``events`` (stamped ``stamp``) added.
+
+    When none of the keys exists yet (``attrs`` holds the span's decoded
+    attributes), the new attributes and events are appended as extra repeated
+    fields: valid protobuf, and no re-encoding of the span. Otherwise the span
+    is parsed, edited in place and re-serialised.
+    """
+    if not any(key in attrs for key in new_attrs):
+        parts = [raw]
+        for key, value in new_attrs.items():
+            parts.append(keyvalue_field(key, value))
+        for name, event_attrs in events:
+            event = Span.Event(name=name, time_unix_nano=stamp)
+            set_attributes(event.attributes, event_attrs)
+            parts.append(field_bytes(11, event.SerializeToString()))
+        return b"".join(parts)
+    span = Span.FromString(raw)
+    set_attributes(span.attributes, new_attrs)
+    for name, event_attrs in events:
+        set_attributes(span.events.add(name=name, time_unix_nano=stamp).attributes, event_attrs)
+    return span.SerializeToString()
 
 
 def keyvalue_field(key: str, value: Any) -> bytes:

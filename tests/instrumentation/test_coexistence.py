@@ -1,0 +1,186 @@
+"""agentwatch beside the real OpenLLMetry, OpenInference and official openai-v2 instrumentations.
+
+The rule (``_calls._foreign_llm_span``): the outermost LLM span wins. When the
+other instrumentation's span for the call is already current, agentwatch adds
+its attributes (cost, step, tool-call hashes) to that span; when agentwatch's
+span is outer, it sets the suppression key so the inner one stays quiet.
+Either way the user gets one LLM span per call and the cost is counted once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import agentwatch
+from agentwatch import semconv as sc
+from agentwatch.hashing import args_hash
+from agentwatch.instrumentation import Instrumentor
+from agentwatch.testing import LLMServer, reply
+from tests.telemetry import Telemetry
+
+MODEL = "gpt-4o-mini"
+USAGE = {"input_tokens": 1000, "output_tokens": 200}
+COST = round((1000 * 0.15 + 200 * 0.6) / 1e6, 10)
+
+FOREIGN = {
+    "openai-v2": "opentelemetry.instrumentation.openai_v2",  # official, on util-genai
+    "openllmetry": "opentelemetry.instrumentation.openai",  # traceloop
+    "openinference": "openinference.instrumentation.openai",  # Arize
+}
+# OpenInference wraps ``OpenAI.request`` on the subclass. Instrumented before agentwatch, that
+# attribute shadows agentwatch's wrapper on ``SyncAPIClient.request``, so agentwatch never sees
+# the call: still one span, but without cost, step or tool-call hashes. The fix belongs in
+# ``_stainless.py`` (also wrap subclasses that define their own ``request``).
+SHADOWED = {("openinference", "foreign_first")}
+
+
+def _foreign(name: str) -> Any:
+    module = pytest.importorskip(FOREIGN[name])
+    return module.OpenAIInstrumentor()
+
+
+@pytest.fixture
+def restore_openai_clients() -> Iterator[None]:
+    """Instrumentations that wrap attributes on ``OpenAI``/``AsyncOpenAI`` leave them set on unwrap."""
+    saved = {cls: cls.__dict__.get("request") for cls in (openai.OpenAI, openai.AsyncOpenAI)}
+    yield
+    for cls, value in saved.items():
+        if value is None:
+            if "request" in cls.__dict__:
+                delattr(cls, "request")
+        else:
+            cls.request = value
+
+
+def _setup(order: str, foreign: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Telemetry, Callable[[], None]]:
+    """Instrument both onto one provider in ``order``; returns telemetry and an LIFO teardown."""
+    monkeypatch.delenv(sc.ENV_CAPTURE_CONTENT, raising=False)
+    monkeypatch.delenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", raising=False)
+    agentwatch.uninstrument()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+
+    def ours() -> None:
+        agentwatch.instrument(tracer_provider=provider, meter_provider=meters)
+
+    def theirs() -> None:
+        foreign.instrument(tracer_provider=provider, meter_provider=meters)
+
+    steps = [theirs, ours] if order == "foreign_first" else [ours, theirs]
+    for step in steps:
+        step()
+
+    def teardown() -> None:
+        for step in reversed(steps):
+            if step is ours:
+                agentwatch.uninstrument()
+            else:
+                foreign.uninstrument()
+
+    return Telemetry(exporter, reader, provider), teardown
+
+
+def _llm_spans(telemetry: Telemetry) -> list[Any]:
+    """Every span of any of the four conventions that describes an LLM call."""
+    out = []
+    for span in telemetry.spans():
+        attrs = span.attributes or {}
+        if (
+            attrs.get(sc.GEN_AI_OPERATION_NAME) in sc.LLM_OPERATIONS
+            or attrs.get(sc.LLM_REQUEST_TYPE)
+            or attrs.get(sc.OPENINFERENCE_SPAN_KIND) == "LLM"
+            or span.instrumentation_scope.name == "agentwatch" and span.kind.name == "CLIENT"
+        ):
+            out.append(span)
+    return out
+
+
+@pytest.mark.parametrize("order", ["agentwatch_first", "foreign_first"])
+@pytest.mark.parametrize("name", list(FOREIGN))
+def test_one_llm_span_with_cost_counted_once(
+    name: str, order: str, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch, restore_openai_clients: None,
+    request: pytest.FixtureRequest,
+) -> None:
+    if (name, order) in SHADOWED:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="OpenAI.request shadows agentwatch's wrapper"))
+    foreign = _foreign(name)
+    telemetry, teardown = _setup(order, foreign, monkeypatch)
+    try:
+        llm_server.script(reply.tool_call("get_order", {"order_id": "ord_555"}, usage=USAGE))
+        client = openai.OpenAI(base_url=llm_server.openai_base_url, api_key="test", max_retries=0, timeout=5)
+        with agentwatch.run("support"):
+            result = client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "Where is ord_555?"}]
+            )
+        client.close()
+    finally:
+        teardown()
+
+    assert result.choices[0].message.tool_calls[0].function.name == "get_order"
+    spans = _llm_spans(telemetry)
+    assert len(spans) == 1, [(s.name, s.instrumentation_scope.name) for s in spans]
+    (span,) = spans
+    (run_span,) = telemetry.runs()
+    assert span.parent is not None and span.parent.span_id == run_span.context.span_id
+    assert span.attributes[sc.COST_USD] == pytest.approx(COST)
+    assert span.attributes[sc.STEP] == 1
+    assert span.attributes[sc.LLM_TOOL_CALLS] == (f"get_order:{args_hash({'order_id': 'ord_555'})}",)
+    # the run's totals count the call once
+    assert run_span.attributes[sc.RUN_COST_USD] == pytest.approx(COST)
+    assert run_span.attributes[sc.RUN_LLM_CALLS] == 1
+    assert run_span.attributes[sc.RUN_INPUT_TOKENS] == 1000
+    assert len(telemetry.spans()) == 2  # the run and the one LLM span: nothing else
+
+
+@pytest.mark.parametrize("value", ["agentwatch", "openai, agentwatch ,requests"])
+def test_disabled_instrumentations_env_makes_instrument_a_no_op(
+    value: str, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agentwatch.uninstrument()
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", value)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    agentwatch.instrument(tracer_provider=provider)
+    try:
+        assert not Instrumentor().is_instrumented_by_opentelemetry
+        base_client = importlib.import_module("openai._base_client")
+        assert not hasattr(base_client.SyncAPIClient.request, "__wrapped__")
+        client = openai.OpenAI(base_url=llm_server.openai_base_url, api_key="test", max_retries=0, timeout=5)
+        llm_server.script(reply.text("hi"))
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        client.close()
+        assert exporter.get_finished_spans() == ()
+    finally:
+        agentwatch.uninstrument()
+
+
+def test_a_name_that_only_contains_agentwatch_does_not_disable_it(
+    llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agentwatch.uninstrument()
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "agentwatch-extras")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    agentwatch.instrument(tracer_provider=provider)
+    try:
+        client = openai.OpenAI(base_url=llm_server.openai_base_url, api_key="test", max_retries=0, timeout=5)
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        client.close()
+        assert len(exporter.get_finished_spans()) == 1
+    finally:
+        agentwatch.uninstrument()
