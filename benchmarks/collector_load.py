@@ -145,7 +145,7 @@ def template_trace(rng: random.Random) -> list[bytes]:
         "gen_ai.agent.id": "agent_support_v3",
         "gen_ai.conversation.id": f"conv_{rng.getrandbits(48):x}",
         "agentwatch.run.id": f"run_{rng.getrandbits(64):x}",
-        f"agentwatch.run.entity.customer": customer,
+        "agentwatch.run.entity.customer": customer,
         "agentwatch.run.stop_reason": "success",
         "agentwatch.run.steps": n,
         "agentwatch.run.llm_calls": (n + 1) // 2,
@@ -312,8 +312,13 @@ class CollectorProcess:
         if not self.port:
             self.proc.kill()
             raise RuntimeError("the collector did not start")
-        self._drain = threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True)  # type: ignore[union-attr]
-        self._drain.start()
+        stderr = self.proc.stderr
+
+        def discard() -> None:
+            for _ in stderr:
+                pass
+
+        threading.Thread(target=discard, daemon=True).start()
 
     def cpu(self) -> float:
         return _cpu_seconds(self.proc.pid)
@@ -511,18 +516,21 @@ def main() -> None:
     print(
         f"workload: {statistics.mean(len(s) for _, s in sample):.1f} spans per trace, "
         f"{statistics.mean(len(r) for _, s in sample for r in s):.0f} bytes per span, "
-        f"{statistics.mean(len(Span.FromString(r).attributes) for _, s in sample for r in s):.1f} attributes per span"
+        f"{statistics.mean(len(Span.FromString(r).attributes) for _, s in sample for r in s):.1f} "
+        "attributes per span"
     )
     result = throughput(workload, args.spans, args.compression)
     print(
         f"throughput ({args.compression}): {result['spans']} spans / {result['traces']} traces; "
-        f"collector CPU {result['collector_cpu_s']:.2f}s -> {result['spans_per_cpu_second']:,.0f} spans/s per core; "
+        f"collector CPU {result['collector_cpu_s']:.2f}s -> "
+        f"{result['spans_per_cpu_second']:,.0f} spans/s per core; "
         f"wall {result['wall_s']:.2f}s -> {result['wall_spans_per_s']:,.0f} spans/s; "
         f"collector RSS {result['collector_rss_mb']:.0f} MB"
     )
     lat = latency(workload, args.latency_traces, args.latency_rate, args.straggler_ms)
     print(
-        f"latency: {lat['traces']} traces at {lat['rate_traces_per_s']:.0f}/s, straggler {lat['straggler_ms']} ms; "
+        f"latency: {lat['traces']} traces at {lat['rate_traces_per_s']:.0f}/s, "
+        f"straggler {lat['straggler_ms']} ms; "
         f"added p50 {lat['added_p50_ms']:.1f} ms, p95 {lat['added_p95_ms']:.1f} ms, "
         f"p99 {lat['added_p99_ms']:.1f} ms, max {lat['added_max_ms']:.1f} ms"
     )

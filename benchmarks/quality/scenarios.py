@@ -597,36 +597,61 @@ def streaming(sc: Scenario) -> tuple[dict[str, list[Any]], Any]:
     return found, summary
 
 
+LIMIT_FLAGS = {
+    "max_steps": "STEP_BUDGET_EXCEEDED",
+    "max_tool_calls": "TOOL_BUDGET_EXCEEDED",
+    "max_unique_calls": "TOOL_BUDGET_EXCEEDED",
+    "max_seconds": "TIME_BUDGET_EXCEEDED",
+    "max_usd": "COST_BUDGET_EXCEEDED",
+    "max_tokens": "TOKEN_BUDGET_EXCEEDED",
+}
+KNOWN_BEFORE = {"max_steps", "max_tool_calls", "max_unique_calls"}  # the guard can refuse the call itself
+
+
 def enforce_agrees(sc: Scenario) -> list[str]:
-    """Replay with enforce=True through begin_call: the first stop must fall on the first flagged call."""
+    """Replay each budget limit alone with enforce=True through begin_call.
+
+    Steps, tool calls and distinct calls are known before a call is sent: the
+    call the guard refuses must be the call observe mode flags. Seconds, dollars
+    and tokens are only known after a call: the guard must refuse the next one.
+    """
     run = sc.records[0]
     if run.budget is None:
         return []
     problems = []
-    engine = Engine(sc.config)
-    engine.open_run(run.span_id, budget=replace(run.budget, enforce=True), start_ns=run.start_ns)
-    observe = Engine(sc.config)
-    observe.open_run(run.span_id, budget=run.budget, start_ns=run.start_ns)
-    for rec in sc.records[1:]:
-        rec = replace(rec, run_key=run.span_id)
-        ticket = engine.begin_call(
-            run.span_id, rec.kind, tool_name=rec.tool_name, args_hash=rec.args_hash, now_ns=rec.start_ns
+    calls = [replace(r, run_key=run.span_id) for r in sc.records[1:]]
+    # enforce=True also stops loops; switch that off so each replay tests one budget limit
+    config = replace(sc.config, anomaly=replace(sc.config.anomaly, disabled=frozenset({"LOOP_DETECTED"})))
+    for limit, flag in LIMIT_FLAGS.items():
+        value = getattr(run.budget, limit)
+        if value is None:
+            continue
+        alone = Budget(**{limit: value})
+        observe = Engine(config)
+        observe.open_run(run.span_id, budget=alone, start_ns=run.start_ns)
+        flagged = next(
+            (k for k, rec in enumerate(calls) if flag in {f.flag.value for f in observe.process(rec)}), None
         )
-        flagged = [f.flag.value for f in observe.process(rec) if f.flag.value.endswith("BUDGET_EXCEEDED")]
-        advance = {"STEP_BUDGET_EXCEEDED", "TOOL_BUDGET_EXCEEDED"}  # knowable before the call is sent
-        if ticket.stop is not None:
-            if ticket.stop.finding.flag.value in advance and ticket.stop.finding.flag.value not in flagged:
-                problems.append(
-                    f"{sc.name}: enforce stopped {rec.span_id} ({ticket.stop.finding.flag.value}) "
-                    f"but observe flagged {flagged or 'nothing'}"
-                )
-            break
-        if set(flagged) & advance:
-            problems.append(
-                f"{sc.name}: observe flagged {flagged} on {rec.span_id} but enforce let it through"
+        guard = Engine(config)
+        guard.open_run(run.span_id, budget=replace(alone, enforce=True), start_ns=run.start_ns)
+        stopped = None
+        for k, rec in enumerate(calls):
+            ticket = guard.begin_call(
+                run.span_id, rec.kind, tool_name=rec.tool_name, args_hash=rec.args_hash, now_ns=rec.start_ns
             )
-            break
-        engine.process(rec)
+            if ticket.stop is not None and ticket.stop.finding.flag.value == flag:
+                stopped = k
+                break
+            guard.process(rec)
+        if flagged is None and stopped is None:
+            continue
+        expected = flagged if limit in KNOWN_BEFORE or flagged is None else flagged + 1
+        if expected >= len(calls):
+            expected = None  # passed on the last call: nothing left to refuse
+        if stopped != expected:
+            problems.append(
+                f"{sc.name}: {limit}: observe flagged call {flagged}, enforce stopped call {stopped}"
+            )
     return problems
 
 

@@ -126,8 +126,11 @@ class GrpcSink(_SinkBase):
             response_serializer=ExportTraceServiceResponse.SerializeToString,
         )
         self.server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("opentelemetry.proto.collector.trace.v1.TraceService",
-                                                  {"Export": handler}),)
+            (
+                grpc.method_handlers_generic_handler(
+                    "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}
+                ),
+            )
         )
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
@@ -251,7 +254,9 @@ def export(exporter: SpanExporter, spans: Sequence[ReadableSpan]) -> None:
     assert exporter.export(list(spans)) is SpanExportResult.SUCCESS
 
 
-def capture(build: Callable[[Callable[[str], Any]], None], services: Sequence[str] = ("agent-app",)) -> list[ReadableSpan]:
+def capture(
+    build: Callable[[Callable[[str], Any]], None], services: Sequence[str] = ("agent-app",)
+) -> list[ReadableSpan]:
     """Run ``build(tracer_for)`` with one TracerProvider per service; return the finished spans."""
     memory = InMemorySpanExporter()
     providers = {}
@@ -269,8 +274,10 @@ def capture(build: Callable[[Callable[[str], Any]], None], services: Sequence[st
     return list(memory.get_finished_spans())
 
 
-def agent_run(tracer_for: Callable[[str], Any], *, tool_service: str | None = None, customer: str = "cust_789") -> None:
-    """One agent run: lookup_order ×3 with the same args hash (LOOP_DETECTED on the 3rd) and a
+def agent_run(
+    tracer_for: Callable[[str], Any], *, tool_service: str | None = None, customer: str = "cust_789"
+) -> None:
+    """One agent run: lookup_order x3 with the same args hash (LOOP_DETECTED on the 3rd) and a
     get_order whose result belongs to another customer (ENTITY_MISMATCH)."""
     run_tracer = tracer_for("agent-app")
     tool_tracer = tracer_for(tool_service or "agent-app")

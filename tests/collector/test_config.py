@@ -19,7 +19,9 @@ def _write(tmp_path, text):
 
 
 def test_documented_example_loads_with_defaults(tmp_path):
-    path = _write(tmp_path, """
+    path = _write(
+        tmp_path,
+        """
         receivers:
           grpc: {endpoint: "0.0.0.0:4317", max_message_bytes: 4194304}
           http: {endpoint: "0.0.0.0:4318", max_body_bytes: 4194304}
@@ -44,7 +46,8 @@ def test_documented_example_loads_with_defaults(tmp_path):
           agent:
             loop_detection: {repeated_calls_threshold: 4}
             tools: {deny: ["payment.*"]}
-    """)
+    """,
+    )
     config = load_collector_config(path, env={"TENANT": "acme"})
     assert config.grpc is not None and config.grpc.endpoint.port == 4317
     assert config.http is not None and config.http.max_body_bytes == 4194304
@@ -67,11 +70,14 @@ def test_minimal_config_and_defaults():
 
 def test_detection_from_a_file_and_flat_form(tmp_path):
     (tmp_path / "agentwatch.yaml").write_text("agent:\n  budgets: {max_steps: 7}\n")
-    path = _write(tmp_path, """
+    path = _write(
+        tmp_path,
+        """
         exporter: {endpoint: "x:1"}
         detection_config: agentwatch.yaml
         detection: {loop_detection: {repeated_calls_threshold: 5}}
-    """)
+    """,
+    )
     config = load_collector_config(path, env={})
     assert config.detection.budget.max_steps == 7
     assert config.detection.loop.repeated_calls_threshold == 5
@@ -90,7 +96,10 @@ def test_detection_from_a_file_and_flat_form(tmp_path):
         ({"exporter": {"endpoint": "x:1"}, "receivers": {"grpc": {"endpoint": "4317"}}}, "host:port"),
         ({"exporter": {"endpoint": "x:1"}, "receivers": {}}, "must enable grpc, http or both"),
         ({"exporter": {"endpoint": "x:1", "headers": {"a": "${env:NOPE}"}}}, "${NOPE}"),
-        ({"exporter": {"endpoint": "x:1"}, "detection": {"anomaly": {"disabled": ["NOT_A_FLAG"]}}}, "detection"),
+        (
+            {"exporter": {"endpoint": "x:1"}, "detection": {"anomaly": {"disabled": ["NOT_A_FLAG"]}}},
+            "detection",
+        ),
     ],
 )
 def test_invalid_configs_name_the_key(data, fragment):
@@ -100,17 +109,28 @@ def test_invalid_configs_name_the_key(data, fragment):
 
 
 def test_cli_exit_code_2_with_line_for_broken_yaml(tmp_path):
-    path = _write(tmp_path, """
+    path = _write(
+        tmp_path,
+        """
         exporter:
           endpoint: "x:1"
         decision: {straggler_delay_ms: 5
         limits: {}
-    """)
-    result = subprocess.run([sys.executable, "-m", "agentwatch.collector", "--config", str(path)],
-                            capture_output=True, text=True, timeout=60)
+    """,
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "agentwatch.collector", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "not valid YAML at line" in result.stderr and str(path) in result.stderr
     path.write_text("exporter: {endpoint: 'x:1'}\nlimits: {max_trace: 3}\n")
-    result = subprocess.run([sys.executable, "-m", "agentwatch.collector", "--config", str(path)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "agentwatch.collector", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "unknown key 'limits.max_trace'" in result.stderr

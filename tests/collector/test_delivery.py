@@ -21,8 +21,11 @@ def _children_only():
 
 
 def test_overflow_forwards_the_oldest_trace_unevaluated(grpc_sink, collectors):
-    collector = collectors(grpc_sink.target, limits={"max_traces": 2},
-                           decision={"idle_timeout_seconds": 30, "hard_timeout_seconds": 60})
+    collector = collectors(
+        grpc_sink.target,
+        limits={"max_traces": 2},
+        decision={"idle_timeout_seconds": 30, "hard_timeout_seconds": 60},
+    )
     exporter = grpc_exporter(collector)
     traces = [_children_only() for _ in range(4)]
     for spans in traces:
@@ -36,15 +39,20 @@ def test_overflow_forwards_the_oldest_trace_unevaluated(grpc_sink, collectors):
     assert collector.stats.get("traces_decided", "overflow") == 2
     # The two newest are still held, within the limit.
     assert len(collector.buffer) == 2
-    health = urllib.request.urlopen(f"http://127.0.0.1:{collector.health_port}/metrics", timeout=5).read().decode()
+    health = (
+        urllib.request.urlopen(f"http://127.0.0.1:{collector.health_port}/metrics", timeout=5).read().decode()
+    )
     assert "agentwatch_collector_spans_evicted_total 4" in health
     assert 'agentwatch_collector_traces_decided_total{reason="overflow"} 2' in health
     assert "agentwatch_collector_buffer_traces 2" in health
 
 
 def test_span_and_byte_limits_evict_too(grpc_sink, collectors):
-    collector = collectors(grpc_sink.target, limits={"max_spans": 3, "max_bytes": 1_000_000},
-                           decision={"idle_timeout_seconds": 30})
+    collector = collectors(
+        grpc_sink.target,
+        limits={"max_spans": 3, "max_bytes": 1_000_000},
+        decision={"idle_timeout_seconds": 30},
+    )
     exporter = grpc_exporter(collector)
     export(exporter, _children_only())
     export(exporter, _children_only())  # 4 spans > 3: the first trace goes
@@ -57,8 +65,9 @@ def test_downstream_down_then_up_is_retried_and_delivered(collectors):
     with socket.socket() as probe:  # a free port, nothing listening yet
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    collector = collectors(f"http://127.0.0.1:{port}/v1/traces", "http/protobuf",
-                           decision={"straggler_delay_ms": 20})
+    collector = collectors(
+        f"http://127.0.0.1:{port}/v1/traces", "http/protobuf", decision={"straggler_delay_ms": 20}
+    )
     spans = capture(agent_run)
     export(grpc_exporter(collector), spans)
     wait_until(lambda: collector.stats.get("export_requests", "retry") >= 2)
@@ -76,8 +85,11 @@ def test_downstream_down_then_up_is_retried_and_delivered(collectors):
 
 
 def test_grpc_unavailable_is_retried(grpc_sink, collectors):
-    grpc_sink.failures = [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                          grpc.StatusCode.RESOURCE_EXHAUSTED]
+    grpc_sink.failures = [
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ]
     collector = collectors(grpc_sink.target, decision={"straggler_delay_ms": 20})
     export(http_exporter(collector), capture(agent_run))
     wait_until(lambda: grpc_sink.count() == 5)
@@ -98,8 +110,11 @@ def test_permanent_failure_is_counted_and_logged(http_sink, collectors, caplog):
 
 def test_retries_give_up_after_max_elapsed(grpc_sink, collectors, caplog):
     grpc_sink.permanent = grpc.StatusCode.UNAVAILABLE
-    collector = collectors(grpc_sink.target, decision={"straggler_delay_ms": 20},
-                           exporter={"retry": {"max_elapsed_seconds": 0.3}})
+    collector = collectors(
+        grpc_sink.target,
+        decision={"straggler_delay_ms": 20},
+        exporter={"retry": {"max_elapsed_seconds": 0.3}},
+    )
     with caplog.at_level(logging.WARNING, logger="agentwatch.collector"):
         export(grpc_exporter(collector), capture(agent_run))
         wait_until(lambda: collector.stats.get("spans_dropped", "retries_exhausted") == 5, timeout=5)
@@ -111,13 +126,17 @@ def test_full_queue_throttles_clients(collectors):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    collector = collectors(f"127.0.0.1:{port}", decision={"straggler_delay_ms": 0},
-                           exporter={"queue": {"max_batches": 1}})
+    collector = collectors(
+        f"127.0.0.1:{port}", decision={"straggler_delay_ms": 0}, exporter={"queue": {"max_batches": 1}}
+    )
     export(grpc_exporter(collector), capture(agent_run))
     wait_until(lambda: collector.forwarder.full())
     body = ExportTraceServiceRequest().SerializeToString()
-    request = urllib.request.Request(f"http://127.0.0.1:{collector.http_port}/v1/traces", data=body,
-                                     headers={"Content-Type": "application/x-protobuf"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{collector.http_port}/v1/traces",
+        data=body,
+        headers={"Content-Type": "application/x-protobuf"},
+    )
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=5)
     assert info.value.code == 503

@@ -77,7 +77,7 @@ def test_without_retained_spans_late_spans_use_the_cache(grpc_sink, collectors):
     copies = [r for r in received if r.span_id == _hex(calls["lookup3"])]
     assert [c.flags for c in copies] == [("LOOP_DETECTED",), ("LOOP_DETECTED",)]
     assert [len(c.events()) for c in copies] == [1, 1]
-    late = [r for r in received if r.span_id == _hex(calls["get_order"])][0]
+    late = next(r for r in received if r.span_id == _hex(calls["get_order"]))
     assert late.attrs["agentwatch.anomaly.evaluated"] is False
     assert collector.stats.get("late_spans", "cached") == 1
     assert collector.stats.get("late_spans", "unevaluated") == 1

@@ -103,7 +103,9 @@ def test_verdict_ignores_arrival_order_processes_and_batches(grpc_sink, collecto
         b = collectors(scrambled.target, decision={"straggler_delay_ms": 400})
         shuffled = list(spans)
         random.Random(7).shuffle(shuffled)
-        run_first = sorted(shuffled, key=lambda s: not s.name.startswith("invoke_agent"))  # root first: worst case
+        run_first = sorted(
+            shuffled, key=lambda s: not s.name.startswith("invoke_agent")
+        )  # root first: worst case
         batches = [run_first[:1], run_first[1:3], run_first[3:4], run_first[4:]]
         senders = [http_exporter(b), grpc_exporter(b)]
         for i, batch in enumerate(batches):

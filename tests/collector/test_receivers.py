@@ -28,8 +28,13 @@ def _request(n: int = 1, *, trace_id: bytes | None = None, root: bool = True) ->
     ss.scope.name = "raw"
     tid = trace_id or os.urandom(16)
     for i in range(n):
-        span = ss.spans.add(trace_id=tid, span_id=os.urandom(8), name=f"span {i}",
-                            start_time_unix_nano=1, end_time_unix_nano=2)
+        span = ss.spans.add(
+            trace_id=tid,
+            span_id=os.urandom(8),
+            name=f"span {i}",
+            start_time_unix_nano=1,
+            end_time_unix_nano=2,
+        )
         if not root or i:
             span.parent_span_id = os.urandom(8)
     return req
@@ -47,9 +52,11 @@ def _post(port, body, content_type="application/x-protobuf", headers=None, metho
 
 @pytest.fixture
 def collector(grpc_sink, collectors):
-    return collectors(grpc_sink.target, receivers={"http": {"max_body_bytes": 65536},
-                                                   "grpc": {"max_message_bytes": 65536}},
-                      decision={"straggler_delay_ms": 20})
+    return collectors(
+        grpc_sink.target,
+        receivers={"http": {"max_body_bytes": 65536}, "grpc": {"max_message_bytes": 65536}},
+        decision={"straggler_delay_ms": 20},
+    )
 
 
 def _still_serving(collector, grpc_sink):
@@ -101,11 +108,12 @@ def test_http_error_answers(collector, grpc_sink):
 def test_http_valid_variants(collector, grpc_sink):
     port = collector.http_port
 
-    status, headers, body = _post(port, b"")  # an empty request is valid
+    status, _headers, body = _post(port, b"")  # an empty request is valid
     assert status == 200 and ExportTraceServiceResponse.FromString(body) == ExportTraceServiceResponse()
 
-    status, _, body = _post(port, gzip.compress(_request(3).SerializeToString()),
-                            headers={"Content-Encoding": "gzip"})
+    status, _, body = _post(
+        port, gzip.compress(_request(3).SerializeToString()), headers={"Content-Encoding": "gzip"}
+    )
     assert status == 200
     wait_until(lambda: grpc_sink.count() == 3)
 
@@ -120,7 +128,7 @@ def test_http_valid_variants(collector, grpc_sink):
     status, _, _ = _post(port, rebuilt.SerializeToString())
     assert status == 200
     wait_until(lambda: grpc_sink.count() == 4)
-    forwarded = [r for r in grpc_sink.received() if r.span_id == span.span_id.hex()][0]
+    forwarded = next(r for r in grpc_sink.received() if r.span_id == span.span_id.hex())
     assert forwarded.span.SerializeToString().endswith(b"\xba\x3e\x03abc")
 
 
@@ -128,21 +136,38 @@ def test_http_json(collector, grpc_sink):
     port = collector.http_port
     tid = "5b8efff798038103d269b633813fc60c"
     body = {
-        "resourceSpans": [{
-            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-client"}}]},
-            "scopeSpans": [{
-                "scope": {"name": "json"},
-                "spans": [
-                    {"traceId": tid, "spanId": "eee19b7ec3c1b174", "name": "invoke_agent a", "kind": 1,
-                     "startTimeUnixNano": "1544712660000000000", "endTimeUnixNano": "1544712661000000000",
-                     "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "invoke_agent"}},
-                                    {"key": "n", "value": {"intValue": "42"}}],
-                     "someFutureField": {"x": 1}},
-                    {"traceId": tid, "spanId": "not-hex!", "name": "bad id"},
-                    {"traceId": "abcd", "spanId": "eee19b7ec3c1b175", "name": "short trace id"},
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "json-client"}}]
+                },
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "json"},
+                        "spans": [
+                            {
+                                "traceId": tid,
+                                "spanId": "eee19b7ec3c1b174",
+                                "name": "invoke_agent a",
+                                "kind": 1,
+                                "startTimeUnixNano": "1544712660000000000",
+                                "endTimeUnixNano": "1544712661000000000",
+                                "attributes": [
+                                    {
+                                        "key": "gen_ai.operation.name",
+                                        "value": {"stringValue": "invoke_agent"},
+                                    },
+                                    {"key": "n", "value": {"intValue": "42"}},
+                                ],
+                                "someFutureField": {"x": 1},
+                            },
+                            {"traceId": tid, "spanId": "not-hex!", "name": "bad id"},
+                            {"traceId": "abcd", "spanId": "eee19b7ec3c1b175", "name": "short trace id"},
+                        ],
+                    }
                 ],
-            }],
-        }]
+            }
+        ]
     }
     status, headers, payload = _post(port, json.dumps(body).encode(), content_type="application/json")
     assert status == 200 and headers["Content-Type"] == "application/json"
@@ -188,8 +213,15 @@ def test_health_endpoints(collector):
     status, headers, body = _post(collector.health_port, None, method="GET", path="/healthz")
     health = json.loads(body)
     assert status == 200 and health["status"] == "ok"
-    assert set(health["counters"]) >= {"spans_received", "spans_forwarded", "spans_dropped", "spans_evicted",
-                                       "spans_rejected", "traces_decided", "findings"}
+    assert set(health["counters"]) >= {
+        "spans_received",
+        "spans_forwarded",
+        "spans_dropped",
+        "spans_evicted",
+        "spans_rejected",
+        "traces_decided",
+        "findings",
+    }
     assert set(health["gauges"]) >= {"queue_batches", "buffer_traces", "buffer_spans", "buffer_bytes"}
     status, headers, body = _post(collector.health_port, None, method="GET", path="/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")

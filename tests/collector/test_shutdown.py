@@ -15,7 +15,8 @@ from .helpers import agent_run, by_call, capture, export, wait_until
 
 def test_sigterm_decides_and_flushes_pending_traces(tmp_path, grpc_sink):
     config = tmp_path / "collector.yaml"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         receivers:
           grpc: {{endpoint: "127.0.0.1:0"}}
           http: {{endpoint: "127.0.0.1:0"}}
@@ -23,9 +24,13 @@ def test_sigterm_decides_and_flushes_pending_traces(tmp_path, grpc_sink):
         decision: {{straggler_delay_ms: 120000, hard_timeout_seconds: 120, idle_timeout_seconds: 120}}
         health: {{endpoint: "127.0.0.1:0"}}
         detection: {{anomaly: {{log_findings: false}}}}
-    """))
-    proc = subprocess.Popen([sys.executable, "-m", "agentwatch.collector", "--config", str(config)],
-                            stderr=subprocess.PIPE, text=True)
+    """)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentwatch.collector", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
     reader.start()

@@ -10,6 +10,7 @@ Either way the user gets one LLM span per call and the cost is counted once.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -50,16 +51,36 @@ def _foreign(name: str) -> Any:
 
 
 @pytest.fixture
-def restore_openai_clients() -> Iterator[None]:
-    """Instrumentations that wrap attributes on ``OpenAI``/``AsyncOpenAI`` leave them set on unwrap."""
-    saved = {cls: cls.__dict__.get("request") for cls in (openai.OpenAI, openai.AsyncOpenAI)}
+def restore_openai_classes() -> Iterator[None]:
+    """Put every ``openai`` class attribute back as it was.
+
+    The others' ``uninstrument()`` is not complete (OpenLLMetry 0.62 leaves a wrapper on
+    ``Completions.create``; OpenInference leaves ``request`` set on ``OpenAI``), and a stale
+    foreign wrapper would open spans on a provider no later test reads.
+    """
+    saved: dict[type, dict[str, Any]] = {}
+    for cls in _openai_classes():
+        saved[cls] = dict(vars(cls))
     yield
-    for cls, value in saved.items():
-        if value is None:
-            if "request" in cls.__dict__:
-                delattr(cls, "request")
-        else:
-            cls.request = value
+    for cls, before in saved.items():
+        for attr, value in list(vars(cls).items()):
+            if attr.startswith("__"):
+                continue
+            if attr not in before:
+                delattr(cls, attr)
+            elif before[attr] is not value:
+                setattr(cls, attr, before[attr])
+
+
+def _openai_classes() -> list[type]:
+    classes = []
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "openai" or name.startswith("openai.")):
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, type) and value.__module__ == name:
+                classes.append(value)
+    return classes
 
 
 def _setup(order: str, foreign: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Telemetry, Callable[[], None]]:
@@ -102,7 +123,7 @@ def _llm_spans(telemetry: Telemetry) -> list[Any]:
             attrs.get(sc.GEN_AI_OPERATION_NAME) in sc.LLM_OPERATIONS
             or attrs.get(sc.LLM_REQUEST_TYPE)
             or attrs.get(sc.OPENINFERENCE_SPAN_KIND) == "LLM"
-            or span.instrumentation_scope.name == "agentwatch" and span.kind.name == "CLIENT"
+            or (span.instrumentation_scope.name == "agentwatch" and span.kind.name == "CLIENT")
         ):
             out.append(span)
     return out
@@ -111,11 +132,16 @@ def _llm_spans(telemetry: Telemetry) -> list[Any]:
 @pytest.mark.parametrize("order", ["agentwatch_first", "foreign_first"])
 @pytest.mark.parametrize("name", list(FOREIGN))
 def test_one_llm_span_with_cost_counted_once(
-    name: str, order: str, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch, restore_openai_clients: None,
+    name: str,
+    order: str,
+    llm_server: LLMServer,
+    monkeypatch: pytest.MonkeyPatch,
+    restore_openai_classes: None,
     request: pytest.FixtureRequest,
 ) -> None:
     if (name, order) in SHADOWED:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="OpenAI.request shadows agentwatch's wrapper"))
+        shadowed = pytest.mark.xfail(strict=True, reason="OpenAI.request shadows agentwatch's wrapper")
+        request.applymarker(shadowed)
     foreign = _foreign(name)
     telemetry, teardown = _setup(order, foreign, monkeypatch)
     try:
@@ -184,3 +210,22 @@ def test_a_name_that_only_contains_agentwatch_does_not_disable_it(
         assert len(exporter.get_finished_spans()) == 1
     finally:
         agentwatch.uninstrument()
+
+
+@pytest.mark.xfail(strict=True, reason="_calls.LLMCall skips the cost metric when the span is foreign")
+@pytest.mark.parametrize("name", list(FOREIGN))
+def test_cost_metric_is_recorded_beside_a_foreign_span(
+    name: str, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch, restore_openai_classes: None
+) -> None:
+    """The others emit no cost metric, so agentwatch's is the only one: it must not go missing."""
+    foreign = _foreign(name)
+    telemetry, teardown = _setup("agentwatch_first", foreign, monkeypatch)
+    try:
+        llm_server.script(reply.text("hi", usage=USAGE))
+        client = openai.OpenAI(base_url=llm_server.openai_base_url, api_key="test", max_retries=0, timeout=5)
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        client.close()
+    finally:
+        teardown()
+    assert len(_llm_spans(telemetry)) == 1
+    assert sum(p.value for p in telemetry.metric_points(sc.METRIC_RUN_COST)) == pytest.approx(COST)

@@ -46,7 +46,9 @@ def _refund(order_id: str) -> str:
 
 
 flaky_refund = StructuredTool.from_function(
-    _refund, name="flaky_refund", description="Refund an order; reports its own errors as text.",
+    _refund,
+    name="flaky_refund",
+    description="Refund an order; reports its own errors as text.",
     handle_tool_error=True,
 )
 
@@ -114,13 +116,16 @@ def test_graph_invoke_is_a_run_with_llm_and_tool_spans(telemetry: Telemetry, llm
 
 async def test_graph_ainvoke(telemetry: Telemetry, llm_server: LLMServer) -> None:
     llm_server.script(reply.tool_call("get_order", {"order_id": "ord_555"}), reply.text("Shipped."))
-    out = await agent_graph(llm_server, [get_order]).ainvoke({"messages": [HumanMessage("Where is ord_555?")]})
+    graph = agent_graph(llm_server, [get_order])
+    out = await graph.ainvoke({"messages": [HumanMessage("Where is ord_555?")]})
     assert out["messages"][-1].content == "Shipped."
     run_span = assert_tree(telemetry, llm=2, tools=1)
     assert run_span.attributes[sc.RUN_STOP_REASON] == "success"
 
 
-async def test_graph_astream_consumed_partly_still_ends_its_run(telemetry: Telemetry, llm_server: LLMServer) -> None:
+async def test_graph_astream_consumed_partly_still_ends_its_run(
+    telemetry: Telemetry, llm_server: LLMServer
+) -> None:
     llm_server.script(reply.tool_call("get_order", {"order_id": "ord_555"}), reply.text("Shipped."))
     stream = agent_graph(llm_server, [get_order]).astream(
         {"messages": [HumanMessage("Where is ord_555?")]}, stream_mode="updates"
@@ -136,9 +141,11 @@ async def test_graph_astream_consumed_partly_still_ends_its_run(telemetry: Telem
 
 def test_graph_stream_run_covers_every_step(telemetry: Telemetry, llm_server: LLMServer) -> None:
     llm_server.script(reply.tool_call("get_order", {"order_id": "ord_555"}), reply.text("Shipped."))
-    updates = list(agent_graph(llm_server, [get_order]).stream(
-        {"messages": [HumanMessage("Where is ord_555?")]}, stream_mode="updates"
-    ))
+    updates = list(
+        agent_graph(llm_server, [get_order]).stream(
+            {"messages": [HumanMessage("Where is ord_555?")]}, stream_mode="updates"
+        )
+    )
     assert [next(iter(u)) for u in updates] == ["model", "tools", "model"]
     assert_tree(telemetry, llm=2, tools=1)
 

@@ -78,8 +78,12 @@ def support_agent(client: openai.AsyncOpenAI, *, chat: bool = False, tools: list
         if chat
         else OpenAIResponsesModel(model=MODEL, openai_client=client)
     )
-    return Agent(name="support", instructions="Help the customer.", model=model,
-                 tools=tools if tools is not None else [get_order])
+    return Agent(
+        name="support",
+        instructions="Help the customer.",
+        model=model,
+        tools=tools if tools is not None else [get_order],
+    )
 
 
 def assert_tree(telemetry: Telemetry, *, llm: int, tools: int) -> Any:

@@ -344,6 +344,23 @@ _KV_CACHE: dict[bytes, tuple[str, Any]] = {}
 _KV_CACHE_MAX = 32768
 _KV_CACHE_ITEM = 64  # only short attributes are cached (operation names, models, tool names, steps...)
 _EMPTY = ("", None)
+# Attributes whose values are identifiers or fingerprints, new on (nearly) every span: never cached,
+# so that the cache keeps the values that do repeat.
+_UNIQUE_KEYS = frozenset(
+    {
+        "gen_ai.response.id",
+        "gen_ai.tool.call.id",
+        "gen_ai.conversation.id",
+        "agentwatch.run.id",
+        "agentwatch.tool.args_hash",
+        "agentwatch.tool.result_hash",
+        "agentwatch.llm.tool_calls",
+        "agentwatch.llm.system_hash",
+        "agentwatch.llm.user_hash",
+        "agentwatch.cost_usd",
+        "agentwatch.run.cost_usd",
+    }
+)
 
 
 def _keyvalue(kv: bytes) -> tuple[str, Any]:
@@ -375,6 +392,19 @@ def _keyvalue(kv: bytes) -> tuple[str, Any]:
     return message.key, _from_message(message.value)
 
 
+def _string_array(kv: bytes, key: bytes, pos: int, size: int) -> tuple[str, Any]:
+    """An array of short strings (entities, tool calls), or ``_EMPTY`` for any other layout."""
+    items = []
+    while pos < size:
+        # element: 0x0A len AnyValue{0x0A len string}, one-byte lengths
+        if kv[pos] != 0x0A or kv[pos + 2] != 0x0A or kv[pos + 1] != kv[pos + 3] + 2 or kv[pos + 1] >= 0x80:
+            return _EMPTY
+        start = pos + 4
+        pos = start + kv[pos + 3]
+        items.append(kv[start:pos].decode("utf-8"))
+    return (key.decode("utf-8"), tuple(items)) if pos == size else _EMPTY
+
+
 def decode_attributes(attributes: Iterable[bytes]) -> dict[str, Any]:
     """Serialized ``KeyValue`` messages as a dict of plain Python values (empty values left out).
 
@@ -402,9 +432,11 @@ def decode_attributes(attributes: Iterable[bytes]) -> dict[str, Any]:
                         item = (kv[2:end].decode("utf-8"), kv[end + 3] != 0)
                     elif tag == 0x21 and end + 11 == size:
                         item = (kv[2:end].decode("utf-8"), _unpack_double(kv, end + 3)[0])
+                    elif tag == 0x2A and kv[end + 3] + end + 4 == size:
+                        item = _string_array(kv, kv[2:end], end + 4, size)
             if item is _EMPTY:
                 item = _keyvalue(kv)
-            if size <= _KV_CACHE_ITEM:
+            if size <= _KV_CACHE_ITEM and item[0] not in _UNIQUE_KEYS:
                 if len(cache) >= _KV_CACHE_MAX:
                     cache.clear()
                 cache[kv] = item

@@ -333,7 +333,8 @@ class _Core:
                 if finding is not None:
                     out.append(finding)
         run = self._run_for(run_key, rec.start_ns)
-        if run is None:
+        if run is None:  # no run: only the stateless checks apply
+            ctx.stats.findings += len(out)
             return out
 
         failed = rec.is_error or rec.error_class is not None
@@ -375,6 +376,7 @@ class _Core:
         if rec.offered_tools is not None and rec.requested_calls:
             policy.check_requested(ctx, run, rec, out)
         if run is None:
+            ctx.stats.findings += len(out)
             return out
 
         tin = rec.input_tokens

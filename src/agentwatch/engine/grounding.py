@@ -70,9 +70,10 @@ def learn_input(ctx: Context, run: RunState, entities: Iterable[Entity] | None, 
 def _learn_id(ctx: Context, run: RunState, low: str) -> None:
     known = run.known
     if low not in known:
-        dropped = bounded_put(known, low, None, ctx.max_entities)
-        if dropped:
-            ctx.stats.entities_evicted += dropped
+        if len(known) < ctx.max_entities:
+            known[low] = None
+        else:
+            ctx.stats.entities_evicted += bounded_put(known, low, None, ctx.max_entities)
 
 
 def _learn_raw(ctx: Context, run: RunState, raw: Any) -> None:

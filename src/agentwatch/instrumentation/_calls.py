@@ -488,7 +488,8 @@ def start_llm(
                 attrs[sc.LLM_SYSTEM_HASH] = call.system_hash
             if call.user_hash:
                 attrs[sc.LLM_USER_HASH] = call.user_hash
-            if call.input_entities:
+            if call.input_entities is not None:
+                # Recorded even when empty: "input scanned, nothing found" grounds the run.
                 attrs[sc.LLM_INPUT_ENTITIES] = format_entities(call.input_entities)
             if capture and input_messages is not None:
                 attrs[sc.GEN_AI_INPUT_MESSAGES] = rt.redactor.render(input_messages)

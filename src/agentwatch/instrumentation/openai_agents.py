@@ -191,7 +191,7 @@ def _run_streamed_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kw
     try:
         task = getattr(result, "run_loop_task", None)
         if isinstance(task, asyncio.Future):
-            task.add_done_callback(lambda t: handle.end(_streamed_outcome(t, result)))
+            task.add_done_callback(lambda t: _end_streamed(handle, t, result))
         else:  # nothing to wait for: the run is what happened so far
             handle.end()
     except Exception as err:
@@ -200,15 +200,20 @@ def _run_streamed_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kw
     return result
 
 
-def _streamed_outcome(task: asyncio.Future[Any], result: Any) -> BaseException | None:
-    """The exception a streamed run ended with: the task's, or the one it stored for the consumer."""
-    if task.cancelled():
-        return asyncio.CancelledError()
-    exc = task.exception()
-    if exc is None:
-        stored = getattr(result, "_stored_exception", None)
-        exc = stored if isinstance(stored, BaseException) else None
-    return exc
+def _end_streamed(handle: DetachedRun, task: asyncio.Future[Any], result: Any) -> None:
+    """End the run with the exception the loop ended with: the task's, or the one stored for the consumer."""
+    exc: BaseException | None = None
+    try:
+        if task.cancelled():
+            exc = asyncio.CancelledError()
+        else:
+            exc = task.exception()
+            if exc is None:
+                stored = getattr(result, "_stored_exception", None)
+                exc = stored if isinstance(stored, BaseException) else None
+    except Exception as err:
+        _runtime.internal_error("agents.run_streamed", err)
+    handle.end(exc)
 
 
 # --------------------------------------------------------------------------- function tools
@@ -301,8 +306,12 @@ def patch() -> DeferredPatch:
         (
             ("agents.run", "AgentRunner", "run", _run_wrapper),
             ("agents.run", "AgentRunner", "run_streamed", _run_streamed_wrapper),
-            ("agents.run_internal.tool_execution", "", "_invoke_function_tool_with_metadata",
-             _invoke_tool_wrapper),
+            (
+                "agents.run_internal.tool_execution",
+                "",
+                "_invoke_function_tool_with_metadata",
+                _invoke_tool_wrapper,
+            ),
             ("agents.tool", "", "maybe_invoke_function_tool_failure_error_function", _failure_wrapper),
         ),
     )

@@ -6,16 +6,17 @@ the detectors found something. The SDK freezes a span's attributes when it
 ends, so a tagged span is an enriched copy (:mod:`.enrich`); a span with no new
 finding is forwarded as is, at no cost but the lookups.
 
-Runs are resolved as spans start, from the span tree this process sees:
+Runs are resolved from the span tree this process sees. ``on_start`` only
+links each span to its parent's entry; a span's kind is read when it is first
+needed (when its first child ends, or when it ends itself), by which time the
+instrumentation has set it (OpenLLMetry's decorators set it just after start):
 
 * a *run span* is one the conventions call an agent or workflow
   (``gen_ai.operation.name`` ``invoke_agent``/``invoke_workflow``, OpenInference
   ``AGENT``, OpenLLMetry ``agent``/``workflow``);
 * every other span belongs to the run of its nearest run ancestor, else to the
   *local root*: the topmost span of its trace seen in this process (a span
-  whose parent is remote is a local root), which then stands for the run;
-* a span whose kind attribute is set just after it starts (OpenLLMetry's
-  decorators do this) is looked at again when its first child starts.
+  whose parent is remote is a local root), which then stands for the run.
 
 Runs are opened in the engine lazily, when their first LLM or tool span ends,
 so traces without GenAI spans cost a dictionary insert and pop per span. When a
@@ -85,11 +86,27 @@ class _Run:
 
 
 # What on_start learnt about a span that has not ended yet: a list, not an object,
-# because one is built per span and a list is four times cheaper to make.
-# [trace id, span id hex, parent span id hex | None, _Run, live span while its kind is unknown,
-#  kind detected at start or None]
+# because one is made per span and a list is four times cheaper to make.
+# [trace id, parent's entry (None for a local root), the live span,
+#  run of the span's children once resolved, span id hex once formatted]
 _Entry = list
-_TRACE, _HEX, _PARENT_HEX, _RUN_OF, _LIVE, _KIND = range(6)
+_TRACE, _PARENT, _LIVE, _RUN_OF, _HEX = range(5)
+
+
+def _span_hex(span_id: int) -> str:
+    return "%016x" % span_id  # noqa: UP031 - twice as fast as format() or an f-string
+
+
+def _trace_hex(trace_id: int) -> str:
+    return "%032x" % trace_id  # noqa: UP031
+
+
+def _hex(entry: _Entry) -> str:
+    """The entry's span id as 16 hex digits, formatted once."""
+    value = entry[_HEX]
+    if value is None:
+        value = entry[_HEX] = _span_hex(entry[_LIVE].get_span_context().span_id)
+    return value
 
 
 class AnomalyProcessor(SpanProcessor):
@@ -189,7 +206,6 @@ class AnomalyProcessor(SpanProcessor):
         ctx = span.get_span_context()
         span_id = ctx.span_id
         trace_id = ctx.trace_id
-        hex_id = "%016x" % span_id  # noqa: UP031 - twice as fast as format() on this path
         parent = span.parent
         opened = self._open
         entry = None
@@ -198,41 +214,41 @@ class AnomalyProcessor(SpanProcessor):
             if entry is not None and (entry[_TRACE] != trace_id or parent.span_id == span_id):
                 self._counts["parent_cycles"] += 1
                 entry = None
-        kind = detect_kind(span_attributes(span))
-        if entry is not None:
-            if entry[_LIVE] is not None:
-                self._settle(entry)
-            run = entry[_RUN_OF]
-            parent_hex: str | None = entry[_HEX]
-            if kind is _RUN:
-                run = _Run(hex_id, run.trace_hex, run, span, span.start_time or 0)
-                run.declared = True
-        else:
-            # A local root: the topmost span of this trace in this process.
-            parent_hex = "%016x" % parent.span_id if parent is not None else None  # noqa: UP031
-            run = _Run(hex_id, "%032x" % trace_id, None, span, span.start_time or 0)  # noqa: UP031
-            run.declared = kind is _RUN
         if len(opened) >= self._max_open:
             try:
                 del opened[next(iter(opened))]
                 self._counts["spans_evicted"] += 1
             except (StopIteration, KeyError, RuntimeError):
                 pass
-        opened[span_id] = [trace_id, hex_id, parent_hex, run, span if kind is None else None, kind]
+        opened[span_id] = [trace_id, entry, span, None, None]
 
-    def _settle(self, entry: _Entry) -> None:
-        """Look again at a span whose kind was unknown at start (its first child is starting)."""
-        live = entry[_LIVE]
-        entry[_LIVE] = None
-        if detect_kind(span_attributes(live)) is not _RUN:
-            return
-        run = entry[_RUN_OF]
-        if run.key == entry[_HEX]:  # a local root that turns out to be a run span
-            run.declared = True
-            return
-        promoted = _Run(entry[_HEX], run.trace_hex, run, live, live.start_time or 0)
-        promoted.declared = True
-        entry[_RUN_OF] = promoted
+    def _children_run(self, entry: _Entry) -> _Run:
+        """The run that ``entry``'s children belong to (resolved once, then remembered).
+
+        Walks up to the nearest entry already resolved (or the local root), then
+        resolves the entries on the way down: a run span opens a run nested in
+        the one above it, a local root stands in for one, any other span
+        passes its parent's on.
+        """
+        path: list[_Entry] = []
+        node: _Entry | None = entry
+        run: _Run | None = None
+        while node is not None:
+            run = node[_RUN_OF]
+            if run is not None:
+                break
+            path.append(node)
+            node = node[_PARENT]
+        for item in reversed(path):
+            live = item[_LIVE]
+            is_run = detect_kind(span_attributes(live)) is _RUN
+            if is_run or run is None:
+                trace_hex = run.trace_hex if run is not None else _trace_hex(item[_TRACE])
+                run = _Run(_hex(item), trace_hex, run, live, live.start_time or 0)
+                run.declared = is_run
+            item[_RUN_OF] = run
+        assert run is not None
+        return run
 
     # ------------------------------------------------------------------ end
 
@@ -245,36 +261,55 @@ class AnomalyProcessor(SpanProcessor):
             self._counts["spans_untracked"] += 1
             return enrich(span, {_EVALUATED: False})
         attrs = span_attributes(span)
-        # Instrumentations name a span's kind when they start it; only a span that had
-        # none then (OpenLLMetry's decorators set it just after) is looked at again.
-        kind = entry[_KIND] or detect_kind(attrs) or _OTHER
-        run = entry[_RUN_OF]
-        hex_id = entry[_HEX]
-        owns_run = run.key == hex_id
-        if kind is _RUN and not owns_run:
-            # Became a run span after its children started (or had none): a run of its own.
-            run = _Run(hex_id, run.trace_hex, run, span, span.start_time or 0)
+        kind = detect_kind(attrs) or _OTHER
+        resolved = entry[_RUN_OF]  # set when a child needed it
+        if kind is _OTHER or kind is _PHASE:
+            # Not an agent span: its only business is to close the run it stood in for.
+            if resolved is None or not resolved.opened or resolved.key != _hex(entry):
+                return span
+            run = resolved
+        elif kind is _RUN:
+            if resolved is not None and resolved.key == _hex(entry):
+                run = resolved
+            else:  # a run span whose children never asked, or that became one late
+                parent_entry = entry[_PARENT]
+                parent_run = resolved or (
+                    self._children_run(parent_entry) if parent_entry is not None else None
+                )
+                run = _Run(
+                    _hex(entry),
+                    parent_run.trace_hex if parent_run else _trace_hex(ctx.trace_id),
+                    parent_run,
+                    span,
+                    span.start_time or 0,
+                )
             run.declared = True
-            owns_run = True
-        if (
-            (kind is _OTHER or kind is _PHASE)
-            and not run.opened
-            and not (owns_run and run.declared)
-            and _FLAGS not in attrs
-        ):
-            return span  # nothing to detect: not an agent span, no agent run around it
+        elif resolved is not None:
+            run = resolved
+        elif entry[_PARENT] is not None:
+            run = self._children_run(entry[_PARENT])
+        else:  # an LLM or tool span that is its own local root
+            run = _Run(_hex(entry), _trace_hex(ctx.trace_id), None, span, span.start_time or 0)
+        hex_id = _hex(entry)
+        owns_run = run.key == hex_id
 
         start_ns = span.start_time or 0
         end_ns = span.end_time or start_ns
         if end_ns < start_ns:
             self._counts["clock_skew"] += 1
+        parent_ctx = span.parent
+        parent_entry = entry[_PARENT]
+        if parent_entry is not None:
+            parent_hex: str | None = _hex(parent_entry)
+        else:
+            parent_hex = _span_hex(parent_ctx.span_id) if parent_ctx is not None else None
         status = span.status
         record = build_record_positional(
             attrs,
             kind,
             run.trace_hex,
             hex_id,
-            entry[_PARENT_HEX],
+            parent_hex,
             span.name,
             start_ns,
             end_ns,
@@ -294,7 +329,7 @@ class AnomalyProcessor(SpanProcessor):
             self._open_run(run, attrs)
             summary = self._close_run(run, record)
         else:
-            if not run.opened and (kind is not _OTHER):
+            if not run.opened and kind is not _OTHER and kind is not _PHASE:
                 self._open_run(run, None)
             if record.agent_name is None:
                 record.agent_name = run.agent_name

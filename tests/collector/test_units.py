@@ -1,0 +1,203 @@
+"""Unit checks of the wire helpers and the OTel self-metrics export."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from agentwatch.collector.otlp import (
+    Group,
+    GroupTable,
+    RequestBuilder,
+    decode_attributes,
+    edit_span,
+    json_request_to_protobuf,
+    split_request,
+)
+from agentwatch.collector.telemetry import Stats, start_otel_metrics
+
+VALUES = [
+    "",
+    "x",
+    "é" * 100,
+    "a" * 300,
+    0,
+    1,
+    127,
+    128,
+    300,
+    -1,
+    2**62,
+    -(2**63),
+    True,
+    False,
+    0.0,
+    1.5,
+    -2.25e300,
+    ("a", "b"),
+    ("customer:cust_1", "order:ord_2"),
+    (1, 2),
+    ("a", 3),
+    (),
+]
+
+
+def _kv(key, value) -> bytes:
+    kv = KeyValue(key=key)
+    if isinstance(value, bool):
+        kv.value.bool_value = value
+    elif isinstance(value, int):
+        kv.value.int_value = value
+    elif isinstance(value, float):
+        kv.value.double_value = value
+    elif isinstance(value, str):
+        kv.value.string_value = value
+    else:
+        kv.value.array_value.SetInParent()
+        for item in value:
+            if isinstance(item, str):
+                kv.value.array_value.values.add(string_value=item)
+            else:
+                kv.value.array_value.values.add(int_value=item)
+    return kv.SerializeToString()
+
+
+@pytest.mark.parametrize("key", ["k", "gen_ai.operation.name", "k" * 200])
+def test_attribute_values_decode_exactly(key):
+    for value in VALUES:
+        for _ in range(2):  # cold, then from the cache
+            assert decode_attributes([_kv(key, value)]) == {key: value}
+    empty = KeyValue(key=key).SerializeToString()
+    assert decode_attributes([empty]) == {}
+    blob = KeyValue(key=key)
+    blob.value.bytes_value = b"\x00\xff"
+    assert decode_attributes([blob.SerializeToString()]) == {key: base64.b64encode(b"\x00\xff").decode()}
+    kvlist = KeyValue(key=key)
+    kvlist.value.kvlist_value.values.add(key="b").value.int_value = 2
+    assert json.loads(decode_attributes([kvlist.SerializeToString()])[key]) == {"b": 2}
+
+
+def test_builder_keeps_resource_and_scope_grouping():
+    table = GroupTable()
+    a = table.get(b"\x0a\x05\x0a\x01a\x12\x00", "https://schema/1", b"\x0a\x01x", "")
+    b = table.get(b"\x0a\x05\x0a\x01a\x12\x00", "https://schema/1", b"\x0a\x01y", "s")
+    c = table.get(b"", "", b"", "")
+    assert table.get(b"\x0a\x05\x0a\x01a\x12\x00", "https://schema/1", b"\x0a\x01x", "") is a
+    builder = RequestBuilder()
+    sent = []
+    for i in range(300):
+        raw = Span(trace_id=os.urandom(16), span_id=os.urandom(8), name="n" * i).SerializeToString()
+        group: Group = (a, b, c)[i % 3]
+        builder.add(group, raw)
+        sent.append((group.key, raw))
+    request = ExportTraceServiceRequest.FromString(builder.build())
+    assert len(request.resource_spans) == 2
+    first = request.resource_spans[0]
+    assert first.schema_url == "https://schema/1" and [s.scope.name for s in first.scope_spans] == ["x", "y"]
+    assert first.scope_spans[1].schema_url == "s"
+    spans, rejected, _ = split_request(builder.build(), GroupTable())
+    assert rejected == 0 and sorted((g.key, raw) for g, raw, *_ in spans) == sorted(sent)
+
+
+def test_edit_span_appends_or_rewrites():
+    span = Span(trace_id=os.urandom(16), span_id=os.urandom(8), name="s")
+    span.attributes.add(key="keep").value.string_value = "v"
+    raw = span.SerializeToString()
+    appended = Span.FromString(edit_span(raw, {"keep": "v"}, {"new": ("A",)}, [("ev", {"x": 1})], 5))
+    assert [kv.key for kv in appended.attributes] == ["keep", "new"]
+    assert appended.events[0].name == "ev" and appended.events[0].time_unix_nano == 5
+    replaced = Span.FromString(edit_span(raw, {"keep": "v"}, {"keep": "w"}, [], 5))
+    assert [(kv.key, kv.value.string_value) for kv in replaced.attributes] == [("keep", "w")]
+
+
+def test_json_conversion_handles_otlp_json_specifics():
+    body = {
+        "resourceSpans": [
+            {
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "5B8EFFF798038103D269B633813FC60C",
+                                "spanId": "eee19b7ec3c1b174",
+                                "parentSpanId": "",
+                                "name": "x",
+                                "kind": "SPAN_KIND_SERVER",
+                                "startTimeUnixNano": 1,
+                                "endTimeUnixNano": "2",
+                                "links": [
+                                    {
+                                        "traceId": "5b8efff798038103d269b633813fc60c",
+                                        "spanId": "eee19b7ec3c1b175",
+                                    }
+                                ],
+                                "status": {"code": 2},
+                            }
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
+    request = ExportTraceServiceRequest.FromString(json_request_to_protobuf(json.dumps(body).encode()))
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    assert span.trace_id.hex() == "5b8efff798038103d269b633813fc60c" and span.kind == 2
+    assert span.links[0].span_id.hex() == "eee19b7ec3c1b175" and span.status.code == 2
+    with pytest.raises(ValueError):
+        json_request_to_protobuf(b'{"resourceSpans": {"not": "a list"}}')
+    with pytest.raises(ValueError):
+        json_request_to_protobuf(b"[1, 2]")
+
+
+def test_self_metrics_are_exported_over_otlp(monkeypatch):
+    received: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv(
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}/v1/metrics"
+    )
+    stats = Stats()
+    stats.add("spans_received", 7, "grpc")
+    stats.add("findings", 2, "LOOP_DETECTED")
+    stats.gauge("queue_batches", lambda: 3)
+    provider = start_otel_metrics(stats, "test")
+    try:
+        assert provider.force_flush(10_000)
+    finally:
+        provider.shutdown()
+        server.shutdown()
+        server.server_close()
+    names = {}
+    for body in received:
+        for rm in ExportMetricsServiceRequest.FromString(body).resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    points = metric.sum.data_points or metric.gauge.data_points
+                    names[metric.name] = [
+                        (p.as_int, {a.key: a.value.string_value for a in p.attributes}) for p in points
+                    ]
+    assert names["agentwatch.collector.spans.received"] == [(7, {"protocol": "grpc"})]
+    assert names["agentwatch.collector.findings"] == [(2, {"flag": "LOOP_DETECTED"})]
+    assert names["agentwatch.collector.queue.batches"][0][0] == 3
