@@ -217,7 +217,9 @@ ANOMALY_EVENT = "agentwatch.anomaly"
 ANOMALY_FLAG = "agentwatch.anomaly.flag"
 ANOMALY_REASON = "agentwatch.anomaly.reason"
 ANOMALY_RELATED_SPAN_ID = "agentwatch.anomaly.related_span_id"
-ANOMALY_SUMMARY_SPAN_NAME = "agentwatch.anomaly.summary"
+ANOMALY_SUMMARY_SPAN_NAME = "agentwatch.anomaly.summary"  # collector: findings after spans left
+ANOMALY_SUMMARY_SPAN_IDS = "agentwatch.anomaly.summary.span_ids"  # spans a summary span's findings are about
+ANOMALY_SPAN_ID = "agentwatch.anomaly.span_id"  # summary event attribute: the span a finding is about
 
 # agentwatch metrics
 METRIC_RUNS = "agentwatch.runs"

@@ -62,7 +62,7 @@ def test_documented_example_loads_with_defaults(tmp_path):
 def test_minimal_config_and_defaults():
     config = build_collector_config({"exporter": {"endpoint": "tempo:4317"}}, env={})
     assert config.grpc is not None and config.http is not None  # no receivers section: both on
-    assert config.exporter.protocol == "grpc" and config.exporter.compression == "gzip"
+    assert config.exporter.protocol == "grpc" and config.exporter.compression == "none"
     assert config.limits.max_traces == 50_000 and config.decision.idle_timeout_seconds == 10
     only_http = build_collector_config({"receivers": {"http": None}, "exporter": {"endpoint": "x:1"}}, env={})
     assert only_http.grpc is None and only_http.http is not None

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from opentelemetry.trace import StatusCode
 
-pytest.importorskip("mcp")
+pytest.importorskip("mcp.server.mcpserver")  # the tests use the mcp 2.x server and client APIs
 
 from mcp import Client, ClientSession
 from mcp.client._memory import InMemoryTransport

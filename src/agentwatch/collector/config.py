@@ -99,7 +99,7 @@ class ExporterConfig:
     protocol: str = "grpc"
     headers: Mapping[str, str] = field(default_factory=dict)
     insecure: bool = True
-    compression: str = "gzip"
+    compression: str = "none"
     timeout_seconds: float = 10.0
     retry: RetryConfig = RetryConfig()
     queue: QueueConfig = QueueConfig()
@@ -358,7 +358,7 @@ def build_collector_config(
         protocol=protocol,
         headers=headers,
         insecure=ex.boolean("insecure", True),
-        compression=ex.choice("compression", "gzip", COMPRESSIONS),
+        compression=ex.choice("compression", "none", COMPRESSIONS),
         timeout_seconds=ex.number("timeout_seconds", 10.0),
         retry=RetryConfig(
             initial_backoff_ms=retry.integer("initial_backoff_ms", 250),

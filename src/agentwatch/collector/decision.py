@@ -55,8 +55,8 @@ from .verdicts import Verdict, VerdictCache
 
 log = logging.getLogger("agentwatch.collector")
 
-SUMMARY_SPAN_ID = "agentwatch.anomaly.span_id"  # event attribute: the span a summary finding is about
-SUMMARY_SPAN_IDS = "agentwatch.anomaly.summary.span_ids"  # spans the summary's findings are about
+SUMMARY_SPAN_ID = sc.ANOMALY_SPAN_ID
+SUMMARY_SPAN_IDS = sc.ANOMALY_SUMMARY_SPAN_IDS
 _EVALUATED_FALSE = keyvalue_field(sc.ANOMALY_EVALUATED, False)
 _EVALUATED_KEY = sc.ANOMALY_EVALUATED.encode()
 _ZERO_SPAN = bytes(8)
