@@ -199,7 +199,7 @@ def main() -> int:
         print("|---|---:|---:|---:|")
         for mode in modes:
             value = best[mode]
-            print(f"| {mode} | {value:.0f} | {value - bare:+.0f} | {value / bare:.2f}× |")
+            print(f"| {mode} | {value:.0f} | {value - bare:+.0f} | {value / bare:.2f}x |")
     return status
 
 

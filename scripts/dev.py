@@ -46,7 +46,7 @@ def _ensure(env_dir: Path, requirements: list[str]) -> Path:
         _run(py, "-m", "pip", "install", "-q", "--upgrade", "pip")
     stamp = env_dir / ".agentwatch-installed"
     key = hashlib.sha256(
-        ((ROOT / "pyproject.toml").read_bytes() + "\n".join(requirements).encode())
+        (ROOT / "pyproject.toml").read_bytes() + "\n".join(requirements).encode()
     ).hexdigest()
     if not stamp.exists() or stamp.read_text() != key:
         _run(py, "-m", "pip", "install", "-q", *requirements)
@@ -91,7 +91,7 @@ def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print(__doc__)
         return 2
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036  (a user may run it with an older python3)
         print("agentwatch needs Python 3.10 or newer", file=sys.stderr)
         return 2
     return COMMANDS[sys.argv[1]](sys.argv[2:])

@@ -78,3 +78,6 @@ async def async_anthropic_client(llm_server: LLMServer) -> AsyncIterator[Any]:
     )
     yield client
     await client.close()
+
+# The agentwatch telemetry fixture (fresh in-memory providers, instrumented) for every test directory.
+from tests.telemetry import telemetry  # noqa: E402, F401

@@ -9,7 +9,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import agentwatch
 from agentwatch import semconv as sc
-from tests.telemetry import Telemetry, telemetry  # noqa: F401
+from tests.telemetry import Telemetry
 
 
 def test_run_span_shape(telemetry: Telemetry) -> None:

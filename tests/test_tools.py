@@ -14,7 +14,7 @@ from opentelemetry.trace import StatusCode
 
 import agentwatch
 from agentwatch import semconv as sc
-from tests.telemetry import Telemetry, make_telemetry, telemetry  # noqa: F401
+from tests.telemetry import Telemetry, make_telemetry
 
 
 def contract_hash(args: dict[str, Any]) -> str:

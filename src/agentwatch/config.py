@@ -90,7 +90,7 @@ class Limits:
 class Config:
     """The resolved configuration every component reads (immutable; swap, don't mutate)."""
 
-    budget: Budget = Budget()
+    budget: Budget = field(default_factory=Budget)
     loop: LoopConfig = LoopConfig()
     tools: ToolPolicy = ToolPolicy()
     anomaly: AnomalyConfig = AnomalyConfig()

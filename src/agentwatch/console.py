@@ -59,14 +59,14 @@ def render_tree(spans: Sequence[ReadableSpan], *, color: bool = False) -> str:
         lines.append(f"{'  ' * depth}{span.name}  {dim}[{ms:.1f} ms span={sid}]{reset} {shown}".rstrip())
         flags = attrs.get(sc.ANOMALY_FLAGS)
         if flags:
-            lines.append(f"{'  ' * depth}  {red}⚑ {', '.join(flags)} ({attrs.get(sc.ANOMALY_SEVERITY)}){reset}")
+            lines.append(f"{'  ' * depth}  {red}⚑ {_fmt(flags)[1:-1]} ({attrs.get(sc.ANOMALY_SEVERITY)}){reset}")
             for event in span.events:
                 if event.name == sc.ANOMALY_EVENT and event.attributes:
                     lines.append(f"{'  ' * depth}    {dim}- {event.attributes.get(sc.ANOMALY_REASON)}{reset}")
         run_flags = attrs.get(sc.RUN_ANOMALY_FLAGS)
         if run_flags:
-            lines.append(f"{'  ' * depth}  {red}run anomalies: {', '.join(run_flags)}{reset}")
-        for child in sorted(by_parent.get(sspan_id(span), []), key=lambda s: s.start_time or 0):
+            lines.append(f"{'  ' * depth}  {red}run anomalies: {_fmt(run_flags)[1:-1]}{reset}")
+        for child in sorted(by_parent.get(_span_id(span), []), key=lambda s: s.start_time or 0):
             walk(child, depth + 1)
 
     for root in sorted(by_parent.get(None, []), key=lambda s: s.start_time or 0):
@@ -74,7 +74,7 @@ def render_tree(spans: Sequence[ReadableSpan], *, color: bool = False) -> str:
     return "\n".join(lines)
 
 
-def sspan_id(span: ReadableSpan) -> int | None:
+def _span_id(span: ReadableSpan) -> int | None:
     return span.context.span_id if span.context is not None else None
 
 

@@ -123,7 +123,9 @@ def test_http_errors(telemetry: Telemetry, llm_server: Any, anthropic_client: An
 
 
 def test_run_totals_and_entities(telemetry: Telemetry, llm_server: Any, anthropic_client: Any) -> None:
-    llm_server.script(reply.tool_call("get_order", {"order_id": "ord_555"}, usage=USAGE), reply.text("done", usage=USAGE))
+    llm_server.script(
+        reply.tool_call("get_order", {"order_id": "ord_555"}, usage=USAGE), reply.text("done", usage=USAGE)
+    )
 
     @agentwatch.tool("get_order")
     def get_order(order_id: str) -> dict[str, str]:

@@ -15,7 +15,6 @@ import agentwatch
 from agentwatch import semconv as sc
 from agentwatch.hashing import args_hash
 from agentwatch.testing import reply
-
 from tests.telemetry import Telemetry
 
 MODEL = "gpt-4o-mini"

@@ -310,10 +310,8 @@ def anyvalue(raw: bytes) -> Any:
     try:
         if tag == 0x0A:  # string_value
             n, pos = _read_varint(raw, 1)
-            if pos + n != len(raw):
-                value = _from_message(AnyValue.FromString(raw))
-            else:
-                value = raw[pos:].decode("utf-8")
+            # a string that is not the whole message: let protobuf sort it out
+            value = _from_message(AnyValue.FromString(raw)) if pos + n != len(raw) else raw[pos:].decode("utf-8")
         elif tag == 0x10:  # bool_value
             value = raw[1] != 0
         elif tag == 0x18:  # int_value

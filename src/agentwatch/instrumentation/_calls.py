@@ -24,8 +24,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from .. import _runtime
 from .. import semconv as sc
-from ..content import capture_mode
 from ..classify import error_class, error_type, mark, tool_stop_reason
+from ..content import capture_mode
 from ..engine.entities import format_entities
 from ..engine.record import Kind, SpanRecord
 from ..errors import BudgetExceeded, LoopDetected, StopRun, ToolDenied
@@ -103,12 +103,35 @@ class ToolCall:
     """One ``execute_tool`` span, opened by :func:`start_tool` and closed by :meth:`finish`."""
 
     __slots__ = (
-        "args_hash", "arguments", "arg_entities", "capture", "idempotent", "name", "record_schema",
-        "run", "side_effect", "span", "start_ns", "token",
+        "arg_entities",
+        "args_hash",
+        "arguments",
+        "capture",
+        "idempotent",
+        "name",
+        "record_schema",
+        "run",
+        "side_effect",
+        "span",
+        "start_ns",
+        "token",
     )
 
+    name: str
+    run: Run | None
+    arguments: Any
+    args_hash: str
+    side_effect: bool
+    idempotent: bool
+    arg_entities: tuple[tuple[str, str], ...]
+    record_schema: dict[str, Any] | None
+    start_ns: int
+    capture: bool
+    span: Span
+    token: object | None
+
     def __init__(self) -> None:
-        self.token: object | None = None
+        self.token = None
 
     def finish(self, result: Any = _MISSING, exc: BaseException | None = None) -> None:
         """End the span with the tool's result or exception; never raises."""
@@ -257,20 +280,46 @@ class LLMCall:
         "start", "system_hash", "time_to_first_chunk", "token", "user_hash",
     )
 
+    run: Run | None
+    provider: str
+    model: str | None
+    start: int
+    span: Span
+    foreign: bool
+    capture: bool
+    metric_attrs: dict[str, Any]
+    offered_tools: tuple[str, ...] | None
+    system_hash: str | None
+    user_hash: str | None
+    input_entities: tuple[tuple[str, str], ...] | None
+    finished: bool
+    token: object | None
+    response_id: str | None
+    response_model: str | None
+    finish_reasons: list[str]
+    input_tokens: int | None
+    output_tokens: int | None
+    cache_read: int | None
+    cache_write: int | None
+    reasoning_tokens: int | None
+    requested: list[tuple[str, Any, str | None]]
+    output_messages: Any
+    time_to_first_chunk: float | None
+
     def __init__(self) -> None:
         self.finished = False
-        self.token: object | None = None
-        self.response_id: str | None = None
-        self.response_model: str | None = None
-        self.finish_reasons: list[str] = []
-        self.input_tokens: int | None = None
-        self.output_tokens: int | None = None
-        self.cache_read: int | None = None
-        self.cache_write: int | None = None
-        self.reasoning_tokens: int | None = None
-        self.requested: list[tuple[str, Any, str | None]] = []  # (tool name, raw args, call id)
-        self.output_messages: Any = None
-        self.time_to_first_chunk: float | None = None
+        self.token = None
+        self.response_id = None
+        self.response_model = None
+        self.finish_reasons = []
+        self.input_tokens = None
+        self.output_tokens = None
+        self.cache_read = None
+        self.cache_write = None
+        self.reasoning_tokens = None
+        self.requested = []  # (tool name, raw args, call id)
+        self.output_messages = None
+        self.time_to_first_chunk = None
 
     def detach(self) -> None:
         """Leave the call's context (done as soon as the client returns, even for streams)."""

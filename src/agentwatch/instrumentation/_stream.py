@@ -24,7 +24,7 @@ ChunkHandler = Callable[[LLMCall, Any], None]
 class _Base(wrapt.ObjectProxy):  # type: ignore[misc]
     def __init__(self, wrapped: Any, call: LLMCall, on_chunk: ChunkHandler) -> None:
         super().__init__(wrapped)
-        self._self_call = call
+        self._self_call: LLMCall | None = call
         self._self_on_chunk = on_chunk
         self._self_first = True
 

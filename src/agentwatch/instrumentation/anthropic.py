@@ -170,12 +170,12 @@ class _MessageStream:
             if usage is not None:
                 _usage(call, usage)
         elif kind == "content_block_start":
-            block = getattr(event, "content_block", None)
+            block: Any = getattr(event, "content_block", None)
             if getattr(block, "type", None) == "tool_use":
                 self.blocks[event.index] = [block.name, "", getattr(block, "id", None)]
                 self._publish(call)
         elif kind == "content_block_delta":
-            delta = getattr(event, "delta", None)
+            delta: Any = getattr(event, "delta", None)
             dtype = getattr(delta, "type", None)
             if dtype == "input_json_delta":
                 slot = self.blocks.get(event.index)

@@ -1,1 +1,0 @@
-from tests.telemetry import telemetry  # noqa: F401  (fixture)
