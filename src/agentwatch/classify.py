@@ -86,13 +86,38 @@ def tool_stop_reason(cls: ErrorClass) -> StopReason:
     return _TOOL_STOP[cls]
 
 
+# Framework exceptions that end a run and say more than "it raised" (matched by class name,
+# so no framework needs importing).
+_NAMED = {
+    "MaxTurnsExceeded": StopReason.STEP_BUDGET,  # OpenAI Agents SDK
+    "GraphRecursionError": StopReason.STEP_BUDGET,  # LangGraph's recursion_limit
+    "InputGuardrailTripwireTriggered": StopReason.INVALID_INPUT,  # OpenAI Agents SDK
+}
+
+
 def stop_reason_for(exc: BaseException) -> StopReason:
-    """The stop reason of a run that ended with ``exc`` propagating out of it."""
+    """The stop reason of a run that ended with ``exc`` propagating out of it.
+
+    Frameworks wrap a tool's exception in their own (the Agents SDK raises
+    ``UserError`` from it), so an unclassified exception defers to its cause.
+    """
+    reason = _stop_reason(exc)
+    cause, seen = exc.__cause__, 0
+    while reason is StopReason.INTERNAL_ERROR and cause is not None and seen < 8:
+        reason = _stop_reason(cause)
+        cause, seen = cause.__cause__, seen + 1
+    return reason
+
+
+def _stop_reason(exc: BaseException) -> StopReason:
     if isinstance(exc, StopRun):
         return exc.stop_reason
     marked: Any = getattr(exc, _STOP_ATTR, None)
     if marked is not None:
         return StopReason(marked)
+    named = _NAMED.get(type(exc).__name__)
+    if named is not None:
+        return named
     if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
         return StopReason.CANCELLED
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):

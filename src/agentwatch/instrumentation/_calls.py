@@ -32,7 +32,7 @@ from ..errors import BudgetExceeded, LoopDetected, StopRun, ToolDenied
 from ..hashing import canonical_json, digest, parse_arguments, value_hash
 from ..otel.findings import anomaly_update
 from ..runs import Run, _context_for, current_run
-from ..semconv import StopReason
+from ..semconv import ErrorClass, StopReason
 
 if TYPE_CHECKING:
     from ..engine.engine import Stop
@@ -133,8 +133,18 @@ class ToolCall:
     def __init__(self) -> None:
         self.token = None
 
-    def finish(self, result: Any = _MISSING, exc: BaseException | None = None) -> None:
-        """End the span with the tool's result or exception; never raises."""
+    def finish(
+        self,
+        result: Any = _MISSING,
+        exc: BaseException | None = None,
+        *,
+        failed: tuple[str, ErrorClass, str] | None = None,
+    ) -> None:
+        """End the span with the tool's result or exception; never raises.
+
+        ``failed`` = (``error.type``, error class, message) records a failure that
+        is a value, not an exception (an MCP result with ``isError``).
+        """
         if self.token is not None:
             try:
                 otel_context.detach(self.token)  # type: ignore[arg-type]
@@ -155,7 +165,15 @@ class ToolCall:
                 arg_entities=self.arg_entities, tool_schema=self.record_schema,
             )
             attrs: dict[str, Any] = {}
-            if exc is not None:
+            if failed is not None:
+                kind, failure_class, message = failed
+                record.is_error = True
+                record.error_type = kind
+                record.error_class = failure_class.value
+                attrs[sc.ERROR_TYPE] = kind
+                attrs[sc.TOOL_ERROR_CLASS] = failure_class.value
+                span.set_status(Status(StatusCode.ERROR, message[:512]))
+            elif exc is not None:
                 cls = error_class(exc)
                 mark(exc, tool_stop_reason(cls))
                 record.is_error = True
@@ -424,6 +442,10 @@ class LLMCall:
 
     def _metrics(self, rt: Any, exc: BaseException | None, end: int, cost: float | None,
                  attrs: dict[str, Any]) -> None:
+        if cost is not None:  # recorded beside foreign spans too: no other instrumentation counts cost
+            rt.instruments.cost.add(
+                cost, {sc.GEN_AI_PROVIDER_NAME: self.provider, sc.GEN_AI_REQUEST_MODEL: self.model or ""}
+            )
         if not self.foreign:
             metric = self.metric_attrs
             if exc is not None:
@@ -436,9 +458,6 @@ class LLMCall:
                 ins.token_usage.record(self.input_tokens, {**metric, sc.GEN_AI_TOKEN_TYPE: "input"})
             if self.output_tokens is not None:
                 ins.token_usage.record(self.output_tokens, {**metric, sc.GEN_AI_TOKEN_TYPE: "output"})
-            if cost is not None:
-                ins.cost.add(cost, {sc.GEN_AI_PROVIDER_NAME: self.provider,
-                                    sc.GEN_AI_REQUEST_MODEL: self.model or ""})
 
 
 _LLM_SPAN_MARKERS = (sc.GEN_AI_OPERATION_NAME, sc.LLM_REQUEST_TYPE, sc.OPENINFERENCE_SPAN_KIND)

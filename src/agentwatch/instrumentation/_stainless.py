@@ -175,6 +175,7 @@ class StainlessPatch:
         self.module = module
         self.provider = provider
         self.installed = False
+        self._shadows: list[type] = []
 
     def available(self) -> bool:
         try:
@@ -186,14 +187,43 @@ class StainlessPatch:
     def install(self) -> None:
         if self.installed or not self.available():
             return
-        wrapt.wrap_function_wrapper(self.module, "SyncAPIClient.request", _sync_wrapper(self.provider))
-        wrapt.wrap_function_wrapper(self.module, "AsyncAPIClient.request", _async_wrapper(self.provider))
+        mod = importlib.import_module(self.module)
+        for base, wrapper in (
+            (mod.SyncAPIClient, _sync_wrapper(self.provider)),
+            (mod.AsyncAPIClient, _async_wrapper(self.provider)),
+        ):
+            wrapt.wrap_function_wrapper(base, "request", wrapper)
+            # Another instrumentation (OpenInference) may have set ``request`` on a
+            # subclass, hiding the base method: wrap those too. Ours is then outer and
+            # its suppression key keeps theirs quiet, so a call is still one span.
+            for cls in _shadowing_subclasses(base):
+                wrapt.wrap_function_wrapper(cls, "request", wrapper)
+                self._shadows.append(cls)
         self.installed = True
 
     def uninstall(self) -> None:
         if not self.installed:
             return
         mod = importlib.import_module(self.module)
+        for cls in self._shadows:
+            unwrap(cls, "request")
+        self._shadows = []
         unwrap(mod.SyncAPIClient, "request")
         unwrap(mod.AsyncAPIClient, "request")
         self.installed = False
+
+
+def _shadowing_subclasses(base: type) -> list[type]:
+    """Subclasses of ``base`` that define their own ``request``."""
+    found: list[type] = []
+    stack: list[type] = list(base.__subclasses__())
+    seen: set[type] = set()
+    while stack:
+        cls = stack.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        if "request" in vars(cls):
+            found.append(cls)
+        stack.extend(cls.__subclasses__())
+    return found

@@ -32,8 +32,8 @@ from opentelemetry import context as otel_context
 from .. import _runtime
 from ..errors import StopRun
 from ._calls import ToolCall, active, start_tool
-from .mcp import DeferredPatch, text_value
-from .openai_agents import DetachedRun, opens_run
+from ._frameworks import DetachedRun, opens_run
+from ._patching import DeferredPatch, text_value
 
 _FILTERED = frozenset({"run_manager", "callbacks", "config", "runtime", "state", "store", "tool_call_id"})
 

@@ -18,9 +18,6 @@ the tool twice.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import json
 import re
 import weakref
 from collections import OrderedDict
@@ -28,13 +25,13 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-import wrapt
 from opentelemetry import trace
-from opentelemetry.instrumentation.utils import unwrap
 
 from .. import _runtime
 from .. import semconv as sc
+from ..semconv import ErrorClass
 from ._calls import ToolCall, active, start_tool
+from ._patching import DeferredPatch, text_value
 
 MAX_TOOLS_PER_SESSION = 512
 """Tool definitions remembered per session; the oldest listed is forgotten first."""
@@ -45,44 +42,32 @@ _MAX_ERROR_TEXT = 2000
 _IN_CALL: ContextVar[Any] = ContextVar("agentwatch_mcp_in_call", default=None)
 
 
-class MCPToolError(Exception):
-    """A ``CallToolResult`` with ``isError``: recorded on the tool span, never raised to the user."""
-
-
-class MCPToolTimeoutError(MCPToolError):
-    """An ``isError`` result whose text reports a timeout."""
-
-
-class MCPToolRateLimitError(MCPToolError):
-    """An ``isError`` result whose text reports a rate limit or exhausted quota."""
-
-
-class MCPToolAuthError(MCPToolError):
-    """An ``isError`` result whose text reports missing or refused credentials."""
-
-
-# Checked in order; the class names carry the error class (see agentwatch.classify.error_class).
-_ERROR_PATTERNS: tuple[tuple[re.Pattern[str], type[MCPToolError]], ...] = (
-    (re.compile(r"timed?[\s_-]?out|deadline exceeded", re.I), MCPToolTimeoutError),
-    (re.compile(r"rate[\s_-]?limit|too many requests|quota exceeded", re.I), MCPToolRateLimitError),
+# Checked in order: what an ``isError`` result's text says about the failure.
+_ERROR_PATTERNS: tuple[tuple[re.Pattern[str], ErrorClass], ...] = (
+    (re.compile(r"timed?[\s_-]?out|deadline exceeded", re.I), ErrorClass.TIMEOUT),
+    (re.compile(r"rate[\s_-]?limit|too many requests|quota exceeded", re.I), ErrorClass.RATE_LIMIT),
     (
         re.compile(
             r"unauthori[sz]ed|forbidden|not authenticated|authentication|permission denied|access denied"
             r"|invalid (?:api[\s_-]?)?(?:key|token)|credential",
             re.I,
         ),
-        MCPToolAuthError,
+        ErrorClass.AUTH,
     ),
 )
 
 
-def tool_error(text: str) -> MCPToolError:
-    """The exception recorded for an ``isError`` result with this text."""
+def tool_failure(text: str) -> tuple[str, ErrorClass, str]:
+    """``(error.type, error class, message)`` for an ``isError`` result with this text.
+
+    ``error.type`` is ``tool_error``, as the OpenTelemetry MCP conventions say for a
+    tool that reported an error in its result rather than failing the request.
+    """
     text = text[:_MAX_ERROR_TEXT]
     for pattern, cls in _ERROR_PATTERNS:
         if pattern.search(text):
-            return cls(text)
-    return MCPToolError(text)
+            return "tool_error", cls, text
+    return "tool_error", ErrorClass.ERROR, text
 
 
 # --------------------------------------------------------------------------- per-session memory
@@ -163,22 +148,11 @@ def _texts(result: Any) -> list[str]:
     return out
 
 
-def text_value(text: str) -> Any:
-    """A text block that is JSON counts as its value (hash ignores whitespace, entities see fields)."""
-    stripped = text.strip()
-    if stripped[:1] in ("{", "["):
-        try:
-            return json.loads(stripped)
-        except ValueError:
-            pass
-    return text
-
-
 def _finish(call: ToolCall, result: Any) -> None:
     """Close the span from a ``call_tool`` return value (the value itself is not touched)."""
     try:
         if _field(result, "is_error", "isError") is True:
-            outcome: tuple[str, Any] = ("error", tool_error("\n".join(_texts(result)) or "isError"))
+            outcome: tuple[str, Any] = ("error", tool_failure("\n".join(_texts(result)) or "isError"))
         elif not hasattr(result, "content"):  # InputRequiredResult, a claimed extension shape
             outcome = ("none", None)
         else:
@@ -193,7 +167,7 @@ def _finish(call: ToolCall, result: Any) -> None:
         outcome = ("none", None)
     kind, value = outcome
     if kind == "error":
-        call.finish(exc=value)
+        call.finish(failed=value)
     elif kind == "result":
         call.finish(value)
     else:
@@ -307,58 +281,6 @@ def _own(session: Any) -> Any:
 
 def _client_session(client: Any) -> Any:
     return client.session
-
-
-class DeferredPatch:
-    """Wraps its targets when their module is imported, or at once if it already is.
-
-    Importing ``mcp`` (or an agent framework) costs a second or more, so an
-    application that never uses it must not pay for it in ``instrument()``;
-    a library that is not installed at all makes this a silent no-op. Used by
-    every framework integration (``openai_agents``, ``langchain``).
-    """
-
-    def __init__(self, targets: tuple[tuple[str, str, str, Any], ...]) -> None:
-        self.targets = targets  # (module, class or "" for a module function, function, wrapt wrapper)
-        self.installed = False
-        self._wrapped: list[tuple[Any, str]] = []
-
-    def install(self) -> None:
-        if self.installed:
-            return
-        modules = [m for m in dict.fromkeys(t[0] for t in self.targets) if _installed(m.partition(".")[0])]
-        if not modules:
-            return
-        self.installed = True
-        for module in modules:
-            wrapt.register_post_import_hook(self._on_import, module)
-
-    def _on_import(self, module: Any) -> None:
-        if not self.installed:  # uninstalled before the library was imported
-            return
-        for module_name, cls_name, method, wrapper in self.targets:
-            if module_name != module.__name__:
-                continue
-            try:
-                owner = getattr(module, cls_name) if cls_name else module
-                if callable(getattr(owner, method, None)):
-                    wrapt.wrap_function_wrapper(owner, method, wrapper)
-                    self._wrapped.append((owner, method))
-            except Exception as err:  # never break the user's import
-                _runtime.internal_error(f"patch {module_name}.{cls_name}.{method}", err)
-
-    def uninstall(self) -> None:
-        for owner, method in reversed(self._wrapped):
-            unwrap(owner, method)
-        self._wrapped = []
-        self.installed = False
-
-
-def _installed(package: str) -> bool:
-    try:
-        return importlib.util.find_spec(package) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def patch() -> DeferredPatch:

@@ -22,114 +22,20 @@ the LLM spans; they nest under the run. The SDK's own tracing is not used.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 
 from .. import _runtime
-from .. import semconv as sc
-from ..classify import stop_reason_for
 from ..errors import StopRun
-from ..runs import Run, current_run
 from ..runs import run as open_run
-from ..semconv import StopReason
 from ._calls import ToolCall, active, start_tool
-from .mcp import DeferredPatch  # the generic deferred wrapper installer (see mcp.py)
-
-# Exceptions the SDK ends a run with that say more than "it raised": (class name, stop reason).
-_STOP_REASONS = {
-    "MaxTurnsExceeded": StopReason.STEP_BUDGET,
-    "InputGuardrailTripwireTriggered": StopReason.INVALID_INPUT,
-    "GraphRecursionError": StopReason.STEP_BUDGET,  # LangGraph's recursion_limit
-}
+from ._frameworks import DetachedRun, opens_run, stop_for, wrapped_stop
+from ._patching import DeferredPatch
 
 # Exceptions the SDK turned into a message for the model during the current tool call.
 _HANDLED: ContextVar[list[BaseException] | None] = ContextVar("agentwatch_agents_handled", default=None)
-
-
-# --------------------------------------------------------------------------- run helpers (shared)
-
-
-def opens_run() -> bool:
-    """Whether a framework entry point should open its own run span.
-
-    Yes outside any run, and inside a tool call (an agent used as a tool is a
-    sub-agent: a nested run). No when a run is already current and the call is
-    its body (``with agentwatch.run(...)`` around ``Runner.run``, a subgraph
-    invoked from a graph node): the calls join that run instead of creating a
-    second run span for the same attempt.
-    """
-    if current_run() is None:
-        return True
-    attrs = getattr(trace.get_current_span(), "attributes", None) or {}
-    return attrs.get(sc.GEN_AI_OPERATION_NAME) == sc.OP_EXECUTE_TOOL
-
-
-class DetachedRun:
-    """A run span for work that outlives the calling frame (streams, background tasks).
-
-    The run is entered in a private copy of the context, so the caller's context
-    is untouched; callers attach :attr:`context` around each piece of work and
-    call :meth:`end` exactly once, from anywhere.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._ctx = contextvars.copy_context()
-        self._scope = open_run(name)
-        self.run: Run = self._ctx.run(self._scope.__enter__)
-        self.context = self._ctx.run(otel_context.get_current)
-        self._ended = False
-
-    def end(self, exc: BaseException | None = None) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        try:
-            stop_for(self.run, exc)
-            self._ctx.run(self._scope.__exit__, type(exc) if exc else None, exc, None)
-        except Exception as err:
-            _runtime.internal_error("run.end", err)
-
-
-def wrapped_stop(exc: BaseException) -> StopRun | None:
-    """agentwatch's own deliberate stop (``BudgetExceeded``...) inside a framework's wrapper exception.
-
-    The Agents SDK re-raises anything from a tool call as ``UserError``; the
-    user enforced a budget and catches ``agentwatch.BudgetExceeded``, so the
-    run's entry point raises the stop itself.
-    """
-    if isinstance(exc, StopRun):
-        return None
-    cause, seen = exc.__cause__, 0
-    while cause is not None and seen < 8:
-        if isinstance(cause, StopRun):
-            return cause
-        cause, seen = cause.__cause__, seen + 1
-    return None
-
-
-def stop_for(run: Run, exc: BaseException | None) -> None:
-    """Name the stop reason of framework exceptions the classifier does not know.
-
-    Frameworks wrap a tool's exception in their own (the Agents SDK raises
-    ``UserError`` from it): the run stopped for the tool failure it wraps.
-    """
-    if exc is None or run.stop_reason is not None:
-        return
-    reason = _STOP_REASONS.get(type(exc).__name__)
-    if reason is None and stop_reason_for(exc) is StopReason.INTERNAL_ERROR:
-        cause, seen = exc.__cause__, 0
-        while cause is not None and seen < 8:
-            found = stop_reason_for(cause)
-            if found is not StopReason.INTERNAL_ERROR:
-                reason = found
-                break
-            cause, seen = cause.__cause__, seen + 1
-    if reason is not None:
-        run.stop(reason, str(exc)[:200] or None)
 
 
 # --------------------------------------------------------------------------- runs

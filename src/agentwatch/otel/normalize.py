@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_PARSE_CHARS",
+    "OPERATION_KIND",
     "build_record",
     "detect_kind",
     "record_from_attributes",
@@ -81,7 +82,7 @@ _RUN_ID = sc.RUN_ID
 
 # --------------------------------------------------------------------------- kind detection
 
-_OPERATION_KIND: dict[str, Kind] = {
+OPERATION_KIND: dict[str, Kind] = {
     sc.OP_INVOKE_AGENT: Kind.RUN,
     sc.OP_INVOKE_WORKFLOW: Kind.RUN,
     sc.OP_EXECUTE_TOOL: Kind.TOOL,
@@ -119,7 +120,7 @@ def detect_kind(attrs: Mapping[str, Any]) -> Kind | None:
     get = attrs.get
     op = get(_OPERATION)
     if op.__class__ is str:
-        kind = _OPERATION_KIND.get(op)
+        kind = OPERATION_KIND.get(op)
         if kind is not None:
             return kind
     if get(_PHASE) is not None:
@@ -615,9 +616,7 @@ def _read_llm(attrs: Mapping[str, Any], record: SpanRecord, extractor: EntityExt
     get = attrs.get
     model = get(_RESPONSE_MODEL)
     if model.__class__ is not str or not model:
-        model = (
-            _str(get(_REQUEST_MODEL)) or _str(get(sc.OI_LLM_MODEL_NAME)) or _str(get("embedding.model_name"))
-        )
+        model = _str(get(_REQUEST_MODEL)) or _str(get(sc.OI_LLM_MODEL_NAME)) or _str(get("embedding.model_name"))
     record.model = model
     tokens = get(_INPUT_TOKENS)
     if tokens is None:

@@ -46,7 +46,16 @@ from ..engine.entities import EntityExtractor
 from ..engine.record import Finding, Kind, RunSummary, SpanRecord
 from .enrich import enrich
 from .findings import anomaly_update, run_summary_attributes
-from .normalize import build_record_positional, detect_kind, run_agent_name, run_entities, span_attributes
+from .normalize import (
+    OPERATION_KIND as _OPERATION_KIND,
+)
+from .normalize import (
+    build_record_positional,
+    detect_kind,
+    run_agent_name,
+    run_entities,
+    span_attributes,
+)
 from .reporting import AnomalyContext, FindingReporter, OnAnomaly
 
 if TYPE_CHECKING:
@@ -61,6 +70,7 @@ _logger = logging.getLogger(__name__)
 DEFAULT_MAX_OPEN_SPANS = 100_000
 
 
+_OPERATION = sc.GEN_AI_OPERATION_NAME
 _RUN = Kind.RUN
 _OTHER = Kind.OTHER
 _PHASE = Kind.PHASE
@@ -241,6 +251,7 @@ class AnomalyProcessor(SpanProcessor):
             node = node[_PARENT]
         for item in reversed(path):
             live = item[_LIVE]
+            _hex(item)  # children will want it as their parent id
             is_run = detect_kind(span_attributes(live)) is _RUN
             if is_run or run is None:
                 trace_hex = run.trace_hex if run is not None else _trace_hex(item[_TRACE])
@@ -260,49 +271,51 @@ class AnomalyProcessor(SpanProcessor):
             # overflowed: its run is unknown, so it is marked as not evaluated.
             self._counts["spans_untracked"] += 1
             return enrich(span, {_EVALUATED: False})
-        attrs = span_attributes(span)
-        kind = detect_kind(attrs) or _OTHER
+        try:
+            attrs = span._attributes._dict  # type: ignore[union-attr]  # see span_attributes
+        except AttributeError:
+            attrs = span_attributes(span)
+        op = attrs.get(_OPERATION)
+        kind = _OPERATION_KIND.get(op) if op.__class__ is str else None
+        if kind is None:
+            kind = detect_kind(attrs) or _OTHER
+        hex_id = entry[_HEX]
+        if hex_id is None:
+            hex_id = entry[_HEX] = _span_hex(ctx.span_id)
         resolved = entry[_RUN_OF]  # set when a child needed it
+        parent_entry = entry[_PARENT]
         if kind is _OTHER or kind is _PHASE:
             # Not an agent span: its only business is to close the run it stood in for.
-            if resolved is None or not resolved.opened or resolved.key != _hex(entry):
+            if resolved is None or not resolved.opened or resolved.key != hex_id:
                 return span
             run = resolved
         elif kind is _RUN:
-            if resolved is not None and resolved.key == _hex(entry):
+            if resolved is not None and resolved.key == hex_id:
                 run = resolved
             else:  # a run span whose children never asked, or that became one late
-                parent_entry = entry[_PARENT]
-                parent_run = resolved or (
-                    self._children_run(parent_entry) if parent_entry is not None else None
-                )
-                run = _Run(
-                    _hex(entry),
-                    parent_run.trace_hex if parent_run else _trace_hex(ctx.trace_id),
-                    parent_run,
-                    span,
-                    span.start_time or 0,
-                )
+                parent_run = resolved
+                if parent_run is None and parent_entry is not None:
+                    parent_run = parent_entry[_RUN_OF] or self._children_run(parent_entry)
+                trace_hex = parent_run.trace_hex if parent_run is not None else _trace_hex(ctx.trace_id)
+                run = _Run(hex_id, trace_hex, parent_run, span, span.start_time or 0)
             run.declared = True
         elif resolved is not None:
             run = resolved
-        elif entry[_PARENT] is not None:
-            run = self._children_run(entry[_PARENT])
+        elif parent_entry is not None:
+            run = parent_entry[_RUN_OF] or self._children_run(parent_entry)
         else:  # an LLM or tool span that is its own local root
-            run = _Run(_hex(entry), _trace_hex(ctx.trace_id), None, span, span.start_time or 0)
-        hex_id = _hex(entry)
+            run = _Run(hex_id, _trace_hex(ctx.trace_id), None, span, span.start_time or 0)
         owns_run = run.key == hex_id
+        if parent_entry is not None:
+            parent_hex: str | None = parent_entry[_HEX] or _hex(parent_entry)
+        else:
+            parent_ctx = span.parent
+            parent_hex = _span_hex(parent_ctx.span_id) if parent_ctx is not None else None
 
         start_ns = span.start_time or 0
         end_ns = span.end_time or start_ns
         if end_ns < start_ns:
             self._counts["clock_skew"] += 1
-        parent_ctx = span.parent
-        parent_entry = entry[_PARENT]
-        if parent_entry is not None:
-            parent_hex: str | None = _hex(parent_entry)
-        else:
-            parent_hex = _span_hex(parent_ctx.span_id) if parent_ctx is not None else None
         status = span.status
         record = build_record_positional(
             attrs,
@@ -414,9 +427,7 @@ class AnomalyProcessor(SpanProcessor):
             self._reporter.report([*new, *elsewhere], context)
         if summary is not None:
             existing = attrs.get(sc.RUN_ANOMALY_FLAGS)
-            summary_attrs = run_summary_attributes(
-                summary, existing if isinstance(existing, (tuple, list)) else None
-            )
+            summary_attrs = run_summary_attributes(summary, existing if isinstance(existing, (tuple, list)) else None)
             changed = {k: v for k, v in summary_attrs.items() if attrs.get(k) != v}
             new_attrs.update(changed)
         if not new_attrs and not events:
