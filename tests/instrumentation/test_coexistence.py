@@ -78,7 +78,11 @@ def _openai_classes() -> list[type]:
         if module is None or not (name == "openai" or name.startswith("openai.")):
             continue
         for value in list(vars(module).values()):
-            if isinstance(value, type) and value.__module__ == name:
+            try:  # lazy proxies (openai's optional numpy) raise on any inspection
+                is_class = isinstance(value, type) and value.__module__ == name
+            except Exception:
+                continue
+            if is_class:
                 classes.append(value)
     return classes
 

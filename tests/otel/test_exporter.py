@@ -60,7 +60,8 @@ class Recorder(SpanExporter):
 
 
 def flags(span: ReadableSpan) -> tuple[str, ...]:
-    return tuple((span.attributes or {}).get(sc.ANOMALY_FLAGS, ()))
+    value: Any = (span.attributes or {}).get(sc.ANOMALY_FLAGS, ())
+    return tuple(value)
 
 
 def hex_id(span: ReadableSpan) -> str:
@@ -325,9 +326,7 @@ def test_content_of_foreign_spans_is_read(delegate: Recorder) -> None:
 
 def test_entry_point_is_registered() -> None:
     (ep,) = [
-        e
-        for e in importlib.metadata.entry_points(group="opentelemetry_traces_exporter")
-        if e.name == "agentwatch"
+        e for e in importlib.metadata.entry_points(group="opentelemetry_traces_exporter") if e.name == "agentwatch"
     ]
     assert ep.load() is AnomalyExporter
 
@@ -356,9 +355,7 @@ def test_no_argument_construction_wraps_the_otlp_exporter_the_environment_names(
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
     (ep,) = [
-        e
-        for e in importlib.metadata.entry_points(group="opentelemetry_traces_exporter")
-        if e.name == "agentwatch"
+        e for e in importlib.metadata.entry_points(group="opentelemetry_traces_exporter") if e.name == "agentwatch"
     ]
     exporter = ep.load()()  # exactly what the SDK's auto-configuration does
     try:
@@ -383,3 +380,22 @@ def test_in_memory_delegate_round_trip() -> None:
         (),
         ("LOOP_DETECTED",),
     ]
+
+
+def test_behind_a_batch_span_processor_as_auto_configuration_builds_it() -> None:
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    import agentwatch
+
+    assert agentwatch.AnomalyExporter is AnomalyExporter
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(agentwatch.AnomalyExporter(memory), schedule_delay_millis=60_000))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("invoke_agent support", attributes=RUN_ATTRS):
+        for _ in range(3):
+            with tracer.start_as_current_span("execute_tool get_order", attributes=TOOL_ATTRS):
+                pass
+    provider.shutdown()
+    tools = [s for s in memory.get_finished_spans() if s.name == "execute_tool get_order"]
+    assert [flags(s) for s in tools] == [(), (), ("LOOP_DETECTED",)]

@@ -51,7 +51,8 @@ def pipeline(request: pytest.FixtureRequest) -> Iterator[tuple[TracerProvider, I
 
 
 def flags(span: ReadableSpan) -> tuple[str, ...]:
-    return tuple((span.attributes or {}).get(sc.ANOMALY_FLAGS, ()))
+    value: Any = (span.attributes or {}).get(sc.ANOMALY_FLAGS, ())
+    return tuple(value)
 
 
 def agent_loop(client: Any, execute: Callable[[str, dict[str, Any]], Any], user: str, turns: int = 4) -> None:
@@ -132,7 +133,8 @@ def test_official_genai_loop_of_identical_tool_calls(
     assert len(tools) == 3 and (tools[0].attributes or {}).get(sc.GEN_AI_TOOL_CALL_ARGUMENTS)
     assert [flags(t) for t in tools] == [(), (), ("LOOP_DETECTED",)]
     (agent,) = [s for s in spans if (s.attributes or {}).get(sc.GEN_AI_OPERATION_NAME) == "invoke_agent"]
-    assert "LOOP_DETECTED" in (agent.attributes or {})[sc.RUN_ANOMALY_FLAGS]
+    run_flags: Any = (agent.attributes or {})[sc.RUN_ANOMALY_FLAGS]
+    assert "LOOP_DETECTED" in run_flags
     assert len([s for s in spans if (s.attributes or {}).get(sc.GEN_AI_OPERATION_NAME) == "chat"]) == 4
 
 
@@ -150,11 +152,7 @@ def test_official_genai_llm_span_requesting_an_invented_entity(
     finally:
         instrumentor.uninstrument()
     chats = sorted(
-        (
-            s
-            for s in memory.get_finished_spans()
-            if (s.attributes or {}).get(sc.GEN_AI_OPERATION_NAME) == "chat"
-        ),
+        (s for s in memory.get_finished_spans() if (s.attributes or {}).get(sc.GEN_AI_OPERATION_NAME) == "chat"),
         key=lambda s: s.start_time or 0,
     )
     assert "ENTITY_HALLUCINATION" in flags(chats[0])
@@ -210,11 +208,7 @@ def test_openllmetry_llm_span_requesting_a_tool_it_was_not_offered(
     finally:
         instrumentor.uninstrument()
     chats = sorted(
-        (
-            s
-            for s in memory.get_finished_spans()
-            if (s.attributes or {}).get(sc.GEN_AI_OPERATION_NAME) == "chat"
-        ),
+        (s for s in memory.get_finished_spans() if (s.attributes or {}).get(sc.GEN_AI_OPERATION_NAME) == "chat"),
         key=lambda s: s.start_time or 0,
     )
     assert len(chats) == 2

@@ -86,6 +86,14 @@ def test_detect_kind(attributes: dict[str, Any], kind: Kind | None) -> None:
     assert detect_kind(attributes) is kind
 
 
+def test_span_name_is_the_last_resort_for_the_kind() -> None:
+    assert record_from_span(_span("execute_tool get_order", {sc.TOOL_ARGS_HASH: "a" * 16})).kind is Kind.TOOL
+    assert record_from_span(_span("invoke_agent support", {})).kind is Kind.RUN
+    assert record_from_span(_span("chat_history lookup", {})).kind is Kind.OTHER
+    named_otherwise = _span("execute_tool x", {sc.OPENINFERENCE_SPAN_KIND: "CHAIN"})
+    assert record_from_span(named_otherwise).kind is Kind.OTHER  # attributes win
+
+
 def test_kind_hint_is_used_only_when_no_convention_names_the_kind() -> None:
     assert _record({}, span_kind_hint="tool").kind is Kind.TOOL
     assert _record({}, span_kind_hint="SPAN_KIND_CLIENT").kind is Kind.OTHER
@@ -201,14 +209,9 @@ def test_run_span_entities_budget_stop_reason_and_agent() -> None:
 
 def test_run_agent_name_falls_back_to_foreign_names_and_span_name() -> None:
     assert _record({sc.OPENINFERENCE_SPAN_KIND: "AGENT", "agent.name": "planner"}).agent_name == "planner"
-    tl = _record(
-        {sc.TRACELOOP_SPAN_KIND: "workflow", sc.TRACELOOP_ENTITY_NAME: "triage"}, name="triage.workflow"
-    )
+    tl = _record({sc.TRACELOOP_SPAN_KIND: "workflow", sc.TRACELOOP_ENTITY_NAME: "triage"}, name="triage.workflow")
     assert tl.agent_name == "triage"
-    assert (
-        _record({sc.GEN_AI_OPERATION_NAME: "invoke_agent"}, name="invoke_agent billing").agent_name
-        == "billing"
-    )
+    assert _record({sc.GEN_AI_OPERATION_NAME: "invoke_agent"}, name="invoke_agent billing").agent_name == "billing"
     assert _record({sc.GEN_AI_OPERATION_NAME: "chat"}).agent_name is None
 
 
@@ -269,9 +272,7 @@ def test_genai_llm_content_gives_requested_calls_offered_tools_and_prompt_finger
                 [
                     {
                         "role": "assistant",
-                        "parts": [
-                            {"type": "tool_call", "id": "c1", "name": "get_order", "arguments": ORDER_ARGS}
-                        ],
+                        "parts": [{"type": "tool_call", "id": "c1", "name": "get_order", "arguments": ORDER_ARGS}],
                     }
                 ]
             ),
@@ -294,9 +295,7 @@ def test_system_instructions_attribute_wins_for_the_system_fingerprint() -> None
         {
             sc.GEN_AI_OPERATION_NAME: "chat",
             sc.GEN_AI_SYSTEM_INSTRUCTIONS: json.dumps([{"type": "text", "content": "Be brief."}]),
-            sc.GEN_AI_INPUT_MESSAGES: json.dumps(
-                [{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]
-            ),
+            sc.GEN_AI_INPUT_MESSAGES: json.dumps([{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]),
         }
     )
     assert record.system_hash == digest("Be brief.")
@@ -322,9 +321,7 @@ def test_openinference_llm_span() -> None:
             "llm.input_messages.2.message.content": "answer",
             "llm.input_messages.3.message.role": "user",
             "llm.input_messages.3.message.content": "Where is ord_555?",
-            "llm.tools.0.tool.json_schema": json.dumps(
-                {"type": "function", "function": {"name": "get_order"}}
-            ),
+            "llm.tools.0.tool.json_schema": json.dumps({"type": "function", "function": {"name": "get_order"}}),
             "llm.tools.1.tool.json_schema": json.dumps({"type": "function", "function": {"name": "refund"}}),
             "llm.output_messages.0.message.role": "assistant",
             "llm.output_messages.0.message.tool_calls.0.tool_call.function.name": "get_order",
@@ -519,7 +516,8 @@ def test_error_type_alone_marks_an_error() -> None:
     assert _record({sc.GEN_AI_OPERATION_NAME: "chat", sc.ERROR_TYPE: "RateLimitError"}).is_error
 
 
-def test_typical_tool_span_normalises_in_well_under_two_microseconds() -> None:
+def test_typical_tool_span_normalises_in_a_few_microseconds() -> None:
+    """A regression guard for the hot path (about 1.5-2.5 µs here; the bound allows for loaded CI)."""
     attrs = span_attributes(
         _span(
             "execute_tool get_order",
@@ -543,5 +541,4 @@ def test_typical_tool_span_normalises_in_well_under_two_microseconds() -> None:
         _record(attrs)
 
     best = min(timeit.repeat(once, number=2000, repeat=5)) / 2000
-    # Generous bound for loaded CI machines; measured ~1.5 µs on the reference machine.
-    assert best < 6e-6, f"{best * 1e6:.2f} µs per span"
+    assert best < 8e-6, f"{best * 1e6:.2f} µs per span"

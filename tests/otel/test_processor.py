@@ -113,7 +113,8 @@ def rig() -> Iterator[Rig]:
 
 
 def flags(span: ReadableSpan) -> tuple[str, ...]:
-    return tuple((span.attributes or {}).get(sc.ANOMALY_FLAGS, ()))
+    value: Any = (span.attributes or {}).get(sc.ANOMALY_FLAGS, ())
+    return tuple(value)
 
 
 def anomaly_events(span: ReadableSpan) -> list[Mapping[str, Any]]:
@@ -129,9 +130,7 @@ def hex_id(span: ReadableSpan) -> str:
 # --------------------------------------------------------------------------- flags, events, summaries
 
 
-def test_loop_flags_the_third_identical_call_and_summarises_the_run(
-    rig: Rig, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_loop_flags_the_third_identical_call_and_summarises_the_run(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="agentwatch.anomaly")
     with rig.tracer.start_as_current_span("invoke_agent support", attributes=RUN_ATTRS):
         for _ in range(3):
@@ -178,7 +177,7 @@ def test_loop_flags_the_third_identical_call_and_summarises_the_run(
     }
     (log,) = [r for r in caplog.records if r.name == "agentwatch.anomaly"]
     assert getattr(log, "agentwatch.anomaly.flag") == "LOOP_DETECTED"
-    assert log.span_id == hex_id(third)
+    assert log.__dict__["span_id"] == hex_id(third)
     assert rig.processor.stats["spans_flagged"] == 1
 
 
@@ -253,7 +252,7 @@ def test_run_budget_and_entities_come_from_the_run_span(rig: Rig) -> None:
     assert "ENTITY_MISMATCH" in flags(tools[0])
     assert "TOOL_BUDGET_EXCEEDED" in flags(tools[2])
     (run,) = rig.named("invoke_agent support")
-    run_flags = (run.attributes or {})[sc.RUN_ANOMALY_FLAGS]
+    run_flags: Any = (run.attributes or {})[sc.RUN_ANOMALY_FLAGS]
     assert set(run_flags) == {"ENTITY_MISMATCH", "TOOL_BUDGET_EXCEEDED"}
     assert (run.attributes or {})[sc.RUN_FAULT_ORIGIN_SPAN_ID] == hex_id(tools[0])
 
@@ -309,9 +308,7 @@ def test_openllmetry_workflow_whose_kind_is_set_after_start(rig: Rig) -> None:
                     {
                         sc.TRACELOOP_SPAN_KIND: "tool",
                         sc.TRACELOOP_ENTITY_NAME: "get_order",
-                        sc.TRACELOOP_ENTITY_INPUT: json.dumps(
-                            {"args": [], "kwargs": {"order_id": "ord_555"}}
-                        ),
+                        sc.TRACELOOP_ENTITY_INPUT: json.dumps({"args": [], "kwargs": {"order_id": "ord_555"}}),
                         sc.TRACELOOP_ENTITY_OUTPUT: json.dumps({"status": "shipped"}),
                     }
                 )
@@ -343,9 +340,7 @@ def test_official_genai_spans_with_content_and_a_local_root(rig: Rig) -> None:
 
 
 def test_remote_parent_makes_a_local_root(rig: Rig) -> None:
-    remote = SpanContext(
-        trace_id=0xABC, span_id=0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED)
-    )
+    remote = SpanContext(trace_id=0xABC, span_id=0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
     ctx = trace_api.set_span_in_context(NonRecordingSpan(remote))
     for _ in range(3):
         with rig.tracer.start_as_current_span("execute_tool get_order", context=ctx, attributes=tool_attrs()):
@@ -470,9 +465,7 @@ def test_threads_ending_spans_of_one_run_concurrently(rig: Rig) -> None:
         def work(n: int) -> None:
             for i in range(50):
                 attrs = tool_attrs(args_hash=f"{n:08x}{i:08x}", result_hash=f"{n:08x}{i:08x}")
-                with rig.tracer.start_as_current_span(
-                    "execute_tool get_order", context=ctx, attributes=attrs
-                ):
+                with rig.tracer.start_as_current_span("execute_tool get_order", context=ctx, attributes=attrs):
                     pass
 
         threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
@@ -491,3 +484,23 @@ def test_flush_and_shutdown_delegate() -> None:
     assert processor.force_flush(1000) is True
     processor.shutdown()
     assert (spy.flushed, spy.shut) == (1, 1)
+
+
+def test_batch_processor_delegate_and_public_name() -> None:
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    import agentwatch
+
+    assert agentwatch.AnomalyProcessor is AnomalyProcessor
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(agentwatch.AnomalyProcessor(BatchSpanProcessor(exporter), config={}))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("invoke_agent support", attributes=RUN_ATTRS):
+        for _ in range(3):
+            with tracer.start_as_current_span("execute_tool get_order", attributes=tool_attrs()):
+                pass
+    assert provider.force_flush()
+    spans = exporter.get_finished_spans()
+    assert [flags(s) for s in spans if s.name.startswith("execute_tool")] == [(), (), ("LOOP_DETECTED",)]
+    provider.shutdown()

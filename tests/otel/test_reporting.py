@@ -42,10 +42,7 @@ def test_counter_callback_and_log_line(
     reporter.report([LOOP], AnomalyContext(trace_id="t", span_id="s"))  # no agent known
 
     assert calls == [(LOOP, CTX), (SIDE, CTX), (LOOP, AnomalyContext(trace_id="t", span_id="s"))]
-    points = {
-        frozenset(dict(p.attributes).items()): p.value
-        for p in metric_points(metric_reader, sc.METRIC_ANOMALIES)
-    }
+    points = {frozenset(dict(p.attributes).items()): p.value for p in metric_points(metric_reader, sc.METRIC_ANOMALIES)}
     agent = (sc.GEN_AI_AGENT_NAME, "support")
     assert points == {
         frozenset({agent, (sc.ANOMALY_FLAG, "LOOP_DETECTED"), (sc.ANOMALY_SEVERITY, "high")}): 1,

@@ -19,6 +19,9 @@ any number of batches. The rule:
   has arrived and its held spans are passed on; the normalised records of the
   spans passed on are kept, so the evaluation when the root finally arrives
   still counts them (run totals, loops) though it can no longer tag them.
+* A span that ends after its local root was passed on (a fire-and-forget
+  child) waits out ``straggler_seconds`` like any other and is evaluated with
+  what is still known of its trace.
 * Expiry is checked on every ``export`` call; ``force_flush`` and ``shutdown``
   evaluate and pass on everything held.
 * Memory is bounded by ``max_held_spans`` (held spans plus kept records) and
@@ -251,12 +254,12 @@ class AnomalyExporter(SpanExporter):
             if trace is None:
                 trace = self._traces[trace_id] = _Trace(now)
             trace.touched = now
-            if trace_id not in self._waiting:
-                self._waiting[trace_id] = now
             if span_id in trace.held or span_id in trace.released:
                 self._counts["duplicate_spans"] = self._counts.get("duplicate_spans", 0) + 1
                 ready.append(span)
                 continue
+            if trace_id not in self._waiting:
+                self._waiting[trace_id] = now
             trace.held[span_id] = span
             self._held += 1
             if is_root:
@@ -313,6 +316,10 @@ class AnomalyExporter(SpanExporter):
         if trace is None:
             return
         spans = list(trace.held.values())
+        if not spans:
+            if not trace.released:
+                self._traces.pop(trace_id, None)
+            return
         trace.held.clear()
         self._held -= len(spans)
         out, records = self._evaluate(spans, list(trace.released.values()), keep=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import fields as dataclass_fields
 from typing import TYPE_CHECKING, Any
 
 from .. import semconv as sc
@@ -35,6 +36,7 @@ __all__ = [
     "OPERATION_KIND",
     "build_record",
     "detect_kind",
+    "kind_from_name",
     "record_from_attributes",
     "record_from_span",
     "run_agent_name",
@@ -112,6 +114,17 @@ _TRACELOOP_KIND: dict[str, Kind] = {
     "task": Kind.OTHER,
 }
 _LLM_REQUEST_TYPES = frozenset({"chat", "completion", "embedding", "rerank"})
+# GenAI span names are "{operation} {target}": the operation is a last resort for the kind
+# (the collector uses the same hint), for spans that lost or never had their attributes.
+_NAME_KIND: dict[str, Kind] = {
+    sc.OP_INVOKE_AGENT: Kind.RUN,
+    sc.OP_INVOKE_WORKFLOW: Kind.RUN,
+    sc.OP_EXECUTE_TOOL: Kind.TOOL,
+    sc.OP_CHAT: Kind.LLM,
+    sc.OP_TEXT_COMPLETION: Kind.LLM,
+    sc.OP_GENERATE_CONTENT: Kind.LLM,
+    sc.OP_EMBEDDINGS: Kind.LLM,
+}
 _HINT_KIND: dict[str, Kind] = {k.value: k for k in Kind}
 
 
@@ -291,6 +304,13 @@ def _cached_json(text: Any) -> Any:
 # --------------------------------------------------------------------------- the record
 
 
+def kind_from_name(name: object) -> Kind | None:
+    """The kind a GenAI span name (``"execute_tool get_order"``) implies, if any."""
+    if not isinstance(name, str):
+        return None
+    return _NAME_KIND.get(name.partition(" ")[0])
+
+
 def record_from_attributes(
     attrs: Mapping[str, Any],
     *,
@@ -377,6 +397,7 @@ def record_from_span(span: ReadableSpan, extractor: EntityExtractor | None = Non
         start_ns=span.start_time or 0,
         end_ns=span.end_time or 0,
         is_error=status is not None and not status.is_ok and not status.is_unset,
+        span_kind_hint=str(kind.value) if (kind := kind_from_name(span.name)) is not None else None,
         extractor=extractor,
     )
 
@@ -415,40 +436,77 @@ def build_record_positional(
     end_ns: int,
     is_error: bool,
     extractor: EntityExtractor | None,
+    run_key: str | None = None,
+    parent_run_key: str | None = None,
+    run_details: bool = True,
 ) -> SpanRecord:
-    """:func:`build_record` with positional arguments, for the SDK processor's hot path."""
+    """:func:`build_record` with positional arguments (and the run keys), for the SDK processor.
+
+    ``run_details=False`` skips a run span's entities, budget and input, which a
+    caller that opened the run from the live span already has.
+    """
     get = attrs.get
     if end_ns < start_ns:
         end_ns = start_ns
     error_type = get(_ERROR_TYPE)
     if error_type.__class__ is not str or not error_type:
         error_type = None
-    record = SpanRecord(
-        trace_id,
-        span_id,
-        parent_id,
-        kind,
-        name,
-        start_ns,
-        end_ns,
-        is_error=bool(is_error) or error_type is not None,
-        error_type=error_type,
-    )
-    flags = get(_FLAGS)
-    if flags is not None:
-        record.flags_present = _strings(flags) or ()
     agent = get(_AGENT)
     if agent.__class__ is not str or not agent:
         agent = None
+    if kind is Kind.RUN and agent is None:
+        agent = run_agent_name(attrs, name)
+    is_error = bool(is_error) or error_type is not None
+    if _POSITIONAL:
+        record = SpanRecord(
+            trace_id, span_id, parent_id, kind, name, start_ns, end_ns, run_key, parent_run_key, agent, is_error,
+            error_type,
+        )  # fmt: skip
+    else:  # pragma: no cover - only if SpanRecord's leading fields are ever reordered
+        record = SpanRecord(
+            trace_id=trace_id,
+            span_id=span_id,
+            parent_id=parent_id,
+            kind=kind,
+            name=name,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            run_key=run_key,
+            parent_run_key=parent_run_key,
+            agent_name=agent,
+            is_error=is_error,
+            error_type=error_type,
+        )
+    flags = get(_FLAGS)
+    if flags is not None:
+        record.flags_present = _strings(flags) or ()
     if kind is Kind.TOOL:
         _read_tool(attrs, record)
     elif kind is Kind.LLM:
         _read_llm(attrs, record, extractor)
     elif kind is Kind.RUN:
-        agent = agent or run_agent_name(attrs, name)
-        _read_run(attrs, record, extractor)
-    record.agent_name = agent
+        if run_details:
+            _read_run(attrs, record, extractor)
+        else:
+            record.stop_reason = _str(get(sc.RUN_STOP_REASON))
     return record
+
+
+# Positional construction skips keyword matching on the hot path; checked once here.
+_POSITIONAL = [f.name for f in dataclass_fields(SpanRecord)][:12] == [
+    "trace_id",
+    "span_id",
+    "parent_id",
+    "kind",
+    "name",
+    "start_ns",
+    "end_ns",
+    "run_key",
+    "parent_run_key",
+    "agent_name",
+    "is_error",
+    "error_type",
+]
 
 
 def run_agent_name(attrs: Mapping[str, Any], span_name: str) -> str | None:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanContext, StatusCode
 
 from .. import semconv as sc
 from ..budget import Budget
@@ -52,6 +52,7 @@ from .normalize import (
 from .normalize import (
     build_record_positional,
     detect_kind,
+    kind_from_name,
     run_agent_name,
     run_entities,
     span_attributes,
@@ -171,9 +172,24 @@ class AnomalyProcessor(SpanProcessor):
     # ------------------------------------------------------------------ SpanProcessor
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        self._delegate.on_start(span, parent_context=parent_context)
+        self._delegate.on_start(span, parent_context)
         try:
-            self._track(span)
+            # Only link the span to its parent's entry: kinds and runs are resolved
+            # when first needed, so a leaf span costs one list and one dict insert here.
+            ctx: SpanContext = span._context  # type: ignore[assignment]  # never None on an SDK span
+            span_id = ctx.span_id
+            trace_id = ctx.trace_id
+            parent = span._parent
+            opened = self._open
+            entry = None
+            if parent is not None and not parent.is_remote:
+                entry = opened.get(parent.span_id)
+                if entry is not None and (entry[_TRACE] != trace_id or parent.span_id == span_id):
+                    self._counts["parent_cycles"] += 1
+                    entry = None
+            if len(opened) >= self._max_open:
+                self._evict_oldest()
+            opened[span_id] = [trace_id, entry, span, None, None]
         except Exception as exc:
             self._problem("on_start", exc)
 
@@ -212,25 +228,12 @@ class AnomalyProcessor(SpanProcessor):
 
     # ------------------------------------------------------------------ start
 
-    def _track(self, span: Span) -> None:
-        ctx = span.get_span_context()
-        span_id = ctx.span_id
-        trace_id = ctx.trace_id
-        parent = span.parent
-        opened = self._open
-        entry = None
-        if parent is not None and not parent.is_remote:
-            entry = opened.get(parent.span_id)
-            if entry is not None and (entry[_TRACE] != trace_id or parent.span_id == span_id):
-                self._counts["parent_cycles"] += 1
-                entry = None
-        if len(opened) >= self._max_open:
-            try:
-                del opened[next(iter(opened))]
-                self._counts["spans_evicted"] += 1
-            except (StopIteration, KeyError, RuntimeError):
-                pass
-        opened[span_id] = [trace_id, entry, span, None, None]
+    def _evict_oldest(self) -> None:
+        try:
+            del self._open[next(iter(self._open))]
+            self._counts["spans_evicted"] += 1
+        except (StopIteration, KeyError, RuntimeError):
+            pass
 
     def _children_run(self, entry: _Entry) -> _Run:
         """The run that ``entry``'s children belong to (resolved once, then remembered).
@@ -252,7 +255,7 @@ class AnomalyProcessor(SpanProcessor):
         for item in reversed(path):
             live = item[_LIVE]
             _hex(item)  # children will want it as their parent id
-            is_run = detect_kind(span_attributes(live)) is _RUN
+            is_run = (detect_kind(span_attributes(live)) or kind_from_name(live.name)) is _RUN
             if is_run or run is None:
                 trace_hex = run.trace_hex if run is not None else _trace_hex(item[_TRACE])
                 run = _Run(_hex(item), trace_hex, run, live, live.start_time or 0)
@@ -264,7 +267,7 @@ class AnomalyProcessor(SpanProcessor):
     # ------------------------------------------------------------------ end
 
     def _evaluate(self, span: ReadableSpan) -> ReadableSpan:
-        ctx = span.get_span_context()
+        ctx = span._context
         entry = self._open.pop(ctx.span_id, None) if ctx is not None else None
         if entry is None or ctx is None or entry[_TRACE] != ctx.trace_id:
             # Started before this processor, or forgotten when the open-span table
@@ -278,7 +281,7 @@ class AnomalyProcessor(SpanProcessor):
         op = attrs.get(_OPERATION)
         kind = _OPERATION_KIND.get(op) if op.__class__ is str else None
         if kind is None:
-            kind = detect_kind(attrs) or _OTHER
+            kind = detect_kind(attrs) or kind_from_name(span.name) or _OTHER
         hex_id = entry[_HEX]
         if hex_id is None:
             hex_id = entry[_HEX] = _span_hex(ctx.span_id)
@@ -312,27 +315,34 @@ class AnomalyProcessor(SpanProcessor):
             parent_ctx = span.parent
             parent_hex = _span_hex(parent_ctx.span_id) if parent_ctx is not None else None
 
-        start_ns = span.start_time or 0
-        end_ns = span.end_time or start_ns
+        try:  # the SDK's fields, read directly: properties cost a call each
+            start_ns = span._start_time or 0
+            end_ns = span._end_time or start_ns
+            name = span._name
+            status = span._status
+        except AttributeError:
+            start_ns = span.start_time or 0
+            end_ns = span.end_time or start_ns
+            name = span.name
+            status = span.status
         if end_ns < start_ns:
             self._counts["clock_skew"] += 1
-        status = span.status
         record = build_record_positional(
             attrs,
             kind,
             run.trace_hex,
             hex_id,
             parent_hex,
-            span.name,
+            name,
             start_ns,
             end_ns,
             status is not None and status.status_code is _ERROR,
             self._extractor,
+            run.key,
+            run.parent.key if run.parent is not None else None,
+            False,  # a run's entities and budget are read once, when it is opened
         )
         self._evaluated += 1
-        parent_run = run.parent
-        record.parent_run_key = parent_run.key if parent_run is not None else None
-        record.run_key = run.key
         findings: list[Finding] = []
         summary: RunSummary | None = None
         # The engine is thread-safe and open_run is idempotent: no lock of our own needed.

@@ -108,8 +108,7 @@ class FindingReporter:
                 self._callback_failed = True
             if first:
                 _logger.exception(
-                    "agentwatch: the on_anomaly callback raised; further errors from it are counted, "
-                    "not logged"
+                    "agentwatch: the on_anomaly callback raised; further errors from it are counted, not logged"
                 )
 
     def _log_line(self, finding: Finding, context: AnomalyContext) -> None:
