@@ -113,7 +113,8 @@ def _defaults() -> dict[str, Any]:
     return data
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Load a YAML mapping; every error names the file, and syntax errors the line and column."""
     try:
         text = path.read_text("utf-8")
     except OSError as exc:
@@ -223,14 +224,14 @@ def load_config(
     sources = ["defaults"]
     path = _find_file(env)
     if path is not None:
-        data = _merge(data, _read_yaml(path))
+        data = _merge(data, read_yaml(path))
         sources.append(str(path))
     data = _merge(data, _env_overrides(env))
     if isinstance(argument, (str, os.PathLike)):
         arg_path = Path(argument)
         if not arg_path.is_file():
             raise ConfigError(f"config file {arg_path}: no such file")
-        data = _merge(data, _read_yaml(arg_path))
+        data = _merge(data, read_yaml(arg_path))
         sources.append(str(arg_path))
     elif isinstance(argument, Mapping):
         data = _merge(data, argument)

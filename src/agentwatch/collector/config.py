@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import Config, load_config
+from ..config import Config, load_config, read_yaml
 from ..errors import ConfigError
 
 Tree = Mapping[str, Any]
@@ -268,26 +266,6 @@ def _expand(value: Any, where: str, source: str, env: Mapping[str, str]) -> Any:
     if isinstance(value, list):
         return [_expand(v, f"{where}[{i}]", source, env) for i, v in enumerate(value)]
     return value
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Load a YAML mapping; syntax errors name the line and column."""
-    try:
-        text = path.read_text("utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping, got {type(data).__name__}")
-    return data
 
 
 # --------------------------------------------------------------------------- entry points

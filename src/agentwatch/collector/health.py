@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .config import Endpoint
+from .serving import ServerThread
 from .telemetry import Stats
 
 log = logging.getLogger("agentwatch.collector")
@@ -67,21 +67,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 class HealthServer:
     def __init__(self, endpoint: Endpoint, stats: Stats) -> None:
-        self._server = _Server((endpoint.host, endpoint.port), stats)
-        self.port: int = self._server.server_address[1]
-        self._thread: threading.Thread | None = None
+        self._serving = ServerThread(_Server((endpoint.host, endpoint.port), stats), "agentwatch-health")
+        self.port: int = self._serving.port
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="agentwatch-health",
-            daemon=True,
-        )
-        self._thread.start()
+        self._serving.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._serving.stop()

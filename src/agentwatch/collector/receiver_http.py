@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import zlib
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +27,7 @@ from .otlp import (
     response_body,
     status_body,
 )
+from .serving import ServerThread
 from .telemetry import Stats
 
 log = logging.getLogger("agentwatch.collector")
@@ -216,24 +216,14 @@ class HttpReceiver:
         self.config = config
         self.intake = intake
         self.stats = stats
-        self._server = _Server((config.endpoint.host, config.endpoint.port), self)
-        self.port: int = self._server.server_address[1]
-        self._thread: threading.Thread | None = None
+        self._serving = ServerThread(_Server((config.endpoint.host, config.endpoint.port), self), "agentwatch-http")
+        self.port: int = self._serving.port
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="agentwatch-http",
-            daemon=True,
-        )
-        self._thread.start()
+        self._serving.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._serving.stop()
 
     def handle(self, req: _Handler) -> None:
         self.stats.add("requests_received", 1, "http")

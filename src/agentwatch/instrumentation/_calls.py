@@ -72,6 +72,15 @@ def _raise_stop(run: Run | None, stop: Stop) -> None:
     raise StopRun(message, stop_reason=reason)
 
 
+def _detach(token: object | None) -> None:
+    """Leave a call's context; a token from another context (a stream ended elsewhere) is dropped."""
+    if token is not None:
+        try:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        except Exception:
+            pass
+
+
 def _hex(span: Span) -> tuple[str, str, str | None]:
     ctx = span.get_span_context()
     parent = getattr(span, "parent", None)
@@ -145,12 +154,8 @@ class ToolCall:
         ``failed`` = (``error.type``, error class, message) records a failure that
         is a value, not an exception (an MCP result with ``isError``).
         """
-        if self.token is not None:
-            try:
-                otel_context.detach(self.token)  # type: ignore[arg-type]
-            except Exception:
-                pass
-            self.token = None
+        _detach(self.token)
+        self.token = None
         span = self.span
         try:
             rt = _runtime.get()
@@ -341,12 +346,8 @@ class LLMCall:
 
     def detach(self) -> None:
         """Leave the call's context (done as soon as the client returns, even for streams)."""
-        if self.token is not None:
-            try:
-                otel_context.detach(self.token)  # type: ignore[arg-type]
-            except Exception:
-                pass
-            self.token = None
+        _detach(self.token)
+        self.token = None
 
     def finish(self, exc: BaseException | None = None) -> None:
         """Record the response (or error) and end the span. Idempotent; never raises."""

@@ -37,6 +37,16 @@ class RequestInfo:
     input_messages: Any = None
 
 
+def numeric_params(body: dict[str, Any], names: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """``gen_ai.request.*`` attributes for the numeric request parameters present in ``body``."""
+    attrs: dict[str, Any] = {}
+    for key, attr in names:
+        value = body.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            attrs[attr] = value
+    return attrs
+
+
 class Provider(Protocol):
     name: str  # gen_ai.provider.name
 

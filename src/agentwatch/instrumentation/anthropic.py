@@ -18,10 +18,16 @@ from opentelemetry.instrumentation.utils import unwrap
 from .. import _runtime
 from .. import semconv as sc
 from ._calls import LLMCall
-from ._stainless import RequestInfo, StainlessPatch
+from ._stainless import RequestInfo, StainlessPatch, numeric_params
 from ._stream import AsyncStreamProxy, StreamProxy
 
 _HELPERS = "anthropic.lib.streaming._messages"
+_NUMERIC = (
+    ("max_tokens", sc.GEN_AI_REQUEST_MAX_TOKENS),
+    ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE),
+    ("top_p", sc.GEN_AI_REQUEST_TOP_P),
+    ("top_k", sc.GEN_AI_REQUEST_TOP_K),
+)
 
 
 def _text(content: Any) -> str:
@@ -59,16 +65,7 @@ class AnthropicProvider:
         return sc.OP_CHAT if path.endswith("/messages") else None
 
     def read_request(self, operation: str, body: dict[str, Any]) -> RequestInfo:
-        attrs: dict[str, Any] = {}
-        for key, attr in (
-            ("max_tokens", sc.GEN_AI_REQUEST_MAX_TOKENS),
-            ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE),
-            ("top_p", sc.GEN_AI_REQUEST_TOP_P),
-            ("top_k", sc.GEN_AI_REQUEST_TOP_K),
-        ):
-            value = body.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                attrs[attr] = value
+        attrs = numeric_params(body, _NUMERIC)
         stops = body.get("stop_sequences")
         if isinstance(stops, list):
             attrs[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = tuple(str(s) for s in stops)

@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import semconv as sc
 from ._calls import LLMCall
-from ._stainless import RequestInfo, StainlessPatch
+from ._stainless import RequestInfo, StainlessPatch, numeric_params
 
 _PATHS = {
     "/chat/completions": sc.OP_CHAT,
@@ -20,6 +20,13 @@ _PATHS = {
     "/embeddings": sc.OP_EMBEDDINGS,
 }
 _RESPONSES = "responses"
+_NUMERIC = (
+    ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE),
+    ("top_p", sc.GEN_AI_REQUEST_TOP_P),
+    ("frequency_penalty", sc.GEN_AI_REQUEST_FREQUENCY_PENALTY),
+    ("presence_penalty", sc.GEN_AI_REQUEST_PRESENCE_PENALTY),
+    ("seed", sc.GEN_AI_REQUEST_SEED),
+)
 
 
 def _text(content: Any) -> str:
@@ -59,17 +66,7 @@ class OpenAIProvider:
 
     def read_request(self, operation: str, body: dict[str, Any]) -> RequestInfo:
         model = body.get("model")
-        attrs: dict[str, Any] = {}
-        for key, attr in (
-            ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE),
-            ("top_p", sc.GEN_AI_REQUEST_TOP_P),
-            ("frequency_penalty", sc.GEN_AI_REQUEST_FREQUENCY_PENALTY),
-            ("presence_penalty", sc.GEN_AI_REQUEST_PRESENCE_PENALTY),
-            ("seed", sc.GEN_AI_REQUEST_SEED),
-        ):
-            value = body.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                attrs[attr] = value
+        attrs = numeric_params(body, _NUMERIC)
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
         if isinstance(max_tokens, int):
             attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens

@@ -142,6 +142,7 @@ class AnomalyProcessor(SpanProcessor):
         max_open_spans: int = DEFAULT_MAX_OPEN_SPANS,
     ) -> None:
         self._delegate = delegate
+        self._delegate_on_ending = getattr(delegate, "_on_ending", None)
         self._config = load_config(config)
         if engine is None:
             from ..engine.engine import Engine
@@ -194,7 +195,8 @@ class AnomalyProcessor(SpanProcessor):
             self._problem("on_start", exc)
 
     def _on_ending(self, span: Span) -> None:
-        hook = getattr(self._delegate, "_on_ending", None)
+        # The SDK's private hook before on_end (1.30+); forwarded so a delegate relying on it works.
+        hook = self._delegate_on_ending
         if hook is not None:
             hook(span)
 
