@@ -212,6 +212,8 @@ def _finish_run(run: Run, exc: BaseException | None) -> None:
     end = time.time_ns()
     summary = rt.engine.close_run(run.key, stop_reason=reason.value, end_ns=end)
     attrs: dict[str, Any] = {sc.RUN_STOP_REASON: reason.value}
+    if rt.inline:
+        attrs[sc.ANOMALY_EVALUATED] = True
     if run._detail:
         attrs[sc.RUN_STOP_DETAIL] = run._detail
     if summary is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 from agentwatch.config import EntityConfig
 from agentwatch.engine import EntityExtractor, format_entities, parse_entities
@@ -128,9 +127,7 @@ def test_bounded_on_huge_and_hostile_input() -> None:
     cyclic["self"] = cyclic
     assert ("order", "ord_3") in DEFAULT.extract(cyclic)
     big = "x" * 5_000_000 + " ord_4"
-    t0 = time.perf_counter()
     assert DEFAULT.extract(big) == ()  # beyond the scan window
-    assert time.perf_counter() - t0 < 1.0
     assert DEFAULT.extract(None) == ()
     assert DEFAULT.extract(12345) == ()
     assert DEFAULT.extract({1: "ord_5", None: [b"x"]}) == (("order", "ord_5"),)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import timeit
 from collections.abc import Mapping
 from typing import Any
 
@@ -516,29 +515,10 @@ def test_error_type_alone_marks_an_error() -> None:
     assert _record({sc.GEN_AI_OPERATION_NAME: "chat", sc.ERROR_TYPE: "RateLimitError"}).is_error
 
 
-def test_typical_tool_span_normalises_in_a_few_microseconds() -> None:
-    """A regression guard for the hot path (about 1.5-2.5 µs here; the bound allows for loaded CI)."""
+def test_span_attributes_reads_the_sdk_dict_not_the_proxy() -> None:
+    """The hot path reads the SDK's own dict (speed is measured in benchmarks/processor_overhead.py)."""
     attrs = span_attributes(
-        _span(
-            "execute_tool get_order",
-            {
-                sc.GEN_AI_OPERATION_NAME: "execute_tool",
-                sc.GEN_AI_TOOL_NAME: "get_order",
-                sc.GEN_AI_TOOL_CALL_ID: "call_1",
-                sc.TOOL_ARGS_HASH: "aaaabbbbccccdddd",
-                sc.TOOL_RESULT_HASH: "1111222233334444",
-                sc.TOOL_SIDE_EFFECT: False,
-                sc.TOOL_ARG_ENTITIES: ("order:ord_555",),
-                sc.TOOL_RESULT_ENTITIES: ("order:ord_555",),
-                sc.STEP: 3,
-                sc.RUN_ID: "run-1",
-            },
-        )
+        _span("execute_tool get_order", {sc.GEN_AI_OPERATION_NAME: "execute_tool", sc.GEN_AI_TOOL_NAME: "get_order"})
     )
-    assert isinstance(attrs, dict)  # the SDK's own dict, not the slow proxy
-
-    def once() -> None:
-        _record(attrs)
-
-    best = min(timeit.repeat(once, number=2000, repeat=5)) / 2000
-    assert best < 8e-6, f"{best * 1e6:.2f} µs per span"
+    assert isinstance(attrs, dict)
+    assert _record(attrs).kind is Kind.TOOL

@@ -504,3 +504,32 @@ def test_batch_processor_delegate_and_public_name() -> None:
     spans = exporter.get_finished_spans()
     assert [flags(s) for s in spans if s.name.startswith("execute_tool")] == [(), (), ("LOOP_DETECTED",)]
     provider.shutdown()
+
+
+def test_spans_evaluated_inline_are_forwarded_untouched() -> None:
+    """agentwatch's own spans carry evaluated=true: the processor must not evaluate them twice."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from agentwatch import semconv as sc
+    from agentwatch.otel.processor import AnomalyProcessor
+
+    exporter = InMemorySpanExporter()
+    processor = AnomalyProcessor(SimpleSpanProcessor(exporter))
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("invoke_agent a", attributes={sc.GEN_AI_OPERATION_NAME: "invoke_agent"}) as run:
+        for _ in range(3):
+            with tracer.start_as_current_span(
+                "execute_tool search",
+                attributes={sc.GEN_AI_OPERATION_NAME: "execute_tool", sc.GEN_AI_TOOL_NAME: "search",
+                            sc.TOOL_ARGS_HASH: "0123456789abcdef", sc.ANOMALY_EVALUATED: True},
+            ):
+                pass
+        run.set_attribute(sc.ANOMALY_EVALUATED, True)
+    spans = exporter.get_finished_spans()
+    assert all(sc.ANOMALY_FLAGS not in s.attributes for s in spans)  # the live guard's word stands
+    assert processor.stats["spans_evaluated_inline"] == 4
+    assert processor.stats["errors"] == 0

@@ -95,11 +95,13 @@ def _apply(span: Span, run: Run | None, record: SpanRecord) -> None:
     """Feed the inline engine and put its findings on the still-open span."""
     rt = _runtime.get()
     findings = rt.engine.process(record)
-    if not findings or not rt.inline or not span.is_recording():
+    if not rt.inline or not span.is_recording():
         return
     attrs, events, new = anomaly_update(None, None, findings)
-    if attrs:
-        span.set_attributes(attrs)
+    # Marked so an AnomalyProcessor in the same pipeline does not evaluate it twice.
+    attrs[sc.ANOMALY_EVALUATED] = True
+    span.set_attributes(attrs)
+    if new:
         for name, event_attrs in events:
             span.add_event(name, event_attrs)
         rt.reporter.report(new, _context_for(span, run))
@@ -410,6 +412,8 @@ class LLMCall:
             attrs[sc.LLM_TOOL_CALLS] = tuple(f"{n}:{h}" for n, h in requested)
         if requested_entities:
             attrs[sc.LLM_REQUESTED_ENTITIES] = format_entities(tuple(dict.fromkeys(requested_entities)))
+        if rt.inline:
+            attrs[sc.ANOMALY_EVALUATED] = True  # by the live guard, even when nothing could be found
         if exc is not None:
             mark(exc, StopReason.LLM_ERROR)
             attrs[sc.ERROR_TYPE] = error_type(exc)

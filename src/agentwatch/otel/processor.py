@@ -162,6 +162,7 @@ class AnomalyProcessor(SpanProcessor):
                 "runs_closed",
                 "spans_evicted",
                 "spans_untracked",
+                "spans_evaluated_inline",
                 "parent_cycles",
                 "clock_skew",
                 "errors",
@@ -280,6 +281,11 @@ class AnomalyProcessor(SpanProcessor):
             attrs = span._attributes._dict  # type: ignore[union-attr]  # see span_attributes
         except AttributeError:
             attrs = span_attributes(span)
+        if attrs.get(_EVALUATED) is True:
+            # agentwatch's own live guard already ran the same engine on this span
+            # inside the instrumented process: forward it as it is.
+            self._counts["spans_evaluated_inline"] += 1
+            return span
         op = attrs.get(_OPERATION)
         kind = _OPERATION_KIND.get(op) if op.__class__ is str else None
         if kind is None:
