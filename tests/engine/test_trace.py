@@ -195,3 +195,21 @@ def test_run_input_grounds_ids() -> None:
     bad = replace(llm, span_id="l2", start_ns=T0 + 3, requested_entities=(("order", "ord_43"),))
     verdict = Engine(make_config()).evaluate_trace([run, llm, bad])
     assert list(verdict.findings) == ["l2"]
+
+
+def test_server_side_span_of_the_same_tool_call_is_not_a_second_call() -> None:
+    from agentwatch.engine import Engine, Kind, SpanRecord
+
+    records = [SpanRecord("t" * 32, "r" * 16, None, Kind.RUN, start_ns=1, end_ns=100)]
+    for i in range(2):
+        client = f"c{i:015d}"
+        records.append(SpanRecord("t" * 32, client, "r" * 16, Kind.TOOL, start_ns=10 + i * 10, end_ns=15 + i * 10,
+                                  tool_name="search", args_hash="0" * 16))
+        records.append(SpanRecord("t" * 32, f"s{i:015d}", client, Kind.TOOL, start_ns=11 + i * 10,
+                                  end_ns=14 + i * 10, tool_name="search", args_hash="0" * 16))
+    engine = Engine()
+    verdict = engine.evaluate_trace(records)
+    flags = [f.flag for fs in verdict.findings.values() for f in fs]
+    assert "LOOP_DETECTED" not in flags  # two calls, each seen from client and server: not four
+    assert verdict.summaries["r" * 16].tool_calls == 2
+    assert engine.stats["nested_tool_spans"] == 2

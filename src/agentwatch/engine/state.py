@@ -37,6 +37,7 @@ class Stats:
         "findings",
         "internal_errors",
         "missing_parents",
+        "nested_tool_spans",
         "parent_cycles",
         "records_processed",
         "records_rejected",
@@ -58,6 +59,7 @@ class Stats:
         self.findings = 0
         self.internal_errors = 0
         self.missing_parents = 0
+        self.nested_tool_spans = 0
         self.parent_cycles = 0
         self.records_processed = 0
         self.records_rejected = 0

@@ -117,6 +117,14 @@ def _order(spans: dict[str, SpanRecord], stats: Stats) -> list[Planned]:
     planned: list[Planned] = []
     for span_id, record in spans.items():
         nearest, root, depth = up[span_id]
+        parent_id = parents[span_id]
+        if record.kind is Kind.TOOL and parent_id is not None:
+            parent_rec = spans[parent_id]
+            if parent_rec.kind is Kind.TOOL and parent_rec.tool_name == record.tool_name:
+                # The server side of the same call (an MCP server's own ``tools/call``
+                # span under the client's): one tool call, not two.
+                record = replace(record, kind=Kind.OTHER)
+                stats.nested_tool_spans += 1
         start_ns = _int(record.start_ns)
         end_ns = _int(record.end_ns)
         if end_ns and end_ns < start_ns:

@@ -75,6 +75,7 @@ _OPERATION = sc.GEN_AI_OPERATION_NAME
 _RUN = Kind.RUN
 _OTHER = Kind.OTHER
 _PHASE = Kind.PHASE
+_TOOL = Kind.TOOL
 _FLAGS = sc.ANOMALY_FLAGS
 _EVALUATED = sc.ANOMALY_EVALUATED
 _ERROR = StatusCode.ERROR
@@ -290,11 +291,13 @@ class AnomalyProcessor(SpanProcessor):
         kind = _OPERATION_KIND.get(op) if op.__class__ is str else None
         if kind is None:
             kind = detect_kind(attrs) or kind_from_name(span.name) or _OTHER
+        parent_entry = entry[_PARENT]
+        if kind is _TOOL and parent_entry is not None and _same_tool_call(parent_entry[_LIVE], attrs):
+            kind = _OTHER  # the server side of the call its parent already stands for (an MCP server)
         hex_id = entry[_HEX]
         if hex_id is None:
             hex_id = entry[_HEX] = _span_hex(ctx.span_id)
         resolved = entry[_RUN_OF]  # set when a child needed it
-        parent_entry = entry[_PARENT]
         if kind is _OTHER or kind is _PHASE:
             # Not an agent span: its only business is to close the run it stood in for.
             if resolved is None or not resolved.opened or resolved.key != hex_id:
@@ -469,3 +472,12 @@ class AnomalyProcessor(SpanProcessor):
                 type(exc).__name__,
                 exc_info=exc,
             )
+
+
+def _same_tool_call(parent: Any, attrs: Mapping[str, Any]) -> bool:
+    """Whether ``parent`` is a tool span of the same tool (this span is then its server side)."""
+    parent_attrs = getattr(parent, "attributes", None)
+    if not parent_attrs or parent_attrs.get(_OPERATION) != sc.OP_EXECUTE_TOOL:
+        return False
+    name = attrs.get(sc.GEN_AI_TOOL_NAME)
+    return name is not None and parent_attrs.get(sc.GEN_AI_TOOL_NAME) == name
