@@ -72,8 +72,8 @@ MESSAGES = [
 TOOLS = [{"type": "function", "function": {"name": "get_order", "parameters": {"type": "object"}}}]
 
 PROVIDERS = {
-    "openai": ["bare", "agentwatch", "openai-v2", "openllmetry"],
-    "anthropic": ["bare", "agentwatch", "openllmetry"],
+    "openai": ["bare", "agentwatch", "agentwatch-in-run", "openai-v2", "openllmetry"],
+    "anthropic": ["bare", "agentwatch", "agentwatch-in-run", "openllmetry"],
 }
 
 
@@ -103,10 +103,14 @@ def _setup(provider: str, mode: str) -> Any:
     tp = TracerProvider()
     tp.add_span_processor(SimpleSpanProcessor(Discard()))
     trace.set_tracer_provider(tp)
-    if mode == "agentwatch":
+    if mode.startswith("agentwatch"):
         import agentwatch
 
         agentwatch.instrument(tracer_provider=tp, config={"agent": {"anomaly": {"log_findings": False}}})
+        if mode == "agentwatch-in-run":
+            # Every call inside one agent run: adds the live guard, step numbering, drift
+            # fingerprints and entity grounding that only runs get.
+            agentwatch.run("bench-agent", entities={"customer": "cust_789"}).__enter__()
     elif mode == "openai-v2":
         from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
@@ -151,6 +155,7 @@ def available(mode: str, provider: str) -> bool:
         "openai-v2": "opentelemetry.instrumentation.openai_v2",
         "openllmetry": f"opentelemetry.instrumentation.{provider}",
         "agentwatch": "agentwatch",
+        "agentwatch-in-run": "agentwatch",
         "bare": provider,
     }[mode]
     try:

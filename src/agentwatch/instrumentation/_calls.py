@@ -26,6 +26,7 @@ from .. import _runtime
 from .. import semconv as sc
 from ..classify import error_class, error_type, mark, tool_stop_reason
 from ..content import capture_mode
+from ..engine.engine import CallTicket
 from ..engine.entities import format_entities
 from ..engine.record import Kind, SpanRecord
 from ..errors import BudgetExceeded, LoopDetected, StopRun, ToolDenied
@@ -45,6 +46,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 _MISSING: Any = object()
+_NO_TICKET = CallTicket(None, None)
 
 
 def active() -> bool:
@@ -503,6 +505,7 @@ def start_llm(
     new_input: Iterable[Any],
     input_messages: Any = None,
     server: tuple[str | None, int | None] = (None, None),
+    capture: bool | None = None,
 ) -> LLMCall | None:
     """Guard and open an LLM span; ``None`` when off, suppressed or on internal error.
 
@@ -515,7 +518,8 @@ def start_llm(
         rt = _runtime.get()
         run = current_run()
         start = time.time_ns()
-        ticket = rt.engine.begin_call(run.key if run else None, Kind.LLM, now_ns=start)
+        # Budgets and loops live in runs: an LLM call outside any run has nothing to guard.
+        ticket = rt.engine.begin_call(run.key, Kind.LLM, now_ns=start) if run is not None else _NO_TICKET
         stop = ticket.stop
         if stop is None:
             call = LLMCall()
@@ -536,7 +540,8 @@ def start_llm(
             else:
                 call.system_hash = call.user_hash = None
                 call.input_entities = None
-            capture = capture_mode().enabled
+            if capture is None:
+                capture = capture_mode().enabled
             call.capture = capture
             attrs: dict[str, Any] = {
                 sc.GEN_AI_OPERATION_NAME: operation,

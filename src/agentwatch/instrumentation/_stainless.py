@@ -19,6 +19,8 @@ import wrapt
 from opentelemetry.instrumentation.utils import unwrap
 
 from .. import _runtime
+from ..content import capture_mode
+from ..runs import current_run
 from ._calls import LLMCall, active, start_llm
 from ._stream import AsyncStreamProxy, StreamProxy
 
@@ -53,7 +55,9 @@ class Provider(Protocol):
     def route(self, method: str, path: str) -> str | None:
         """The GenAI operation for an endpoint, or ``None`` to pass the call through untouched."""
 
-    def read_request(self, operation: str, body: dict[str, Any]) -> RequestInfo: ...
+    def read_request(self, operation: str, body: dict[str, Any], deep: bool) -> RequestInfo:
+        """``deep``: also read the messages (system/user text, new input, content); only runs
+        and content capture need them, so a bare call skips the walk."""
 
     def read_response(self, call: LLMCall, operation: str, response: Any) -> None: ...
 
@@ -61,10 +65,21 @@ class Provider(Protocol):
         """A fresh ``(call, chunk) -> None`` accumulator for one stream."""
 
 
+_SERVERS: dict[int, tuple[Any, tuple[str | None, int | None]]] = {}
+
+
 def _server(client: Any) -> tuple[str | None, int | None]:
+    """``server.address``/``server.port`` of a client, remembered per base URL object."""
     try:
         url = client.base_url
-        return url.host or None, url.port
+        cached = _SERVERS.get(id(url))
+        if cached is not None and cached[0] is url:
+            return cached[1]
+        found = (url.host or None, url.port)
+        if len(_SERVERS) > 256:
+            _SERVERS.clear()
+        _SERVERS[id(url)] = (url, found)
+        return found
     except Exception:
         return None, None
 
@@ -79,7 +94,8 @@ def _prepare(provider: Provider, client: Any, args: tuple[Any, ...], kwargs: dic
         if operation is None:
             return None
         body = options.json_data if isinstance(getattr(options, "json_data", None), dict) else {}
-        info = provider.read_request(operation, body)
+        capture = capture_mode().enabled
+        info = provider.read_request(operation, body, capture or current_run() is not None)
         headers = getattr(options, "headers", None)
         raw_mode = headers.get("X-Stainless-Raw-Response") if isinstance(headers, dict) else None
     except Exception as err:
@@ -96,6 +112,7 @@ def _prepare(provider: Provider, client: Any, args: tuple[Any, ...], kwargs: dic
         new_input=info.new_input,
         input_messages=info.input_messages,
         server=_server(client),
+        capture=capture,
     )
     if call is None:
         return None

@@ -64,7 +64,7 @@ class AnthropicProvider:
         path = path.split("?", 1)[0].rstrip("/")
         return sc.OP_CHAT if path.endswith("/messages") else None
 
-    def read_request(self, operation: str, body: dict[str, Any]) -> RequestInfo:
+    def read_request(self, operation: str, body: dict[str, Any], deep: bool = True) -> RequestInfo:
         attrs = numeric_params(body, _NUMERIC)
         stops = body.get("stop_sequences")
         if isinstance(stops, list):
@@ -78,6 +78,8 @@ class AnthropicProvider:
         model = body.get("model")
         info = RequestInfo(operation=operation, model=model if isinstance(model, str) else None, attrs=attrs,
                            offered_tools=offered)
+        if not deep:
+            return info
         system = body.get("system")
         if system:
             info.system_text = _text(system)

@@ -64,7 +64,7 @@ class OpenAIProvider:
 
     # ------------------------------------------------------------------ requests
 
-    def read_request(self, operation: str, body: dict[str, Any]) -> RequestInfo:
+    def read_request(self, operation: str, body: dict[str, Any], deep: bool = True) -> RequestInfo:
         model = body.get("model")
         attrs = numeric_params(body, _NUMERIC)
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
@@ -98,6 +98,8 @@ class OpenAIProvider:
         op = sc.OP_CHAT if operation == _RESPONSES else operation
         info = RequestInfo(operation=op, model=model if isinstance(model, str) else None, attrs=attrs,
                            offered_tools=offered)
+        if not deep:
+            return info
         if operation == sc.OP_CHAT:
             messages = body.get("messages")
             if isinstance(messages, list):
