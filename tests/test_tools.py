@@ -194,9 +194,12 @@ def test_denied_tool_flagged_and_enforced(monkeypatch: pytest.MonkeyPatch) -> No
             refund(10)
     finally:
         agentwatch.uninstrument()
-    assert tel.tools() == []
+    (span,) = tel.tools()  # the attempt is on record, failed as denied
+    assert span.attributes[sc.TOOL_ERROR_CLASS] == "denied"
+    assert "TOOL_DENIED" in span.attributes[sc.ANOMALY_FLAGS]
     (run_span,) = tel.runs()
     assert run_span.attributes[sc.RUN_STOP_REASON] == "tool_denied"
+    assert run_span.attributes[sc.RUN_FAULT_ORIGIN_SPAN_ID] == format(span.context.span_id, "016x")
 
 
 def test_schema_mismatch_flag(telemetry: Telemetry) -> None:

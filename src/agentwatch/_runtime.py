@@ -8,6 +8,7 @@ lazily from the global providers and the default configuration.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import threading
@@ -67,6 +68,8 @@ class Runtime:
         from .engine.entities import EntityExtractor
         from .otel.reporting import FindingReporter
 
+        self.providers = (tracer_provider, meter_provider, on_anomaly)
+
         self.config: Config = load_config(config)
         self.tracer = trace.get_tracer(
             "agentwatch", __version__, tracer_provider=tracer_provider, schema_url=SCHEMA_URL
@@ -75,7 +78,12 @@ class Runtime:
         self.instruments = Instruments(meter)
         self.prices = PriceTable(self.config.prices)
         self.redactor = Redactor(self.config.redact_keys, self.config.max_content_chars)
-        self.engine = Engine(self.config)
+        # Deny rules are enforced by failing the call's own span (start_tool), where the
+        # engine flags TOOL_DENIED; only budgets and loops refuse a call before its span.
+        guard_config = dataclasses.replace(
+            self.config, tools=dataclasses.replace(self.config.tools, enforce=False)
+        )
+        self.engine = Engine(guard_config)
         self.extractor = EntityExtractor(self.config.entities)
         self.inline = self.config.anomaly.inline
         self.reporter = FindingReporter(
@@ -107,6 +115,20 @@ def configure(**kwargs: Any) -> Runtime:
     with _lock:
         _runtime = rt
     return rt
+
+
+def reconfigure(
+    tracer_provider: Any = None, meter_provider: Any = None, config: Any = None, on_anomaly: Any = None
+) -> Runtime:
+    """A repeated ``instrument()``: keep the patches, take the providers given (else the
+    previous ones) and resolve the configuration again (argument, environment, file)."""
+    previous = _runtime.providers if _runtime is not None else (None, None, None)
+    return configure(
+        tracer_provider=tracer_provider if tracer_provider is not None else previous[0],
+        meter_provider=meter_provider if meter_provider is not None else previous[1],
+        config=config,
+        on_anomaly=on_anomaly if on_anomaly is not None else previous[2],
+    )
 
 
 def enabled() -> bool:

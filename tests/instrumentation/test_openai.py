@@ -445,3 +445,28 @@ def test_entry_point_is_registered() -> None:
     eps = importlib.metadata.entry_points(group="opentelemetry_instrumentor")
     (ep,) = [e for e in eps if e.name == "agentwatch"]
     assert ep.load() is agentwatch.Instrumentor
+
+
+def test_repeat_instrument_takes_new_provider_and_config(
+    llm_server: Any, openai_client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.telemetry import make_telemetry
+
+    first = make_telemetry()
+    try:
+        second = make_telemetry(config={"agent": {"budgets": {"max_steps": 1}}})  # no uninstrument between
+        with agentwatch.run("agent"):
+            openai_client.chat.completions.create(model=MODEL, messages=MSGS)
+            openai_client.chat.completions.create(model=MODEL, messages=MSGS)
+        assert first.spans() == []
+        flags = [s.attributes.get(sc.ANOMALY_FLAGS, ()) for s in second.llm()]
+        assert ("STEP_BUDGET_EXCEEDED",) in flags
+        monkeypatch.setenv("AGENTWATCH_MAX_STEPS", "5")
+        agentwatch.instrument()  # the environment is read again; providers are kept
+        with agentwatch.run("agent"):
+            openai_client.chat.completions.create(model=MODEL, messages=MSGS)
+            openai_client.chat.completions.create(model=MODEL, messages=MSGS)
+        assert len(second.llm()) == 4
+        assert [s.attributes.get(sc.ANOMALY_FLAGS) for s in second.llm()[2:]] == [None, None]
+    finally:
+        agentwatch.uninstrument()

@@ -533,3 +533,31 @@ def test_spans_evaluated_inline_are_forwarded_untouched() -> None:
     assert all(sc.ANOMALY_FLAGS not in s.attributes for s in spans)  # the live guard's word stands
     assert processor.stats["spans_evaluated_inline"] == 4
     assert processor.stats["errors"] == 0
+
+
+def test_foreign_llm_spans_are_priced_for_cost_budgets() -> None:
+    """openai-v2/OpenLLMetry spans carry tokens but no cost: the engine prices them."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from agentwatch import semconv as sc
+    from agentwatch.config import load_config
+    from agentwatch.otel.processor import AnomalyProcessor
+
+    exporter = InMemorySpanExporter()
+    config = load_config({"agent": {"budgets": {"max_usd": 0.01}, "anomaly": {"log_findings": False}}})
+    provider = TracerProvider()
+    provider.add_span_processor(AnomalyProcessor(SimpleSpanProcessor(exporter), config=config))
+    tracer = provider.get_tracer("foreign")
+    with tracer.start_as_current_span("invoke_agent a", attributes={sc.GEN_AI_OPERATION_NAME: "invoke_agent"}):
+        for _ in range(3):  # gpt-4o: 1000 in + 1000 out = 0.0125 USD per call
+            with tracer.start_as_current_span(
+                "chat gpt-4o",
+                attributes={sc.GEN_AI_OPERATION_NAME: "chat", sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
+                            sc.GEN_AI_USAGE_INPUT_TOKENS: 1000, sc.GEN_AI_USAGE_OUTPUT_TOKENS: 1000},
+            ):
+                pass
+    chats = sorted((s for s in exporter.get_finished_spans() if s.name == "chat gpt-4o"), key=lambda s: s.start_time)
+    assert chats[0].attributes.get(sc.ANOMALY_FLAGS) == ("COST_BUDGET_EXCEEDED",)  # 0.0125 > 0.01
+    assert all(sc.ANOMALY_FLAGS not in s.attributes for s in chats[1:])  # once per run

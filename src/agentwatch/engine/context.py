@@ -8,6 +8,7 @@ reuses the compiled regexes and validator caches.
 from __future__ import annotations
 
 from ..config import Config
+from ..pricing import PriceTable
 from .entities import EntityExtractor, normalise_type
 from .schema import SchemaChecker
 from .severity import Flagger
@@ -34,6 +35,7 @@ class Context:
         "max_entities",
         "no_progress",
         "policy_active",
+        "prices",
         "retry_threshold",
         "schemas",
         "side_effect_globs",
@@ -51,7 +53,9 @@ class Context:
         self._denials: dict[str, str | None]
         self._side_effects: dict[str, bool]
         self._types: dict[str, str]
+        self.prices: PriceTable
         if _from is not None:
+            self.prices = _from.prices
             self.flagger = _from.flagger
             self.extractor = _from.extractor
             self.schemas = _from.schemas
@@ -59,6 +63,7 @@ class Context:
             self._side_effects = _from._side_effects
             self._types = _from._types
         else:
+            self.prices = PriceTable(config.prices)
             self.flagger = Flagger(config.anomaly)
             self.extractor = EntityExtractor(config.entities)
             self.schemas = SchemaChecker()

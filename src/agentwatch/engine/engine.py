@@ -388,6 +388,10 @@ class _Core:
             ctx.stats.values_rejected += 1
             tout = None
         cost = rec.cost_usd
+        if cost is None and (tin is not None or tout is not None):
+            # Spans from other instrumentations carry tokens but no cost: price them here,
+            # so cost budgets hold out of process too. (The price of an unknown model stays unknown.)
+            cost = ctx.prices.cost(rec.model, tin, tout)
         if cost is not None and (
             cost.__class__ not in (float, int) or not 0 <= cost < MAX_COST_PER_CALL  # NaN fails too
         ):

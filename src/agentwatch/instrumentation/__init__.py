@@ -79,12 +79,21 @@ def instrument(*, tracer_provider: Any = None, meter_provider: Any = None, confi
     ``config`` is a :class:`agentwatch.config.Config`, a mapping in the seed-004
     shape, or a YAML path; ``on_anomaly(finding, context)`` is called for each
     new finding of the inline detectors. ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``
-    containing ``agentwatch`` turns this into a no-op.
+    containing ``agentwatch`` turns this into a no-op. Calling it again patches
+    nothing twice but takes the providers passed (keeping the earlier ones for
+    those left out) and resolves the configuration again.
     """
     if _disabled_by_env():
         logger.info("agentwatch: disabled by OTEL_PYTHON_DISABLED_INSTRUMENTATIONS")
         return
-    Instrumentor().instrument(
+    instrumentor = Instrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        _runtime.reconfigure(
+            tracer_provider=tracer_provider, meter_provider=meter_provider, config=config, on_anomaly=on_anomaly
+        )
+        _runtime.active = True
+        return
+    instrumentor.instrument(
         tracer_provider=tracer_provider, meter_provider=meter_provider, config=config, on_anomaly=on_anomaly
     )
 

@@ -224,11 +224,13 @@ def start_tool(
     """Guard and open a tool span; ``None`` when agentwatch is off or suppressed.
 
     Raises ``BudgetExceeded``/``LoopDetected``/``ToolDenied`` when an enforced
-    rule stops the call before it runs.
+    rule stops the call before it runs. A denied call still gets its span (failed,
+    ``error_class=denied``, flagged ``TOOL_DENIED``): the agent did try to call it.
     """
     if not active():
         return None
     stop: Stop | None = None
+    denied: ToolDenied | None = None
     try:
         rt = _runtime.get()
         run = current_run()
@@ -239,6 +241,11 @@ def start_tool(
             run.key if run else None, Kind.TOOL, tool_name=name, args_hash=h, now_ns=start
         )
         stop = ticket.stop
+        policy = rt.config.tools
+        if stop is None and policy.enforce:
+            why = policy.denial(name)
+            if why is not None:
+                denied = ToolDenied(why)
         if stop is None:
             call = ToolCall()
             call.name = name
@@ -286,12 +293,17 @@ def start_tool(
             )
             call.span = span
             call.token = otel_context.attach(trace.set_span_in_context(span))
-            return call
+            if denied is None:
+                return call
+            call.finish(exc=denied)
     except Exception as err:
         _runtime.internal_error("tool.start", err)
         return None
-    _raise_stop(current_run(), stop)
-    return None  # unreachable
+    if denied is not None:
+        raise denied
+    if stop is not None:
+        _raise_stop(current_run(), stop)
+    return None
 
 
 # --------------------------------------------------------------------------- LLM calls
