@@ -34,6 +34,8 @@ def test_run_span_shape(telemetry: Telemetry) -> None:
     assert attrs[sc.RUN_FAILURE_MODE] == "completed"
     assert attrs[sc.RUN_STEPS] == 0
     assert attrs[sc.RUN_ANOMALY_COUNT] == 0
+    assert attrs[sc.RUN_ANOMALY_FLAGS] == ()
+    assert sc.RUN_FAULT_ORIGIN_SPAN_ID not in attrs
     assert phase_span.attributes[sc.PHASE] == "plan"
     assert phase_span.parent.span_id == run_span.context.span_id
 

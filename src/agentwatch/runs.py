@@ -36,7 +36,8 @@ class Run:
     """The handle ``agentwatch.run`` yields: the run's id and an explicit stop."""
 
     __slots__ = (
-        "_blocked", "_detail", "_reason", "_requested", "budget", "key", "name", "parent", "run_id", "span",
+        "_blocked", "_detail", "_reason", "_requested", "_schemas", "budget", "key", "name", "parent", "run_id",
+        "span",
     )
 
     def __init__(self, name: str, run_id: str, span: Span, parent: Run | None, budget: Budget | None) -> None:
@@ -53,6 +54,7 @@ class Run:
         self._detail: str | None = None
         self._blocked: list[Finding] = []
         self._requested: dict[tuple[str, str], str] = {}  # (tool, args hash) -> tool call id
+        self._schemas: dict[str, Any] = {}  # tool name -> JSON Schema offered to the model
 
     def stop(self, reason: StopReason | str, detail: str | None = None) -> None:
         """Set the run's stop reason explicitly (wins over the classified outcome)."""
@@ -69,6 +71,15 @@ class Run:
             if len(self._requested) > 1024:
                 self._requested.clear()
             self._requested[(tool, args_hash)] = call_id
+
+    def remember_schemas(self, schemas: Mapping[str, Any]) -> None:
+        """The argument schemas the model was offered, checked when the tools run."""
+        if len(self._schemas) > 256:
+            self._schemas.clear()
+        self._schemas.update(schemas)
+
+    def schema_for(self, tool: str) -> Any:
+        return self._schemas.get(tool)
 
     def requested_call_id(self, tool: str, args_hash: str) -> str | None:
         return self._requested.pop((tool, args_hash), None)
@@ -238,7 +249,7 @@ def _finish_run(run: Run, exc: BaseException | None) -> None:
             for name, event_attrs in events:
                 span.add_event(name, event_attrs)
             rt.reporter.report(new, _context_for(span, run))
-        if rt.inline and summary.flags:
+        if rt.inline:  # a clean run says so: an empty flag list and a count of 0
             attrs.update(run_summary_attributes(summary))
         elif not rt.inline:
             attrs.pop(sc.RUN_ANOMALY_COUNT, None)

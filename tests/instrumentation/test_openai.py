@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib.metadata
+import json
 from typing import Any
 
 import openai
@@ -470,3 +471,25 @@ def test_repeat_instrument_takes_new_provider_and_config(
         assert [s.attributes.get(sc.ANOMALY_FLAGS) for s in second.llm()[2:]] == [None, None]
     finally:
         agentwatch.uninstrument()
+
+
+def test_tool_arguments_are_checked_against_the_schema_offered_to_the_model(
+    telemetry: Telemetry, llm_server: Any, openai_client: openai.OpenAI
+) -> None:
+    schema = {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"],
+              "additionalProperties": False}
+    llm_server.script(reply.tool_call("lookup", {"id": 5, "extra": True}))
+
+    @agentwatch.tool("lookup")  # declares no schema of its own
+    def lookup(**kwargs: Any) -> str:
+        return "ok"
+
+    with agentwatch.run("agent"):
+        out = openai_client.chat.completions.create(
+            model=MODEL, messages=MSGS,
+            tools=[{"type": "function", "function": {"name": "lookup", "parameters": schema}}],
+        )
+        call = out.choices[0].message.tool_calls[0]
+        lookup(**json.loads(call.function.arguments))
+    (tool_span,) = telemetry.tools()
+    assert "TOOL_ARG_MISMATCH" in tool_span.attributes[sc.ANOMALY_FLAGS]

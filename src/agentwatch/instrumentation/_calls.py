@@ -257,7 +257,8 @@ def start_tool(
                 parsed.get(k) not in (None, "") for k in rt.config.tools.idempotency_keys
             )
             call.arg_entities = rt.extractor.extract(parsed)
-            call.record_schema = schema
+            # The tool's own schema, else the one the model was offered for it in this run.
+            call.record_schema = schema if schema is not None else (run.schema_for(name) if run else None)
             call.start_ns = start
             capture = capture_mode().enabled
             call.capture = capture
@@ -518,6 +519,7 @@ def start_llm(
     input_messages: Any = None,
     server: tuple[str | None, int | None] = (None, None),
     capture: bool | None = None,
+    offered_schemas: dict[str, Any] | None = None,
 ) -> LLMCall | None:
     """Guard and open an LLM span; ``None`` when off, suppressed or on internal error.
 
@@ -541,6 +543,8 @@ def start_llm(
             call.start = start
             call.offered_tools = tuple(offered_tools) if offered_tools is not None else None
             if run is not None:
+                if offered_schemas:
+                    run.remember_schemas(offered_schemas)
                 # Drift and entity grounding are judged within a run: outside one,
                 # skip the work so a bare client call stays as cheap as possible.
                 call.system_hash = digest(system_text) if system_text else None

@@ -33,6 +33,7 @@ class RequestInfo:
     model: str | None
     attrs: dict[str, Any] = field(default_factory=dict)
     offered_tools: Sequence[str] | None = None
+    offered_schemas: dict[str, Any] | None = None  # tool name -> JSON Schema of its arguments
     system_text: str | None = None
     user_text: str | None = None
     new_input: Iterable[Any] = ()
@@ -113,6 +114,7 @@ def _prepare(provider: Provider, client: Any, args: tuple[Any, ...], kwargs: dic
         input_messages=info.input_messages,
         server=_server(client),
         capture=capture,
+        offered_schemas=info.offered_schemas,
     )
     if call is None:
         return None

@@ -87,17 +87,22 @@ class OpenAIProvider:
 
         tools = body.get("tools")
         offered: list[str] | None = None
+        schemas: dict[str, Any] = {}
         if isinstance(tools, list):
             offered = []
             for tool in tools:
                 fn = _get(tool, "function")
-                name = _get(fn, "name") if fn is not None else _get(tool, "name")
+                holder = fn if fn is not None else tool
+                name = _get(holder, "name")
                 if isinstance(name, str):
                     offered.append(name)
+                    params = _get(holder, "parameters")
+                    if isinstance(params, dict):
+                        schemas[name] = params
 
         op = sc.OP_CHAT if operation == _RESPONSES else operation
         info = RequestInfo(operation=op, model=model if isinstance(model, str) else None, attrs=attrs,
-                           offered_tools=offered)
+                           offered_tools=offered, offered_schemas=schemas or None)
         if not deep:
             return info
         if operation == sc.OP_CHAT:
