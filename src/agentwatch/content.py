@@ -114,6 +114,35 @@ class Redactor:
             text = f"{text[: self._max]}…[truncated {cut} chars]"
         return text
 
+    def render_messages(self, messages: list[Any]) -> str:
+        """JSON of a message list that stays valid JSON however long the conversation.
+
+        Each string is redacted and cut to ``max_content_chars``; when the whole is
+        still over eight times that, the oldest messages give way to a marker.
+        """
+        scrubbed = [self._cut(self.scrub(m)) for m in messages]
+        budget = self._max * 8
+        dropped = 0
+        while True:
+            kept = scrubbed[dropped:]
+            if dropped:
+                kept = [{"role": "system", "parts": [{"type": "text",
+                                                      "content": f"[{dropped} earlier messages truncated]"}]},
+                        *kept]
+            text = json.dumps(kept, ensure_ascii=False, default=_default)
+            if len(text) <= budget or dropped >= len(scrubbed) - 1:
+                return text
+            dropped += 1
+
+    def _cut(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: self._cut(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._cut(v) for v in value]
+        return value
+
     def render(self, value: Any) -> str:
         """Redacted, truncated JSON text of ``value`` for a span attribute."""
         if isinstance(value, str):

@@ -154,3 +154,23 @@ def test_run_totals_and_entities(telemetry: Telemetry, llm_server: Any, anthropi
     assert "ENTITY_HALLUCINATION" in llm_first.attributes[sc.ANOMALY_FLAGS]
     assert run_span.attributes[sc.RUN_FAULT_ORIGIN_SPAN_ID] == format(llm_first.context.span_id, "016x")
     assert run_span.attributes[sc.RUN_FAILURE_MODE] == "bad_decision"
+
+
+def test_captured_content_in_genai_shape(
+    telemetry: Telemetry, llm_server: Any, anthropic_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv(sc.ENV_CAPTURE_CONTENT, "SPAN_ONLY")
+    llm_server.script(reply.tool_call("get_order", {"order_id": "ord_1"}, text="Let me check."))
+    anthropic_client.messages.create(model=MODEL, max_tokens=64, system="Be brief.", messages=MSGS, tools=TOOLS)
+    attrs = only(telemetry.spans()).attributes
+    assert json.loads(attrs[sc.GEN_AI_SYSTEM_INSTRUCTIONS]) == [{"type": "text", "content": "Be brief."}]
+    assert json.loads(attrs[sc.GEN_AI_INPUT_MESSAGES]) == [{"role": "user", "parts": [{"type": "text",
+                                                                                        "content": "hello"}]}]
+    (output,) = json.loads(attrs[sc.GEN_AI_OUTPUT_MESSAGES])
+    assert output["finish_reason"] == "tool_use"
+    assert output["parts"] == [
+        {"type": "text", "content": "Let me check."},
+        {"type": "tool_call", "id": output["parts"][1]["id"], "name": "get_order", "arguments": {"order_id": "ord_1"}},
+    ]

@@ -493,3 +493,39 @@ def test_tool_arguments_are_checked_against_the_schema_offered_to_the_model(
         lookup(**json.loads(call.function.arguments))
     (tool_span,) = telemetry.tools()
     assert "TOOL_ARG_MISMATCH" in tool_span.attributes[sc.ANOMALY_FLAGS]
+
+
+def test_captured_content_uses_genai_message_shape_and_stays_valid_json(
+    telemetry: Telemetry, llm_server: Any, openai_client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(sc.ENV_CAPTURE_CONTENT, "SPAN_ONLY")
+    llm_server.script(reply.tool_call("get_order", {"order_id": "ord_1"}))
+    history = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "x" * 20000},
+        {"role": "assistant", "tool_calls": [{"id": "call_0", "type": "function",
+                                              "function": {"name": "lookup", "arguments": '{"q": 1}'}}]},
+        {"role": "tool", "tool_call_id": "call_0", "content": "found"},
+    ]
+    openai_client.chat.completions.create(model=MODEL, messages=history)
+    attrs = only(telemetry.spans()).attributes
+    inputs = json.loads(attrs[sc.GEN_AI_INPUT_MESSAGES])  # still valid JSON although truncated
+    assert [m["role"] for m in inputs] == ["system", "user", "assistant", "tool"]
+    assert inputs[1]["parts"][0]["type"] == "text" and "truncated" in inputs[1]["parts"][0]["content"]
+    assert inputs[2]["parts"] == [{"type": "tool_call", "id": "call_0", "name": "lookup", "arguments": {"q": 1}}]
+    assert inputs[3]["parts"] == [{"type": "tool_call_response", "id": "call_0", "response": "found"}]
+    (output,) = json.loads(attrs[sc.GEN_AI_OUTPUT_MESSAGES])
+    assert output["role"] == "assistant" and output["finish_reason"] == "tool_calls"
+    assert output["parts"][-1]["name"] == "get_order"
+
+
+def test_event_only_mode_keeps_content_off_span_attributes(
+    telemetry: Telemetry, llm_server: Any, openai_client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(sc.ENV_CAPTURE_CONTENT, "EVENT_ONLY")
+    openai_client.chat.completions.create(model=MODEL, messages=MSGS)
+    span = only(telemetry.spans())
+    assert sc.GEN_AI_INPUT_MESSAGES not in span.attributes
+    events = [e for e in span.events if e.name == "gen_ai.client.inference.operation.details"]
+    assert events and any(sc.GEN_AI_INPUT_MESSAGES in e.attributes for e in events)
+    assert any(sc.GEN_AI_OUTPUT_MESSAGES in e.attributes for e in events)

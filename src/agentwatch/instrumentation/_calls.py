@@ -25,7 +25,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from .. import _runtime
 from .. import semconv as sc
 from ..classify import error_class, error_type, mark, tool_stop_reason
-from ..content import capture_mode
+from ..content import CaptureMode, capture_mode
 from ..engine.engine import CallTicket
 from ..engine.entities import format_entities
 from ..engine.record import Kind, SpanRecord
@@ -34,6 +34,7 @@ from ..hashing import canonical_json, digest, parse_arguments, value_hash
 from ..otel.findings import anomaly_update
 from ..runs import Run, _context_for, current_run
 from ..semconv import ErrorClass, StopReason
+from ._messages import CONTENT_EVENT
 
 if TYPE_CHECKING:
     from ..engine.engine import Stop
@@ -72,6 +73,16 @@ def _raise_stop(run: Run | None, stop: Stop) -> None:
     ):
         raise BudgetExceeded(message, stop_reason=reason)
     raise StopRun(message, stop_reason=reason)
+
+
+def _content_to(span: Span, mode: CaptureMode, content: dict[str, Any], attrs: dict[str, Any]) -> None:
+    """Captured content goes where the capture mode says: span attributes, an event, or both."""
+    if not content:
+        return
+    if mode.on_span:
+        attrs.update(content)
+    if mode.as_event:
+        span.add_event(CONTENT_EVENT, content)
 
 
 def _detach(token: object | None) -> None:
@@ -139,7 +150,7 @@ class ToolCall:
     arg_entities: tuple[tuple[str, str], ...]
     record_schema: dict[str, Any] | None
     start_ns: int
-    capture: bool
+    capture: CaptureMode
     span: Span
     token: object | None
 
@@ -200,8 +211,8 @@ class ToolCall:
                 attrs[sc.TOOL_RESULT_HASH] = record.result_hash
                 if entities:
                     attrs[sc.TOOL_RESULT_ENTITIES] = format_entities(entities)
-                if self.capture:
-                    attrs[sc.GEN_AI_TOOL_CALL_RESULT] = rt.redactor.render(result)
+                if self.capture.enabled:
+                    _content_to(span, self.capture, {sc.GEN_AI_TOOL_CALL_RESULT: rt.redactor.render(result)}, attrs)
             span.set_attributes(attrs)
             _apply(span, self.run, record)
         except Exception as err:
@@ -260,8 +271,8 @@ def start_tool(
             # The tool's own schema, else the one the model was offered for it in this run.
             call.record_schema = schema if schema is not None else (run.schema_for(name) if run else None)
             call.start_ns = start
-            capture = capture_mode().enabled
-            call.capture = capture
+            mode = capture_mode()
+            call.capture = mode
             attrs: dict[str, Any] = {
                 sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
                 sc.GEN_AI_TOOL_NAME: name,
@@ -283,15 +294,20 @@ def start_tool(
                 attrs[sc.TOOL_IDEMPOTENCY_KEY] = True
             if call.arg_entities:
                 attrs[sc.TOOL_ARG_ENTITIES] = format_entities(call.arg_entities)
-            if capture:
-                attrs[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = rt.redactor.render(parsed)
+            content: dict[str, Any] = {}
+            if mode.enabled:
+                content[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = rt.redactor.render(parsed)
                 if schema is not None:
                     attrs[sc.TOOL_SCHEMA] = canonical_json(schema)
+            if mode.on_span:
+                attrs.update(content)
             if extra:
                 attrs.update(extra)
             span = rt.tracer.start_span(
                 f"{sc.OP_EXECUTE_TOOL} {name}", kind=SpanKind.INTERNAL, attributes=attrs, start_time=start
             )
+            if mode.as_event and content:
+                span.add_event(CONTENT_EVENT, content)
             call.span = span
             call.token = otel_context.attach(trace.set_span_in_context(span))
             if denied is None:
@@ -314,8 +330,8 @@ class LLMCall:
     """One LLM span. Provider modules fill the response fields, then call :meth:`finish` once."""
 
     __slots__ = (
-        "cache_read", "cache_write", "capture", "finish_reasons", "finished", "foreign", "input_entities",
-        "input_tokens", "metric_attrs", "model", "offered_tools", "output_messages", "output_tokens",
+        "cache_read", "cache_write", "capture", "content_mode", "finish_reasons", "finished", "foreign",
+        "input_entities", "input_tokens", "metric_attrs", "model", "offered_tools", "output_messages", "output_tokens",
         "provider", "reasoning_tokens", "requested", "response_id", "response_model", "run", "span",
         "start", "system_hash", "time_to_first_chunk", "token", "user_hash",
     )
@@ -327,6 +343,7 @@ class LLMCall:
     span: Span
     foreign: bool
     capture: bool
+    content_mode: CaptureMode
     metric_attrs: dict[str, Any]
     offered_tools: tuple[str, ...] | None
     system_hash: str | None
@@ -410,7 +427,8 @@ class LLMCall:
             if self.time_to_first_chunk is not None:
                 attrs[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = self.time_to_first_chunk
             if self.capture and self.output_messages is not None:
-                attrs[sc.GEN_AI_OUTPUT_MESSAGES] = rt.redactor.render(self.output_messages)
+                _content_to(span, self.content_mode,
+                            {sc.GEN_AI_OUTPUT_MESSAGES: rt.redactor.render_messages(self.output_messages)}, attrs)
         if cost is not None:
             attrs[sc.COST_USD] = cost
         requested: list[tuple[str, str]] = []
@@ -518,7 +536,7 @@ def start_llm(
     new_input: Iterable[Any],
     input_messages: Any = None,
     server: tuple[str | None, int | None] = (None, None),
-    capture: bool | None = None,
+    capture: CaptureMode | None = None,
     offered_schemas: dict[str, Any] | None = None,
 ) -> LLMCall | None:
     """Guard and open an LLM span; ``None`` when off, suppressed or on internal error.
@@ -556,9 +574,9 @@ def start_llm(
             else:
                 call.system_hash = call.user_hash = None
                 call.input_entities = None
-            if capture is None:
-                capture = capture_mode().enabled
-            call.capture = capture
+            mode = capture if capture is not None else capture_mode()
+            call.capture = mode.enabled
+            call.content_mode = mode
             attrs: dict[str, Any] = {
                 sc.GEN_AI_OPERATION_NAME: operation,
                 sc.GEN_AI_PROVIDER_NAME: provider,
@@ -585,10 +603,16 @@ def start_llm(
             if call.input_entities is not None:
                 # Recorded even when empty: "input scanned, nothing found" grounds the run.
                 attrs[sc.LLM_INPUT_ENTITIES] = format_entities(call.input_entities)
-            if capture and input_messages is not None:
-                attrs[sc.GEN_AI_INPUT_MESSAGES] = rt.redactor.render(input_messages)
-                if system_text:
-                    attrs[sc.GEN_AI_SYSTEM_INSTRUCTIONS] = rt.redactor.text(system_text)
+            content: dict[str, Any] = {}
+            if mode.enabled and input_messages is not None:
+                content[sc.GEN_AI_INPUT_MESSAGES] = rt.redactor.render_messages(input_messages)
+                in_history = any(m.get("role") in ("system", "developer") for m in input_messages)
+                if system_text and not in_history:  # given apart from the chat history (instructions, system=)
+                    content[sc.GEN_AI_SYSTEM_INSTRUCTIONS] = rt.redactor.render_messages(
+                        [{"type": "text", "content": system_text}]
+                    )
+            if mode.on_span:
+                attrs.update(content)
             foreign = _foreign_llm_span()
             call.foreign = foreign is not None
             current = otel_context.get_current()
@@ -601,6 +625,8 @@ def start_llm(
                     f"{operation} {model}" if model else operation,
                     kind=SpanKind.CLIENT, attributes=attrs, start_time=start, context=current,
                 )
+            if mode.as_event and content:
+                span.add_event(CONTENT_EVENT, content)
             # Inside the client call: no nested HTTP span, and no second LLM span from
             # an inner instrumentation of the same call. One copy of the context, not three.
             ctx = otel_context.Context(

@@ -95,8 +95,8 @@ def _prepare(provider: Provider, client: Any, args: tuple[Any, ...], kwargs: dic
         if operation is None:
             return None
         body = options.json_data if isinstance(getattr(options, "json_data", None), dict) else {}
-        capture = capture_mode().enabled
-        info = provider.read_request(operation, body, capture or current_run() is not None)
+        capture = capture_mode()
+        info = provider.read_request(operation, body, capture.enabled or current_run() is not None)
         headers = getattr(options, "headers", None)
         raw_mode = headers.get("X-Stainless-Raw-Response") if isinstance(headers, dict) else None
     except Exception as err:

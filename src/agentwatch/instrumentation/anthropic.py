@@ -17,6 +17,7 @@ from opentelemetry.instrumentation.utils import unwrap
 
 from .. import _runtime
 from .. import semconv as sc
+from . import _messages as gm
 from ._calls import LLMCall
 from ._stainless import RequestInfo, StainlessPatch, numeric_params
 from ._stream import AsyncStreamProxy, StreamProxy
@@ -53,6 +54,25 @@ def _block_payload(block: Any) -> Any:
         content = block.get("content")
         return _text(content) if isinstance(content, list) else content
     return None
+
+
+def _genai_parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [gm.text(content)]
+    parts = []
+    for block in content if isinstance(content, list) else ():
+        get = block.get if isinstance(block, dict) else (lambda k, b=block: getattr(b, k, None))
+        kind = get("type")
+        if kind == "text":
+            parts.append(gm.text(str(get("text") or "")))
+        elif kind == "tool_use":
+            parts.append(gm.tool_call(get("id"), get("name"), get("input")))
+        elif kind == "tool_result":
+            result = get("content")
+            parts.append(gm.tool_response(get("tool_use_id"), _text(result) if isinstance(result, list) else result))
+        else:
+            parts.append(gm.other(kind))
+    return parts
 
 
 class AnthropicProvider:
@@ -107,7 +127,9 @@ class AnthropicProvider:
                 blocks = content if isinstance(content, list) else [content]
                 fresh.extend(p for p in (_block_payload(b) for b in blocks) if p)
             info.new_input = fresh
-            info.input_messages = messages
+            info.input_messages = [
+                gm.message(m.get("role"), _genai_parts(m.get("content"))) for m in messages if isinstance(m, dict)
+            ]
         return info
 
     def read_response(self, call: LLMCall, operation: str, response: Any) -> None:
@@ -128,9 +150,9 @@ class AnthropicProvider:
             if getattr(block, "type", None) == "tool_use":
                 call.requested.append((block.name, block.input, getattr(block, "id", None)))
             if call.capture:
-                outputs.append(block.model_dump(exclude_none=True) if hasattr(block, "model_dump") else block)
+                outputs.append(block)
         if call.capture and outputs:
-            call.output_messages = [{"role": "assistant", "content": outputs}]
+            call.output_messages = [gm.message("assistant", _genai_parts(outputs), reason)]
 
     def chunk_handler(self, operation: str) -> Any:
         return _MessageStream()
@@ -187,15 +209,21 @@ class _MessageStream:
                     self._publish(call)
             elif dtype == "text_delta" and call.capture:
                 self.text.append(delta.text)
-                call.output_messages = [{"role": "assistant", "content": "".join(self.text)}]
+                self._output(call)
         elif kind == "message_delta":
             delta = getattr(event, "delta", None)
             reason = getattr(delta, "stop_reason", None)
             if reason:
                 call.finish_reasons = [str(reason)]
+            if call.capture:
+                self._output(call)
             usage = getattr(event, "usage", None)
             if usage is not None:
                 _usage(call, usage)
+
+    def _output(self, call: LLMCall) -> None:
+        reason = call.finish_reasons[-1] if call.finish_reasons else None
+        call.output_messages = gm.assistant_output("".join(self.text), call.requested, reason)
 
     def _publish(self, call: LLMCall) -> None:
         call.requested = [(name, args or "{}", call_id) for name, args, call_id in self.blocks.values()]

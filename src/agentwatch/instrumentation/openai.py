@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import semconv as sc
+from . import _messages as gm
 from ._calls import LLMCall
 from ._stainless import RequestInfo, StainlessPatch, numeric_params
 
@@ -48,6 +49,41 @@ def _text(content: Any) -> str:
 
 def _get(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def _parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [gm.text(content)]
+    parts = []
+    for part in content if isinstance(content, list) else ():
+        kind = _get(part, "type")
+        if kind in ("text", "input_text", "output_text"):
+            parts.append(gm.text(str(_get(part, "text") or "")))
+        else:
+            parts.append(gm.other(kind))
+    return parts
+
+
+def genai_messages(items: list[Any]) -> list[gm.Message]:
+    """Chat Completions messages or Responses input items in the GenAI message shape."""
+    out: list[gm.Message] = []
+    for item in items:
+        role = _get(item, "role")
+        kind = _get(item, "type")
+        if kind == "function_call":
+            out.append(gm.message("assistant", [gm.tool_call(_get(item, "call_id"), _get(item, "name"),
+                                                             _get(item, "arguments"))]))
+        elif kind == "function_call_output":
+            out.append(gm.message("tool", [gm.tool_response(_get(item, "call_id"), _get(item, "output"))]))
+        elif role == "tool":
+            out.append(gm.message("tool", [gm.tool_response(_get(item, "tool_call_id"), _get(item, "content"))]))
+        else:
+            parts = _parts(_get(item, "content"))
+            for tc in _get(item, "tool_calls") or ():
+                fn = _get(tc, "function")
+                parts.append(gm.tool_call(_get(tc, "id"), _get(fn, "name"), _get(fn, "arguments")))
+            out.append(gm.message(role, parts))
+    return out
 
 
 class OpenAIProvider:
@@ -117,7 +153,7 @@ class OpenAIProvider:
             if isinstance(items, str):
                 info.user_text = items
                 info.new_input = (items,)
-                info.input_messages = [{"role": "user", "content": items}]
+                info.input_messages = [gm.message("user", [gm.text(items)])]
             elif isinstance(items, list):
                 self._read_messages(info, items)
         elif operation == sc.OP_TEXT_COMPLETION:
@@ -125,7 +161,7 @@ class OpenAIProvider:
             if isinstance(prompt, str):
                 info.user_text = prompt
                 info.new_input = (prompt,)
-                info.input_messages = prompt
+                info.input_messages = [gm.message("user", [gm.text(prompt)])]
         return info
 
     def _read_messages(self, info: RequestInfo, messages: list[Any]) -> None:
@@ -157,7 +193,7 @@ class OpenAIProvider:
             if content:
                 fresh.append(content)
         info.new_input = fresh
-        info.input_messages = messages
+        info.input_messages = genai_messages(messages)
 
     # ------------------------------------------------------------------ responses
 
@@ -188,7 +224,9 @@ class OpenAIProvider:
                 if fn is not None:
                     call.requested.append((fn.name, fn.arguments, getattr(tc, "id", None)))
             if call.capture:
-                outputs.append(message.model_dump(exclude_none=True) if hasattr(message, "model_dump") else message)
+                (out,) = genai_messages([message])
+                out["finish_reason"] = str(reason or "")
+                outputs.append(out)
         if call.capture and outputs:
             call.output_messages = outputs
 
@@ -230,7 +268,7 @@ class OpenAIProvider:
             if getattr(item, "type", None) == "function_call":
                 call.requested.append((item.name, item.arguments, getattr(item, "call_id", None)))
             if call.capture:
-                outputs.append(item.model_dump(exclude_none=True) if hasattr(item, "model_dump") else item)
+                outputs.extend(genai_messages([item]))
         if call.capture and outputs:
             call.output_messages = outputs
 
@@ -270,7 +308,6 @@ class _ChatStream:
                 piece = getattr(delta, "content", None)
                 if piece:
                     self.text.append(piece)
-                    call.output_messages = [{"role": "assistant", "content": "".join(self.text)}]
             deltas = getattr(delta, "tool_calls", None)
             if not deltas:
                 continue
@@ -286,6 +323,9 @@ class _ChatStream:
                 if getattr(tc, "id", None):
                     slot[2] = tc.id
             call.requested = [(n, a, i) for n, a, i in self.tools.values()]
+        if call.capture and (self.text or self.tools):
+            reason = call.finish_reasons[-1] if call.finish_reasons else None
+            call.output_messages = gm.assistant_output("".join(self.text), call.requested, reason)
 
 
 class _ResponsesStream:
