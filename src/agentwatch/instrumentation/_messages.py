@@ -18,6 +18,23 @@ Message = dict[str, Any]
 CONTENT_EVENT = "gen_ai.client.inference.operation.details"
 
 
+def plain_text(content: Any) -> str:
+    """The text of a message's content, in any provider's shape: a string, or a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict):
+                value = part.get("text")
+                if isinstance(value, str):
+                    parts.append(value)
+            elif isinstance(part, str):
+                parts.append(part)
+        return "\n".join(parts)
+    return ""
+
+
 def text(content: str) -> dict[str, Any]:
     return {"type": "text", "content": content}
 

@@ -31,16 +31,6 @@ _NUMERIC = (
 )
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            block.get("text", "") for block in content if isinstance(block, dict) and block.get("type") == "text"
-        )
-    return ""
-
-
 def _block_payload(block: Any) -> Any:
     """What a content block carries for entity extraction: text, tool input or tool result."""
     if isinstance(block, str):
@@ -52,7 +42,7 @@ def _block_payload(block: Any) -> Any:
         return block.get("text")
     if kind == "tool_result":
         content = block.get("content")
-        return _text(content) if isinstance(content, list) else content
+        return gm.plain_text(content) if isinstance(content, list) else content
     return None
 
 
@@ -69,7 +59,8 @@ def _genai_parts(content: Any) -> list[dict[str, Any]]:
             parts.append(gm.tool_call(get("id"), get("name"), get("input")))
         elif kind == "tool_result":
             result = get("content")
-            parts.append(gm.tool_response(get("tool_use_id"), _text(result) if isinstance(result, list) else result))
+            response = gm.plain_text(result) if isinstance(result, list) else result
+            parts.append(gm.tool_response(get("tool_use_id"), response))
         else:
             parts.append(gm.other(kind))
     return parts
@@ -106,7 +97,7 @@ class AnthropicProvider:
             return info
         system = body.get("system")
         if system:
-            info.system_text = _text(system)
+            info.system_text = gm.plain_text(system)
         messages = body.get("messages")
         if isinstance(messages, list):
             last_user: str | None = None
@@ -117,7 +108,7 @@ class AnthropicProvider:
                 if msg.get("role") == "assistant":
                     last_assistant = i
                 elif msg.get("role") == "user":
-                    text = _text(msg.get("content"))
+                    text = gm.plain_text(msg.get("content"))
                     if text:
                         last_user = text
             info.user_text = last_user

@@ -30,23 +30,6 @@ _NUMERIC = (
 )
 
 
-def _text(content: Any) -> str:
-    """Plain text of a message ``content`` (a string or a list of parts)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, dict):
-                text = part.get("text")
-                if isinstance(text, str):
-                    parts.append(text)
-            elif isinstance(part, str):
-                parts.append(part)
-        return "\n".join(parts)
-    return ""
-
-
 def _get(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
@@ -172,9 +155,9 @@ class OpenAIProvider:
             role = _get(msg, "role")
             kind = _get(msg, "type")
             if role in ("system", "developer"):
-                system.append(_text(_get(msg, "content")))
+                system.append(gm.plain_text(_get(msg, "content")))
             elif role == "user":
-                last_user = _text(_get(msg, "content"))
+                last_user = gm.plain_text(_get(msg, "content"))
             elif role == "assistant" or kind == "function_call":
                 last_assistant = i
         if system:
@@ -189,7 +172,7 @@ class OpenAIProvider:
             if content is None:
                 content = _get(msg, "output")  # Responses API function_call_output
             if isinstance(content, list):
-                content = _text(content)
+                content = gm.plain_text(content)
             if content:
                 fresh.append(content)
         info.new_input = fresh

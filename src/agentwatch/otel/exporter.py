@@ -49,13 +49,13 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .. import semconv as sc
-from ..config import Config, load_config
-from ..engine.entities import EntityExtractor
+from ..config import Config
 from ..engine.record import Finding, Kind, RunSummary, SpanRecord
 from .enrich import enrich
 from .findings import anomaly_update, run_summary_attributes
 from .normalize import record_from_span
-from .reporting import AnomalyContext, FindingReporter, OnAnomaly
+from .reporting import AnomalyContext, OnAnomaly
+from .wiring import detection
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -140,14 +140,9 @@ class AnomalyExporter(SpanExporter):
         max_traces: int = DEFAULT_MAX_TRACES,
     ) -> None:
         self._delegate = delegate if delegate is not None else otlp_exporter_from_env()
-        self._config = load_config(config)
-        if engine is None:
-            from ..engine.engine import Engine
-
-            engine = Engine(self._config)
-        self._engine = engine
-        self._extractor = EntityExtractor(self._config.entities)
-        self._reporter = FindingReporter(meter_provider, on_anomaly, log=self._config.anomaly.log_findings)
+        self._config, self._engine, self._extractor, self._reporter = detection(
+            config, engine, on_anomaly, meter_provider
+        )
         self._straggler_s = max(0.0, float(straggler_seconds))
         self._max_held = max(1, int(max_held_spans))
         self._max_traces = max(1, int(max_traces))

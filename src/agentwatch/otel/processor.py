@@ -41,8 +41,7 @@ from opentelemetry.trace import SpanContext, StatusCode
 
 from .. import semconv as sc
 from ..budget import Budget
-from ..config import Config, load_config
-from ..engine.entities import EntityExtractor
+from ..config import Config
 from ..engine.record import Finding, Kind, RunSummary, SpanRecord
 from .enrich import enrich
 from .findings import anomaly_update, run_summary_attributes
@@ -57,7 +56,8 @@ from .normalize import (
     run_entities,
     span_attributes,
 )
-from .reporting import AnomalyContext, FindingReporter, OnAnomaly
+from .reporting import AnomalyContext, OnAnomaly
+from .wiring import detection
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -144,14 +144,9 @@ class AnomalyProcessor(SpanProcessor):
     ) -> None:
         self._delegate = delegate
         self._delegate_on_ending = getattr(delegate, "_on_ending", None)
-        self._config = load_config(config)
-        if engine is None:
-            from ..engine.engine import Engine
-
-            engine = Engine(self._config)
-        self._engine = engine
-        self._extractor = EntityExtractor(self._config.entities)
-        self._reporter = FindingReporter(meter_provider, on_anomaly, log=self._config.anomaly.log_findings)
+        self._config, self._engine, self._extractor, self._reporter = detection(
+            config, engine, on_anomaly, meter_provider
+        )
         self._max_open = max(1, int(max_open_spans))
         self._open: dict[int, _Entry] = {}
         self._evaluated = 0
