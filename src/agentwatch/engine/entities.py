@@ -53,6 +53,9 @@ _SNAKE_ID = re.compile(r"^(?P<base>.+?)[_\-. ](?:id|ids|uuid|guid)$", re.IGNOREC
 _BARE_ID = frozenset({"id", "_id", "ids", "uuid", "guid", "@id"})
 _CAMEL_SPLIT = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _HAS_DIGIT = re.compile(r"\d").search
+# Every built-in id shape contains a digit: scan only the word-and-hyphen tokens that do.
+# Tokens end at non-word characters, so word boundaries inside them are those of the text.
+_DIGIT_TOKENS = re.compile(r"[\w\-]*\d[\w\-]*").finditer
 _SNAKE_FULL = re.compile(_SNAKE).fullmatch
 _HAS_SPACE = re.compile(r"\s").search
 _JSON_START = frozenset({"{", "[", " ", "\n", "\t", "\r"})
@@ -285,8 +288,9 @@ class EntityExtractor:
         """Add the ids found in prose; ``True`` when ``limit`` is reached."""
         if len(text) > MAX_SCAN_CHARS:
             text = text[:MAX_SCAN_CHARS]
-        if _HAS_DIGIT(text):
-            for m in self._scan.finditer(text):
+        scan = self._scan.finditer
+        for token in _DIGIT_TOKENS(text):
+            for m in scan(token.group()):
                 group = m.lastgroup
                 found = m.group()
                 if group == "u":
