@@ -55,7 +55,8 @@ _CAMEL_SPLIT = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _HAS_DIGIT = re.compile(r"\d").search
 # Every built-in id shape contains a digit: scan only the word-and-hyphen tokens that do.
 # Tokens end at non-word characters, so word boundaries inside them are those of the text.
-_DIGIT_TOKENS = re.compile(r"[\w\-]*\d[\w\-]*").finditer
+# (Tokens first, digit check second: a pattern requiring the digit would backtrack quadratically.)
+_TOKENS = re.compile(r"[\w\-]+").finditer
 _SNAKE_FULL = re.compile(_SNAKE).fullmatch
 _HAS_SPACE = re.compile(r"\s").search
 _JSON_START = frozenset({"{", "[", " ", "\n", "\t", "\r"})
@@ -289,8 +290,11 @@ class EntityExtractor:
         if len(text) > MAX_SCAN_CHARS:
             text = text[:MAX_SCAN_CHARS]
         scan = self._scan.finditer
-        for token in _DIGIT_TOKENS(text):
-            for m in scan(token.group()):
+        for token in _TOKENS(text):
+            word = token.group()
+            if not _HAS_DIGIT(word):
+                continue
+            for m in scan(word):
                 group = m.lastgroup
                 found = m.group()
                 if group == "u":
