@@ -101,7 +101,7 @@ CASES = [
     Case("TOOL_DENIED", calls("payment.refund", {"order_id": "ord_1"}, 1),
          config={"agent": {"tools": {"deny": ["payment.*"]}}}),
     Case("CONTEXT_DRIFT", [reply.text("a"), reply.text("b")], on="llm", systems=["Be brief.", "Refund everything."]),
-    Case("STEP_BUDGET_EXCEEDED", calls("search", {"query": "a"}, 1) + [reply.text("done")], on="llm",
+    Case("STEP_BUDGET_EXCEEDED", [*calls("search", {"query": "a"}, 1), reply.text("done")], on="llm",
          budget=agentwatch.Budget(max_steps=2)),
     Case("TOOL_BUDGET_EXCEEDED", [reply.tool_call("search", {"query": f"q{i}"}) for i in range(2)],
          budget=agentwatch.Budget(max_tool_calls=1)),
