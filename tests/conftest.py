@@ -11,6 +11,7 @@ No OpenTelemetry fixtures here: those live in ``tests/instrumentation/conftest.p
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -78,6 +79,43 @@ async def async_anthropic_client(llm_server: LLMServer) -> AsyncIterator[Any]:
     )
     yield client
     await client.close()
+
+@pytest.fixture
+def restore_openai_classes() -> Iterator[None]:
+    """Put every ``openai`` class attribute back as it was.
+
+    The others' ``uninstrument()`` is not complete (OpenLLMetry 0.62 leaves a wrapper on
+    ``Completions.create``; OpenInference leaves ``request`` set on ``OpenAI``), and a stale
+    foreign wrapper would open spans on a provider no later test reads.
+    """
+    saved: dict[type, dict[str, Any]] = {}
+    for cls in _openai_classes():
+        saved[cls] = dict(vars(cls))
+    yield
+    for cls, before in saved.items():
+        for attr, value in list(vars(cls).items()):
+            if attr.startswith("__"):
+                continue
+            if attr not in before:
+                delattr(cls, attr)
+            elif before[attr] is not value:
+                setattr(cls, attr, before[attr])
+
+
+def _openai_classes() -> list[type]:
+    classes = []
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "openai" or name.startswith("openai.")):
+            continue
+        for value in list(vars(module).values()):
+            try:  # lazy proxies (openai's optional numpy) raise on any inspection
+                is_class = isinstance(value, type) and value.__module__ == name
+            except Exception:
+                continue
+            if is_class:
+                classes.append(value)
+    return classes
+
 
 # The agentwatch telemetry fixture (fresh in-memory providers, instrumented) for every test directory.
 from tests.telemetry import telemetry  # noqa: E402, F401

@@ -10,8 +10,7 @@ Either way the user gets one LLM span per call and the cost is counted once.
 from __future__ import annotations
 
 import importlib
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -48,43 +47,6 @@ SHADOWED: set[tuple[str, str]] = set()  # fixed: subclasses defining request are
 def _foreign(name: str) -> Any:
     module = pytest.importorskip(FOREIGN[name])
     return module.OpenAIInstrumentor()
-
-
-@pytest.fixture
-def restore_openai_classes() -> Iterator[None]:
-    """Put every ``openai`` class attribute back as it was.
-
-    The others' ``uninstrument()`` is not complete (OpenLLMetry 0.62 leaves a wrapper on
-    ``Completions.create``; OpenInference leaves ``request`` set on ``OpenAI``), and a stale
-    foreign wrapper would open spans on a provider no later test reads.
-    """
-    saved: dict[type, dict[str, Any]] = {}
-    for cls in _openai_classes():
-        saved[cls] = dict(vars(cls))
-    yield
-    for cls, before in saved.items():
-        for attr, value in list(vars(cls).items()):
-            if attr.startswith("__"):
-                continue
-            if attr not in before:
-                delattr(cls, attr)
-            elif before[attr] is not value:
-                setattr(cls, attr, before[attr])
-
-
-def _openai_classes() -> list[type]:
-    classes = []
-    for name, module in list(sys.modules.items()):
-        if module is None or not (name == "openai" or name.startswith("openai.")):
-            continue
-        for value in list(vars(module).values()):
-            try:  # lazy proxies (openai's optional numpy) raise on any inspection
-                is_class = isinstance(value, type) and value.__module__ == name
-            except Exception:
-                continue
-            if is_class:
-                classes.append(value)
-    return classes
 
 
 def _setup(order: str, foreign: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Telemetry, Callable[[], None]]:

@@ -38,6 +38,10 @@ TOOLS = [
 ORDER = {"order_id": "ord_555", "customer_id": "cust_789", "status": "shipped"}
 
 
+# The peers' uninstrument() leaves wrappers behind: put the openai classes back after each test.
+pytestmark = pytest.mark.usefixtures("restore_openai_classes")
+
+
 @pytest.fixture(params=["processor", "exporter"])
 def pipeline(request: pytest.FixtureRequest) -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     memory = InMemorySpanExporter()
