@@ -23,7 +23,6 @@ from . import _runtime
 from . import semconv as sc
 from .budget import Budget
 from .classify import error_type, stop_reason_for
-from .engine.record import Finding
 from .otel.findings import anomaly_update, run_summary_attributes
 from .semconv import StopReason
 
@@ -36,7 +35,7 @@ class Run:
     """The handle ``agentwatch.run`` yields: the run's id and an explicit stop."""
 
     __slots__ = (
-        "_blocked", "_detail", "_reason", "_requested", "_schemas", "budget", "key", "name", "parent", "run_id",
+        "_detail", "_reason", "_requested", "_schemas", "budget", "key", "name", "parent", "run_id",
         "span",
     )
 
@@ -52,7 +51,6 @@ class Run:
         self.budget = budget
         self._reason: StopReason | None = None
         self._detail: str | None = None
-        self._blocked: list[Finding] = []
         self._requested: dict[tuple[str, str], str] = {}  # (tool, args hash) -> tool call id
         self._schemas: dict[str, Any] = {}  # tool name -> JSON Schema offered to the model
 
@@ -83,9 +81,6 @@ class Run:
 
     def requested_call_id(self, tool: str, args_hash: str) -> str | None:
         return self._requested.pop((tool, args_hash), None)
-
-    def block(self, finding: Finding) -> None:
-        self._blocked.append(finding)
 
     def __repr__(self) -> str:
         return f"Run(name={self.name!r}, run_id={self.run_id!r})"
@@ -237,22 +232,18 @@ def _finish_run(run: Run, exc: BaseException | None) -> None:
                 sc.RUN_OUTPUT_TOKENS: summary.output_tokens,
                 sc.RUN_COST_USD: summary.cost_usd,
                 sc.RUN_FAILURE_MODE: str(summary.failure_mode),
-                sc.RUN_ANOMALY_COUNT: summary.anomaly_count,
             }
         )
-        own = list(summary.findings) + run._blocked
-        if rt.inline and own:
-            span_id = format(span.get_span_context().span_id, "016x")
-            own = [Finding(f.flag, f.severity, f.reason, span_id, f.related_span_id) for f in own]
-            flag_attrs, events, new = anomaly_update(None, None, own)
+        # Findings on the run span itself: refused calls, a time budget passed at the end.
+        # (The engine keys the run by this span's id, so these findings already name it.)
+        if rt.inline and summary.findings:
+            flag_attrs, events, new = anomaly_update(None, None, summary.findings)
             attrs.update(flag_attrs)
             for name, event_attrs in events:
                 span.add_event(name, event_attrs)
             rt.reporter.report(new, _context_for(span, run))
-        if rt.inline:  # a clean run says so: an empty flag list and a count of 0
+        if rt.inline:  # a clean run says so too: an empty flag list and a count of 0
             attrs.update(run_summary_attributes(summary))
-        elif not rt.inline:
-            attrs.pop(sc.RUN_ANOMALY_COUNT, None)
     span.set_attributes(attrs)
     if exc is not None:
         span.record_exception(exc)

@@ -31,7 +31,7 @@ from ..engine import Engine
 from ..engine.record import Finding, Kind, RunSummary, SpanRecord
 from ..engine.state import Stats as EngineStats
 from ..engine.trace import plan
-from ..otel.findings import anomaly_update, run_summary_attributes
+from ..otel.findings import anomaly_update, run_summary_attributes, span_outcome
 from ..otel.normalize import record_from_attributes
 from ..otel.reporting import AnomalyContext, FindingReporter
 from ..version import __version__
@@ -266,12 +266,7 @@ class Decider:
         verdict: Verdict,
     ) -> bytes:
         """Apply findings and a run summary to one span, as the in-process exporter does."""
-        found = list(findings or ())
-        if summary is not None:
-            if record.kind is not Kind.RUN and not summary.flags and not summary.findings:
-                summary = None  # a local root standing in for a run: summarised only when flagged
-            else:
-                found.extend(f for f in summary.findings if f not in found)
+        found, summary = span_outcome(record.kind, findings, summary)
         if not found and summary is None:
             return raw
         severity = attrs.get(sc.ANOMALY_SEVERITY)
@@ -279,8 +274,7 @@ class Decider:
             record.flags_present, severity if isinstance(severity, str) else None, found
         )
         if summary is not None:
-            existing = attrs.get(sc.RUN_ANOMALY_FLAGS)
-            summary_attrs = run_summary_attributes(summary, existing if isinstance(existing, tuple) else None)
+            summary_attrs = run_summary_attributes(summary, attrs.get(sc.RUN_ANOMALY_FLAGS))
             new_attrs.update({k: v for k, v in summary_attrs.items() if attrs.get(k) != v})
             verdict.run_flags[summary.run_key] = tuple(summary_attrs[sc.RUN_ANOMALY_FLAGS])
             verdict.run_attributes[record.span_id] = dict(summary_attrs)

@@ -55,15 +55,12 @@ def active() -> bool:
     return _runtime.enabled() and is_instrumentation_enabled()
 
 
-def _raise_stop(run: Run | None, stop: Stop) -> None:
-    if run is not None:
-        run.block(stop.finding)
+def _raise_stop(stop: Stop) -> None:
+    """Raise the exception for a call the live guard refused (the engine keeps the finding for the run)."""
     reason = stop.stop_reason
     message = stop.finding.reason
     if reason is StopReason.LOOP_DETECTED:
         raise LoopDetected(message)
-    if reason is StopReason.TOOL_DENIED:
-        raise ToolDenied(message)
     if reason in (
         StopReason.STEP_BUDGET,
         StopReason.TOOL_BUDGET,
@@ -108,16 +105,13 @@ def _apply(span: Span, run: Run | None, record: SpanRecord) -> None:
     """Feed the inline engine and put its findings on the still-open span."""
     rt = _runtime.get()
     findings = rt.engine.process(record)
-    if not rt.inline or not span.is_recording():
+    if not findings or not rt.inline or not span.is_recording():
         return
     attrs, events, new = anomaly_update(None, None, findings)
-    # Marked so an AnomalyProcessor in the same pipeline does not evaluate it twice.
-    attrs[sc.ANOMALY_EVALUATED] = True
     span.set_attributes(attrs)
-    if new:
-        for name, event_attrs in events:
-            span.add_event(name, event_attrs)
-        rt.reporter.report(new, _context_for(span, run))
+    for name, event_attrs in events:
+        span.add_event(name, event_attrs)
+    rt.reporter.report(new, _context_for(span, run))
 
 
 # --------------------------------------------------------------------------- tool calls
@@ -184,7 +178,8 @@ class ToolCall:
                 side_effect=self.side_effect, idempotency_key=self.idempotent,
                 arg_entities=self.arg_entities, tool_schema=self.record_schema,
             )
-            attrs: dict[str, Any] = {}
+            # Marked so an AnomalyProcessor in the same pipeline does not evaluate it twice.
+            attrs: dict[str, Any] = {sc.ANOMALY_EVALUATED: True} if rt.inline else {}
             if failed is not None:
                 kind, failure_class, message = failed
                 record.is_error = True
@@ -319,7 +314,7 @@ def start_tool(
     if denied is not None:
         raise denied
     if stop is not None:
-        _raise_stop(current_run(), stop)
+        _raise_stop(stop)
     return None
 
 
@@ -638,5 +633,5 @@ def start_llm(
     except Exception as err:
         _runtime.internal_error("llm.start", err)
         return None
-    _raise_stop(current_run(), stop)
+    _raise_stop(stop)
     return None  # unreachable

@@ -9,6 +9,8 @@ it joins the current run, so one attempt is one run span.
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -41,8 +43,8 @@ class DetachedRun:
     """A run span for work that outlives the calling frame (streams, background tasks).
 
     The run is entered in a private copy of the context, so the caller's context
-    is untouched; callers attach :attr:`context` around each piece of work and
-    call :meth:`end` exactly once, from anywhere.
+    is untouched; callers enter it (:meth:`entered`) around each piece of work
+    and call :meth:`end` exactly once, from anywhere.
     """
 
     def __init__(self, name: str) -> None:
@@ -51,6 +53,15 @@ class DetachedRun:
         self.run: Run = self._ctx.run(self._scope.__enter__)
         self.context = self._ctx.run(otel_context.get_current)
         self._ended = False
+
+    @contextmanager
+    def entered(self) -> Iterator[None]:
+        """The run's context is current inside the block, and only there."""
+        token = otel_context.attach(self.context)
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
 
     def end(self, exc: BaseException | None = None) -> None:
         if self._ended:

@@ -24,10 +24,9 @@ call (an agent used as a tool) is a sub-agent and gets a nested run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
-
-from opentelemetry import context as otel_context
 
 from .. import _runtime
 from ..errors import StopRun
@@ -203,22 +202,17 @@ def _iterate(stream: Any, run: DetachedRun) -> Any:
     error: BaseException | None = None
     try:
         while True:
-            token = otel_context.attach(run.context)
             try:
-                item = next(iterator)
+                with run.entered():
+                    item = next(iterator)
             except StopIteration:
                 return
-            finally:
-                otel_context.detach(token)
             yield item
     except GeneratorExit:  # the consumer stopped early: close the graph inside its run
         close = getattr(iterator, "close", None)
         if close is not None:
-            token = otel_context.attach(run.context)
-            try:
+            with run.entered():
                 close()
-            finally:
-                otel_context.detach(token)
         raise
     except BaseException as exc:
         error = exc
@@ -232,22 +226,17 @@ async def _aiterate(stream: Any, run: DetachedRun) -> Any:
     error: BaseException | None = None
     try:
         while True:
-            token = otel_context.attach(run.context)
             try:
-                item = await iterator.__anext__()
+                with run.entered():
+                    item = await iterator.__anext__()
             except StopAsyncIteration:
                 return
-            finally:
-                otel_context.detach(token)
             yield item
     except GeneratorExit:
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
-            token = otel_context.attach(run.context)
-            try:
+            with run.entered():
                 await aclose()
-            finally:
-                otel_context.detach(token)
         raise
     except BaseException as exc:
         error = exc
@@ -256,28 +245,21 @@ async def _aiterate(stream: Any, run: DetachedRun) -> Any:
         run.end(error)
 
 
-def _stream_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    run = _start(instance, args, kwargs)
-    if run is None:
-        return wrapped(*args, **kwargs)
-    try:
-        stream = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        run.end(exc)
-        raise
-    return _iterate(stream, run)
+def _graph_wrapper(iterate: Callable[[Any, DetachedRun], Any]) -> Any:
+    """A wrapper for ``Pregel.stream`` (``iterate=_iterate``) or ``astream`` (``_aiterate``)."""
 
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        run = _start(instance, args, kwargs)
+        if run is None:
+            return wrapped(*args, **kwargs)
+        try:
+            stream = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            run.end(exc)
+            raise
+        return iterate(stream, run)
 
-def _astream_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    run = _start(instance, args, kwargs)
-    if run is None:
-        return wrapped(*args, **kwargs)
-    try:
-        stream = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        run.end(exc)
-        raise
-    return _aiterate(stream, run)
+    return wrapper
 
 
 def patch() -> DeferredPatch:
@@ -288,8 +270,8 @@ def patch() -> DeferredPatch:
             (tools, "BaseTool", "arun", _arun_wrapper),
             (tools, "", "_handle_tool_error", _handled_wrapper),
             (tools, "", "_handle_validation_error", _handled_wrapper),
-            ("langgraph.pregel.main", "Pregel", "stream", _stream_wrapper),
-            ("langgraph.pregel.main", "Pregel", "astream", _astream_wrapper),
+            ("langgraph.pregel.main", "Pregel", "stream", _graph_wrapper(_iterate)),
+            ("langgraph.pregel.main", "Pregel", "astream", _graph_wrapper(_aiterate)),
             ("langgraph.prebuilt.tool_node", "", "_handle_tool_error", _tool_node_error_wrapper),
         )
     )

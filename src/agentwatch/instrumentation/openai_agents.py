@@ -25,8 +25,6 @@ import asyncio
 from contextvars import ContextVar
 from typing import Any
 
-from opentelemetry import context as otel_context
-
 from .. import _runtime
 from ..errors import StopRun
 from ..runs import run as open_run
@@ -86,14 +84,12 @@ def _run_streamed_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kw
     except Exception as err:
         _runtime.internal_error("agents.run_streamed", err)
         return wrapped(*args, **kwargs)
-    token = otel_context.attach(handle.context)
     try:
-        result = wrapped(*args, **kwargs)  # starts run_loop_task, which inherits the run
+        with handle.entered():
+            result = wrapped(*args, **kwargs)  # starts run_loop_task, which inherits the run
     except BaseException as exc:
         handle.end(exc)
         raise
-    finally:
-        otel_context.detach(token)
     try:
         task = getattr(result, "run_loop_task", None)
         if isinstance(task, asyncio.Future):

@@ -52,7 +52,7 @@ from .. import semconv as sc
 from ..config import Config
 from ..engine.record import Finding, Kind, RunSummary, SpanRecord
 from .enrich import enrich
-from .findings import anomaly_update, run_summary_attributes
+from .findings import anomaly_update, run_summary_attributes, span_outcome
 from .normalize import record_from_span
 from .reporting import AnomalyContext, OnAnomaly
 from .wiring import detection
@@ -398,13 +398,9 @@ class AnomalyExporter(SpanExporter):
         agents: Mapping[str, str | None],
     ) -> ReadableSpan:
         try:
-            findings = list(findings_by_span.get(record.span_id) or ())
-            summary = summaries.get(record.span_id)
-            if summary is not None:
-                if record.kind is not Kind.RUN and not summary.flags and not summary.findings:
-                    summary = None  # a local root standing in for a run: summarised only when flagged
-                else:
-                    findings.extend(f for f in summary.findings if f not in findings)
+            findings, summary = span_outcome(
+                record.kind, findings_by_span.get(record.span_id), summaries.get(record.span_id)
+            )
             if not findings and summary is None:
                 return span
             attrs = span.attributes or {}
@@ -426,10 +422,7 @@ class AnomalyExporter(SpanExporter):
                     ),
                 )
             if summary is not None:
-                existing = attrs.get(sc.RUN_ANOMALY_FLAGS)
-                summary_attrs = run_summary_attributes(
-                    summary, existing if isinstance(existing, (tuple, list)) else None
-                )
+                summary_attrs = run_summary_attributes(summary, attrs.get(sc.RUN_ANOMALY_FLAGS))
                 new_attrs.update({k: v for k, v in summary_attrs.items() if attrs.get(k) != v})
             if not new_attrs and not events:
                 return span

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .. import semconv as sc
-from ..engine.record import Finding, RunSummary
+from ..engine.record import Finding, Kind, RunSummary
 
 AttrMap = dict[str, Any]
 EventSpec = tuple[str, AttrMap]
@@ -54,9 +54,30 @@ def anomaly_update(
     return attrs, events, new
 
 
-def run_summary_attributes(summary: RunSummary, existing_flags: Sequence[str] | None = None) -> AttrMap:
-    """The run span's anomaly summary (contract §3) and failure mode (§4)."""
-    flags = list(existing_flags or ())
+def span_outcome(
+    kind: Kind, findings: Iterable[Finding] | None, summary: RunSummary | None
+) -> tuple[list[Finding], RunSummary | None]:
+    """What a whole-trace verdict puts on one span: its own findings, plus those of the run it closes.
+
+    A local root that only stands in for a run (no run span in the trace) carries
+    the run summary only when the run was flagged.
+    """
+    found = list(findings or ())
+    if summary is not None:
+        if kind is not Kind.RUN and not summary.flags and not summary.findings:
+            summary = None
+        else:
+            found.extend(f for f in summary.findings if f not in found)
+    return found, summary
+
+
+def run_summary_attributes(summary: RunSummary, existing_flags: Any = None) -> AttrMap:
+    """The run span's anomaly summary (contract §3) and failure mode (§4).
+
+    ``existing_flags`` is whatever the span already holds; anything but a list of
+    flags is ignored.
+    """
+    flags = list(existing_flags) if isinstance(existing_flags, (tuple, list)) else []
     for flag in summary.flags:
         if flag not in flags:
             flags.append(flag)

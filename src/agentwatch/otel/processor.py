@@ -442,8 +442,7 @@ class AnomalyProcessor(SpanProcessor):
             )
             self._reporter.report([*new, *elsewhere], context)
         if summary is not None:
-            existing = attrs.get(sc.RUN_ANOMALY_FLAGS)
-            summary_attrs = run_summary_attributes(summary, existing if isinstance(existing, (tuple, list)) else None)
+            summary_attrs = run_summary_attributes(summary, attrs.get(sc.RUN_ANOMALY_FLAGS))
             changed = {k: v for k, v in summary_attrs.items() if attrs.get(k) != v}
             new_attrs.update(changed)
         if not new_attrs and not events:
