@@ -36,3 +36,30 @@ def test_cycles_and_objects_never_raise() -> None:
     cyclic["self"] = cyclic
     assert len(args_hash(cyclic)) == 16
     assert len(args_hash({"o": object(), "s": {3, 1, 2}, "b": b"\xff"})) == 16
+
+
+def test_canonical_json_is_json_dumps_with_the_canonical_settings() -> None:
+    # The encoder is built once for speed; it must agree with json.dumps everywhere.
+    import json
+
+    values: list[object] = [
+        {"ü": "é\u2028", "a": [1, 2.5, -0.0, 1e300, None, True, False], "n": {"b": {}, "a": []}},
+        "plain", 7, 3.25, None, [], {}, float("inf"), {"k": "\"quoted\" \\ \n\t"}, {"s": "\ud800"},
+    ]
+    for value in values:
+        expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert canonical_json(value) == expected
+
+
+def test_parse_arguments_reads_model_text_like_json_loads() -> None:
+    from agentwatch.hashing import parse_arguments
+
+    assert parse_arguments('{"a":1}') == {"a": 1}
+    assert parse_arguments('  {"a": 1}\n') == {"a": 1}
+    assert parse_arguments(b'{"a":[1]}') == {"a": [1]}
+    assert parse_arguments("[1, 2]") == [1, 2]
+    assert parse_arguments("   ") == {}
+    assert parse_arguments("123abc") == "123abc"
+    assert parse_arguments('{"a":1} trailing') == '{"a":1} trailing'
+    assert parse_arguments('{"a":') == '{"a":'
+    assert parse_arguments({"already": "parsed"}) == {"already": "parsed"}

@@ -67,6 +67,7 @@ class Runtime:
         from .engine.engine import Engine  # late: the engine imports config
         from .engine.entities import EntityExtractor
         from .otel.reporting import FindingReporter
+        from .otel.trusted import sampler_ignores_attributes
 
         self.providers = (tracer_provider, meter_provider, on_anomaly)
 
@@ -74,6 +75,9 @@ class Runtime:
         self.tracer = trace.get_tracer(
             "agentwatch", __version__, tracer_provider=tracer_provider, schema_url=SCHEMA_URL
         )
+        # With the SDK's own samplers, which never read attributes, span attributes can
+        # all go through the fast path after creation (see otel.trusted).
+        self.sampler_blind = sampler_ignores_attributes(self.tracer)
         meter = metrics.get_meter("agentwatch", __version__, meter_provider=meter_provider)
         self.instruments = Instruments(meter)
         self.prices = PriceTable(self.config.prices)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from json.decoder import JSONDecoder
+from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[attr-defined]
 from typing import Any
 
 _MISSING = object()
@@ -36,11 +38,23 @@ def canonical_json(value: Any) -> str:
     falls back to its ``repr`` so hashing never raises.
     """
     try:
-        return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default
-        )
+        if _ENCODE is not None:
+            return "".join(_ENCODE(value, 0))
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default)
     except (ValueError, TypeError, RecursionError):
         return json.dumps(repr(value), ensure_ascii=False)
+
+
+# ``json.dumps`` builds a new C encoder on every call; hashing runs on every tool
+# call, so one is built once with the canonical settings (sorted keys, compact
+# separators, UTF-8 kept, NaN allowed as ``json.dumps`` allows it). No cycle
+# markers: a cyclic value ends in RecursionError, answered above with its repr.
+_ENCODE = (
+    c_make_encoder(None, _default, c_encode_basestring, None, ":", ",", True, False, True)
+    if c_make_encoder is not None and c_encode_basestring is not None
+    else None
+)
+_SCAN = JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def parse_arguments(raw: Any) -> Any:
@@ -49,15 +63,24 @@ def parse_arguments(raw: Any) -> Any:
     A string that is not valid JSON is returned unchanged: it is hashed as a
     JSON string, so a malformed argument still gets a stable fingerprint.
     """
-    if isinstance(raw, (str, bytes, bytearray)):
-        text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
-        if not text.strip():
-            return {}
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text
-    return raw
+    if isinstance(raw, str):
+        text = raw
+    elif isinstance(raw, (bytes, bytearray)):
+        text = raw.decode("utf-8", "replace")
+    else:
+        return raw
+    try:  # the common case, a compact JSON object from a model, without json.loads' checks
+        value, end = _SCAN(text, 0)
+        if end == len(text):
+            return value
+    except (StopIteration, ValueError):
+        pass
+    if not text.strip():
+        return {}
+    try:  # leading or trailing whitespace, or not JSON at all
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def digest(text: str) -> str:

@@ -25,13 +25,14 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from .. import _runtime
 from .. import semconv as sc
 from ..classify import error_class, error_type, mark, tool_stop_reason
-from ..content import CaptureMode, capture_mode
+from ..content import NO_CAPTURE, CaptureMode, capture_mode
 from ..engine.engine import CallTicket
 from ..engine.entities import format_entities
 from ..engine.record import Kind, SpanRecord
 from ..errors import BudgetExceeded, LoopDetected, StopRun, ToolDenied
 from ..hashing import canonical_json, digest, parse_arguments, value_hash
 from ..otel.findings import anomaly_update
+from ..otel.trusted import set_trusted_attributes
 from ..runs import Run, _context_for, current_run
 from ..semconv import ErrorClass, StopReason
 from ._messages import CONTENT_EVENT
@@ -321,57 +322,68 @@ def start_tool(
 # --------------------------------------------------------------------------- LLM calls
 
 
+class RequestInfo:
+    """What the LLM span needs from a request body, read once before the call.
+
+    A plain class with class-level defaults: a bare call sets four fields, not ten.
+    """
+
+    offered_tools: Sequence[str] | None = None
+    offered_schemas: dict[str, Any] | None = None  # tool name -> JSON Schema of its arguments
+    system_text: str | None = None
+    user_text: str | None = None
+    new_input: Iterable[Any] = ()
+    input_messages: Any = None
+
+    def __init__(
+        self, operation: str, model: str | None, attrs: dict[str, Any],
+        offered_tools: Sequence[str] | None = None, offered_schemas: dict[str, Any] | None = None,
+    ) -> None:
+        self.operation = operation
+        self.model = model
+        self.attrs = attrs  # gen_ai.request.* parameters
+        if offered_tools is not None:
+            self.offered_tools = offered_tools
+        if offered_schemas is not None:
+            self.offered_schemas = offered_schemas
+
+
 class LLMCall:
-    """One LLM span. Provider modules fill the response fields, then call :meth:`finish` once."""
+    """One LLM span. Provider modules fill the response fields, then call :meth:`finish` once.
 
-    __slots__ = (
-        "cache_read", "cache_write", "capture", "content_mode", "finish_reasons", "finished", "foreign",
-        "input_entities", "input_tokens", "metric_attrs", "model", "offered_tools", "output_messages", "output_tokens",
-        "provider", "reasoning_tokens", "requested", "response_id", "response_model", "run", "span",
-        "start", "system_hash", "time_to_first_chunk", "token", "user_hash",
-    )
+    Fields that most calls never set are class-level defaults, so opening a call
+    costs a handful of assignments (this runs on every LLM request).
+    """
 
-    run: Run | None
-    provider: str
-    model: str | None
-    start: int
     span: Span
-    foreign: bool
-    capture: bool
-    content_mode: CaptureMode
+    token: object | None = None
     metric_attrs: dict[str, Any]
-    offered_tools: tuple[str, ...] | None
-    system_hash: str | None
-    user_hash: str | None
-    input_entities: tuple[tuple[str, str], ...] | None
-    finished: bool
-    token: object | None
-    response_id: str | None
-    response_model: str | None
-    finish_reasons: list[str]
-    input_tokens: int | None
-    output_tokens: int | None
-    cache_read: int | None
-    cache_write: int | None
-    reasoning_tokens: int | None
-    requested: list[tuple[str, Any, str | None]]
-    output_messages: Any
-    time_to_first_chunk: float | None
+    pending_attrs: dict[str, Any]  # set on the span when it ends, with the response's
+    foreign = False
+    capture = False
+    content_mode: CaptureMode = NO_CAPTURE
+    offered_tools: tuple[str, ...] | None = None
+    system_hash: str | None = None
+    user_hash: str | None = None
+    input_entities: tuple[tuple[str, str], ...] | None = None
+    finished = False
+    response_id: str | None = None
+    response_model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read: int | None = None
+    cache_write: int | None = None
+    reasoning_tokens: int | None = None
+    output_messages: Any = None
+    time_to_first_chunk: float | None = None
 
-    def __init__(self) -> None:
-        self.finished = False
-        self.token = None
-        self.response_id = None
-        self.response_model = None
-        self.finish_reasons = []
-        self.input_tokens = None
-        self.output_tokens = None
-        self.cache_read = None
-        self.cache_write = None
-        self.reasoning_tokens = None
-        self.requested = []  # (tool name, raw args, call id)
-        self.output_messages = None
-        self.time_to_first_chunk = None
+    def __init__(self, run: Run | None, provider: str, model: str | None, start: int) -> None:
+        self.run = run
+        self.provider = provider
+        self.model = model
+        self.start = start
+        self.finish_reasons: list[str] = []
+        self.requested: list[tuple[str, Any, str | None]] = []  # (tool name, raw args, call id)
 
     def detach(self) -> None:
         """Leave the call's context (done as soon as the client returns, even for streams)."""
@@ -397,11 +409,11 @@ class LLMCall:
         rt = _runtime.get()
         span = self.span
         end = time.time_ns()
-        attrs: dict[str, Any] = {}
-        cost = rt.prices.cost(
-            self.response_model or self.model, self.input_tokens, self.output_tokens,
-            self.cache_read, self.cache_write,
-        )
+        model = self.response_model or self.model
+        input_tokens = self.input_tokens
+        output_tokens = self.output_tokens
+        cost = rt.prices.cost(model, input_tokens, output_tokens, self.cache_read, self.cache_write)
+        attrs = self.pending_attrs
         if not self.foreign:
             if self.response_id:
                 attrs[sc.GEN_AI_RESPONSE_ID] = self.response_id
@@ -409,10 +421,10 @@ class LLMCall:
                 attrs[sc.GEN_AI_RESPONSE_MODEL] = self.response_model
             if self.finish_reasons:
                 attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = tuple(self.finish_reasons)
-            if self.input_tokens is not None:
-                attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = self.input_tokens
-            if self.output_tokens is not None:
-                attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = self.output_tokens
+            if input_tokens is not None:
+                attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
+            if output_tokens is not None:
+                attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
             if self.cache_read is not None:
                 attrs[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = self.cache_read
             if self.cache_write is not None:
@@ -426,20 +438,20 @@ class LLMCall:
                             {sc.GEN_AI_OUTPUT_MESSAGES: rt.redactor.render_messages(self.output_messages)}, attrs)
         if cost is not None:
             attrs[sc.COST_USD] = cost
+        run = self.run
         requested: list[tuple[str, str]] = []
         requested_entities: list[tuple[str, str]] = []
-        run = self.run
-        for name, raw_args, call_id in self.requested:
-            parsed = parse_arguments(raw_args)
-            h = digest(canonical_json(parsed))
-            requested.append((name, h))
-            if run is not None:
-                requested_entities.extend(rt.extractor.extract(parsed))
-                run.remember_requested(name, h, call_id)
-        if requested:
-            attrs[sc.LLM_TOOL_CALLS] = tuple(f"{n}:{h}" for n, h in requested)
-        if requested_entities:
-            attrs[sc.LLM_REQUESTED_ENTITIES] = format_entities(tuple(dict.fromkeys(requested_entities)))
+        if self.requested:
+            for name, raw_args, call_id in self.requested:
+                parsed = parse_arguments(raw_args)
+                h = digest(canonical_json(parsed))
+                requested.append((name, h))
+                if run is not None:
+                    requested_entities.extend(rt.extractor.extract(parsed))
+                    run.remember_requested(name, h, call_id)
+            attrs[sc.LLM_TOOL_CALLS] = tuple([f"{n}:{h}" for n, h in requested])
+            if requested_entities:
+                attrs[sc.LLM_REQUESTED_ENTITIES] = format_entities(tuple(dict.fromkeys(requested_entities)))
         if rt.inline:
             attrs[sc.ANOMALY_EVALUATED] = True  # by the live guard, even when nothing could be found
         if exc is not None:
@@ -448,11 +460,11 @@ class LLMCall:
             if not self.foreign:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
-        span.set_attributes(attrs)
+        set_trusted_attributes(span, attrs)
 
         # Outside a run the only thing detectors could find is a tool the model was not offered.
         offered = self.offered_tools
-        if run is not None or (offered is not None and any(n not in offered for n, _ in requested)):
+        if run is not None or (requested and offered is not None and any(n not in offered for n, _ in requested)):
             self._detect(span, run, exc, end, cost, requested, requested_entities, attrs)
         self._metrics(rt, exc, end, cost, attrs)
 
@@ -475,28 +487,26 @@ class LLMCall:
 
     def _metrics(self, rt: Any, exc: BaseException | None, end: int, cost: float | None,
                  attrs: dict[str, Any]) -> None:
+        ins = rt.instruments
         if cost is not None:  # recorded beside foreign spans too: no other instrumentation counts cost
-            rt.instruments.cost.add(
-                cost, {sc.GEN_AI_PROVIDER_NAME: self.provider, sc.GEN_AI_REQUEST_MODEL: self.model or ""}
-            )
-        if not self.foreign:
-            metric = self.metric_attrs
+            ins.cost.add(cost, {sc.GEN_AI_PROVIDER_NAME: self.provider, sc.GEN_AI_REQUEST_MODEL: self.model or ""})
+        if self.foreign:
+            return
+        metric = self.metric_attrs
+        if exc is not None or self.response_model:
+            metric = dict(metric)
             if exc is not None:
-                metric = {**metric, sc.ERROR_TYPE: attrs[sc.ERROR_TYPE]}
+                metric[sc.ERROR_TYPE] = attrs[sc.ERROR_TYPE]
             if self.response_model:
-                metric = {**metric, sc.GEN_AI_RESPONSE_MODEL: self.response_model}
-            ins = rt.instruments
-            ins.duration.record((end - self.start) / 1e9, metric)
-            if self.input_tokens is not None:
-                ins.token_usage.record(self.input_tokens, {**metric, sc.GEN_AI_TOKEN_TYPE: "input"})
-            if self.output_tokens is not None:
-                ins.token_usage.record(self.output_tokens, {**metric, sc.GEN_AI_TOKEN_TYPE: "output"})
+                metric[sc.GEN_AI_RESPONSE_MODEL] = self.response_model
+        ins.duration.record((end - self.start) / 1e9, metric)
+        if self.input_tokens is not None:
+            ins.token_usage.record(self.input_tokens, {**metric, sc.GEN_AI_TOKEN_TYPE: "input"})
+        if self.output_tokens is not None:
+            ins.token_usage.record(self.output_tokens, {**metric, sc.GEN_AI_TOKEN_TYPE: "output"})
 
 
-_LLM_SPAN_MARKERS = (sc.GEN_AI_OPERATION_NAME, sc.LLM_REQUEST_TYPE, sc.OPENINFERENCE_SPAN_KIND)
-
-
-def _foreign_llm_span() -> Span | None:
+def _foreign_llm_span(current: otel_context.Context) -> Span | None:
     """An LLM span another instrumentation already opened for this very call, if any.
 
     Rule (documented in the README): the outermost LLM span wins. When it is a
@@ -504,8 +514,8 @@ def _foreign_llm_span() -> Span | None:
     adds its own attributes (cost, step, tool-call hashes) to it instead of
     opening a second span; tokens are not recorded twice.
     """
-    span = trace.get_current_span()
-    if not span.is_recording():
+    span: Any = current.get(_SPAN_KEY)
+    if span is None or not span.is_recording():
         return None
     scope = getattr(span, "instrumentation_scope", None)
     if scope is not None and getattr(scope, "name", None) == "agentwatch":
@@ -520,107 +530,98 @@ def _foreign_llm_span() -> Span | None:
 
 
 def start_llm(
-    *,
     provider: str,
-    operation: str,
-    model: str | None,
-    request_attrs: dict[str, Any],
-    offered_tools: Sequence[str] | None,
-    system_text: str | None,
-    user_text: str | None,
-    new_input: Iterable[Any],
-    input_messages: Any = None,
+    info: RequestInfo,
+    *,
     server: tuple[str | None, int | None] = (None, None),
     capture: CaptureMode | None = None,
-    offered_schemas: dict[str, Any] | None = None,
+    run: Any = _MISSING,  # Run | None, or _MISSING to look it up
 ) -> LLMCall | None:
     """Guard and open an LLM span; ``None`` when off, suppressed or on internal error.
 
-    Raises ``BudgetExceeded``/``LoopDetected`` when an enforced budget stops the call.
+    ``run`` is the current run when the caller already looked it up. Raises
+    ``BudgetExceeded``/``LoopDetected`` when an enforced budget stops the call.
     """
-    if not active():
-        return None
+    if run is _MISSING:
+        if not active():
+            return None
+        run = current_run()
     stop: Stop | None = None
     try:
         rt = _runtime.get()
-        run = current_run()
         start = time.time_ns()
         # Budgets and loops live in runs: an LLM call outside any run has nothing to guard.
         ticket = rt.engine.begin_call(run.key, Kind.LLM, now_ns=start) if run is not None else _NO_TICKET
         stop = ticket.stop
         if stop is None:
-            call = LLMCall()
-            call.run = run
-            call.provider = provider
-            call.model = model
-            call.start = start
-            call.offered_tools = tuple(offered_tools) if offered_tools is not None else None
-            if run is not None:
-                if offered_schemas:
-                    run.remember_schemas(offered_schemas)
-                # Drift and entity grounding are judged within a run: outside one,
-                # skip the work so a bare client call stays as cheap as possible.
-                call.system_hash = digest(system_text) if system_text else None
-                call.user_hash = digest(user_text) if user_text else None
-                entities: list[tuple[str, str]] = []
-                for item in new_input:
-                    entities.extend(rt.extractor.extract(item))
-                call.input_entities = tuple(dict.fromkeys(entities))
-            else:
-                call.system_hash = call.user_hash = None
-                call.input_entities = None
-            mode = capture if capture is not None else capture_mode()
-            call.capture = mode.enabled
-            call.content_mode = mode
-            attrs: dict[str, Any] = {
-                sc.GEN_AI_OPERATION_NAME: operation,
-                sc.GEN_AI_PROVIDER_NAME: provider,
-            }
+            operation = info.operation
+            model = info.model
+            call = LLMCall(run, provider, model, start)
+            # What samplers may look at is given at span creation (GenAI convention);
+            # the rest is written once, with the response's attributes, when the span ends.
+            head: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: operation, sc.GEN_AI_PROVIDER_NAME: provider}
             if model:
-                attrs[sc.GEN_AI_REQUEST_MODEL] = model
+                head[sc.GEN_AI_REQUEST_MODEL] = model
             host, port = server
             if host:
-                attrs[sc.SERVER_ADDRESS] = host
+                head[sc.SERVER_ADDRESS] = host
             if port:
-                attrs[sc.SERVER_PORT] = port
-            call.metric_attrs = dict(attrs)
-            attrs.update(request_attrs)
-            if ticket.step is not None:
-                attrs[sc.STEP] = ticket.step
+                head[sc.SERVER_PORT] = port
+            call.metric_attrs = head
+            attrs = call.pending_attrs = dict(info.attrs)
+            if info.offered_tools is not None:
+                offered = call.offered_tools = tuple(info.offered_tools)
+                if offered:
+                    attrs[sc.LLM_TOOLS_OFFERED] = offered
             if run is not None:
+                if ticket.step is not None:
+                    attrs[sc.STEP] = ticket.step
                 attrs[sc.RUN_ID] = run.run_id
-            if call.offered_tools:
-                attrs[sc.LLM_TOOLS_OFFERED] = call.offered_tools
-            if call.system_hash:
-                attrs[sc.LLM_SYSTEM_HASH] = call.system_hash
-            if call.user_hash:
-                attrs[sc.LLM_USER_HASH] = call.user_hash
-            if call.input_entities is not None:
+                if info.offered_schemas:
+                    run.remember_schemas(info.offered_schemas)
+                # Drift and entity grounding are judged within a run: outside one,
+                # skip the work so a bare client call stays as cheap as possible.
+                if info.system_text:
+                    call.system_hash = attrs[sc.LLM_SYSTEM_HASH] = digest(info.system_text)
+                if info.user_text:
+                    call.user_hash = attrs[sc.LLM_USER_HASH] = digest(info.user_text)
+                entities: list[tuple[str, str]] = []
+                for item in info.new_input:
+                    entities.extend(rt.extractor.extract(item))
+                call.input_entities = tuple(dict.fromkeys(entities))
                 # Recorded even when empty: "input scanned, nothing found" grounds the run.
                 attrs[sc.LLM_INPUT_ENTITIES] = format_entities(call.input_entities)
-            content: dict[str, Any] = {}
-            if mode.enabled and input_messages is not None:
-                content[sc.GEN_AI_INPUT_MESSAGES] = rt.redactor.render_messages(input_messages)
-                in_history = any(m.get("role") in ("system", "developer") for m in input_messages)
-                if system_text and not in_history:  # given apart from the chat history (instructions, system=)
-                    content[sc.GEN_AI_SYSTEM_INSTRUCTIONS] = rt.redactor.render_messages(
-                        [{"type": "text", "content": system_text}]
-                    )
-            if mode.on_span:
-                attrs.update(content)
-            foreign = _foreign_llm_span()
-            call.foreign = foreign is not None
+            mode = capture if capture is not None else capture_mode()
+            content: dict[str, Any] | None = None
+            if mode.enabled:
+                call.capture = True
+                call.content_mode = mode
+                messages = info.input_messages
+                if messages is not None:
+                    content = {sc.GEN_AI_INPUT_MESSAGES: rt.redactor.render_messages(messages)}
+                    in_history = any(m.get("role") in ("system", "developer") for m in messages)
+                    if info.system_text and not in_history:  # apart from the history (instructions, system=)
+                        content[sc.GEN_AI_SYSTEM_INSTRUCTIONS] = rt.redactor.render_messages(
+                            [{"type": "text", "content": info.system_text}]
+                        )
+                    if mode.on_span:
+                        attrs.update(content)
             current = otel_context.get_current()
+            foreign = _foreign_llm_span(current)
             if foreign is not None:
-                foreign_attrs = {k: v for k, v in attrs.items() if k.startswith("agentwatch.")}
-                foreign.set_attributes(foreign_attrs)
+                call.foreign = True
+                foreign.set_attributes({k: v for k, v in attrs.items() if k.startswith("agentwatch.")})
+                attrs.clear()
                 span = foreign
             else:
+                blind = rt.sampler_blind
                 span = rt.tracer.start_span(
                     f"{operation} {model}" if model else operation,
-                    kind=SpanKind.CLIENT, attributes=attrs, start_time=start, context=current,
+                    kind=SpanKind.CLIENT, attributes=None if blind else head, start_time=start, context=current,
                 )
-            if mode.as_event and content:
+                if blind:
+                    set_trusted_attributes(span, head)
+            if content and mode.as_event:
                 span.add_event(CONTENT_EVENT, content)
             # Inside the client call: no nested HTTP span, and no second LLM span from
             # an inner instrumentation of the same call. One copy of the context, not three.

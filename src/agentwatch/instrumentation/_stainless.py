@@ -11,8 +11,6 @@ operations, how to read the request body, the response and stream chunks.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import wrapt
@@ -21,23 +19,8 @@ from opentelemetry.instrumentation.utils import unwrap
 from .. import _runtime
 from ..content import capture_mode
 from ..runs import current_run
-from ._calls import LLMCall, active, start_llm
+from ._calls import LLMCall, RequestInfo, active, start_llm
 from ._stream import AsyncStreamProxy, StreamProxy
-
-
-@dataclass
-class RequestInfo:
-    """What the span needs from a request body, read once before the call."""
-
-    operation: str
-    model: str | None
-    attrs: dict[str, Any] = field(default_factory=dict)
-    offered_tools: Sequence[str] | None = None
-    offered_schemas: dict[str, Any] | None = None  # tool name -> JSON Schema of its arguments
-    system_text: str | None = None
-    user_text: str | None = None
-    new_input: Iterable[Any] = ()
-    input_messages: Any = None
 
 
 def numeric_params(body: dict[str, Any], names: tuple[tuple[str, str], ...]) -> dict[str, Any]:
@@ -72,7 +55,8 @@ _SERVERS: dict[int, tuple[Any, tuple[str | None, int | None]]] = {}
 def _server(client: Any) -> tuple[str | None, int | None]:
     """``server.address``/``server.port`` of a client, remembered per base URL object."""
     try:
-        url = client.base_url
+        # The SDK keeps the parsed URL in ``_base_url``; the public property re-checks it on every read.
+        url = getattr(client, "_base_url", None) or client.base_url
         cached = _SERVERS.get(id(url))
         if cached is not None and cached[0] is url:
             return cached[1]
@@ -85,37 +69,44 @@ def _server(client: Any) -> tuple[str | None, int | None]:
         return None, None
 
 
+_ROUTES: dict[tuple[str, str, str], str | None] = {}
+
+
+def _route(provider: Provider, options: Any) -> str | None:
+    """The provider's operation for a request, remembered per (method, path): routing runs on every call."""
+    method, path = str(getattr(options, "method", "post")), str(options.url)
+    key = (provider.name, method, path)
+    try:
+        return _ROUTES[key]
+    except KeyError:
+        pass
+    operation = provider.route(method, path)
+    if len(_ROUTES) < 1024:
+        _ROUTES[key] = operation
+    return operation
+
+
 def _prepare(provider: Provider, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Route and start the call; ``None`` means pass through. Deliberate stops propagate."""
     options = args[1] if len(args) > 1 else kwargs.get("options")
     if options is None:
         return None
     try:
-        operation = provider.route(str(getattr(options, "method", "post")), str(options.url))
+        operation = _route(provider, options)
         if operation is None:
             return None
-        body = options.json_data if isinstance(getattr(options, "json_data", None), dict) else {}
+        body = getattr(options, "json_data", None)
+        if type(body) is not dict:
+            body = body if isinstance(body, dict) else {}
         capture = capture_mode()
-        info = provider.read_request(operation, body, capture.enabled or current_run() is not None)
+        run = current_run()
+        info = provider.read_request(operation, body, capture.enabled or run is not None)
         headers = getattr(options, "headers", None)
-        raw_mode = headers.get("X-Stainless-Raw-Response") if isinstance(headers, dict) else None
+        raw_mode = headers.get("X-Stainless-Raw-Response") if isinstance(headers, dict) and headers else None
     except Exception as err:
         _runtime.internal_error(f"{provider.name}.request", err)
         return None
-    call = start_llm(
-        provider=provider.name,
-        operation=info.operation,
-        model=info.model,
-        request_attrs=info.attrs,
-        offered_tools=info.offered_tools,
-        system_text=info.system_text,
-        user_text=info.user_text,
-        new_input=info.new_input,
-        input_messages=info.input_messages,
-        server=_server(client),
-        capture=capture,
-        offered_schemas=info.offered_schemas,
-    )
+    call = start_llm(provider.name, info, server=_server(client), capture=capture, run=run)
     if call is None:
         return None
     return call, operation, raw_mode

@@ -86,10 +86,11 @@ class AnthropicProvider:
         offered = [t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)] if isinstance(
             tools, list
         ) else None
+        # Schemas serve argument checks inside runs only (``deep``).
         schemas = {
             t["name"]: t["input_schema"] for t in tools or () if isinstance(t, dict)
             and isinstance(t.get("name"), str) and isinstance(t.get("input_schema"), dict)
-        } if isinstance(tools, list) else {}
+        } if deep and isinstance(tools, list) else {}
         model = body.get("model")
         info = RequestInfo(operation=operation, model=model if isinstance(model, str) else None, attrs=attrs,
                            offered_tools=offered, offered_schemas=schemas or None)

@@ -115,9 +115,10 @@ class OpenAIProvider:
                 name = _get(holder, "name")
                 if isinstance(name, str):
                     offered.append(name)
-                    params = _get(holder, "parameters")
-                    if isinstance(params, dict):
-                        schemas[name] = params
+                    if deep:  # schemas serve argument checks inside runs only
+                        params = _get(holder, "parameters")
+                        if isinstance(params, dict):
+                            schemas[name] = params
 
         op = sc.OP_CHAT if operation == _RESPONSES else operation
         info = RequestInfo(operation=op, model=model if isinstance(model, str) else None, attrs=attrs,
@@ -213,25 +214,27 @@ class OpenAIProvider:
         if call.capture and outputs:
             call.output_messages = outputs
 
-    def _usage(self, call: LLMCall, usage: Any) -> None:
-        prompt = getattr(usage, "prompt_tokens", None)
-        if prompt is None:
+    def _usage(self, call: LLMCall, usage: Any, responses: bool = False) -> None:
+        # Chat Completions names (prompt_/completion_) or Responses names (input_/output_);
+        # asking a pydantic model for a field it lacks is slow, so ask for one family only.
+        prompt = None if responses else getattr(usage, "prompt_tokens", None)
+        if prompt is not None or (not responses and hasattr(usage, "completion_tokens")):
+            completion = getattr(usage, "completion_tokens", None)
+            details = getattr(usage, "prompt_tokens_details", None)
+            out_details = getattr(usage, "completion_tokens_details", None)
+        else:
             prompt = getattr(usage, "input_tokens", None)
-        completion = getattr(usage, "completion_tokens", None)
-        if completion is None:
             completion = getattr(usage, "output_tokens", None)
+            details = getattr(usage, "input_tokens_details", None)
+            out_details = getattr(usage, "output_tokens_details", None)
         if isinstance(prompt, int):
             call.input_tokens = prompt
         if isinstance(completion, int):
             call.output_tokens = completion
         # Older clients keep these details as plain dicts in the model's extras.
-        details = getattr(usage, "prompt_tokens_details", None) or getattr(usage, "input_tokens_details", None)
         cached = _get(details, "cached_tokens")
         if isinstance(cached, int):
             call.cache_read = cached
-        out_details = getattr(usage, "completion_tokens_details", None) or getattr(
-            usage, "output_tokens_details", None
-        )
         reasoning = _get(out_details, "reasoning_tokens")
         if isinstance(reasoning, int):
             call.reasoning_tokens = reasoning
@@ -245,7 +248,7 @@ class OpenAIProvider:
             call.finish_reasons.append(str(status))
         usage = getattr(response, "usage", None)
         if usage is not None:
-            self._usage(call, usage)
+            self._usage(call, usage, responses=True)
         outputs = []
         for item in getattr(response, "output", None) or ():
             if getattr(item, "type", None) == "function_call":
