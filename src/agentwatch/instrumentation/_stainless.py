@@ -39,9 +39,10 @@ class Provider(Protocol):
     def route(self, method: str, path: str) -> str | None:
         """The GenAI operation for an endpoint, or ``None`` to pass the call through untouched."""
 
-    def read_request(self, operation: str, body: dict[str, Any], deep: bool) -> RequestInfo:
-        """``deep``: also read the messages (system/user text, new input, content); only runs
-        and content capture need them, so a bare call skips the walk."""
+    def read_request(self, operation: str, body: dict[str, Any], deep: bool, capture: bool) -> RequestInfo:
+        """``deep``: also read the messages (system/user text, new input); only runs and
+        content capture need them, so a bare call skips the walk. ``capture``: also
+        convert them to the GenAI message shape for captured content."""
 
     def read_response(self, call: LLMCall, operation: str, response: Any) -> None: ...
 
@@ -100,7 +101,7 @@ def _prepare(provider: Provider, client: Any, args: tuple[Any, ...], kwargs: dic
             body = body if isinstance(body, dict) else {}
         capture = capture_mode()
         run = current_run()
-        info = provider.read_request(operation, body, capture.enabled or run is not None)
+        info = provider.read_request(operation, body, capture.enabled or run is not None, capture.enabled)
         headers = getattr(options, "headers", None)
         raw_mode = headers.get("X-Stainless-Raw-Response") if isinstance(headers, dict) and headers else None
     except Exception as err:

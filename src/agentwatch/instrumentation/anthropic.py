@@ -75,7 +75,9 @@ class AnthropicProvider:
         path = path.split("?", 1)[0].rstrip("/")
         return sc.OP_CHAT if path.endswith("/messages") else None
 
-    def read_request(self, operation: str, body: dict[str, Any], deep: bool = True) -> RequestInfo:
+    def read_request(
+        self, operation: str, body: dict[str, Any], deep: bool = True, capture: bool = True
+    ) -> RequestInfo:
         attrs = numeric_params(body, _NUMERIC)
         stops = body.get("stop_sequences")
         if isinstance(stops, list):
@@ -119,9 +121,12 @@ class AnthropicProvider:
                 blocks = content if isinstance(content, list) else [content]
                 fresh.extend(p for p in (_block_payload(b) for b in blocks) if p)
             info.new_input = fresh
-            info.input_messages = [
-                gm.message(m.get("role"), _genai_parts(m.get("content"))) for m in messages if isinstance(m, dict)
-            ]
+            if capture:  # the GenAI message shape is for captured content only
+                info.input_messages = [
+                    gm.message(m.get("role"), _genai_parts(m.get("content")))
+                    for m in messages
+                    if isinstance(m, dict)
+                ]
         return info
 
     def read_response(self, call: LLMCall, operation: str, response: Any) -> None:

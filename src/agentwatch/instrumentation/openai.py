@@ -21,6 +21,12 @@ _PATHS = {
     "/embeddings": sc.OP_EMBEDDINGS,
 }
 _RESPONSES = "responses"
+_PARAMS = frozenset(
+    (
+        "temperature", "top_p", "frequency_penalty", "presence_penalty", "seed", "max_completion_tokens",
+        "max_tokens", "max_output_tokens", "n", "stop", "stream", "response_format", "text",
+    )
+)
 _NUMERIC = (
     ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE),
     ("top_p", sc.GEN_AI_REQUEST_TOP_P),
@@ -83,27 +89,12 @@ class OpenAIProvider:
 
     # ------------------------------------------------------------------ requests
 
-    def read_request(self, operation: str, body: dict[str, Any], deep: bool = True) -> RequestInfo:
+    def read_request(
+        self, operation: str, body: dict[str, Any], deep: bool = True, capture: bool = True
+    ) -> RequestInfo:
         model = body.get("model")
-        attrs = numeric_params(body, _NUMERIC)
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
-        if isinstance(max_tokens, int):
-            attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
-        n = body.get("n")
-        if isinstance(n, int) and n != 1:
-            attrs[sc.GEN_AI_REQUEST_CHOICE_COUNT] = n
-        stop = body.get("stop")
-        if isinstance(stop, str):
-            attrs[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = (stop,)
-        elif isinstance(stop, list):
-            attrs[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = tuple(str(s) for s in stop)
-        if body.get("stream"):
-            attrs[sc.GEN_AI_REQUEST_STREAM] = True
-        fmt = body.get("response_format") or _get(body.get("text"), "format")
-        fmt_type = _get(fmt, "type")
-        if isinstance(fmt_type, str):
-            attrs[sc.GEN_AI_OUTPUT_TYPE] = "json" if fmt_type.startswith("json") else "text"
-
+        # Most calls set few parameters: one C-level check skips the dozen lookups when none is set.
+        attrs = {} if _PARAMS.isdisjoint(body) else self._parameters(body)
         tools = body.get("tools")
         offered: list[str] | None = None
         schemas: dict[str, Any] = {}
@@ -128,7 +119,7 @@ class OpenAIProvider:
         if operation == sc.OP_CHAT:
             messages = body.get("messages")
             if isinstance(messages, list):
-                self._read_messages(info, messages)
+                self._read_messages(info, messages, capture)
         elif operation == _RESPONSES:
             instructions = body.get("instructions")
             if isinstance(instructions, str):
@@ -137,18 +128,42 @@ class OpenAIProvider:
             if isinstance(items, str):
                 info.user_text = items
                 info.new_input = (items,)
-                info.input_messages = [gm.message("user", [gm.text(items)])]
+                if capture:
+                    info.input_messages = [gm.message("user", [gm.text(items)])]
             elif isinstance(items, list):
-                self._read_messages(info, items)
+                self._read_messages(info, items, capture)
         elif operation == sc.OP_TEXT_COMPLETION:
             prompt = body.get("prompt")
             if isinstance(prompt, str):
                 info.user_text = prompt
                 info.new_input = (prompt,)
-                info.input_messages = [gm.message("user", [gm.text(prompt)])]
+                if capture:
+                    info.input_messages = [gm.message("user", [gm.text(prompt)])]
         return info
 
-    def _read_messages(self, info: RequestInfo, messages: list[Any]) -> None:
+    def _parameters(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``gen_ai.request.*`` attributes for the sampling and output parameters of a request."""
+        attrs = numeric_params(body, _NUMERIC)
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+        if isinstance(max_tokens, int):
+            attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
+        n = body.get("n")
+        if isinstance(n, int) and n != 1:
+            attrs[sc.GEN_AI_REQUEST_CHOICE_COUNT] = n
+        stop = body.get("stop")
+        if isinstance(stop, str):
+            attrs[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = (stop,)
+        elif isinstance(stop, list):
+            attrs[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = tuple(str(s) for s in stop)
+        if body.get("stream"):
+            attrs[sc.GEN_AI_REQUEST_STREAM] = True
+        fmt = body.get("response_format") or _get(body.get("text"), "format")
+        fmt_type = _get(fmt, "type")
+        if isinstance(fmt_type, str):
+            attrs[sc.GEN_AI_OUTPUT_TYPE] = "json" if fmt_type.startswith("json") else "text"
+        return attrs
+
+    def _read_messages(self, info: RequestInfo, messages: list[Any], capture: bool) -> None:
         system: list[str] = []
         last_user: str | None = None
         last_assistant = -1
@@ -177,7 +192,8 @@ class OpenAIProvider:
             if content:
                 fresh.append(content)
         info.new_input = fresh
-        info.input_messages = genai_messages(messages)
+        if capture:  # the GenAI message shape is for captured content only
+            info.input_messages = genai_messages(messages)
 
     # ------------------------------------------------------------------ responses
 
