@@ -558,7 +558,7 @@ def start_llm(
             model = info.model
             call = LLMCall(run, provider, model, start)
             # What samplers may look at is given at span creation (GenAI convention);
-            # the rest is written once, with the response's attributes, when the span ends.
+            # the rest is written with the response's attributes when the span ends.
             head: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: operation, sc.GEN_AI_PROVIDER_NAME: provider}
             if model:
                 head[sc.GEN_AI_REQUEST_MODEL] = model
@@ -614,13 +614,15 @@ def start_llm(
                 attrs.clear()
                 span = foreign
             else:
+                # The SDK's own samplers never read attributes: then everything is written
+                # once, when the span ends (see otel.trusted); any other sampler sees them.
                 blind = rt.sampler_blind
                 span = rt.tracer.start_span(
                     f"{operation} {model}" if model else operation,
                     kind=SpanKind.CLIENT, attributes=None if blind else head, start_time=start, context=current,
                 )
                 if blind:
-                    set_trusted_attributes(span, head)
+                    call.pending_attrs = {**head, **attrs}
             if content and mode.as_event:
                 span.add_event(CONTENT_EVENT, content)
             # Inside the client call: no nested HTTP span, and no second LLM span from
