@@ -20,8 +20,11 @@ from agentwatch.collector.otlp import (
     RequestBuilder,
     decode_attributes,
     edit_span,
+    encode_event,
+    encode_keyvalue,
     json_request_to_protobuf,
     split_request,
+    to_anyvalue,
 )
 from agentwatch.collector.telemetry import Stats, start_otel_metrics
 
@@ -117,6 +120,28 @@ def test_edit_span_appends_or_rewrites():
     assert appended.events[0].name == "ev" and appended.events[0].time_unix_nano == 5
     replaced = Span.FromString(edit_span(raw, {"keep": "v"}, {"keep": "w"}, [], 5))
     assert [(kv.key, kv.value.string_value) for kv in replaced.attributes] == [("keep", "w")]
+
+
+TAG_VALUES = [
+    "", "flag", "é" * 200, True, False, 0, 7, -1, 2**63 - 1, -(2**63), 0.0, -2.5, float("inf"),
+    (), ("LOOP_DETECTED", "TOKEN_SPIKE"), (1, 2), b"\x00\xff",
+]
+
+
+@pytest.mark.parametrize("value", TAG_VALUES, ids=repr)
+def test_hand_encoded_tags_are_the_protobuf_bytes(value):
+    # Tags are appended to spans by hand-written encoders; they must write what protobuf writes.
+    kv = KeyValue(key="agentwatch.anomaly.flags")
+    to_anyvalue(value, kv.value)
+    assert encode_keyvalue("agentwatch.anomaly.flags", value) == kv.SerializeToString()
+    event = Span.Event(name="agentwatch.anomaly", time_unix_nano=1_700_000_000_123_456_789)
+    event.attributes.append(kv)
+    event.attributes.add(key="agentwatch.anomaly.reason").value.string_value = "why"
+    mine = encode_event(
+        "agentwatch.anomaly", 1_700_000_000_123_456_789,
+        {"agentwatch.anomaly.flags": value, "agentwatch.anomaly.reason": "why"},
+    )
+    assert mine == event.SerializeToString()
 
 
 def test_json_conversion_handles_otlp_json_specifics():

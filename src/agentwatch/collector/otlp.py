@@ -501,9 +501,7 @@ def edit_span(
         for key, value in new_attrs.items():
             parts.append(keyvalue_field(key, value))
         for name, event_attrs in events:
-            event = Span.Event(name=name, time_unix_nano=stamp)
-            set_attributes(event.attributes, event_attrs)
-            parts.append(field_bytes(11, event.SerializeToString()))
+            parts.append(field_bytes(11, encode_event(name, stamp, event_attrs)))
         return b"".join(parts)
     span = Span.FromString(raw)
     set_attributes(span.attributes, new_attrs)
@@ -512,11 +510,51 @@ def edit_span(
     return span.SerializeToString()
 
 
+# Hand encoders for the few shapes the collector appends to spans (its tags), so a
+# tagged span costs byte concatenation, not protobuf objects. They write exactly
+# what the protobuf serializer writes (tests compare the bytes).
+
+_pack_double = struct.Struct("<d").pack
+_pack_fixed64 = struct.Struct("<Q").pack
+
+
+def encode_anyvalue(value: Any) -> bytes:
+    """``AnyValue`` bytes for a str, bool, int, float, bytes or a sequence of those."""
+    if value.__class__ is str:
+        return field_bytes(1, value.encode("utf-8"))
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, int):
+        return b"\x18" + varint(value & 0xFFFFFFFFFFFFFFFF)
+    if isinstance(value, float):
+        return b"\x21" + _pack_double(value)
+    if isinstance(value, (list, tuple)):
+        return field_bytes(5, b"".join(field_bytes(1, encode_anyvalue(item)) for item in value))
+    if isinstance(value, bytes):
+        return field_bytes(7, value)
+    if isinstance(value, str):
+        return field_bytes(1, value.encode("utf-8"))
+    return field_bytes(1, str(value).encode("utf-8"))
+
+
+def encode_keyvalue(key: str, value: Any) -> bytes:
+    """Serialized ``KeyValue`` (key = 1, value = 2)."""
+    return field_bytes(1, key.encode("utf-8")) + field_bytes(2, encode_anyvalue(value))
+
+
+def encode_event(name: str, stamp: int, attributes: Mapping[str, Any]) -> bytes:
+    """Serialized ``Span.Event`` (time = 1, name = 2, attributes = 3)."""
+    parts = [b"\x09" + _pack_fixed64(stamp)] if stamp else []
+    if name:
+        parts.append(field_bytes(2, name.encode("utf-8")))
+    for key, value in attributes.items():
+        parts.append(field_bytes(3, encode_keyvalue(key, value)))
+    return b"".join(parts)
+
+
 def keyvalue_field(key: str, value: Any) -> bytes:
     """A serialized ``attributes`` entry (Span field 9), ready to append to span bytes."""
-    kv = KeyValue(key=key)
-    to_anyvalue(value, kv.value)
-    return field_bytes(9, kv.SerializeToString())
+    return field_bytes(9, encode_keyvalue(key, value))
 
 
 # --------------------------------------------------------------------------- outgoing requests
