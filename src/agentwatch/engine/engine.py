@@ -183,7 +183,7 @@ class _Core:
         flags = tuple(run.flags)
         ctx.stats.runs_closed += 1
         reason = stop_reason if isinstance(stop_reason, str) else None
-        return RunSummary(
+        summary = RunSummary(
             run_key=key,
             flags=flags,
             anomaly_count=run.anomaly_count,
@@ -197,6 +197,8 @@ class _Core:
             cost_usd=round(run.cost, 10),
             findings=tuple(run.run_findings),
         )
+        run.release()
+        return summary
 
     # ------------------------------------------------------------------ findings bookkeeping
 
