@@ -63,3 +63,14 @@ def test_parse_arguments_reads_model_text_like_json_loads() -> None:
     assert parse_arguments('{"a":1} trailing') == '{"a":1} trailing'
     assert parse_arguments('{"a":') == '{"a":'
     assert parse_arguments({"already": "parsed"}) == {"already": "parsed"}
+
+
+def test_a_cycle_is_detected_not_recursed_into() -> None:
+    # The encoder keeps json.dumps' cycle markers: a cycle is refused at once (no deep recursion
+    # that a raised recursion limit could turn into a C stack overflow) and hashed by its repr.
+    import json
+
+    outer: dict[str, object] = {"k": []}
+    outer["k"].append(outer)  # type: ignore[attr-defined]
+    assert canonical_json(outer) == json.dumps(repr(outer), ensure_ascii=False)
+    assert canonical_json({"same": [1], "again": [1]}) == '{"again":[1],"same":[1]}'

@@ -144,6 +144,17 @@ def test_hand_encoded_tags_are_the_protobuf_bytes(value):
     assert mine == event.SerializeToString()
 
 
+def test_hand_encoders_keep_protobuf_rules_at_the_edges():
+    kv = KeyValue(key="")
+    kv.value.string_value = "v"
+    assert encode_keyvalue("", "v") == kv.SerializeToString()  # proto3 leaves an empty key out
+    for out_of_range in (2**63, -(2**63) - 1):
+        with pytest.raises(ValueError):
+            to_anyvalue(out_of_range, KeyValue().value)
+        with pytest.raises(ValueError):
+            encode_keyvalue("k", out_of_range)
+
+
 def test_json_conversion_handles_otlp_json_specifics():
     body = {
         "resourceSpans": [

@@ -165,6 +165,20 @@ def test_enforced_ancestor_budget_stops_a_nested_call() -> None:
     assert summary is not None and summary.findings[0].span_id == "parent"
 
 
+def test_a_closed_parent_still_passes_its_stop_to_the_runs_above() -> None:
+    # A closed run gives up its reference to itself (memory freed at once), not its ancestors.
+    engine = Engine(make_config())
+    engine.open_run("grand", start_ns=T0)
+    engine.open_run("parent", parent_run_key="grand", budget=Budget(max_steps=1, enforce=True), start_ns=T0)
+    engine.open_run("child", parent_run_key="parent", start_ns=T0)
+    assert engine.begin_call("child", Kind.LLM, now_ns=T0).stop is None
+    engine.close_run("parent", stop_reason="success", end_ns=T0)
+    assert engine.begin_call("child", Kind.LLM, now_ns=T0).stop is not None
+    summary = engine.close_run("grand", stop_reason="success", end_ns=T0)
+    assert summary is not None
+    assert summary.flags == ("STEP_BUDGET_EXCEEDED",) and summary.anomaly_count == 1
+
+
 def test_enforced_loop_stop_matches_observed_loop() -> None:
     b = budgeted(Budget(enforce=True))
     engine = b.engine

@@ -436,6 +436,26 @@ def test_instrumentation_fault_never_breaks_the_call(
     assert len(telemetry.spans()) == 1  # the second call still got its span, ended
 
 
+def test_a_fault_while_recording_the_response_keeps_the_request_attributes(
+    telemetry: Telemetry, llm_server: Any, openai_client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Request attributes are written once, at the end, with the response's: a fault in
+    # between must not leave the span without them.
+    from agentwatch import _runtime
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(_runtime.get().prices, "cost", boom)
+    llm_server.script(reply.text("fine"))
+    out = openai_client.chat.completions.create(model=MODEL, messages=MSGS, temperature=0.2)
+    assert out.choices[0].message.content == "fine"
+    (span,) = telemetry.spans()
+    attrs = dict(span.attributes or {})
+    assert attrs["gen_ai.operation.name"] == "chat" and attrs["gen_ai.request.model"] == MODEL
+    assert attrs["gen_ai.request.temperature"] == 0.2 and attrs["gen_ai.provider.name"] == "openai"
+
+
 def test_suppression_key_is_respected(telemetry: Telemetry, llm_server: Any, openai_client: openai.OpenAI) -> None:
     with suppress_instrumentation():
         openai_client.chat.completions.create(model=MODEL, messages=MSGS)

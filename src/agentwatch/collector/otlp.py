@@ -525,6 +525,8 @@ def encode_anyvalue(value: Any) -> bytes:
     if isinstance(value, bool):
         return b"\x10\x01" if value else b"\x10\x00"
     if isinstance(value, int):
+        if not -(1 << 63) <= value < (1 << 63):
+            raise ValueError(f"Value out of range: {value}")  # as protobuf says for int64
         return b"\x18" + varint(value & 0xFFFFFFFFFFFFFFFF)
     if isinstance(value, float):
         return b"\x21" + _pack_double(value)
@@ -538,8 +540,9 @@ def encode_anyvalue(value: Any) -> bytes:
 
 
 def encode_keyvalue(key: str, value: Any) -> bytes:
-    """Serialized ``KeyValue`` (key = 1, value = 2)."""
-    return field_bytes(1, key.encode("utf-8")) + field_bytes(2, encode_anyvalue(value))
+    """Serialized ``KeyValue`` (key = 1, value = 2; an empty key is left out, as proto3 does)."""
+    head = field_bytes(1, key.encode("utf-8")) if key else b""
+    return head + field_bytes(2, encode_anyvalue(value))
 
 
 def encode_event(name: str, stamp: int, attributes: Mapping[str, Any]) -> bytes:

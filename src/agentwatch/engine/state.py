@@ -210,11 +210,15 @@ class RunState:
         self.run_findings: list[Any] = []
 
     def release(self) -> None:
-        """Break the run's one reference cycle (``chain`` starts with the run itself) once it
-        has left the table, so reference counting frees it and its call memory at once
-        instead of leaving them to the cyclic collector (a collector decides thousands of
-        runs a second)."""
-        self.chain = ()
+        """Break the run's one reference cycle once it has left the table.
+
+        ``chain`` starts with the run itself; keeping only the ancestors lets
+        reference counting free the run and its call memory at once instead of
+        leaving them to the cyclic collector (a collector decides thousands of
+        runs a second). A child still open keeps counting into this run and,
+        through these ancestors, into the runs above it.
+        """
+        self.chain = self.chain[1:]
 
 
 class RunTable:

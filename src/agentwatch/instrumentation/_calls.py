@@ -401,6 +401,11 @@ class LLMCall:
             self._record(exc)
         except Exception as err:
             _runtime.internal_error("llm.finish", err)
+            # The request's attributes wait for the end (one write): still say what the call was.
+            try:
+                set_trusted_attributes(span, self.pending_attrs)
+            except Exception:
+                pass
         finally:
             if not self.foreign:
                 span.end()
