@@ -412,11 +412,15 @@ def decode_attributes(attributes: Iterable[bytes]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     cache = _KV_CACHE
+    if len(cache) >= _KV_CACHE_MAX:
+        cache.clear()
+    unique = _UNIQUE_KEYS
     for kv in attributes:
-        item = cache.get(kv)
+        size = len(kv)
+        cacheable = size <= _KV_CACHE_ITEM
+        item = cache.get(kv) if cacheable else None
         if item is None:
             item = _EMPTY
-            size = len(kv)
             if size > 4 and kv[0] == 0x0A and kv[1] < 0x80:
                 end = 2 + kv[1]
                 # value: tag 0x12, one-byte length m, then AnyValue {tag, payload} filling the rest
@@ -434,12 +438,11 @@ def decode_attributes(attributes: Iterable[bytes]) -> dict[str, Any]:
                         item = _string_array(kv, kv[2:end], end + 4, size)
             if item is _EMPTY:
                 item = _keyvalue(kv)
-            if size <= _KV_CACHE_ITEM and item[0] not in _UNIQUE_KEYS:
-                if len(cache) >= _KV_CACHE_MAX:
-                    cache.clear()
+            if cacheable and item[0] not in unique:
                 cache[kv] = item
-        if item[1] is not None:
-            out[item[0]] = item[1]
+        key, value = item
+        if value is not None:
+            out[key] = value
     return out
 
 
