@@ -37,12 +37,12 @@ from concurrent import futures
 from typing import Any
 
 import grpc
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from agentwatch.collector import Collector, build_collector_config
-from agentwatch.collector.otlp import Group, RequestBuilder, RequestView
+from agentwatch.collector.otlp import Group, RequestBuilder, RequestView, to_anyvalue
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -54,18 +54,7 @@ MAX_SECONDS = 240  # hard bound on the whole run
 
 def _kv(key: str, value: Any) -> KeyValue:
     kv = KeyValue(key=key)
-    v: AnyValue = kv.value
-    if isinstance(value, bool):
-        v.bool_value = value
-    elif isinstance(value, int):
-        v.int_value = value
-    elif isinstance(value, float):
-        v.double_value = value
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            v.array_value.values.add(string_value=str(item))
-    else:
-        v.string_value = str(value)
+    to_anyvalue(value, kv.value)
     return kv
 
 

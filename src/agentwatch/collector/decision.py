@@ -291,16 +291,7 @@ class Decider:
         for finding in new:
             self._flags[str(finding.flag)] += 1
         if self.reporter is not None:
-            self.reporter.report(
-                new,
-                AnomalyContext(
-                    trace_id=record.trace_id,
-                    span_id=record.span_id,
-                    span_name=record.name,
-                    run_key=record.run_key,
-                    agent_name=record.agent_name,
-                ),
-            )
+            self.reporter.report(new, AnomalyContext.of(record))
 
     # ------------------------------------------------------------------ late spans
 

@@ -109,7 +109,7 @@ def _apply(span: Span, run: Run | None, record: SpanRecord) -> None:
     if not findings or not rt.inline or not span.is_recording():
         return
     attrs, events, new = anomaly_update(None, None, findings)
-    span.set_attributes(attrs)
+    set_trusted_attributes(span, attrs)
     for name, event_attrs in events:
         span.add_event(name, event_attrs)
     rt.reporter.report(new, _context_for(span, run))
@@ -209,7 +209,7 @@ class ToolCall:
                     attrs[sc.TOOL_RESULT_ENTITIES] = format_entities(entities)
                 if self.capture.enabled:
                     _content_to(span, self.capture, {sc.GEN_AI_TOOL_CALL_RESULT: rt.redactor.render(result)}, attrs)
-            span.set_attributes(attrs)
+            set_trusted_attributes(span, attrs)
             _apply(span, self.run, record)
         except Exception as err:
             _runtime.internal_error("tool.finish", err)

@@ -75,6 +75,14 @@ def genai_messages(items: list[Any]) -> list[gm.Message]:
     return out
 
 
+def _read_prompt(info: RequestInfo, text: str, capture: bool) -> None:
+    """A request whose whole input is one user string (Responses ``input``, legacy ``prompt``)."""
+    info.user_text = text
+    info.new_input = (text,)
+    if capture:
+        info.input_messages = [gm.message("user", [gm.text(text)])]
+
+
 class OpenAIProvider:
     name = sc.PROVIDER_OPENAI
 
@@ -126,19 +134,13 @@ class OpenAIProvider:
                 info.system_text = instructions
             items = body.get("input")
             if isinstance(items, str):
-                info.user_text = items
-                info.new_input = (items,)
-                if capture:
-                    info.input_messages = [gm.message("user", [gm.text(items)])]
+                _read_prompt(info, items, capture)
             elif isinstance(items, list):
                 self._read_messages(info, items, capture)
         elif operation == sc.OP_TEXT_COMPLETION:
             prompt = body.get("prompt")
             if isinstance(prompt, str):
-                info.user_text = prompt
-                info.new_input = (prompt,)
-                if capture:
-                    info.input_messages = [gm.message("user", [gm.text(prompt)])]
+                _read_prompt(info, prompt, capture)
         return info
 
     def _parameters(self, body: dict[str, Any]) -> dict[str, Any]:

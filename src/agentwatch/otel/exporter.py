@@ -54,7 +54,7 @@ from ..engine.record import Finding, Kind, RunSummary, SpanRecord
 from .enrich import enrich
 from .findings import anomaly_update, run_summary_attributes, span_outcome
 from .normalize import record_from_span
-from .reporting import AnomalyContext, OnAnomaly
+from .reporting import AnomalyContext, OnAnomaly, with_engine_stats
 from .wiring import detection
 
 if TYPE_CHECKING:
@@ -226,12 +226,7 @@ class AnomalyExporter(SpanExporter):
         out["spans_held_now"] = sum(len(t.held) for t in self._traces.values())
         out["traces_held_now"] = len(self._traces)
         out["callback_errors"] = self._reporter.callback_errors
-        try:
-            for key, value in dict(self._engine.stats).items():
-                out[f"engine.{key}"] = value
-        except Exception:
-            pass
-        return out
+        return with_engine_stats(out, self._engine)
 
     # ------------------------------------------------------------------ routing
 
@@ -411,16 +406,7 @@ class AnomalyExporter(SpanExporter):
             if new:
                 self._counts["findings"] += len(new)
                 self._counts["spans_flagged"] += 1
-                self._reporter.report(
-                    new,
-                    AnomalyContext(
-                        trace_id=record.trace_id,
-                        span_id=record.span_id,
-                        span_name=record.name,
-                        run_key=record.run_key,
-                        agent_name=record.agent_name or agents.get(record.span_id),
-                    ),
-                )
+                self._reporter.report(new, AnomalyContext.of(record, agents.get(record.span_id)))
             if summary is not None:
                 summary_attrs = run_summary_attributes(summary, attrs.get(sc.RUN_ANOMALY_FLAGS))
                 new_attrs.update({k: v for k, v in summary_attrs.items() if attrs.get(k) != v})

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import fields as dataclass_fields
 from typing import TYPE_CHECKING, Any
 
 from .. import semconv as sc
@@ -405,7 +404,6 @@ def record_from_span(span: ReadableSpan, extractor: EntityExtractor | None = Non
 def build_record(
     attrs: Mapping[str, Any],
     kind: Kind,
-    *,
     trace_id: str,
     span_id: str,
     parent_id: str | None,
@@ -414,36 +412,18 @@ def build_record(
     end_ns: int,
     is_error: bool,
     extractor: EntityExtractor | None = None,
+    run_key: str | None = None,
+    parent_run_key: str | None = None,
+    run_details: bool = True,
 ) -> SpanRecord:
     """Normalise attributes of a span whose kind the caller has already detected.
 
     Unlike :func:`record_from_attributes` this may raise on a mapping whose
     lookups fail, so adapters can count the problem; typed reads never raise.
-    """
-    return build_record_positional(
-        attrs, kind, trace_id, span_id, parent_id, name, start_ns, end_ns, is_error, extractor
-    )
-
-
-def build_record_positional(
-    attrs: Mapping[str, Any],
-    kind: Kind,
-    trace_id: str,
-    span_id: str,
-    parent_id: str | None,
-    name: str,
-    start_ns: int,
-    end_ns: int,
-    is_error: bool,
-    extractor: EntityExtractor | None,
-    run_key: str | None = None,
-    parent_run_key: str | None = None,
-    run_details: bool = True,
-) -> SpanRecord:
-    """:func:`build_record` with positional arguments (and the run keys), for the SDK processor.
-
-    ``run_details=False`` skips a run span's entities, budget and input, which a
-    caller that opened the run from the live span already has.
+    The SDK processor passes everything positionally (it runs on every span) and
+    gives the run keys it resolved; ``run_details=False`` skips a run span's
+    entities, budget and input, which a caller that opened the run from the
+    live span already has.
     """
     get = attrs.get
     if end_ns < start_ns:
@@ -457,26 +437,11 @@ def build_record_positional(
     if kind is Kind.RUN and agent is None:
         agent = run_agent_name(attrs, name)
     is_error = bool(is_error) or error_type is not None
-    if _POSITIONAL:
-        record = SpanRecord(
-            trace_id, span_id, parent_id, kind, name, start_ns, end_ns, run_key, parent_run_key, agent, is_error,
-            error_type,
-        )  # fmt: skip
-    else:  # pragma: no cover - only if SpanRecord's leading fields are ever reordered
-        record = SpanRecord(
-            trace_id=trace_id,
-            span_id=span_id,
-            parent_id=parent_id,
-            kind=kind,
-            name=name,
-            start_ns=start_ns,
-            end_ns=end_ns,
-            run_key=run_key,
-            parent_run_key=parent_run_key,
-            agent_name=agent,
-            is_error=is_error,
-            error_type=error_type,
-        )
+    # Positional: keyword matching costs on this hot path (the field order is pinned by a test).
+    record = SpanRecord(
+        trace_id, span_id, parent_id, kind, name, start_ns, end_ns, run_key, parent_run_key, agent, is_error,
+        error_type,
+    )  # fmt: skip
     flags = get(_FLAGS)
     if flags is not None:
         record.flags_present = _strings(flags) or ()
@@ -490,23 +455,6 @@ def build_record_positional(
         else:
             record.stop_reason = _str(get(sc.RUN_STOP_REASON))
     return record
-
-
-# Positional construction skips keyword matching on the hot path; checked once here.
-_POSITIONAL = [f.name for f in dataclass_fields(SpanRecord)][:12] == [
-    "trace_id",
-    "span_id",
-    "parent_id",
-    "kind",
-    "name",
-    "start_ns",
-    "end_ns",
-    "run_key",
-    "parent_run_key",
-    "agent_name",
-    "is_error",
-    "error_type",
-]
 
 
 def run_agent_name(attrs: Mapping[str, Any], span_name: str) -> str | None:

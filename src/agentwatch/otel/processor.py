@@ -49,14 +49,14 @@ from .normalize import (
     OPERATION_KIND as _OPERATION_KIND,
 )
 from .normalize import (
-    build_record_positional,
+    build_record,
     detect_kind,
     kind_from_name,
     run_agent_name,
     run_entities,
     span_attributes,
 )
-from .reporting import AnomalyContext, OnAnomaly
+from .reporting import AnomalyContext, OnAnomaly, with_engine_stats
 from .wiring import detection
 
 if TYPE_CHECKING:
@@ -218,12 +218,7 @@ class AnomalyProcessor(SpanProcessor):
         out["spans_evaluated"] = self._evaluated
         out["spans_open"] = len(self._open)
         out["callback_errors"] = self._reporter.callback_errors
-        try:
-            for key, value in dict(self._engine.stats).items():
-                out[f"engine.{key}"] = value
-        except Exception:
-            pass
-        return out
+        return with_engine_stats(out, self._engine)
 
     # ------------------------------------------------------------------ start
 
@@ -333,7 +328,7 @@ class AnomalyProcessor(SpanProcessor):
             status = span.status
         if end_ns < start_ns:
             self._counts["clock_skew"] += 1
-        record = build_record_positional(
+        record = build_record(
             attrs,
             kind,
             run.trace_hex,

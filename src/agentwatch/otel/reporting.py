@@ -24,7 +24,7 @@ from typing import Any
 from opentelemetry import metrics
 
 from .. import semconv as sc
-from ..engine.record import Finding
+from ..engine.record import Finding, SpanRecord
 
 __all__ = ["AnomalyContext", "FindingReporter", "OnAnomaly"]
 
@@ -41,6 +41,17 @@ class AnomalyContext:
     span_name: str = ""
     run_key: str | None = None
     agent_name: str | None = None
+
+    @classmethod
+    def of(cls, record: SpanRecord, agent_name: str | None = None) -> AnomalyContext:
+        """The context of a finding on ``record`` (``agent_name`` when the record names none)."""
+        return cls(
+            trace_id=record.trace_id,
+            span_id=record.span_id,
+            span_name=record.name,
+            run_key=record.run_key,
+            agent_name=record.agent_name or agent_name,
+        )
 
 
 OnAnomaly = Callable[[Finding, AnomalyContext], None]
@@ -144,3 +155,13 @@ _LEVEL = {
     "medium": logging.WARNING,
     "low": logging.INFO,
 }
+
+
+def with_engine_stats(counts: dict[str, int], engine: Any) -> dict[str, int]:
+    """An adapter's counters plus its engine's, prefixed ``engine.``; never raises."""
+    try:
+        for key, value in dict(engine.stats).items():
+            counts[f"engine.{key}"] = value
+    except Exception:
+        pass
+    return counts
