@@ -32,7 +32,7 @@ from ..engine.record import Finding, Kind, RunSummary, SpanRecord
 from ..engine.state import Stats as EngineStats
 from ..engine.trace import plan
 from ..otel.findings import anomaly_update, run_summary_attributes, span_outcome
-from ..otel.normalize import record_from_attributes
+from ..otel.normalize import NAME_KIND, build_record, detect_kind, kind_from_name, record_from_attributes
 from ..otel.reporting import AnomalyContext, FindingReporter
 from ..version import __version__
 from .buffer import Decided, PendingTrace, TraceBuffer
@@ -61,21 +61,7 @@ _EVALUATED_FALSE = keyvalue_field(sc.ANOMALY_EVALUATED, False)
 _EVALUATED_KEY = sc.ANOMALY_EVALUATED.encode()
 _ZERO_SPAN = bytes(8)
 
-_NAME_HINTS = {
-    "invoke_agent": "run",
-    "execute_tool": "tool",
-    "chat": "llm",
-    "text_completion": "llm",
-    "generate_content": "llm",
-    "embeddings": "llm",
-}
-
 Out = list[tuple[Group, bytes]]
-
-
-def _hint(name: str) -> str | None:
-    """A kind hint from the GenAI span name (``{operation} {target}``); attributes win over it."""
-    return _NAME_HINTS.get(name.partition(" ")[0])
 
 
 def mark_unevaluated(raw: bytes) -> bytes:
@@ -203,19 +189,29 @@ class Decider:
             name = view.name
             attrs = decode_attributes(view.attributes)
             decoded.append(attrs)
-            records.append(
-                record_from_attributes(
+            parent_id = pid.hex() if pid and pid != _ZERO_SPAN else None
+            try:
+                kind = detect_kind(attrs)
+                if kind is None:
+                    kind = NAME_KIND.get(name.partition(" ")[0], Kind.OTHER)
+                # Positional: this runs for every span (the field order is pinned by a test).
+                record = build_record(
+                    attrs, kind, trace_hex, view.span_id.hex(), parent_id, name,
+                    view.start_time_unix_nano, view.end_time_unix_nano, view.status.code == STATUS_CODE_ERROR,
+                )  # fmt: skip
+            except Exception:  # never expected from plain decoded values; keep the span either way
+                record = record_from_attributes(
                     attrs,
                     trace_id=trace_hex,
                     span_id=view.span_id.hex(),
-                    parent_id=pid.hex() if pid and pid != _ZERO_SPAN else None,
+                    parent_id=parent_id,
                     name=name,
                     start_ns=view.start_time_unix_nano,
                     end_ns=view.end_time_unix_nano,
                     is_error=view.status.code == STATUS_CODE_ERROR,
-                    span_kind_hint=_hint(name),
+                    span_kind_hint=str(kind_from_name(name) or ""),
                 )
-            )
+            records.append(record)
         return records, decoded
 
     # ------------------------------------------------------------------ a whole trace

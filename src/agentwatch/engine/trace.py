@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from operator import attrgetter
 
 from .record import Kind, SpanRecord
 from .state import Stats
@@ -48,32 +49,45 @@ def valid(record: object) -> bool:
     return isinstance(record, SpanRecord) and isinstance(record.span_id, str) and bool(record.span_id)
 
 
+# Processing order: start time, then parents before children, then span id (unique in a trace).
+_ORDER_KEY = attrgetter("start_ns", "depth", "record.span_id")
+
+
 def plan(records: Iterable[object], stats: Stats) -> list[list[Planned]]:
     """Valid records grouped by trace (traces in first-seen-id order), each in processing order."""
     traces: dict[str, dict[str, SpanRecord]] = {}
     for record in records:
-        if not valid(record):
+        if not isinstance(record, SpanRecord):
             stats.records_rejected += 1
             continue
-        assert isinstance(record, SpanRecord)
-        if not isinstance(record.kind, Kind):
+        span_id = record.span_id
+        if not isinstance(span_id, str) or not span_id:
+            stats.records_rejected += 1
+            continue
+        if record.kind.__class__ is not Kind:
             try:
                 record = replace(record, kind=Kind(record.kind))
             except ValueError:
                 stats.records_rejected += 1
                 continue
-        spans = traces.setdefault(str(record.trace_id), {})
-        prior = spans.get(record.span_id)
+        trace_id = record.trace_id
+        if trace_id.__class__ is not str:
+            trace_id = str(trace_id)
+        spans = traces.get(trace_id)
+        if spans is None:
+            spans = traces[trace_id] = {}
+        prior = spans.get(span_id)
         if prior is not None:
             stats.duplicate_spans += 1
             record = _canonical(prior, record)
-        spans[record.span_id] = record
+        spans[span_id] = record
+    if len(traces) == 1:
+        return [_order(spans, stats) for spans in traces.values()]
     return [_order(spans, stats) for _, spans in sorted(traces.items())]
 
 
 def _order(spans: dict[str, SpanRecord], stats: Stats) -> list[Planned]:
-    # up[span] = (nearest RUN ancestor, local root, depth); parents treated as absent where a cycle is cut
-    up: dict[str, tuple[str | None, str, int]] = {}
+    # parents[span]: its parent when that is in the trace, else None (also where a cycle is cut)
     parents: dict[str, str | None] = {}
     for span_id, record in spans.items():
         parent = record.parent_id
@@ -84,58 +98,68 @@ def _order(spans: dict[str, SpanRecord], stats: Stats) -> list[Planned]:
                 stats.missing_parents += 1
             parents[span_id] = None
 
-    for start in sorted(spans):
+    # up[span] = (nearest RUN ancestor, local root, depth). Each span is walked once: a walk climbs
+    # until a resolved span or a root, then resolves its path top-down. A span met twice in one
+    # walk closes a cycle (each span has one parent, so a component holds at most one cycle and
+    # cutting it at its smallest id does not depend on where the walk started).
+    up: dict[str, tuple[str | None, str, int]] = {}
+    walked: set[str] = set()
+    run = Kind.RUN
+    for start in spans:
         if start in up:
             continue
         path: list[str] = []
-        on_path: set[str] = set()
         node: str | None = start
         while node is not None and node not in up:
-            if node in on_path:  # a cycle: cut it at its smallest id and walk again
+            if node in walked:
                 loop = path[path.index(node) :]
                 parents[min(loop)] = None
                 stats.parent_cycles += 1
-                path, on_path, node = [], set(), start
+                walked.difference_update(path)
+                path, node = [], start
                 continue
+            walked.add(node)
             path.append(node)
-            on_path.add(node)
             node = parents[node]
-        if node is None:
-            base: tuple[str | None, str, int] | None = None
-        else:
-            base = up[node]
+        base = None if node is None else up[node]
         for span_id in reversed(path):
-            parent = parents[span_id] if base is not None else None
-            if base is None or parent is None:
-                up[span_id] = (None, span_id, 0)
+            if base is None:
+                base = up[span_id] = (None, span_id, 0)
             else:
-                parent_rec = spans[parent]
-                nearest = parent if parent_rec.kind is Kind.RUN else base[0]
-                up[span_id] = (nearest, base[1], base[2] + 1)
-            base = up[span_id]
+                parent = parents[span_id]
+                assert parent is not None
+                nearest = parent if spans[parent].kind is run else base[0]
+                base = up[span_id] = (nearest, base[1], base[2] + 1)
 
     planned: list[Planned] = []
+    append = planned.append
+    tool = Kind.TOOL
     for span_id, record in spans.items():
         nearest, root, depth = up[span_id]
-        parent_id = parents[span_id]
-        if record.kind is Kind.TOOL and parent_id is not None:
-            parent_rec = spans[parent_id]
-            if parent_rec.kind is Kind.TOOL and parent_rec.tool_name == record.tool_name:
-                # The server side of the same call (an MCP server's own ``tools/call``
-                # span under the client's): one tool call, not two.
-                record = replace(record, kind=Kind.OTHER)
-                stats.nested_tool_spans += 1
-        start_ns = _int(record.start_ns)
-        end_ns = _int(record.end_ns)
+        kind = record.kind
+        if kind is tool:
+            parent_id = parents[span_id]
+            if parent_id is not None:
+                parent_rec = spans[parent_id]
+                if parent_rec.kind is tool and parent_rec.tool_name == record.tool_name:
+                    # The server side of the same call (an MCP server's own ``tools/call``
+                    # span under the client's): one tool call, not two.
+                    record = replace(record, kind=Kind.OTHER)
+                    kind = Kind.OTHER
+                    stats.nested_tool_spans += 1
+        start_ns = record.start_ns
+        if start_ns.__class__ is not int:
+            start_ns = _int(start_ns)
+        end_ns = record.end_ns
+        if end_ns.__class__ is not int:
+            end_ns = _int(end_ns)
         if end_ns and end_ns < start_ns:
             stats.clock_skew += 1
             end_ns = start_ns
-        if record.kind is Kind.RUN:
+        if kind is run:
             run_key = record.run_key or span_id
-            parent_run = record.parent_run_key or nearest
+            append(Planned(record, run_key, record.parent_run_key or nearest, depth, start_ns, end_ns))
         else:
-            run_key = record.run_key or nearest or root
-            parent_run = None
-        planned.append(Planned(record, run_key, parent_run, depth, start_ns, end_ns))
-    planned.sort(key=lambda p: (p.start_ns, p.depth, p.record.span_id))
+            append(Planned(record, record.run_key or nearest or root, None, depth, start_ns, end_ns))
+    planned.sort(key=_ORDER_KEY)
     return planned

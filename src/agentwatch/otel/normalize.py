@@ -114,8 +114,8 @@ _TRACELOOP_KIND: dict[str, Kind] = {
 }
 _LLM_REQUEST_TYPES = frozenset({"chat", "completion", "embedding", "rerank"})
 # GenAI span names are "{operation} {target}": the operation is a last resort for the kind
-# (the collector uses the same hint), for spans that lost or never had their attributes.
-_NAME_KIND: dict[str, Kind] = {
+# (the collector uses the same table), for spans that lost or never had their attributes.
+NAME_KIND: dict[str, Kind] = {
     sc.OP_INVOKE_AGENT: Kind.RUN,
     sc.OP_INVOKE_WORKFLOW: Kind.RUN,
     sc.OP_EXECUTE_TOOL: Kind.TOOL,
@@ -307,7 +307,7 @@ def kind_from_name(name: object) -> Kind | None:
     """The kind a GenAI span name (``"execute_tool get_order"``) implies, if any."""
     if not isinstance(name, str):
         return None
-    return _NAME_KIND.get(name.partition(" ")[0])
+    return NAME_KIND.get(name.partition(" ")[0])
 
 
 def record_from_attributes(
