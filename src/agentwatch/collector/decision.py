@@ -187,7 +187,8 @@ class Decider:
         for view in views:
             pid = view.parent_span_id
             name = view.name
-            attrs = decode_attributes(view.attributes)
+            # ``[:]``: a list in one call; iterating a upb container ends in a formatted IndexError.
+            attrs = decode_attributes(view.attributes[:])
             decoded.append(attrs)
             parent_id = pid.hex() if pid and pid != _ZERO_SPAN else None
             try:

@@ -215,12 +215,13 @@ def split_request(data: bytes, groups: GroupTable) -> tuple[list[SplitSpan], int
     out: list[SplitSpan] = []
     rejected = 0
     reason = ""
-    for rs in view.resource_spans:
+    # ``[:]`` copies a upb container in one call (iterating it ends in a formatted IndexError).
+    for rs in view.resource_spans[:]:
         resource = rs.resource
         rschema = rs.schema_url
-        for ss in rs.scope_spans:
+        for ss in rs.scope_spans[:]:
             group = groups.get(resource, rschema, ss.scope, ss.schema_url)
-            for raw in ss.spans:
+            for raw in ss.spans[:]:
                 tid, sid, pid = _ids(raw)
                 if len(tid) != 16 or tid == _ZERO_TRACE:
                     rejected += 1
@@ -254,7 +255,7 @@ def is_run_span(raw: bytes) -> bool:
     view = SpanView.FromString(raw)
     if view.name.startswith("invoke_agent"):
         return True
-    attrs = decode_attributes(view.attributes)
+    attrs = decode_attributes(view.attributes[:])
     if attrs.get("gen_ai.operation.name") == "invoke_agent":
         return True
     if str(attrs.get("openinference.span.kind", "")).upper() == "AGENT":
@@ -369,15 +370,15 @@ def _keyvalue(kv: bytes) -> tuple[str, Any]:
             end = 2 + kv[1]
             size = len(kv)
             if end + 2 < size and kv[end] == 0x12 and kv[end + 1] < 0x80 and end + 2 + kv[end + 1] == size:
-                key = kv[2:end].decode("utf-8")
+                key = kv[2:end].decode()
                 value = kv[end + 2 :]
                 if value[0] == 0x0A and value[1] < 0x80 and len(value) == 2 + value[1]:
-                    return key, value[2:].decode("utf-8")
+                    return key, value[2:].decode()
                 return key, anyvalue(value)
         if kv[0] == 0x0A:
             klen, pos = _read_varint(kv, 1)
             end = pos + klen
-            key = kv[pos:end].decode("utf-8")
+            key = kv[pos:end].decode()
             if end == len(kv):
                 return key, None
             if kv[end] == 0x12:
@@ -399,8 +400,8 @@ def _string_array(kv: bytes, key: bytes, pos: int, size: int) -> tuple[str, Any]
             return _EMPTY
         start = pos + 4
         pos = start + kv[pos + 3]
-        items.append(kv[start:pos].decode("utf-8"))
-    return (key.decode("utf-8"), tuple(items)) if pos == size else _EMPTY
+        items.append(kv[start:pos].decode())
+    return (key.decode(), tuple(items)) if pos == size else _EMPTY
 
 
 def decode_attributes(attributes: Iterable[bytes]) -> dict[str, Any]:
@@ -427,13 +428,13 @@ def decode_attributes(attributes: Iterable[bytes]) -> dict[str, Any]:
                 if end + 3 < size and kv[end] == 0x12 and kv[end + 1] + end + 2 == size:
                     tag = kv[end + 2]
                     if tag == 0x0A and kv[end + 3] + end + 4 == size:
-                        item = (kv[2:end].decode("utf-8"), kv[end + 4 :].decode("utf-8"))
+                        item = (kv[2:end].decode(), kv[end + 4 :].decode())
                     elif tag == 0x18 and kv[end + 3] < 0x80 and end + 4 == size:
-                        item = (kv[2:end].decode("utf-8"), kv[end + 3])
+                        item = (kv[2:end].decode(), kv[end + 3])
                     elif tag == 0x10 and end + 4 == size:
-                        item = (kv[2:end].decode("utf-8"), kv[end + 3] != 0)
+                        item = (kv[2:end].decode(), kv[end + 3] != 0)
                     elif tag == 0x21 and end + 11 == size:
-                        item = (kv[2:end].decode("utf-8"), _unpack_double(kv, end + 3)[0])
+                        item = (kv[2:end].decode(), _unpack_double(kv, end + 3)[0])
                     elif tag == 0x2A and kv[end + 3] + end + 4 == size:
                         item = _string_array(kv, kv[2:end], end + 4, size)
             if item is _EMPTY:

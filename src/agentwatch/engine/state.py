@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from .budgets import Limits
@@ -76,8 +77,13 @@ class Stats:
         return {name: getattr(self, name) for name in self.__slots__}
 
     def add(self, other: Stats) -> None:
-        for name in self.__slots__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        # Called once per evaluated trace; most counters of a trace are zero.
+        for name, value in zip(self.__slots__, _all_counters(other), strict=True):
+            if value:
+                setattr(self, name, getattr(self, name) + value)
+
+
+_all_counters = attrgetter(*Stats.__slots__)
 
 
 def bounded_put(store: dict[K, V], key: K, value: V, cap: int) -> int:

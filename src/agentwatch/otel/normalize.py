@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .. import semconv as sc
 from ..budget import Budget
 from ..engine.entities import EntityExtractor
-from ..engine.record import Entity, Kind, SpanRecord
+from ..engine.record import Entity, Kind, SpanRecord, new_record
 from ..hashing import canonical_json, digest
 
 if TYPE_CHECKING:
@@ -206,6 +206,7 @@ def _strings(value: Any) -> tuple[str, ...] | None:
 
 
 _ENTITY_CACHE: dict[Any, tuple[Entity, ...] | None] = {}
+_MISS: Any = object()
 _ENTITY_CACHE_MAX = 4096
 
 
@@ -216,16 +217,19 @@ def _entities(value: Any) -> tuple[Entity, ...] | None:
     spans repeat the same few entity lists, so parsed lists are cached.
     """
     if value.__class__ is tuple:
+        # get, not [] and KeyError: most result lists are new, and a raised KeyError costs more
+        # than the parse it would save.
         try:
-            return _ENTITY_CACHE[value]
-        except KeyError:
-            parsed = _parse_entities(value)
-            if len(_ENTITY_CACHE) >= _ENTITY_CACHE_MAX:
-                _ENTITY_CACHE.clear()
-            _ENTITY_CACHE[value] = parsed
-            return parsed
+            hit = _ENTITY_CACHE.get(value, _MISS)
         except TypeError:  # unhashable items
-            pass
+            return _parse_entities(value)
+        if hit is not _MISS:
+            return hit
+        parsed = _parse_entities(value)
+        if len(_ENTITY_CACHE) >= _ENTITY_CACHE_MAX:
+            _ENTITY_CACHE.clear()
+        _ENTITY_CACHE[value] = parsed
+        return parsed
     return _parse_entities(value)
 
 
@@ -437,8 +441,7 @@ def build_record(
     if kind is Kind.RUN and agent is None:
         agent = run_agent_name(attrs, name)
     is_error = bool(is_error) or error_type is not None
-    # Positional: keyword matching costs on this hot path (the field order is pinned by a test).
-    record = SpanRecord(
+    record = new_record(
         trace_id, span_id, parent_id, kind, name, start_ns, end_ns, run_key, parent_run_key, agent, is_error,
         error_type,
     )  # fmt: skip
@@ -686,15 +689,16 @@ def _requested_from_ours(value: Any) -> tuple[tuple[str, str], ...]:
     """``agentwatch.llm.tool_calls`` (``"name:args_hash"`` strings) as pairs; cached, they repeat."""
     if value.__class__ is tuple:
         try:
-            return _REQUESTED_CACHE[value]
-        except KeyError:
-            parsed = _parse_requested(value)
-            if len(_REQUESTED_CACHE) >= _ENTITY_CACHE_MAX:
-                _REQUESTED_CACHE.clear()
-            _REQUESTED_CACHE[value] = parsed
-            return parsed
-        except TypeError:
-            pass
+            hit = _REQUESTED_CACHE.get(value)
+        except TypeError:  # unhashable items
+            return _parse_requested(value)
+        if hit is not None:
+            return hit
+        parsed = _parse_requested(value)
+        if len(_REQUESTED_CACHE) >= _ENTITY_CACHE_MAX:
+            _REQUESTED_CACHE.clear()
+        _REQUESTED_CACHE[value] = parsed
+        return parsed
     return _parse_requested(value)
 
 
