@@ -15,6 +15,7 @@ import base64
 import binascii
 import json
 import struct
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -344,22 +345,37 @@ _KV_CACHE_MAX = 32768
 _KV_CACHE_ITEM = 64  # only short attributes are cached (operation names, models, tool names, steps...)
 _EMPTY = ("", None)
 # Attributes whose values are identifiers or fingerprints, new on (nearly) every span: never cached,
-# so that the cache keeps the values that do repeat.
-_UNIQUE_KEYS = frozenset(
-    {
-        "gen_ai.response.id",
-        "gen_ai.tool.call.id",
-        "gen_ai.conversation.id",
-        "agentwatch.run.id",
-        "agentwatch.tool.args_hash",
-        "agentwatch.tool.result_hash",
-        "agentwatch.llm.tool_calls",
-        "agentwatch.llm.system_hash",
-        "agentwatch.llm.user_hash",
-        "agentwatch.cost_usd",
-        "agentwatch.run.cost_usd",
-    }
-)
+# so that the cache keeps the values that do repeat. Keys found to behave the same way in the
+# traffic are added when the cache fills up (see _learn_uncached).
+_UNCACHED: set[str] = {
+    "gen_ai.response.id",
+    "gen_ai.tool.call.id",
+    "gen_ai.conversation.id",
+    "agentwatch.run.id",
+    "agentwatch.tool.args_hash",
+    "agentwatch.tool.result_hash",
+    "agentwatch.llm.tool_calls",
+    "agentwatch.llm.system_hash",
+    "agentwatch.llm.user_hash",
+    "agentwatch.cost_usd",
+    "agentwatch.run.cost_usd",
+}
+_UNCACHED_MAX = 256
+_UNCACHED_SHARE = 8  # a key holding more than 1/8 of a full cache is not worth caching
+
+
+def _learn_uncached(cache: dict[bytes, tuple[str, Any]]) -> None:
+    """Stop caching keys whose values rarely repeat, judged on a full cache before it is cleared.
+
+    Such values cost a cache entry each (and a pass of the cyclic GC over it) and
+    crowd out the values that do repeat; which keys they are depends on the
+    instrumentation (token counts, entity lists, ids under custom names).
+    """
+    counts = Counter(item[0] for item in cache.values())
+    limit = len(cache) // _UNCACHED_SHARE
+    for key, n in counts.items():
+        if n > limit and len(_UNCACHED) < _UNCACHED_MAX:
+            _UNCACHED.add(key)
 
 
 def _keyvalue(kv: bytes) -> tuple[str, Any]:
@@ -414,8 +430,9 @@ def decode_attributes(attributes: Iterable[bytes]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     cache = _KV_CACHE
     if len(cache) >= _KV_CACHE_MAX:
+        _learn_uncached(cache)
         cache.clear()
-    unique = _UNIQUE_KEYS
+    uncached = _UNCACHED
     for kv in attributes:
         size = len(kv)
         cacheable = size <= _KV_CACHE_ITEM
@@ -439,7 +456,7 @@ def decode_attributes(attributes: Iterable[bytes]) -> dict[str, Any]:
                         item = _string_array(kv, kv[2:end], end + 4, size)
             if item is _EMPTY:
                 item = _keyvalue(kv)
-            if cacheable and item[0] not in unique:
+            if cacheable and item[0] not in uncached:
                 cache[kv] = item
         key, value = item
         if value is not None:

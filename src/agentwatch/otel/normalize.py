@@ -214,11 +214,11 @@ def _entities(value: Any) -> tuple[Entity, ...] | None:
     """``"type:id"`` strings into ``(type, id)`` pairs; malformed items are skipped.
 
     Same reading as :func:`agentwatch.engine.entities.parse_entities`. A run's
-    spans repeat the same few entity lists, so parsed lists are cached.
+    spans repeat the same few entity lists (arguments, inputs), so parsed lists
+    are cached; lists that are new on every span (tool results) are parsed with
+    :func:`_parse_entities` and never enter the cache.
     """
     if value.__class__ is tuple:
-        # get, not [] and KeyError: most result lists are new, and a raised KeyError costs more
-        # than the parse it would save.
         try:
             hit = _ENTITY_CACHE.get(value, _MISS)
         except TypeError:  # unhashable items
@@ -540,7 +540,8 @@ def _read_tool(attrs: Mapping[str, Any], record: SpanRecord) -> None:
         record.arg_entities = _entities(value)
     value = get(_RESULT_ENTITIES)
     if value is not None:
-        record.result_entities = _entities(value)
+        # not cached: what a tool returns differs from call to call
+        record.result_entities = _parse_entities(value)
     args_hash = get(_ARGS_HASH)
     if args_hash.__class__ is not str or not args_hash:
         args_hash = None
@@ -644,7 +645,7 @@ def _read_llm(attrs: Mapping[str, Any], record: SpanRecord, extractor: EntityExt
     calls = get(_TOOL_CALLS)
     requested: list[_Requested] = []
     if calls is not None:
-        record.requested_calls = _requested_from_ours(calls)
+        record.requested_calls = _parse_requested(calls)
     elif not ours:
         requested = _requested_from_content(attrs)
         record.requested_calls = tuple((tool, args_hash) for tool, args_hash, _ in requested)
@@ -682,27 +683,12 @@ def _read_llm(attrs: Mapping[str, Any], record: SpanRecord, extractor: EntityExt
     record.user_hash = user_hash
 
 
-_REQUESTED_CACHE: dict[Any, tuple[tuple[str, str], ...]] = {}
-
-
-def _requested_from_ours(value: Any) -> tuple[tuple[str, str], ...]:
-    """``agentwatch.llm.tool_calls`` (``"name:args_hash"`` strings) as pairs; cached, they repeat."""
-    if value.__class__ is tuple:
-        try:
-            hit = _REQUESTED_CACHE.get(value)
-        except TypeError:  # unhashable items
-            return _parse_requested(value)
-        if hit is not None:
-            return hit
-        parsed = _parse_requested(value)
-        if len(_REQUESTED_CACHE) >= _ENTITY_CACHE_MAX:
-            _REQUESTED_CACHE.clear()
-        _REQUESTED_CACHE[value] = parsed
-        return parsed
-    return _parse_requested(value)
-
-
 def _parse_requested(value: Any) -> tuple[tuple[str, str], ...]:
+    """``agentwatch.llm.tool_calls`` (``"name:args_hash"`` strings) as pairs.
+
+    Not cached: the hashes make nearly every value new, and a cache of them only
+    keeps garbage alive for the cyclic GC to scan.
+    """
     out: list[tuple[str, str]] = []
     for item in _strings(value) or ():
         tool, sep, args_hash = item.rpartition(":")
