@@ -89,6 +89,22 @@ def test_attribute_values_decode_exactly(key):
     assert json.loads(decode_attributes([kvlist.SerializeToString()])[key]) == {"b": 2}
 
 
+def test_keys_whose_values_never_repeat_stop_being_cached(monkeypatch):
+    from agentwatch.collector import otlp
+
+    monkeypatch.setattr(otlp, "_KV_CACHE", {})
+    monkeypatch.setattr(otlp, "_KV_CACHE_MAX", 400)
+    monkeypatch.setattr(otlp, "_UNCACHED", set(otlp._UNCACHED))
+    model = _kv("gen_ai.request.model", "gpt-4o-mini")
+    for i in range(1000):  # a new token count on every span, as real usage looks
+        decoded = decode_attributes([model, _kv("gen_ai.usage.input_tokens", 10_000 + i)])
+        assert decoded == {"gen_ai.request.model": "gpt-4o-mini", "gen_ai.usage.input_tokens": 10_000 + i}
+    assert "gen_ai.usage.input_tokens" in otlp._UNCACHED
+    assert "gen_ai.request.model" not in otlp._UNCACHED
+    assert model in otlp._KV_CACHE  # the repeating value is still served from the cache
+    assert not any(item[0] == "gen_ai.usage.input_tokens" for item in otlp._KV_CACHE.values())
+
+
 def test_builder_keeps_resource_and_scope_grouping():
     table = GroupTable()
     a = table.get(b"\x0a\x05\x0a\x01a\x12\x00", "https://schema/1", b"\x0a\x01x", "")
