@@ -132,9 +132,14 @@ def length_prefix(n: int) -> bytes:
     return _SMALL_LEN[n] if n < 16384 else varint(n)
 
 
+_FIELD_TAGS = [bytes(((number << 3) | 2,)) for number in range(16)]
+
+
 def field_bytes(number: int, payload: bytes) -> bytes:
     """One length-delimited field: tag, length, payload."""
-    return bytes(((number << 3) | 2,)) + length_prefix(len(payload)) + payload
+    n = len(payload)
+    tag = _FIELD_TAGS[number] if number < 16 else varint((number << 3) | 2)
+    return tag + (_SMALL_LEN[n] if n < 16384 else varint(n)) + payload
 
 
 _SPAN_HEADERS = [b"\x12" + _SMALL_LEN[n] for n in range(16384)]
