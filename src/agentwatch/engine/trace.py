@@ -108,6 +108,14 @@ def _order(spans: dict[str, SpanRecord], stats: Stats) -> list[Planned]:
     for start in spans:
         if start in up:
             continue
+        parent = parents[start]
+        if parent is None:
+            up[start] = (None, start, 0)
+            continue
+        base = up.get(parent)
+        if base is not None:  # the common case: the parent is resolved already
+            up[start] = (parent if spans[parent].kind is run else base[0], base[1], base[2] + 1)
+            continue
         path: list[str] = []
         node: str | None = start
         while node is not None and node not in up:
