@@ -116,8 +116,8 @@ def test_nested_runs_resolved_from_parents() -> None:
     assert verdict.summaries["p"].flags == ("TOOL_BUDGET_EXCEEDED",)
     stats = Stats()
     planned = plan([*calls, child, parent], stats)
-    by_id = {p.record.span_id: p for p in planned[0]}
-    assert by_id["c"].parent_run_key == "p" and by_id["t0"].run_key == "c"
+    by_id = {span_id: (run_key, parent_run_key) for _, _, span_id, _, run_key, parent_run_key, _ in planned[0]}
+    assert by_id["c"] == ("c", "p") and by_id["t0"] == ("c", None)
 
 
 def test_rootless_spans_share_the_local_root_and_get_no_summary() -> None:

@@ -365,7 +365,7 @@ class Decider:
 
         # What is new about spans that already left goes on summary spans, one per run.
         planned = plan([*old_records, *new_records], EngineStats())
-        run_of = {p.record.span_id: p.run_key for trace_plan in planned for p in trace_plan}
+        run_of = {span_id: run_key for trace_plan in planned for _, _, span_id, _, run_key, _, _ in trace_plan}
         groups_by_id = {r.span_id: g for r, g in zip(old_records, old_groups, strict=True)}
         for i, record in zip(fresh, new_records, strict=True):
             groups_by_id.setdefault(record.span_id, trace.groups[i])

@@ -545,41 +545,41 @@ class Engine:
             traces = plan(records or (), ctx.stats)
             for trace in traces:
                 ctx.stats.traces_evaluated += 1
-                run_spans = []
-                for item in trace:
-                    rec = item.record
+                run_spans: list[tuple[str, SpanRecord, str, int]] = []
+                run_kind = Kind.RUN
+                for start_ns, _, span_id, rec, run_key, parent_run_key, end_ns in trace:
                     try:
-                        if rec.kind is Kind.RUN:
+                        if rec.kind is run_kind:
                             core.open_run(
-                                item.run_key,
-                                item.parent_run_key,
+                                run_key,
+                                parent_run_key,
                                 rec.agent_name,
                                 rec.entities,
                                 rec.budget,
-                                item.start_ns or None,
+                                start_ns or None,
                                 rec.input_entities,
                                 rec.arguments,
                             )
-                            run_spans.append(item)
+                            run_spans.append((span_id, rec, run_key, end_ns))
                             continue
-                        found = core.process(rec, item.run_key)
+                        found = core.process(rec, run_key)
                     except Exception:
                         ctx.stats.internal_errors += 1
-                        log.debug("agentwatch engine: span %r failed; ignored", rec.span_id, exc_info=True)
+                        log.debug("agentwatch engine: span %r failed; ignored", span_id, exc_info=True)
                         continue
                     if found:
-                        findings.setdefault(rec.span_id, []).extend(found)
-                for item in reversed(run_spans):  # inner runs first
+                        findings.setdefault(span_id, []).extend(found)
+                for span_id, rec, run_key, end_ns in reversed(run_spans):  # inner runs first
                     try:
-                        summary = core.close_run(item.run_key, item.record.stop_reason, item.end_ns)
+                        summary = core.close_run(run_key, rec.stop_reason, end_ns)
                     except Exception:
                         ctx.stats.internal_errors += 1
                         continue
                     if summary is None:
                         continue
-                    summaries[item.record.span_id] = summary
+                    summaries[span_id] = summary
                     if summary.findings:
-                        findings.setdefault(item.record.span_id, []).extend(summary.findings)
+                        findings.setdefault(span_id, []).extend(summary.findings)
         except Exception:
             ctx.stats.internal_errors += 1
             log.debug("agentwatch engine: evaluate_trace failed; partial verdict", exc_info=True)

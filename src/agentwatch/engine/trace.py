@@ -15,23 +15,17 @@ duplicate span ids the one that ended last is kept.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from operator import attrgetter
+from dataclasses import replace
 
 from .record import Kind, SpanRecord
 from .state import Stats
 
-
-@dataclass(slots=True)
-class Planned:
-    """One record with its resolved run key (and, for a run span, its enclosing run)."""
-
-    record: SpanRecord
-    run_key: str
-    parent_run_key: str | None
-    depth: int
-    start_ns: int
-    end_ns: int
+Planned = tuple[int, int, str, SpanRecord, str, str | None, int]
+"""One record in processing order: ``(start_ns, depth, span_id, record, run_key, parent_run_key,
+end_ns)``. ``run_key`` is the run it belongs to; ``parent_run_key`` the enclosing run of a run
+span (else ``None``). A plain tuple: one is built per span, and tuples sort by their leading
+(start, depth, span id) fields natively; span ids are unique in a trace, so records are never
+compared."""
 
 
 def _int(value: object) -> int:
@@ -47,10 +41,6 @@ def _canonical(a: SpanRecord, b: SpanRecord) -> SpanRecord:
 
 def valid(record: object) -> bool:
     return isinstance(record, SpanRecord) and isinstance(record.span_id, str) and bool(record.span_id)
-
-
-# Processing order: start time, then parents before children, then span id (unique in a trace).
-_ORDER_KEY = attrgetter("start_ns", "depth", "record.span_id")
 
 
 def plan(records: Iterable[object], stats: Stats) -> list[list[Planned]]:
@@ -166,8 +156,8 @@ def _order(spans: dict[str, SpanRecord], stats: Stats) -> list[Planned]:
             end_ns = start_ns
         if kind is run:
             run_key = record.run_key or span_id
-            append(Planned(record, run_key, record.parent_run_key or nearest, depth, start_ns, end_ns))
+            append((start_ns, depth, span_id, record, run_key, record.parent_run_key or nearest, end_ns))
         else:
-            append(Planned(record, record.run_key or nearest or root, None, depth, start_ns, end_ns))
-    planned.sort(key=_ORDER_KEY)
+            append((start_ns, depth, span_id, record, record.run_key or nearest or root, None, end_ns))
+    planned.sort()  # start time, then parents before children, then span id
     return planned
