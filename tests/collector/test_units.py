@@ -253,3 +253,27 @@ def test_self_metrics_are_exported_over_otlp(monkeypatch):
     assert names["agentwatch.collector.spans.received"] == [(7, {"protocol": "grpc"})]
     assert names["agentwatch.collector.findings"] == [(2, {"flag": "LOOP_DETECTED"})]
     assert names["agentwatch.collector.queue.batches"][0][0] == 3
+
+
+def test_span_status_error_marks_the_record_failed():
+    from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+    from agentwatch.collector.decision import Decider
+
+    def view(status: Status | None) -> bytes:
+        span = Span(trace_id=b"\x01" * 16, span_id=os.urandom(8), name="execute_tool get_order")
+        if status is not None:
+            span.status.CopyFrom(status)
+        return span.SerializeToString()
+
+    records, _ = Decider._records(
+        "01" * 16,
+        [
+            view(Status(code=Status.STATUS_CODE_ERROR, message="timeout")),
+            view(Status(code=Status.STATUS_CODE_ERROR)),
+            view(Status(code=Status.STATUS_CODE_OK)),
+            view(Status(message="no code")),
+            view(None),
+        ],
+    )
+    assert [r.is_error for r in records] == [True, True, False, False, False]

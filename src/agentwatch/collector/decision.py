@@ -44,6 +44,7 @@ from .otlp import (
     RequestBuilder,
     Span,
     SpanView,
+    StatusView,
     collector_group,
     decode_attributes,
     edit_span,
@@ -180,17 +181,21 @@ class Decider:
     # ------------------------------------------------------------------ records
 
     @staticmethod
-    def _records(trace_hex: str, views: Sequence[Any]) -> tuple[list[SpanRecord], list[dict[str, Any]]]:
+    def _records(trace_hex: str, raws: Sequence[bytes]) -> tuple[list[SpanRecord], list[dict[str, Any]]]:
         """Each span's record, and its decoded attributes (kept to tag it without re-parsing)."""
         records = []
         decoded = []
-        for view in views:
+        parse = SpanView.FromString
+        for raw in raws:
+            view = parse(raw)
             pid = view.parent_span_id
             name = view.name
             # ``[:]``: a list in one call; iterating a upb container ends in a formatted IndexError.
             attrs = decode_attributes(view.attributes[:])
             decoded.append(attrs)
             parent_id = pid.hex() if pid and pid != _ZERO_SPAN else None
+            status = view.status
+            is_error = bool(status) and StatusView.FromString(status).code == STATUS_CODE_ERROR
             try:
                 kind = detect_kind(attrs)
                 if kind is None:
@@ -198,7 +203,7 @@ class Decider:
                 # Positional: this runs for every span (the field order is pinned by a test).
                 record = build_record(
                     attrs, kind, trace_hex, view.span_id.hex(), parent_id, name,
-                    view.start_time_unix_nano, view.end_time_unix_nano, view.status.code == STATUS_CODE_ERROR,
+                    view.start_time_unix_nano, view.end_time_unix_nano, is_error,
                 )  # fmt: skip
             except Exception:  # never expected from plain decoded values; keep the span either way
                 record = record_from_attributes(
@@ -209,7 +214,7 @@ class Decider:
                     name=name,
                     start_ns=view.start_time_unix_nano,
                     end_ns=view.end_time_unix_nano,
-                    is_error=view.status.code == STATUS_CODE_ERROR,
+                    is_error=is_error,
                     span_kind_hint=str(kind_from_name(name) or ""),
                 )
             records.append(record)
@@ -220,8 +225,7 @@ class Decider:
     def _decide(self, trace: PendingTrace, verdict: Verdict) -> Out:
         raws = trace.raws
         groups = trace.groups
-        views = [SpanView.FromString(raw) for raw in raws]
-        records, decoded = self._records(trace.trace_id.hex(), views)
+        records, decoded = self._records(trace.trace_id.hex(), raws)
         result = self.engine.evaluate_trace(records)
         findings = result.findings
         summaries = result.summaries
@@ -297,8 +301,7 @@ class Decider:
             self.stats.add("late_spans", len(trace.raws), "unevaluated")
             return [(g, mark_unevaluated(r)) for g, r in zip(trace.groups, trace.raws, strict=True)]
         trace_hex = trace.trace_id.hex()
-        views = [SpanView.FromString(raw) for raw in trace.raws]
-        late_records, late_attrs = self._records(trace_hex, views)
+        late_records, late_attrs = self._records(trace_hex, trace.raws)
         retained = verdict.retained
         known: set[str] = set()
         if retained is not None:
@@ -347,7 +350,7 @@ class Decider:
         late_attrs: list[dict[str, Any]],
     ) -> Out:
         trace_hex = trace.trace_id.hex()
-        old_records, _ = self._records(trace_hex, [SpanView.FromString(raw) for raw in retained])
+        old_records, _ = self._records(trace_hex, retained)
         old_groups = verdict.retained_groups or []
         new_records = [late_records[i] for i in fresh]
         result = self.engine.evaluate_trace([*old_records, *new_records])

@@ -96,11 +96,11 @@ def _build_views() -> dict[str, type[Message]]:
     add(span, "start_time_unix_nano", 7, F.TYPE_FIXED64)
     add(span, "end_time_unix_nano", 8, F.TYPE_FIXED64)
     add(span, "attributes", 9, F.TYPE_BYTES, repeated=True)  # serialized KeyValue messages
-    add(span, "status", 15, F.TYPE_MESSAGE, type_name="StatusView")
+    add(span, "status", 15, F.TYPE_BYTES)  # a serialized StatusView: empty (unset) on most spans
 
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
-    names = ("RequestView", "IdsView", "SpanView")
+    names = ("RequestView", "IdsView", "SpanView", "StatusView")
     return {
         n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"agentwatch.collector.views.{n}"))
         for n in names
@@ -111,6 +111,7 @@ _VIEWS = _build_views()
 RequestView: Any = _VIEWS["RequestView"]
 IdsView: Any = _VIEWS["IdsView"]
 SpanView: Any = _VIEWS["SpanView"]
+StatusView: Any = _VIEWS["StatusView"]
 
 
 # --------------------------------------------------------------------------- wire helpers
