@@ -67,7 +67,7 @@ Out = list[tuple[Group, bytes]]
 
 def mark_unevaluated(raw: bytes) -> bytes:
     """The span with ``agentwatch.anomaly.evaluated=false``: an appended field, no re-encoding."""
-    if _EVALUATED_KEY not in raw:
+    if raw.find(_EVALUATED_KEY) < 0:
         return raw + _EVALUATED_FALSE
     span = Span.FromString(raw)
     set_attributes(span.attributes, {sc.ANOMALY_EVALUATED: False})

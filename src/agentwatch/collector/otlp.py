@@ -254,7 +254,8 @@ def maybe_run_span(raw: bytes) -> bool:
     Looks for ``invoke_agent`` and ``.span.kind`` (``openinference.span.kind``,
     ``traceloop.span.kind``) in the serialized span.
     """
-    return b"invoke_agent" in raw or b".span.kind" in raw
+    # find, not ``in``: ``bytes in bytes`` first tries the needle as an int and formats a TypeError.
+    return raw.find(b"invoke_agent") >= 0 or raw.find(b".span.kind") >= 0
 
 
 def is_run_span(raw: bytes) -> bool:
