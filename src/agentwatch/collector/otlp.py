@@ -455,6 +455,9 @@ def decode_attributes(attributes: Iterable[bytes]) -> dict[str, Any]:
                         item = (kv[2:end].decode(), kv[end + 4 :].decode())
                     elif tag == 0x18 and kv[end + 3] < 0x80 and end + 4 == size:
                         item = (kv[2:end].decode(), kv[end + 3])
+                    elif tag == 0x18 and end + 5 == size and kv[end + 3] >= 0x80 and kv[end + 4] < 0x80:
+                        # two-byte varint: 128..16383 (token counts, durations)
+                        item = (kv[2:end].decode(), (kv[end + 3] & 0x7F) | (kv[end + 4] << 7))
                     elif tag == 0x10 and end + 4 == size:
                         item = (kv[2:end].decode(), kv[end + 3] != 0)
                     elif tag == 0x21 and end + 11 == size:
