@@ -440,33 +440,39 @@ def decode_attributes(attributes: Iterable[bytes]) -> dict[str, Any]:
         _learn_uncached(cache)
         cache.clear()
     uncached = _UNCACHED
+    get = cache.get
+    item_max = _KV_CACHE_ITEM
     for kv in attributes:
         size = len(kv)
-        cacheable = size <= _KV_CACHE_ITEM
-        item = cache.get(kv) if cacheable else None
+        item = get(kv) if size <= item_max else None
         if item is None:
             item = _EMPTY
             if size > 4 and kv[0] == 0x0A and kv[1] < 0x80:
                 end = 2 + kv[1]
-                # value: tag 0x12, one-byte length m, then AnyValue {tag, payload} filling the rest
-                if end + 3 < size and kv[end] == 0x12 and kv[end + 1] + end + 2 == size:
+                rest = size - end
+                # value: tag 0x12, one-byte length (the rest), then AnyValue {tag, payload}
+                if rest > 3 and kv[end] == 0x12 and kv[end + 1] == rest - 2:
                     tag = kv[end + 2]
-                    if tag == 0x0A and kv[end + 3] + end + 4 == size:
-                        item = (kv[2:end].decode(), kv[end + 4 :].decode())
-                    elif tag == 0x18 and kv[end + 3] < 0x80 and end + 4 == size:
-                        item = (kv[2:end].decode(), kv[end + 3])
-                    elif tag == 0x18 and end + 5 == size and kv[end + 3] >= 0x80 and kv[end + 4] < 0x80:
-                        # two-byte varint: 128..16383 (token counts, durations)
-                        item = (kv[2:end].decode(), (kv[end + 3] & 0x7F) | (kv[end + 4] << 7))
-                    elif tag == 0x10 and end + 4 == size:
-                        item = (kv[2:end].decode(), kv[end + 3] != 0)
-                    elif tag == 0x21 and end + 11 == size:
-                        item = (kv[2:end].decode(), _unpack_double(kv, end + 3)[0])
-                    elif tag == 0x2A and kv[end + 3] + end + 4 == size:
+                    if tag == 0x0A:
+                        if kv[end + 3] == rest - 4:
+                            item = (kv[2:end].decode(), kv[end + 4 :].decode())
+                    elif tag == 0x18:
+                        if rest == 4 and kv[end + 3] < 0x80:
+                            item = (kv[2:end].decode(), kv[end + 3])
+                        elif rest == 5 and kv[end + 3] >= 0x80 and kv[end + 4] < 0x80:
+                            # two-byte varint: 128..16383 (token counts, durations)
+                            item = (kv[2:end].decode(), (kv[end + 3] & 0x7F) | (kv[end + 4] << 7))
+                    elif tag == 0x10:
+                        if rest == 4:
+                            item = (kv[2:end].decode(), kv[end + 3] != 0)
+                    elif tag == 0x21:
+                        if rest == 11:
+                            item = (kv[2:end].decode(), _unpack_double(kv, end + 3)[0])
+                    elif tag == 0x2A and kv[end + 3] == rest - 4:
                         item = _string_array(kv, kv[2:end], end + 4, size)
             if item is _EMPTY:
                 item = _keyvalue(kv)
-            if cacheable and item[0] not in uncached:
+            if size <= item_max and item[0] not in uncached:
                 cache[kv] = item
         key, value = item
         if value is not None:
