@@ -107,6 +107,23 @@ def test_keys_whose_values_never_repeat_stop_being_cached(monkeypatch):
     assert not any(item[0] == "gen_ai.usage.input_tokens" for item in otlp._KV_CACHE.values())
 
 
+def test_builder_add_all_equals_one_add_per_span():
+    table = GroupTable()
+    a = table.get(b"\x0a\x05\x0a\x01a\x12\x00", "", b"\x0a\x01x", "")
+    b = table.get(b"", "", b"\x0a\x01y", "s")
+    def raw(i: int) -> bytes:  # names up to ~19 KB: three-byte length prefixes too
+        return Span(trace_id=os.urandom(16), span_id=os.urandom(8), name="n" * (i * 97)).SerializeToString()
+
+    spans = [((a, b)[i % 3 == 0], raw(i)) for i in range(200)]
+    one, many = RequestBuilder(), RequestBuilder()
+    for group, raw in spans:
+        one.add(group, raw)
+    many.add_all(spans[:50])
+    many.add_all(spans[50:])
+    assert (many.spans, many.size) == (one.spans, one.size)
+    assert many.build() == one.build()
+
+
 def test_builder_keeps_resource_and_scope_grouping():
     table = GroupTable()
     a = table.get(b"\x0a\x05\x0a\x01a\x12\x00", "https://schema/1", b"\x0a\x01x", "")

@@ -147,8 +147,7 @@ class Decider:
                     self.stats.add("evaluation_errors")
                     verdict.evaluated = False
                     out = [(g, mark_unevaluated(r)) for g, r in zip(trace.groups, trace.raws, strict=True)]
-                for group, raw in out:
-                    builder.add(group, raw)
+                builder.add_all(out)
                 if builder.size >= self.max_batch_bytes:
                     self._send(builder)
                     builder = RequestBuilder()

@@ -624,6 +624,31 @@ class RequestBuilder:
         self.spans += 1
         self.size += len(raw) + 4
 
+    def add_all(self, spans: Iterable[tuple[Group, bytes]]) -> None:
+        """``add`` for many spans (a decided trace): the same, with the lookups done once per group."""
+        groups = self._groups
+        last: Group | None = None
+        pieces: list[bytes] = []
+        sizes: list[int] = []
+        count = total = 0
+        for group, raw in spans:
+            if group is not last:
+                entry = groups.get(group)
+                if entry is None:
+                    entry = groups[group] = ([], [len(group.scope_head) + len(group.scope_tail)])
+                    self.size += len(group.resource_head) + len(group.scope_head) + 16
+                pieces, sizes = entry
+                last = group
+            n = len(raw)
+            header = _SPAN_HEADERS[n] if n < 16384 else b"\x12" + varint(n)
+            pieces.append(header)
+            pieces.append(raw)
+            sizes[0] += len(header) + n
+            count += 1
+            total += n
+        self.spans += count
+        self.size += total + 4 * count
+
     def build(self) -> bytes:
         by_resource: dict[tuple[bytes, str], list[Group]] = {}
         for group in self._groups:
