@@ -91,6 +91,27 @@ def test_attribute_values_decode_exactly(key):
     assert json.loads(decode_attributes([kvlist.SerializeToString()])[key]) == {"b": 2}
 
 
+def test_arrays_with_empty_or_odd_elements_decode_without_error():
+    from agentwatch.collector.otlp import is_run_span
+
+    def array_kv(*elements: str | None) -> KeyValue:
+        kv = KeyValue(key="agentwatch.tool.result_entities")
+        for element in elements:
+            value = kv.value.array_value.values.add()
+            if element is not None:
+                value.string_value = element
+        return kv
+
+    cases = [(("a", None), ("a", None)), ((None,), (None,)), ((None, "b"), (None, "b")), (("x" * 200,), ("x" * 200,))]
+    for elements, expected in cases:
+        kv = array_kv(*elements)
+        assert decode_attributes([kv.SerializeToString()]) == {kv.key: expected}
+        # the intake decodes run spans' attributes too: such a span must not fail the request
+        span = Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="invoke_agent support")
+        span.attributes.append(kv)
+        assert is_run_span(span.SerializeToString())
+
+
 def test_keys_whose_values_never_repeat_stop_being_cached(monkeypatch):
     from agentwatch.collector import otlp
 

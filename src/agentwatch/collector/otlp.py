@@ -416,14 +416,17 @@ def _keyvalue(kv: bytes) -> tuple[str, Any]:
 
 def _string_array(kv: bytes, key: bytes, pos: int, size: int) -> tuple[str, Any]:
     """An array of short strings (entities, tool calls), or ``_EMPTY`` for any other layout."""
-    items = []
-    while pos < size:
-        # element: 0x0A len AnyValue{0x0A len string}, one-byte lengths
-        if kv[pos] != 0x0A or kv[pos + 2] != 0x0A or kv[pos + 1] != kv[pos + 3] + 2 or kv[pos + 1] >= 0x80:
+    items: list[str] = []
+    append = items.append
+    while pos + 4 <= size:
+        n = kv[pos + 3]
+        # element: 0x0A (n + 2) AnyValue{0x0A n string}, one-byte lengths
+        if kv[pos] != 0x0A or kv[pos + 2] != 0x0A or kv[pos + 1] != n + 2 or n > 0x7D:
             return _EMPTY
         start = pos + 4
-        pos = start + kv[pos + 3]
-        items.append(kv[start:pos].decode())
+        pos = start + n
+        append(kv[start:pos].decode())
+    # anything left over (an empty or non-string element) goes to the general decoder
     return (key.decode(), tuple(items)) if pos == size else _EMPTY
 
 
