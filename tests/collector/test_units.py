@@ -112,6 +112,48 @@ def test_arrays_with_empty_or_odd_elements_decode_without_error():
         assert is_run_span(span.SerializeToString())
 
 
+def test_inline_decoding_matches_the_protobuf_parser_on_random_values():
+    import random
+
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    from agentwatch.collector import otlp
+
+    rng = random.Random(7)
+
+    def fill(value: AnyValue, depth: int = 0) -> None:
+        kind = rng.randrange(8 if depth < 2 else 6)
+        if kind == 0:
+            size = rng.choice([0, 1, 5, 60, 126, 127, 200])
+            value.string_value = "".join(rng.choice("ab:é_\n\x12") for _ in range(size))
+        elif kind == 1:
+            value.int_value = rng.choice([0, 1, 127, 128, 16383, 16384, -1, 2**40, -(2**63)])
+        elif kind == 2:
+            value.bool_value = rng.random() < 0.5
+        elif kind == 3:
+            value.double_value = rng.choice([0.0, -1.5, 1e300])
+        elif kind == 4:
+            value.bytes_value = bytes(rng.randrange(256) for _ in range(rng.randrange(4)))
+        elif kind == 5:
+            pass  # empty AnyValue
+        elif kind == 6:
+            value.array_value.SetInParent()
+            for _ in range(rng.randrange(4)):
+                fill(value.array_value.values.add(), depth + 1)
+        else:
+            value.kvlist_value.SetInParent()
+            for i in range(rng.randrange(3)):
+                fill(value.kvlist_value.values.add(key=f"k{i}").value, depth + 1)
+
+    for i in range(3000):
+        kv = KeyValue(key=rng.choice(["k", "gen_ai.usage.input_tokens", "x" * 130, f"key{i}"]))
+        fill(kv.value)
+        raw = kv.SerializeToString()
+        expected = otlp._from_message(KeyValue.FromString(raw).value)
+        got = decode_attributes([raw])
+        assert got == ({} if expected is None else {kv.key: expected}), raw
+
+
 def test_keys_whose_values_never_repeat_stop_being_cached(monkeypatch):
     from agentwatch.collector import otlp
 
