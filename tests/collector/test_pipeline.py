@@ -136,3 +136,20 @@ def test_many_traces_counts_in_equal_counts_out(grpc_sink, collectors):
     assert collector.stats.get("spans_received") == total
     wait_until(lambda: collector.stats.get("spans_forwarded") == total)
     assert collector.stats.get("traces_decided") == 20
+
+
+def test_a_fault_reading_run_attributes_keeps_the_request(grpc_sink, collectors, monkeypatch, caplog):
+    """An internal error while the intake reads a span's run attributes is logged; the spans are
+    still accepted, buffered and forwarded (the client's data is never refused for our bug)."""
+    from agentwatch.collector import intake
+
+    def broken(raw: bytes) -> bool:
+        raise RuntimeError("agentwatch bug")
+
+    monkeypatch.setattr(intake, "is_run_span", broken)
+    spans = capture(agent_run)
+    c = collectors(grpc_sink.target, decision={"straggler_delay_ms": 50, "idle_timeout_seconds": 0.5})
+    export(grpc_exporter(c), spans)
+    wait_until(lambda: grpc_sink.count() == len(spans))
+    assert c.stats.get("requests_failed") == 0
+    assert "reading a span's run attributes failed" in caplog.text

@@ -8,6 +8,7 @@ clients retry later, instead of being accepted and dropped.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from .buffer import TraceBuffer
@@ -17,6 +18,16 @@ from .otlp import DecodeError, GroupTable, is_run_span, maybe_run_span, split_re
 from .telemetry import Stats
 
 RETRY_AFTER_SECONDS = 5
+log = logging.getLogger("agentwatch.collector")
+
+
+def _opens_run(raw: bytes) -> bool:
+    """Does this span open an agent run? A span that cannot be read is kept and treated as not."""
+    try:
+        return maybe_run_span(raw) and is_run_span(raw)
+    except Exception:  # the request was validated; a failure here is agentwatch's, not the client's
+        log.exception("reading a span's run attributes failed; buffering it as an ordinary span")
+        return False
 
 
 class Throttled(Exception):
@@ -64,7 +75,7 @@ class Intake:
         if rejected:
             self.stats.add("spans_rejected", rejected, "invalid_id")
         if spans:
-            runs = [maybe_run_span(raw) and is_run_span(raw) for _, raw, _, _, _ in spans]
+            runs = [_opens_run(raw) for _, raw, _, _, _ in spans]
             evicted = self.buffer.add(spans, runs)
             if evicted:
                 self.decider.forward_unevaluated(evicted, "overflow")
