@@ -14,7 +14,7 @@ Three measurements:
 3. Memory: in this process, a collector (not started) buffers many traces that stay
    pending; bytes held per buffered span from tracemalloc and from the RSS delta.
 
-    .venv/bin/python benchmarks/collector_load.py [--spans 150000] [--rounds 3] [--compression none|gzip]
+    .venv/bin/python benchmarks/collector_load.py [--spans 150000] [--rounds 5] [--compression none|gzip]
 """
 
 from __future__ import annotations
@@ -515,7 +515,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--spans", type=int, default=150_000, help="spans per throughput round")
-    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="throughput rounds")
     parser.add_argument("--compression", choices=["gzip", "none"], default="none", help="collector -> sink")
     parser.add_argument("--latency-traces", type=int, default=600)
     parser.add_argument("--latency-rate", type=float, default=150.0, help="traces per second")
