@@ -170,6 +170,37 @@ def test_keys_whose_values_never_repeat_stop_being_cached(monkeypatch):
     assert not any(item[0] == "gen_ai.usage.input_tokens" for item in otlp._KV_CACHE.values())
 
 
+def test_attribute_cache_is_safe_to_fill_and_learn_from_several_threads(monkeypatch):
+    import sys
+
+    from agentwatch.collector import otlp
+
+    monkeypatch.setattr(otlp, "_KV_CACHE", {})
+    monkeypatch.setattr(otlp, "_KV_CACHE_MAX", 300)
+    monkeypatch.setattr(otlp, "_UNCACHED", set(otlp._UNCACHED))
+    errors: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        try:
+            for i in range(3000):
+                kvs = [_kv(f"k{offset}.{i % 7}", i), _kv("gen_ai.request.model", "m"), _kv(f"u{offset}", i * 7919)]
+                assert decode_attributes(kvs)["gen_ai.request.model"] == "m"
+        except BaseException as exc:  # noqa: BLE001 - any failure is the finding
+            errors.append(exc)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert errors == []
+
+
 def test_builder_add_all_equals_one_add_per_span():
     table = GroupTable()
     a = table.get(b"\x0a\x05\x0a\x01a\x12\x00", "", b"\x0a\x01x", "")

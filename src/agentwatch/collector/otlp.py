@@ -378,8 +378,10 @@ def _learn_uncached(cache: dict[bytes, tuple[str, Any]]) -> None:
     crowd out the values that do repeat; which keys they are depends on the
     instrumentation (token counts, entity lists, ids under custom names).
     """
-    counts = Counter(item[0] for item in cache.values())
-    limit = len(cache) // _UNCACHED_SHARE
+    # list(): a snapshot taken in one call, so other threads may keep decoding meanwhile
+    items = list(cache.values())
+    counts = Counter(item[0] for item in items)
+    limit = len(items) // _UNCACHED_SHARE
     for key, n in counts.items():
         if n > limit and len(_UNCACHED) < _UNCACHED_MAX:
             _UNCACHED.add(key)
