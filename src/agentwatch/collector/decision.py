@@ -32,7 +32,7 @@ from ..engine.record import Finding, Kind, RunSummary, SpanRecord
 from ..engine.state import Stats as EngineStats
 from ..engine.trace import plan
 from ..otel.findings import anomaly_update, run_summary_attributes, span_outcome
-from ..otel.normalize import NAME_KIND, build_record, detect_kind, kind_from_name, record_from_attributes
+from ..otel.normalize import NAME_KIND, build_record, detect_kind, record_from_attributes
 from ..otel.reporting import AnomalyContext, FindingReporter
 from ..version import __version__
 from .buffer import Decided, PendingTrace, TraceBuffer
@@ -199,7 +199,7 @@ class Decider:
                 kind = detect_kind(attrs)
                 if kind is None:
                     kind = NAME_KIND.get(name.partition(" ")[0], Kind.OTHER)
-                # Positional: this runs for every span (the field order is pinned by a test).
+                # Positional: this runs for every span.
                 record = build_record(
                     attrs, kind, trace_hex, view.span_id.hex(), parent_id, name,
                     view.start_time_unix_nano, view.end_time_unix_nano, is_error,
@@ -214,7 +214,7 @@ class Decider:
                     start_ns=view.start_time_unix_nano,
                     end_ns=view.end_time_unix_nano,
                     is_error=is_error,
-                    span_kind_hint=str(kind_from_name(name) or ""),
+                    span_kind_hint=NAME_KIND.get(name.partition(" ")[0], Kind.OTHER).value,
                 )
             records.append(record)
         return records, decoded

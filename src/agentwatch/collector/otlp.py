@@ -138,9 +138,8 @@ _FIELD_TAGS = [bytes(((number << 3) | 2,)) for number in range(16)]
 
 def field_bytes(number: int, payload: bytes) -> bytes:
     """One length-delimited field: tag, length, payload."""
-    n = len(payload)
     tag = _FIELD_TAGS[number] if number < 16 else varint((number << 3) | 2)
-    return tag + (_SMALL_LEN[n] if n < 16384 else varint(n)) + payload
+    return tag + length_prefix(len(payload)) + payload
 
 
 _SPAN_HEADERS = [b"\x12" + _SMALL_LEN[n] for n in range(16384)]
@@ -618,19 +617,10 @@ class RequestBuilder:
         self.size = 0
 
     def add(self, group: Group, raw: bytes) -> None:
-        entry = self._groups.get(group)
-        if entry is None:
-            entry = self._groups[group] = ([], [len(group.scope_head) + len(group.scope_tail)])
-            self.size += len(group.resource_head) + len(group.scope_head) + 16
-        header = _span_header(len(raw))
-        entry[0].append(header)
-        entry[0].append(raw)
-        entry[1][0] += len(header) + len(raw)
-        self.spans += 1
-        self.size += len(raw) + 4
+        self.add_all(((group, raw),))
 
     def add_all(self, spans: Iterable[tuple[Group, bytes]]) -> None:
-        """``add`` for many spans (a decided trace): the same, with the lookups done once per group."""
+        """Add spans (a decided trace, usually under one group): the group is looked up once per run of it."""
         groups = self._groups
         last: Group | None = None
         pieces: list[bytes] = []
@@ -645,7 +635,7 @@ class RequestBuilder:
                 pieces, sizes = entry
                 last = group
             n = len(raw)
-            header = _SPAN_HEADERS[n] if n < 16384 else b"\x12" + varint(n)
+            header = _span_header(n)
             pieces.append(header)
             pieces.append(raw)
             sizes[0] += len(header) + n

@@ -206,8 +206,8 @@ def _strings(value: Any) -> tuple[str, ...] | None:
 
 
 _ENTITY_CACHE: dict[Any, tuple[Entity, ...] | None] = {}
-_MISS: Any = object()
 _ENTITY_CACHE_MAX = 4096
+_MISS: Any = object()  # a cache miss (a cached parse may be None)
 
 
 def _entities(value: Any) -> tuple[Entity, ...] | None:
