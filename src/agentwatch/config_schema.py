@@ -1,0 +1,269 @@
+"""Strict validation of configuration against the published JSON Schemas.
+
+The schemas in ``data/agentwatch.schema.json`` and ``data/collector.schema.json``
+are the single source of truth for every key, type and range: the same files
+editors use to complete and check ``agentwatch.yaml`` and the collector's
+config. This module turns schema violations into one :class:`ConfigError`
+that names the source, the full dotted key and, for a typo, the closest known
+key ("did you mean ..."). Numbers must be finite: JSON has no NaN or infinity,
+but YAML does (``.nan``, ``1e999``), so the type checker rejects them.
+
+A key marked ``"x-agentwatch-not-implemented": true`` in the schema is part of
+the published shape (contract section 6) but is rejected with "not implemented
+yet": removing that marker (and the description's prefix) is the one change
+that makes the key accepted once its feature exists.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
+
+from .errors import ConfigError
+from .semconv import Flag, Severity
+
+AGENT_SCHEMA = "agentwatch.schema.json"
+COLLECTOR_SCHEMA = "collector.schema.json"
+NOT_IMPLEMENTED = "x-agentwatch-not-implemented"
+
+Path = tuple[Any, ...]
+Label = Callable[[Path], str]
+
+# Messages for the schema's patterns (a regex is no help to a user).
+_PATTERN_MESSAGES = {
+    "^[\\x20-\\x7E\\t]*$": "may hold only visible ASCII characters, spaces and tabs (no CR, LF or other control "
+    "characters)",
+    "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$": "is not a valid header name (letters, digits and !#$%&'*+.^_`|~- only)",
+}
+
+
+def _is_number(_checker: Any, value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int)
+
+
+def _is_integer(_checker: Any, value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        return math.isfinite(value) and value.is_integer()
+    return isinstance(value, int)
+
+
+_Validator = validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine_many({"number": _is_number, "integer": _is_integer}),
+)
+
+
+@lru_cache(maxsize=None)
+def schema(name: str) -> dict[str, Any]:
+    """A shipped schema; the agent schema's flag and severity lists come from the code (a test keeps the file equal)."""
+    data: dict[str, Any] = json.loads(resources.files("agentwatch").joinpath(f"data/{name}").read_text("utf-8"))
+    if name == AGENT_SCHEMA:
+        data["$defs"]["flag"] = {"enum": [f.value for f in Flag]}
+        data["$defs"]["severity"] = {"enum": [s.value for s in Severity]}
+    return data
+
+
+@lru_cache(maxsize=None)
+def _validator(name: str) -> Any:
+    registry: Registry[Any] = Registry().with_resource(
+        AGENT_SCHEMA, Resource.from_contents(schema(AGENT_SCHEMA))
+    )
+    return _Validator(schema(name), registry=registry)
+
+
+def dotted(path: Path) -> str:
+    """``('agent', 'entities', 'patterns', 0, 'regex')`` -> ``agent.entities.patterns[0].regex``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _got(value: Any) -> str:
+    """What a wrong value is, with a hint for the usual YAML slips (quoted numbers and booleans)."""
+    if value is None:
+        return "got null"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"got {value!r} (numbers must be finite)"
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "false", "yes", "no", "on", "off"):
+            return f"got the string {_show(value)} (a quoted boolean: write true or false without quotes)"
+        try:
+            float(lowered)
+        except ValueError:
+            return f"got the string {_show(value)}"
+        return f"got the string {_show(value)} (a quoted number: write it without quotes)"
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", list: "a list", dict: "a mapping"}
+    return f"got {kinds.get(type(value), type(value).__name__)} {_show(value)}"
+
+
+_TYPE_NAMES = {
+    "integer": "an integer",
+    "number": "a finite number",
+    "boolean": "true or false",
+    "string": "a string",
+    "array": "a list",
+    "object": "a mapping",
+    "null": "null",
+}
+
+
+def _describe(error: ValidationError, label: Label) -> list[str]:
+    """One message per problem in ``error`` (an unknown-keys error may name several keys)."""
+    path = tuple(error.absolute_path)
+    where = label(path)
+    kind = error.validator
+    value = error.instance
+    in_names = "propertyNames" in error.relative_schema_path
+    if in_names:
+        if kind == "enum":
+            choices = [str(c) for c in error.validator_value]
+            return [f"{where} has an unknown key {value!r}{suggest(value, choices)}; known: {', '.join(choices)}"]
+        if kind == "pattern":
+            return [f"{where} has a key {value!r} that {_PATTERN_MESSAGES.get(str(error.validator_value), 'is invalid')}"]
+        return [f"{where} has an invalid key {value!r}: {error.message}"]
+    if kind == "additionalProperties" and isinstance(value, Mapping):
+        known = sorted(error.schema.get("properties", {}))
+        out = []
+        for key in value:
+            if key in known:
+                continue
+            hint = suggest(key, known)
+            if not hint and path == () and isinstance(key, str):
+                # A flat mapping where the 'agent:' level was left out.
+                agent_keys = schema(AGENT_SCHEMA)["$defs"]["agent"]["properties"]
+                if key in agent_keys and "agent" in known:
+                    hint = f" (did you mean 'agent.{key}'?)"
+            out.append(f"unknown key {label((*path, key))!r}{hint}; known keys here: {', '.join(known)}")
+        return out
+    if kind == "type":
+        expected = error.validator_value
+        names = [expected] if isinstance(expected, str) else list(expected)
+        text = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
+        return [f"{where} must be {text}, {_got(value)}"]
+    if kind == "enum":
+        choices = [str(c) for c in error.validator_value]
+        return [f"{where} must be one of {', '.join(choices)}; got {_show(value)}{suggest(str(value), choices)}"]
+    if kind == "required":
+        missing = [k for k in error.validator_value if isinstance(value, Mapping) and k not in value]
+        return [f"{label((*path, k))} is required" for k in missing] or [f"{where}: {error.message}"]
+    bounds = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+    if kind in bounds:
+        return [f"{where} must be {bounds[kind]} {error.validator_value:g}, got {_show(value)}"]
+    if kind == "minLength":
+        return [f"{where} must not be empty"]
+    if kind == "minProperties":
+        return [f"{where} must not be an empty mapping"]
+    if kind == "uniqueItems":
+        return [f"{where} lists an item twice: {_show(value)}"]
+    if kind == "pattern":
+        return [f"{where} {_PATTERN_MESSAGES.get(str(error.validator_value), 'has an invalid format')}: {_show(value)}"]
+    if kind == "anyOf":
+        return [f"{where} is not a known value: {_show(value)}"]
+    return [f"{where}: {error.message}"]
+
+
+def not_implemented(node: Mapping[str, Any], data: Any, base: str = AGENT_SCHEMA, path: Path = ()) -> list[Path]:
+    """Paths in ``data`` (set, not null) whose schema entry is marked not implemented yet."""
+    node, base = _follow(node, data, base)
+    found: list[Path] = []
+    if not isinstance(data, Mapping):
+        return found
+    props = node.get("properties", {})
+    for key, value in data.items():
+        sub = props.get(key)
+        if sub is None or value is None:
+            continue
+        sub, sub_base = _follow(sub, value, base)
+        if sub.get(NOT_IMPLEMENTED):
+            found.append((*path, key))
+        else:
+            found.extend(not_implemented(sub, value, sub_base, (*path, key)))
+    return found
+
+
+def _follow(node: Mapping[str, Any], data: Any, base: str) -> tuple[Mapping[str, Any], str]:
+    """Resolve ``$ref`` and ``if``/``then``/``else`` to the schema node that applies to ``data``."""
+    for _ in range(8):
+        if "$ref" in node:
+            file, _, pointer = str(node["$ref"]).partition("#")
+            base = file or base
+            target: Any = schema(base)
+            for part in pointer.strip("/").split("/"):
+                if part:
+                    target = target[part]
+            node = target
+        elif "if" in node:
+            branch = "then" if _Validator(node["if"]).is_valid(data) else "else"
+            node = node.get(branch, {})
+        else:
+            break
+    return node, base
+
+
+def problems(name: str, data: Any, label: Label = dotted, root: Sequence[str] = ()) -> list[str]:
+    """Every problem with ``data`` under schema ``name``, one message each (empty when valid).
+
+    ``root`` validates ``data`` against a sub-schema, e.g. ``("$defs", "agent")``.
+    """
+    validator = _validator(name)
+    if root:
+        node: Any = schema(name)
+        for part in root:
+            node = node[part]
+        validator = validator.evolve(schema=node)
+    else:
+        node = schema(name)
+    todo = [(p, f"{label(p)} is not implemented yet in this version; remove it (agentwatch never ignores a key)")
+            for p in not_implemented(node, data, name)]
+    out = [message for _, message in todo]
+    blocked = [p for p, _ in todo]
+    errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    for error in errors:
+        path = tuple(error.absolute_path)
+        if any(path[: len(b)] == b for b in blocked):
+            continue
+        for message in _describe(error, label):
+            if message not in out:
+                out.append(message)
+    return out
+
+
+def check(name: str, data: Any, source: str, label: Label = dotted, root: Sequence[str] = ()) -> None:
+    """Raise one :class:`ConfigError` listing every problem, each naming ``source`` and the key."""
+    found = problems(name, data, label, root)
+    if not found:
+        return
+    if len(found) == 1:
+        raise ConfigError(f"{source}: {found[0]}")
+    raise ConfigError(f"{source}: {len(found)} problems:\n  - " + "\n  - ".join(found))
