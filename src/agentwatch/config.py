@@ -31,7 +31,8 @@ from typing import Any
 import yaml
 
 from .budget import Budget
-from .config_schema import AGENT_SCHEMA, Path as KeyPath, check, dotted
+from .config_schema import AGENT_SCHEMA, check, dotted
+from .config_schema import Path as KeyPath
 from .errors import ConfigError
 
 ENV_CONFIG_FILE = "AGENTWATCH_CONFIG"
@@ -338,7 +339,10 @@ def _build(data: Mapping[str, Any], source: str) -> Config:
         return dict(agent.get(name) or {})
 
     budgets = section("budgets")
-    budget = Budget(**{k: (int(v) if isinstance(v, float) and k in _INT_BUDGET_KEYS else v) for k, v in budgets.items()})
+    limits_given: dict[str, Any] = {
+        k: (int(v) if isinstance(v, float) and k in _INT_BUDGET_KEYS else v) for k, v in budgets.items()
+    }
+    budget = Budget(**limits_given)
 
     loops = section("loop_detection")
     loop = LoopConfig(

@@ -20,7 +20,7 @@ import difflib
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -68,7 +68,7 @@ _Validator = validators.extend(
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema(name: str) -> dict[str, Any]:
     """A shipped schema; the agent schema's flag and severity lists come from the code (a test keeps the file equal)."""
     data: dict[str, Any] = json.loads(resources.files("agentwatch").joinpath(f"data/{name}").read_text("utf-8"))
@@ -78,7 +78,7 @@ def schema(name: str) -> dict[str, Any]:
     return data
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(name: str) -> Any:
     registry: Registry[Any] = Registry().with_resource(
         AGENT_SCHEMA, Resource.from_contents(schema(AGENT_SCHEMA))
@@ -138,22 +138,28 @@ _TYPE_NAMES = {
 }
 
 
+def _items(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
 def _describe(error: ValidationError, label: Label) -> list[str]:
     """One message per problem in ``error`` (an unknown-keys error may name several keys)."""
     path = tuple(error.absolute_path)
     where = label(path)
     kind = error.validator
     value = error.instance
+    schema_node: Mapping[str, Any] = error.schema if isinstance(error.schema, Mapping) else {}
     in_names = "propertyNames" in error.relative_schema_path
     if in_names:
         if kind == "enum":
-            choices = [str(c) for c in error.validator_value]
-            return [f"{where} has an unknown key {value!r}{suggest(value, choices)}; known: {', '.join(choices)}"]
+            choices = [str(c) for c in _items(error.validator_value)]
+            return [f"{where} has an unknown key {value!r}{suggest(str(value), choices)}; known: {', '.join(choices)}"]
         if kind == "pattern":
-            return [f"{where} has a key {value!r} that {_PATTERN_MESSAGES.get(str(error.validator_value), 'is invalid')}"]
+            why = _PATTERN_MESSAGES.get(str(error.validator_value), "is invalid")
+            return [f"{where} has a key {value!r} that {why}"]
         return [f"{where} has an invalid key {value!r}: {error.message}"]
     if kind == "additionalProperties" and isinstance(value, Mapping):
-        known = sorted(error.schema.get("properties", {}))
+        known = sorted(schema_node.get("properties", {}))
         out = []
         for key in value:
             if key in known:
@@ -167,15 +173,15 @@ def _describe(error: ValidationError, label: Label) -> list[str]:
             out.append(f"unknown key {label((*path, key))!r}{hint}; known keys here: {', '.join(known)}")
         return out
     if kind == "type":
-        expected = error.validator_value
+        expected: Any = error.validator_value
         names = [expected] if isinstance(expected, str) else list(expected)
         text = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
         return [f"{where} must be {text}, {_got(value)}"]
     if kind == "enum":
-        choices = [str(c) for c in error.validator_value]
+        choices = [str(c) for c in _items(error.validator_value)]
         return [f"{where} must be one of {', '.join(choices)}; got {_show(value)}{suggest(str(value), choices)}"]
     if kind == "required":
-        missing = [k for k in error.validator_value if isinstance(value, Mapping) and k not in value]
+        missing = [k for k in _items(error.validator_value) if isinstance(value, Mapping) and k not in value]
         return [f"{label((*path, k))} is required" for k in missing] or [f"{where}: {error.message}"]
     bounds = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
     if kind in bounds:
@@ -186,8 +192,8 @@ def _describe(error: ValidationError, label: Label) -> list[str]:
         return [f"{where} must not be an empty mapping"]
     if kind == "uniqueItems":
         return [f"{where} lists an item twice: {_show(value)}"]
-    if kind == "pattern":
-        return [f"{where} {_PATTERN_MESSAGES.get(str(error.validator_value), 'has an invalid format')}: {_show(value)}"]
+    if kind == "pattern":  # the value is not shown: patterns guard header values, which may be secrets
+        return [f"{where} {_PATTERN_MESSAGES.get(str(error.validator_value), 'has an invalid format')}"]
     if kind == "anyOf":
         return [f"{where} is not a known value: {_show(value)}"]
     return [f"{where}: {error.message}"]
