@@ -482,3 +482,11 @@ def test_cli_config_validates_agent_and_collector_files(tmp_path: Path) -> None:
     collector.write_text("exporter: {endpoint: 'x:1'}\n")
     result = _cli("config", str(collector), cwd=tmp_path)
     assert result.returncode == 0 and json.loads(result.stdout)["exporter"]["endpoint"] == "x:1"
+
+
+def test_a_badly_broken_layer_gets_a_bounded_message() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({"agent": {"tools": {"allow": list(range(1000))}}}, env={})
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "config argument: 1000 problems:" and lines[-1] == "  - ... and 980 more"
+    assert lines[1].startswith("  - agent.tools.allow[0] ") and lines[3].startswith("  - agent.tools.allow[2] ")

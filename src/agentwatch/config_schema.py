@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -237,39 +237,40 @@ def _follow(node: Mapping[str, Any], data: Any, base: str) -> tuple[Mapping[str,
     return node, base
 
 
-def problems(name: str, data: Any, label: Label = dotted, root: Sequence[str] = ()) -> list[str]:
-    """Every problem with ``data`` under schema ``name``, one message each (empty when valid).
+_MAX_PROBLEMS = 20  # a hostile or badly broken file gets a readable error, not thousands of lines
 
-    ``root`` validates ``data`` against a sub-schema, e.g. ``("$defs", "agent")``.
-    """
-    validator = _validator(name)
-    if root:
-        node: Any = schema(name)
-        for part in root:
-            node = node[part]
-        validator = validator.evolve(schema=node)
-    else:
-        node = schema(name)
-    todo = [(p, f"{label(p)} is not implemented yet in this version; remove it (agentwatch never ignores a key)")
-            for p in not_implemented(node, data, name)]
-    out = [message for _, message in todo]
-    blocked = [p for p, _ in todo]
-    errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+
+def problems(name: str, data: Any, label: Label = dotted) -> list[str]:
+    """Every problem with ``data`` under schema ``name``, one message each (empty when valid)."""
+    blocked = not_implemented(schema(name), data, name)
+    out = [
+        f"{label(p)} is not implemented yet in this version; remove it (agentwatch never ignores a key)"
+        for p in blocked
+    ]
+    errors = sorted(_validator(name).iter_errors(data), key=_order)
     for error in errors:
         path = tuple(error.absolute_path)
         if any(path[: len(b)] == b for b in blocked):
-            continue
+            continue  # already reported as not implemented
         for message in _describe(error, label):
             if message not in out:
                 out.append(message)
     return out
 
 
-def check(name: str, data: Any, source: str, label: Label = dotted, root: Sequence[str] = ()) -> None:
+def _order(error: ValidationError) -> list[tuple[int, int, str]]:
+    """Errors in document order of their paths (list indexes numerically)."""
+    return [(0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in error.absolute_path]
+
+
+def check(name: str, data: Any, source: str, label: Label = dotted) -> None:
     """Raise one :class:`ConfigError` listing every problem, each naming ``source`` and the key."""
-    found = problems(name, data, label, root)
+    found = problems(name, data, label)
     if not found:
         return
     if len(found) == 1:
         raise ConfigError(f"{source}: {found[0]}")
-    raise ConfigError(f"{source}: {len(found)} problems:\n  - " + "\n  - ".join(found))
+    shown = found[:_MAX_PROBLEMS]
+    if len(found) > _MAX_PROBLEMS:
+        shown.append(f"... and {len(found) - _MAX_PROBLEMS} more")
+    raise ConfigError(f"{source}: {len(found)} problems:\n  - " + "\n  - ".join(shown))
