@@ -72,6 +72,7 @@ class ToolPolicy:
 @dataclass(frozen=True)
 class AnomalyConfig:
     inline: bool = True
+    implicit_runs: bool = True  # group calls outside any run span into implicit runs (contract §8)
     token_spike_factor: float = 5.0
     token_spike_min_history: int = 2
     retry_storm_threshold: int = 3
@@ -223,6 +224,7 @@ ENV_VARIABLES: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "AGENTWATCH_REDACT": (("logging", "redact"), _env_list),
     "AGENTWATCH_MAX_CONTENT_CHARS": (("logging", "max_content_chars"), _env_int),
     "AGENTWATCH_INLINE_DETECTION": (("anomaly", "inline"), _env_bool),
+    "AGENTWATCH_IMPLICIT_RUNS": (("anomaly", "implicit_runs"), _env_bool),
     "AGENTWATCH_LOG_FINDINGS": (("anomaly", "log_findings"), _env_bool),
     "AGENTWATCH_DISABLED_FLAGS": (("anomaly", "disabled"), _env_list),
     # Contract section 6; rejected as "not implemented yet" until the tool gateway exists.
@@ -364,6 +366,7 @@ def _build(data: Mapping[str, Any], source: str) -> Config:
     an = section("anomaly")
     anomaly = AnomalyConfig(
         inline=bool(an.get("inline", True)),
+        implicit_runs=bool(an.get("implicit_runs", True)),
         token_spike_factor=float(an.get("token_spike_factor", 5.0)),
         token_spike_min_history=int(an.get("token_spike_min_history", 2)),
         retry_storm_threshold=int(an.get("retry_storm_threshold", 3)),

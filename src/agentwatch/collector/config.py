@@ -44,12 +44,25 @@ class Endpoint:
 class GrpcReceiverConfig:
     endpoint: Endpoint = Endpoint("0.0.0.0", 4317)
     max_message_bytes: int = 4 * 1024 * 1024
+    max_concurrent_rpcs: int = 128  # past it: RESOURCE_EXHAUSTED
+    max_concurrent_streams: int = 100  # per connection (HTTP/2 SETTINGS)
+    workers: int = 8  # threads running Export
+    keepalive_time_seconds: float = 60.0  # ping a connection idle this long (0: never)
+    keepalive_timeout_seconds: float = 20.0  # close it when the ping is not answered in time
+    max_connection_idle_seconds: float = 300.0  # close connections without calls this long (0: never)
+    max_connection_age_seconds: float = 0.0  # ask clients to reconnect after this long (0: never)
+    max_connection_age_grace_seconds: float = 30.0  # calls in flight then get this long to finish
 
 
 @dataclass(frozen=True)
 class HttpReceiverConfig:
     endpoint: Endpoint = Endpoint("0.0.0.0", 4318)
     max_body_bytes: int = 4 * 1024 * 1024
+    max_connections: int = 256  # open connections; more are answered 503 and closed
+    max_inflight_bytes: int = 64 * 1024 * 1024  # bodies being received at once (at least max_body_bytes)
+    header_timeout_seconds: float = 10.0  # from a request's first byte to the end of its headers
+    body_timeout_seconds: float = 30.0  # from the end of the headers to the end of the body
+    idle_timeout_seconds: float = 60.0  # a kept-alive connection with no request is closed after this
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,7 @@ class CollectorConfig:
     telemetry: TelemetryConfig = TelemetryConfig()
     detection: Config = field(default_factory=Config)
     source: str = "<mapping>"
+    files: tuple[str, ...] = ()  # every configuration file read, in order (logged at start-up)
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -217,11 +231,15 @@ def build_collector_config(
         if enable_all or "grpc" in receivers
         else None
     )
-    http_cfg = (
-        _fill(HttpReceiverConfig, receivers.get("http"), failing("receivers.http"))
-        if enable_all or "http" in receivers
-        else None
-    )
+    http_cfg: HttpReceiverConfig | None = None
+    if enable_all or "http" in receivers:
+        http_raw = receivers.get("http") or {}
+        max_body = http_raw.get("max_body_bytes") or HttpReceiverConfig.max_body_bytes
+        inflight = http_raw.get("max_inflight_bytes") or max(HttpReceiverConfig.max_inflight_bytes, max_body)
+        if inflight < max_body:
+            message = f"must be >= max_body_bytes ({max_body}), got {inflight}"
+            raise failing("receivers.http")("max_inflight_bytes")(message)
+        http_cfg = _fill(HttpReceiverConfig, http_raw, failing("receivers.http"), max_inflight_bytes=inflight)
     if grpc_cfg is None and http_cfg is None:
         raise ConfigError(f"{source}: receivers must enable grpc, http or both")
 
@@ -256,6 +274,14 @@ def build_collector_config(
     if data.get("health") is not None:
         health = _fill(_Health, data["health"], failing("health")).endpoint
 
+    detection = _detection(data, source, base_dir, env)
+    files = [source] if base_dir is not None else []
+    if data.get("detection_config") is not None:
+        named = Path(data["detection_config"])
+        files.append(str(named if named.is_absolute() or base_dir is None else base_dir / named))
+    # the in-process configuration's files (AGENTWATCH_CONFIG or ./agentwatch.yaml), as it names them
+    files += [part for part in detection.source.split("+") if part not in ("defaults", "argument")]
+
     return CollectorConfig(
         exporter=exporter,
         grpc=grpc_cfg,
@@ -264,8 +290,9 @@ def build_collector_config(
         limits=_fill(LimitsConfig, data.get("limits"), failing("limits")),
         health=health,
         telemetry=_fill(TelemetryConfig, data.get("telemetry"), failing("telemetry")),
-        detection=_detection(data, source, base_dir, env),
+        detection=detection,
         source=source,
+        files=tuple(files),
     )
 
 
