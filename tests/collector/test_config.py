@@ -181,6 +181,12 @@ BAD_COLLECTOR = [
     (_with(receivers={"grpc": {"max_message_byte": 5}}), "receivers.grpc.max_message_byte", "max_message_bytes"),
     (_with(receivers={"http": {"max_body_bytes": 0}}), "receivers.http.max_body_bytes", None),
     (_with(receivers={"htp": {}}), "receivers.htp", "http"),
+    (_with(receivers={"grpc": {"keepalive_time_seconds": float("nan")}}),
+     "receivers.grpc.keepalive_time_seconds", None),
+    (_with(receivers={"grpc": {"workers": 0}}), "receivers.grpc.workers", None),
+    (_with(receivers={"http": {"max_connection": 5}}), "receivers.http.max_connection", "max_connections"),
+    (_with(receivers={"http": {"max_body_bytes": 2048, "max_inflight_bytes": 1024}}),
+     "receivers.http.max_inflight_bytes", None),
     (_with(health={"endpoit": "0.0.0.0:1"}), "health.endpoit", "endpoint"),
     (_with(telemetry={"log_level": "verbose"}), "telemetry.log_level", None),
     (_with(telemetry={"metrics_exporter": "otpl"}), "telemetry.metrics_exporter", "otlp"),
@@ -237,6 +243,16 @@ def test_yaml_file_nan_is_rejected_with_file_and_key(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_collector_config(path, env={})
     assert str(path) in str(info.value) and "decision.hard_timeout_seconds" in str(info.value)
+
+
+def test_receiver_limits_default_and_load():
+    config = build_collector_config(
+        _with(receivers={"grpc": {"workers": 2, "keepalive_time_seconds": 0}, "http": {"max_body_bytes": 128 << 20}}),
+        env={},
+    )
+    assert config.grpc is not None and config.grpc.workers == 2 and config.grpc.keepalive_time_seconds == 0.0
+    assert config.grpc.max_concurrent_rpcs == 128
+    assert config.http is not None and config.http.max_inflight_bytes == 128 << 20  # at least one body
 
 
 def test_valid_values_keep_their_types():
