@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -59,8 +60,30 @@ def demo(args: list[str]) -> int:
     return _run(py, ROOT / "examples" / "demo_agent.py", *args, check=False)
 
 
+def _under_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _ensure_system_tools() -> None:
+    """Under CI as root, install the Debian packages the pipeline tests need (skip-is-failure there).
+
+    promtool (Debian's ``prometheus``) checks and unit-tests the alert rules, and the
+    end-to-end run starts a real Prometheus. Go is not installed here: the pipeline tests
+    need Go 1.25+, newer than Debian's; without it they fail under CI with what to install.
+    """
+    if not _under_ci() or shutil.which("promtool") or os.name == "nt" or os.geteuid() != 0:
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    print("+ apt-get install prometheus (promtool, for the alert-rule and pipeline tests)", flush=True)
+    if subprocess.run(["apt-get", "update", "-q"], check=False, env=env).returncode == 0:
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "prometheus"], check=False, env=env
+        )
+
+
 def test(args: list[str]) -> int:
     py = _ensure(MAIN_VENV, ["-e", f"{ROOT}[{TEST_EXTRAS}]"])
+    _ensure_system_tools()
     status = 0
     status |= _run(py, "-m", "ruff", "check", "src", "tests", "benchmarks", "examples", "scripts", check=False)
     status |= _run(py, "-m", "mypy", check=False)
