@@ -63,7 +63,7 @@ def test_agentwatch_service_is_headless_for_the_dns_resolver() -> None:
     assert lb["routing_key"] == "traceID"
     dns = lb["resolver"]["dns"]
     assert dns["hostname"] == f"agentwatch-collector.{NAMESPACE}.svc.cluster.local"
-    assert dns["port"] in {p["port"] for p in svc["spec"]["ports"] if p["name"] == "otlp-grpc"}
+    assert int(dns["port"]) in {p["port"] for p in svc["spec"]["ports"] if p["name"] == "otlp-grpc"}
 
 
 def test_probes_and_drain_match_the_collector_config() -> None:
