@@ -48,6 +48,7 @@ STRAGGLER_MS = 3000
 AW_OVERRIDES = {"decision.straggler_delay_ms": STRAGGLER_MS, "decision.idle_timeout_seconds": 10}
 
 SpanKey = tuple[str, str]
+LB = "load_balancing"
 
 
 def agent_runs(count: int, seed: int) -> list[ReadableSpan]:
@@ -134,8 +135,25 @@ def flags_by_span(sink: GrpcSink) -> dict[SpanKey, tuple[tuple[str, ...], tuple[
     return out
 
 
+SUMMARY_SPAN = "agentwatch.anomaly.summary"
+
+
 def counted(sink: GrpcSink) -> Counter[SpanKey]:
-    return Counter((r.span.trace_id.hex(), r.span_id) for r in sink.received())
+    """Copies of each delivered app span (agentwatch's synthetic summary spans left out)."""
+    return Counter((r.span.trace_id.hex(), r.span_id) for r in sink.received() if r.name != SUMMARY_SPAN)
+
+
+def traces_not_judged_whole(sink: GrpcSink) -> int:
+    """Traces whose run summary lacks the loop every trace has, or that needed a summary span."""
+    runs_ok: dict[str, bool] = {}
+    for r in sink.received():
+        trace_id = r.span.trace_id.hex()
+        runs_ok.setdefault(trace_id, True)
+        if r.name == SUMMARY_SPAN:
+            runs_ok[trace_id] = False
+        elif r.name.startswith("invoke_agent"):
+            runs_ok[trace_id] &= "LOOP_DETECTED" in r.attrs.get("agentwatch.run.anomaly.flags", ())
+    return sum(1 for ok in runs_ok.values() if not ok)
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -258,20 +276,22 @@ def test_stopping_one_instance_mid_load_is_counted(
             "delivered_twice": sum(1 for n in delivered.values() if n > 1),
             "victim_exit_code": exit_code,
             "victim_sigterm_seconds": round(stop_seconds, 2),
-            "otelcol_lb_sent_spans": metric(tele, "otelcol_exporter_sent_spans_total", exporter="load_balancing")
-            or metric(tele, "otelcol_exporter_sent_spans", exporter="load_balancing"),
-            "otelcol_lb_send_failed_spans": metric(
-                tele, "otelcol_exporter_send_failed_spans_total", exporter="load_balancing"
-            ),
-            "otelcol_backend_send_failed_spans": metric(tele, "otelcol_exporter_send_failed_spans_total"),
+            "otelcol_lb_sent_spans": metric(tele, "otelcol_exporter_sent_spans", exporter=LB),
+            "otelcol_lb_send_failed_spans": metric(tele, "otelcol_exporter_send_failed_spans", exporter=LB),
+            "otelcol_retry_log_lines": otelcol.proc.log.read_text(errors="replace").count("Will retry"),
             "aw_dropped_spans": sum(c["spans_dropped"]["total"] for c in others),
             "aw_late_spans": sum(c["late_spans"]["total"] for c in others),
+            "summary_spans": sum(1 for r in sink.received() if r.name == SUMMARY_SPAN),
+            "traces_not_judged_whole": traces_not_judged_whole(sink),
+            "traces": TRACES * 2,
         }
         print("SCALE-OUT OUTAGE", json.dumps(report))
         (tmp_path / "outage.json").write_text(json.dumps(report))
         assert exit_code == 0, "SIGTERM drains and exits 0"
         assert report["apps_failed_requests"] == 0, "otelcol kept accepting while a backend was down"
         assert len(delivered) == total, "every acknowledged span delivered"
+        assert report["delivered_twice"] == 0
+        assert report["otelcol_lb_sent_spans"] == total and report["otelcol_lb_send_failed_spans"] == 0
         assert report["aw_dropped_spans"] == 0
     finally:
         sink.stop()
