@@ -6,8 +6,6 @@ failure, so CI always runs these tests.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,16 +13,7 @@ import pytest
 
 from . import gobuild
 from .procs import Proc
-
-
-def under_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def skip_or_fail(reason: str) -> None:
-    if under_ci():
-        pytest.fail(f"CI=true: required tool missing: {reason}", pytrace=False)
-    pytest.skip(reason)
+from .tools import skip_or_fail
 
 
 def _binary(build: Callable[[], Path]) -> Path:
@@ -43,15 +32,6 @@ def otelcol_bin() -> Path:
 @pytest.fixture(scope="session")
 def jaeger_bin() -> Path:
     return _binary(gobuild.build_jaeger)
-
-
-def tool(name: str, package: str) -> str:
-    """Path of a command-line tool from a Debian package, or skip (fail under CI)."""
-    path = shutil.which(name)
-    if not path:
-        skip_or_fail(f"`{name}` not found: install it with `apt-get install -y {package}`")
-    assert path
-    return path
 
 
 @pytest.fixture

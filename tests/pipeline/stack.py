@@ -173,3 +173,51 @@ def start_otelcol(
         proc, ports["grpc"], ports["http"], ports["from_aw"], ports["health"], ports["prom"], ports["telemetry"],
         config,
     )
+
+
+@dataclass
+class Prometheus:
+    proc: Proc
+    port: int
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = http_json(f"http://{addr(self.port)}/api/v1/query?{urllib.parse.urlencode({'query': expr})}")
+        assert data["status"] == "success", data
+        return list(data["data"]["result"])
+
+    def rules(self) -> list[dict[str, Any]]:
+        data = http_json(f"http://{addr(self.port)}/api/v1/rules")
+        return [rule for group in data["data"]["groups"] for rule in group["rules"]]
+
+
+def start_prometheus(
+    binary: str, start: Any, tmp: Path, agentwatch: list[str], otelcol: Otelcol | None = None
+) -> Prometheus:
+    """collector/prometheus.yaml's jobs on loopback (static targets instead of compose DNS),
+    scraping every second, with collector/prometheus-rules.yaml loaded."""
+    config = shipped("prometheus.yaml")
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(COLLECTOR / "prometheus-rules.yaml")]
+    jobs = []
+    for job in config["scrape_configs"]:
+        name = job["job_name"]
+        if name == "agentwatch-collector":
+            job.pop("dns_sd_configs")
+            job["static_configs"] = [{"targets": agentwatch}]
+        elif name == "agent-metrics" and otelcol is not None:
+            job["static_configs"] = [{"targets": [addr(otelcol.prometheus)]}]
+        elif name == "otelcol" and otelcol is not None:
+            job["static_configs"] = [{"targets": [addr(otelcol.telemetry)]}]
+        else:
+            continue  # tempo, and Prometheus itself: not run / not needed here
+        jobs.append(job)
+    config["scrape_configs"] = jobs
+    port = free_port()
+    path = write_yaml(tmp / "prometheus.yml", config)
+    proc = start(
+        "prometheus",
+        [binary, f"--config.file={path}", f"--storage.tsdb.path={tmp / 'prometheus-data'}",
+         f"--web.listen-address={addr(port)}"],
+    )
+    proc.wait_http(f"http://{addr(port)}/-/ready", timeout=60)
+    return Prometheus(proc, port)

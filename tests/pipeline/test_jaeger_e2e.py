@@ -21,7 +21,16 @@ import pytest
 
 from .gobuild import REPO
 from .procs import Proc, addr, wait_for
-from .stack import Jaeger, otelcol_config, start_agentwatch_collector, start_jaeger, start_otelcol
+from .stack import (
+    Jaeger,
+    Prometheus,
+    otelcol_config,
+    start_agentwatch_collector,
+    start_jaeger,
+    start_otelcol,
+    start_prometheus,
+)
+from .tools import tool
 
 pytestmark = pytest.mark.timeout(3600)  # the first run builds otelcol and Jaeger (minutes, cached)
 
@@ -69,7 +78,8 @@ def pipeline(
     awc = start_agentwatch_collector(procs, tmp_path, export_to=addr(ports["from_aw"]))
     config["exporters"]["otlp_grpc/agentwatch"]["endpoint"] = addr(awc.grpc)
     otelcol = start_otelcol(otelcol_bin, procs, tmp_path, config, ports)
-    return {"jaeger": jaeger, "awc": awc, "otelcol": otelcol}
+    prometheus = start_prometheus(tool("prometheus", "prometheus"), procs, tmp_path, [addr(awc.health)], otelcol)
+    return {"jaeger": jaeger, "awc": awc, "otelcol": otelcol, "prometheus": prometheus}
 
 
 def run_demo(otlp_grpc_port: int, tmp_path: Path) -> str:
@@ -99,7 +109,7 @@ def test_demo_runs_are_flagged_and_searchable_in_jaeger(pipeline: dict[str, Any]
     assert run["agentwatch.run.stop_reason"] == "loop_detected"
     assert "LOOP_DETECTED" in flag_list(run["agentwatch.run.anomaly.flags"])
     assert int(run["agentwatch.run.anomaly.count"]) >= 1
-    assert run["agentwatch.run.failure_mode"] == "bad_decision"
+    assert run["agentwatch.run.failure_mode"] == "cost_blowup"
     flagged = {s["spanID"]: s for s in loop_trace["spans"] if "agentwatch.anomaly.flags" in tags(s)}
     assert run["agentwatch.run.fault_origin.span_id"] in flagged, "fault origin is a flagged span of the trace"
     looping = [s for s in flagged.values() if "LOOP_DETECTED" in flag_list(tags(s)["agentwatch.anomaly.flags"])]
@@ -150,3 +160,25 @@ def test_demo_runs_are_flagged_and_searchable_in_jaeger(pipeline: dict[str, Any]
         len(t["spans"]) for t in jaeger.search(SERVICE, {}, limit=100)
     )
     assert total_in_jaeger == health["spans_forwarded"]
+
+    # A real Prometheus scraped agentwatch-collector's /metrics and otelcol's telemetry, and
+    # evaluated collector/prometheus-rules.yaml over them.
+    prometheus: Prometheus = pipeline["prometheus"]
+    forwarded = health["spans_forwarded"]
+    wait_for(
+        lambda: [float(r["value"][1]) for r in prometheus.query("agentwatch_collector_spans_forwarded_total")]
+        == [forwarded],
+        30, "Prometheus to scrape agentwatch-collector",
+    )
+    findings = {
+        r["metric"]["flag"]: float(r["value"][1]) for r in prometheus.query("agentwatch_collector_findings_total")
+    }
+    assert findings == {k: float(v) for k, v in health["findings"].items() if k != "total"}
+    assert {"ENTITY_MISMATCH", "DUPLICATE_SIDE_EFFECT", "LOOP_DETECTED"} <= set(findings)
+    assert prometheus.query('up{job="otelcol"}')[0]["value"][1] == "1"
+    rules = wait_for(
+        lambda: (rs := prometheus.rules()) and all(r.get("lastEvaluation", "").startswith("2") for r in rs) and rs,
+        30, "every rule evaluated",
+    )
+    assert {r["name"] for r in rules} >= {"AgentwatchCriticalAnomalyRate", "AgentwatchCollectorCriticalFindingRate"}
+    assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
