@@ -1,0 +1,73 @@
+"""Which tool failures are worth another attempt, and the attempt loop.
+
+A failure is retryable when it carries an HTTP status in ``retryable_status``
+(the exception's ``status_code``/``status``, or its ``response.status_code``,
+read by :func:`agentwatch.classify.status_code`) or is a timeout. agentwatch's
+own refusals (``StopRun``), cancellation and the user's other exceptions are
+never retried. A write (``side_effect``) is retried only when the call carries
+an idempotency key: retrying a write without one is how seed 004's incident
+created 34 tickets.
+
+The attempt loop is tenacity's (``Retrying``/``AsyncRetrying``): stop after
+``max_attempts``, wait ``backoff_ms`` between attempts, re-raise the last
+error unchanged. tenacity is small, pure Python, widely used and maintained,
+and its attempt iterator lets each attempt open its own span.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from ..classify import status_code
+from ..errors import StopRun
+from .settings import RetryPolicy
+
+
+def is_timeout(exc: BaseException) -> bool:
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return True
+    names = " ".join(c.__name__.lower() for c in type(exc).__mro__[:-2])
+    return "timeout" in names or "timedout" in names
+
+
+def retryable(exc: BaseException, policy: RetryPolicy) -> bool:
+    """Whether ``exc`` is a transient failure under ``policy`` (the user's other errors are final)."""
+    if isinstance(exc, StopRun) or not isinstance(exc, Exception):
+        return False
+    code = status_code(exc)
+    if code is not None:
+        return code in policy.retryable_status
+    return is_timeout(exc)
+
+
+def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    return lambda state: policy.wait_seconds(state.attempt_number)
+
+
+def attempts(policy: RetryPolicy, may_retry: bool) -> Retrying:
+    """The sync attempt iterator: ``for attempt in attempts(...): with attempt: ...``."""
+    limit = policy.max_attempts if may_retry else 1
+    return Retrying(
+        stop=stop_after_attempt(limit),
+        wait=_wait(policy),
+        retry=retry_if_exception(lambda exc: retryable(exc, policy)),
+        reraise=True,
+    )
+
+
+def async_attempts(policy: RetryPolicy, may_retry: bool) -> AsyncRetrying:
+    limit = policy.max_attempts if may_retry else 1
+    return AsyncRetrying(
+        stop=stop_after_attempt(limit),
+        wait=_wait(policy),
+        retry=retry_if_exception(lambda exc: retryable(exc, policy)),
+        reraise=True,
+    )
+
+
+def attempt_number(attempt: Any) -> int:
+    return int(attempt.retry_state.attempt_number)
