@@ -34,6 +34,7 @@ from .budget import Budget
 from .config_schema import AGENT_SCHEMA, check, dotted
 from .config_schema import Path as KeyPath
 from .errors import ConfigError
+from .gateway.settings import GatewaySettings, parse_gateway
 
 ENV_CONFIG_FILE = "AGENTWATCH_CONFIG"
 DEFAULT_CONFIG_FILE = "agentwatch.yaml"
@@ -108,6 +109,7 @@ class Config:
     redact_keys: tuple[str, ...] = ()
     max_content_chars: int = 4096
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
     source: str = "defaults"
 
 
@@ -406,6 +408,7 @@ def _build(data: Mapping[str, Any], source: str) -> Config:
         redact_keys=tuple(k.lower() for k in log.get("redact") or ()),
         max_content_chars=int(log.get("max_content_chars", 4096)),
         prices=prices,
+        gateway=parse_gateway(agent),
         source=source,
     )
 

@@ -61,6 +61,8 @@ class AnomalyStop(StopRun):
 
     stop_reason = StopReason.ANOMALY_STOP
 
-    def __init__(self, message: str = "", *, finding: str | None = None, stop_reason: StopReason | str | None = None) -> None:
+    def __init__(
+        self, message: str = "", *, finding: str | None = None, stop_reason: StopReason | str | None = None
+    ) -> None:
         super().__init__(message, stop_reason=stop_reason)
         self.finding = finding

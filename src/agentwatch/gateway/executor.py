@@ -70,6 +70,29 @@ def schema_accepts_key(schema: Any) -> bool:
     )
 
 
+# Tools declared so far (``@tool``), so a runtime built later can report the ones that
+# require an idempotency key but cannot take one. Bounded: a process declares few tools.
+_DECLARED: dict[str, ToolSpec] = {}
+_MAX_DECLARED = 10_000
+
+
+def declare(spec: ToolSpec) -> None:
+    """Register a decorated tool; warn now when a runtime with a gateway exists already."""
+    if len(_DECLARED) < _MAX_DECLARED:
+        _DECLARED[spec.name] = spec
+    rt = _runtime.current()
+    if rt is not None:
+        rt.gateway.warn_key_unsupported(spec)
+
+
+def active_gateway() -> Gateway | None:
+    """The gateway to route a tool call through, or ``None`` for the plain path (no extra cost)."""
+    if _runtime.active is False:
+        return None
+    gateway = _runtime.get().gateway
+    return gateway if gateway.engaged() else None
+
+
 class _Plan:
     __slots__ = ("attrs", "key", "may_retry", "refusal", "supplied", "timeout", "trial")
 
@@ -96,14 +119,21 @@ class Gateway:
         self._actions = self._transitions = None
         if meter is not None:
             self._actions = meter.create_counter(
-                sc.METRIC_GATEWAY_ACTIONS, "{call}", "Tool calls the gateway retried, deduplicated, timed out or refused."
+                sc.METRIC_GATEWAY_ACTIONS, "{call}",
+                "Tool calls the gateway retried, deduplicated, timed out or refused.",
             )
             self._transitions = meter.create_counter(
                 sc.METRIC_BREAKER_TRANSITIONS, "{transition}", "Circuit breaker state changes."
             )
         SWITCH.configure(settings.safe_mode.enabled, settings.safe_mode.flag_file)
+        for spec in list(_DECLARED.values()):
+            self.warn_key_unsupported(spec)
 
     # ------------------------------------------------------------------ adapters' entry points
+
+    def engaged(self) -> bool:
+        """Whether the gateway acts on tool calls now (a key is set, or safe mode was switched on)."""
+        return self.settings.active or SWITCH.is_on()
 
     def warn_key_unsupported(self, spec: ToolSpec) -> None:
         """Report, once per tool, a tool that requires an idempotency key but cannot be given one."""
@@ -183,7 +213,8 @@ class Gateway:
 
             run = current_run()
             if SWITCH.is_on() and not settings.safe_mode_allows(spec.name):
-                plan.refusal = ToolDenied(f"safe mode is on: only {', '.join(settings.safe_mode.allowed_tools) or 'no tools'} may run")
+                allowed = ", ".join(settings.safe_mode.allowed_tools) or "no tools"
+                plan.refusal = ToolDenied(f"safe mode is on: only {allowed} may run")
                 plan.attrs[sc.SAFE_MODE] = True
                 self._count(REFUSED_SAFE_MODE, spec.name)
                 return plan

@@ -13,28 +13,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-
-from ..errors import ConfigError
+from collections.abc import Callable
 
 CHECK_INTERVAL_S = 1.0
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def env_safe_mode(env: Mapping[str, str] | None = None) -> bool | None:
-    """``AGENTWATCH_SAFE_MODE`` as a boolean, ``None`` when unset; anything else is a ConfigError."""
-    raw = (os.environ if env is None else env).get("AGENTWATCH_SAFE_MODE")
-    if raw is None:
-        return None
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(f"AGENTWATCH_SAFE_MODE: expected true or false (1/0, yes/no), got {raw!r}")
-
-
 class SafeModeSwitch:
     """Process-wide safe-mode state; cheap to ask on every tool call."""
 
@@ -73,3 +54,12 @@ class SafeModeSwitch:
 
 
 SWITCH = SafeModeSwitch()
+
+
+def safe_mode(enabled: bool) -> None:
+    """Switch safe mode on or off at run time, process-wide (the flag file, when present, still wins)."""
+    if not isinstance(enabled, bool):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"safe_mode(enabled): expected True or False, got {enabled!r}")
+    SWITCH.set(enabled)
