@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -210,7 +211,7 @@ def test_backoff_waits_between_attempts(gateway: Any) -> None:
 
     with pytest.raises(HTTPError):
         search("x")
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert gaps[0] >= 0.055 and gaps[1] >= 0.115
 
 
