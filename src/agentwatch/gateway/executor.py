@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,40 @@ class ToolSpec:
     output_schema: Any = None
     reversible: bool | None = None
     accepts_key: bool = False  # the tool takes an ``idempotency_key`` argument
+    tool_type: str = "function"  # gen_ai.tool.type: "extension" for MCP tools
+    attributes: Mapping[str, Any] | None = None  # fixed span attributes (the MCP server's name)
+
+
+class ResultReader:
+    """How an adapter's return value reads: a failure carried as a value, the value to validate, the span end.
+
+    ``@tool`` functions return plain values and fail by raising, which the defaults
+    handle. An MCP ``call_tool`` returns a result object that may say ``isError``:
+    its adapter supplies ``failure`` (``(error.type, error class, message)`` plus the
+    HTTP status the text names, if any), ``value`` (the structured content that
+    ``output_schema`` describes) and ``finish`` (how to end the span from it).
+    """
+
+    def failure(self, result: Any) -> tuple[tuple[str, Any, str], int | None] | None:
+        return None
+
+    def value(self, result: Any) -> Any:
+        return result
+
+    def finish(self, call: Any, result: Any) -> None:
+        call.finish(result)
+
+
+PLAIN = ResultReader()
+
+
+class _FailedResult(Exception):
+    """A failure returned as a value, raised inside the attempt loop so it can be retried."""
+
+    def __init__(self, result: Any, status: int | None) -> None:
+        super().__init__("tool returned an error result")
+        self.result = result
+        self.status_code = status
 
 
 def accepts_idempotency_key(func: Callable[..., Any]) -> bool:
@@ -144,7 +178,9 @@ class Gateway:
                 "idempotency_key argument; agentwatch still deduplicates its calls within a run", spec.name,
             )
 
-    def call_sync(self, spec: ToolSpec, arguments: Any, attempt: Callable[[str | None], Any]) -> Any:
+    def call_sync(
+        self, spec: ToolSpec, arguments: Any, attempt: Callable[[str | None], Any], reader: ResultReader = PLAIN
+    ) -> Any:
         """Run ``attempt(key)`` (the key to pass as ``idempotency_key``, or ``None``) under the policies."""
         from ..instrumentation._calls import start_tool
 
@@ -153,25 +189,32 @@ class Gateway:
         if plan.key is not None:
             found, result = self.results.get(self._run_key(), plan.key)
             if found:
-                return self._answer_deduplicated(spec, arguments, plan, result)
+                return self._answer_deduplicated(spec, arguments, plan, result, reader)
         pass_key = plan.key if spec.accepts_key and not plan.supplied else None
-        for tenacity_attempt in retry.attempts(self.settings.retries, plan.may_retry):
-            with tenacity_attempt:
-                number = retry.attempt_number(tenacity_attempt)
-                call = start_tool(spec.name, arguments, **self._span_args(spec, plan, number))
-                try:
-                    if plan.timeout is not None:
-                        result = timeouts.call_sync(spec.name, plan.timeout, attempt, pass_key)
-                    else:
-                        result = attempt(pass_key)
-                except BaseException as exc:
-                    self._failed(spec, plan, exc, call, number)
-                    raise
-                return self._succeeded(spec, plan, call, result)
+        try:
+            for tenacity_attempt in retry.attempts(self.settings.retries, self._again(plan)):
+                with tenacity_attempt:
+                    number = retry.attempt_number(tenacity_attempt)
+                    call = start_tool(spec.name, arguments, **self._span_args(spec, plan, number))
+                    try:
+                        if plan.timeout is not None:
+                            result = timeouts.call_sync(spec.name, plan.timeout, attempt, pass_key)
+                        else:
+                            result = attempt(pass_key)
+                    except BaseException as exc:
+                        self._failed(spec, plan, exc, call, number)
+                        raise
+                    return self._outcome(spec, plan, call, result, number, reader)
+        except _FailedResult as failed:
+            return failed.result  # the caller sees the last outcome, as the tool returned it
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def call_async(
-        self, spec: ToolSpec, arguments: Any, attempt: Callable[[str | None], Awaitable[Any]]
+        self,
+        spec: ToolSpec,
+        arguments: Any,
+        attempt: Callable[[str | None], Awaitable[Any]],
+        reader: ResultReader = PLAIN,
     ) -> Any:
         from ..instrumentation._calls import start_tool
 
@@ -180,22 +223,45 @@ class Gateway:
         if plan.key is not None:
             found, result = self.results.get(self._run_key(), plan.key)
             if found:
-                return self._answer_deduplicated(spec, arguments, plan, result)
+                return self._answer_deduplicated(spec, arguments, plan, result, reader)
         pass_key = plan.key if spec.accepts_key and not plan.supplied else None
-        async for tenacity_attempt in retry.async_attempts(self.settings.retries, plan.may_retry):
-            with tenacity_attempt:
-                number = retry.attempt_number(tenacity_attempt)
-                call = start_tool(spec.name, arguments, **self._span_args(spec, plan, number))
-                try:
-                    if plan.timeout is not None:
-                        result = await timeouts.call_async(spec.name, plan.timeout, attempt(pass_key))
-                    else:
-                        result = await attempt(pass_key)
-                except BaseException as exc:
-                    self._failed(spec, plan, exc, call, number)
-                    raise
-                return self._succeeded(spec, plan, call, result)
+        try:
+            async for tenacity_attempt in retry.async_attempts(self.settings.retries, self._again(plan)):
+                with tenacity_attempt:
+                    number = retry.attempt_number(tenacity_attempt)
+                    call = start_tool(spec.name, arguments, **self._span_args(spec, plan, number))
+                    try:
+                        if plan.timeout is not None:
+                            result = await timeouts.call_async(spec.name, plan.timeout, attempt(pass_key))
+                        else:
+                            result = await attempt(pass_key)
+                    except BaseException as exc:
+                        self._failed(spec, plan, exc, call, number)
+                        raise
+                    return self._outcome(spec, plan, call, result, number, reader)
+        except _FailedResult as failed:
+            return failed.result
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _again(self, plan: _Plan) -> Callable[[BaseException], bool]:
+        policy = self.settings.retries
+        return lambda exc: plan.may_retry and retry.retryable(exc, policy)
+
+    def _outcome(self, spec: ToolSpec, plan: _Plan, call: Any, result: Any, number: int, reader: ResultReader) -> Any:
+        """A returned value: a failure the tool reported as a value, or a success."""
+        try:
+            failure = reader.failure(result)
+        except Exception as err:
+            _runtime.internal_error("gateway.result", err)
+            failure = None
+        if failure is None:
+            return self._succeeded(spec, plan, call, result, reader)
+        failed, status = failure
+        if call is not None:
+            call.finish(failed=failed)
+        raised = _FailedResult(result, status)
+        self._failed(spec, plan, raised, None, number)
+        raise raised  # retried when its status is retryable; else returned by the caller above
 
     # ------------------------------------------------------------------ decisions
 
@@ -254,7 +320,9 @@ class Gateway:
         start_tool(spec.name, arguments, **self._span_args(spec, plan, None), refuse=plan.refusal)
         raise plan.refusal  # start_tool raised it already when agentwatch is active
 
-    def _answer_deduplicated(self, spec: ToolSpec, arguments: Any, plan: _Plan, result: Any) -> Any:
+    def _answer_deduplicated(
+        self, spec: ToolSpec, arguments: Any, plan: _Plan, result: Any, reader: ResultReader
+    ) -> Any:
         from ..instrumentation._calls import start_tool
 
         self._count(DEDUPLICATED, spec.name)
@@ -262,13 +330,14 @@ class Gateway:
         extra["extra"][sc.TOOL_DEDUPLICATED] = True
         call = start_tool(spec.name, arguments, **extra)
         if call is not None:
-            call.finish(result)
+            reader.finish(call, result)
         if plan.trial:
             self.breakers.release_trial(spec.name)
         return result
 
     def _span_args(self, spec: ToolSpec, plan: _Plan, number: int | None) -> dict[str, Any]:
-        attrs = dict(plan.attrs)
+        attrs = dict(spec.attributes or {})
+        attrs.update(plan.attrs)
         if number is not None:
             attrs[sc.TOOL_ATTEMPT] = number
         if plan.key is not None:
@@ -278,6 +347,7 @@ class Gateway:
         return {
             "side_effect": spec.side_effect, "description": spec.description, "schema": spec.schema,
             "extra": attrs, "reversible": spec.reversible, "idempotent": plan.key is not None,
+            "tool_type": spec.tool_type,
         }
 
     def _check(self, schema: Any, value: Any) -> str | None:
@@ -301,17 +371,18 @@ class Gateway:
             if plan.may_retry and number < self.settings.retries.max_attempts and retry.retryable(
                 exc, self.settings.retries
             ):
-                self._count(RETRIED, spec.name)
-                if self.settings.breakers.enabled and not self.breakers.admit(spec.name).allowed:
+                if self.settings.breakers.enabled and self.breakers.state(spec.name) != "closed":
                     plan.may_retry = False  # the breaker opened on this failure: no further attempt
+                else:
+                    self._count(RETRIED, spec.name)
         except Exception as err:
             _runtime.internal_error("gateway.failed", err)
 
-    def _succeeded(self, spec: ToolSpec, plan: _Plan, call: Any, result: Any) -> Any:
+    def _succeeded(self, spec: ToolSpec, plan: _Plan, call: Any, result: Any, reader: ResultReader) -> Any:
         problem: str | None = None
         try:
             if spec.output_schema is not None:
-                problem = self._check(spec.output_schema, result)
+                problem = self._check(spec.output_schema, reader.value(result))
         except Exception as err:
             _runtime.internal_error("gateway.output", err)
         if problem is not None and self.settings.output_fail_closed:
@@ -325,7 +396,7 @@ class Gateway:
         if call is not None:
             if problem is not None:
                 call.output_problem = problem
-            call.finish(result)
+            reader.finish(call, result)
         try:
             if self.settings.breakers.enabled:
                 self.breakers.success(spec.name, plan.trial)

@@ -48,23 +48,25 @@ def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
     return lambda state: policy.wait_seconds(state.attempt_number)
 
 
-def attempts(policy: RetryPolicy, may_retry: bool) -> Retrying:
-    """The sync attempt iterator: ``for attempt in attempts(...): with attempt: ...``."""
-    limit = policy.max_attempts if may_retry else 1
+def attempts(policy: RetryPolicy, again: Callable[[BaseException], bool]) -> Retrying:
+    """The sync attempt iterator: ``for attempt in attempts(...): with attempt: ...``.
+
+    ``again(exc)`` decides, after each failure, whether another attempt may follow
+    (retryable, a write with a key, the breaker still closed).
+    """
     return Retrying(
-        stop=stop_after_attempt(limit),
+        stop=stop_after_attempt(policy.max_attempts),
         wait=_wait(policy),
-        retry=retry_if_exception(lambda exc: retryable(exc, policy)),
+        retry=retry_if_exception(again),
         reraise=True,
     )
 
 
-def async_attempts(policy: RetryPolicy, may_retry: bool) -> AsyncRetrying:
-    limit = policy.max_attempts if may_retry else 1
+def async_attempts(policy: RetryPolicy, again: Callable[[BaseException], bool]) -> AsyncRetrying:
     return AsyncRetrying(
-        stop=stop_after_attempt(limit),
+        stop=stop_after_attempt(policy.max_attempts),
         wait=_wait(policy),
-        retry=retry_if_exception(lambda exc: retryable(exc, policy)),
+        retry=retry_if_exception(again),
         reraise=True,
     )
 
