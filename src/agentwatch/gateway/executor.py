@@ -82,10 +82,46 @@ PLAIN = ResultReader()
 class _FailedResult(Exception):
     """A failure returned as a value, raised inside the attempt loop so it can be retried."""
 
-    def __init__(self, result: Any, status: int | None) -> None:
+    def __init__(self, result: Any, status: int | None, timed_out: bool = False) -> None:
         super().__init__("tool returned an error result")
         self.result = result
         self.status_code = status
+        self.timed_out = timed_out
+
+
+class HandledFailure(ResultReader):
+    """Frameworks that turn a tool's exception into a message for the model.
+
+    The adapter's attempt returns ``(outcome, error)``: what the framework returned
+    and the exception it handled (``None`` on success). The failure is read from
+    the exception (status, timeout, error class), so retries and the breaker see
+    it as they would see it raised; the caller gets the framework's outcome.
+    """
+
+    def __init__(self, value_of: Callable[[Any], Any]) -> None:
+        self._value_of = value_of
+
+    def failure(self, result: Any) -> tuple[tuple[str, Any, str], int | None] | None:
+        from ..classify import error_class, error_type, status_code
+
+        error = result[1]
+        if error is None:
+            return None
+        failed = (error_type(error), error_class(error), f"{type(error).__name__}: {error}")
+        return failed, status_code(error)
+
+    def timed_out(self, result: Any) -> bool:
+        return result[1] is not None and retry.is_timeout(result[1])
+
+    def value(self, result: Any) -> Any:
+        return self._value_of(result[0])
+
+    def finish(self, call: Any, result: Any) -> None:
+        if result[1] is not None:
+            call.finish(exc=result[1])
+        else:
+            value = self._value_of(result[0])
+            call.finish() if value is None else call.finish(value)
 
 
 def accepts_idempotency_key(func: Callable[..., Any]) -> bool:
@@ -258,8 +294,11 @@ class Gateway:
             return self._succeeded(spec, plan, call, result, reader)
         failed, status = failure
         if call is not None:
-            call.finish(failed=failed)
-        raised = _FailedResult(result, status)
+            if isinstance(reader, HandledFailure):
+                reader.finish(call, result)  # the handled exception itself: type, class, event
+            else:
+                call.finish(failed=failed)
+        raised = _FailedResult(result, status, isinstance(reader, HandledFailure) and reader.timed_out(result))
         self._failed(spec, plan, raised, None, number)
         raise raised  # retried when its status is retryable; else returned by the caller above
 

@@ -41,7 +41,7 @@ def retryable(exc: BaseException, policy: RetryPolicy) -> bool:
     code = status_code(exc)
     if code is not None:
         return code in policy.retryable_status
-    return is_timeout(exc)
+    return getattr(exc, "timed_out", False) is True or is_timeout(exc)
 
 
 def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
