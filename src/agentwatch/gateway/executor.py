@@ -12,9 +12,11 @@ and the call proceeds as it would without the gateway.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -227,20 +229,30 @@ class Gateway:
             if found:
                 return self._answer_deduplicated(spec, arguments, plan, result, reader)
         pass_key = plan.key if spec.accepts_key and not plan.supplied else None
+
+        def one(number: int) -> Any:
+            call = start_tool(spec.name, arguments, **self._span_args(spec, plan, number))
+            try:
+                if plan.timeout is not None:
+                    result = timeouts.call_sync(spec.name, plan.timeout, attempt, pass_key)
+                else:
+                    result = attempt(pass_key)
+            except BaseException as exc:
+                self._failed(spec, plan, exc, call, number)
+                raise
+            return self._outcome(spec, plan, call, result, number, reader)
+
+        again = self._again(plan)
         try:
-            for tenacity_attempt in retry.attempts(self.settings.retries, self._again(plan)):
+            try:
+                return one(1)  # the first attempt runs without the retry machinery
+            except BaseException as exc:
+                if not again(exc):
+                    raise
+            time.sleep(self.settings.retries.wait_seconds(1))
+            for tenacity_attempt in retry.attempts(self.settings.retries, again, first=2):
                 with tenacity_attempt:
-                    number = retry.attempt_number(tenacity_attempt)
-                    call = start_tool(spec.name, arguments, **self._span_args(spec, plan, number))
-                    try:
-                        if plan.timeout is not None:
-                            result = timeouts.call_sync(spec.name, plan.timeout, attempt, pass_key)
-                        else:
-                            result = attempt(pass_key)
-                    except BaseException as exc:
-                        self._failed(spec, plan, exc, call, number)
-                        raise
-                    return self._outcome(spec, plan, call, result, number, reader)
+                    return one(retry.attempt_number(tenacity_attempt))
         except _FailedResult as failed:
             return failed.result  # the caller sees the last outcome, as the tool returned it
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
@@ -261,20 +273,30 @@ class Gateway:
             if found:
                 return self._answer_deduplicated(spec, arguments, plan, result, reader)
         pass_key = plan.key if spec.accepts_key and not plan.supplied else None
+
+        async def one(number: int) -> Any:
+            call = start_tool(spec.name, arguments, **self._span_args(spec, plan, number))
+            try:
+                if plan.timeout is not None:
+                    result = await timeouts.call_async(spec.name, plan.timeout, attempt(pass_key))
+                else:
+                    result = await attempt(pass_key)
+            except BaseException as exc:
+                self._failed(spec, plan, exc, call, number)
+                raise
+            return self._outcome(spec, plan, call, result, number, reader)
+
+        again = self._again(plan)
         try:
-            async for tenacity_attempt in retry.async_attempts(self.settings.retries, self._again(plan)):
+            try:
+                return await one(1)
+            except BaseException as exc:
+                if not again(exc):
+                    raise
+            await asyncio.sleep(self.settings.retries.wait_seconds(1))
+            async for tenacity_attempt in retry.async_attempts(self.settings.retries, again, first=2):
                 with tenacity_attempt:
-                    number = retry.attempt_number(tenacity_attempt)
-                    call = start_tool(spec.name, arguments, **self._span_args(spec, plan, number))
-                    try:
-                        if plan.timeout is not None:
-                            result = await timeouts.call_async(spec.name, plan.timeout, attempt(pass_key))
-                        else:
-                            result = await attempt(pass_key)
-                    except BaseException as exc:
-                        self._failed(spec, plan, exc, call, number)
-                        raise
-                    return self._outcome(spec, plan, call, result, number, reader)
+                    return await one(retry.attempt_number(tenacity_attempt))
         except _FailedResult as failed:
             return failed.result
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover

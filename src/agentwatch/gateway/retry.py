@@ -44,32 +44,35 @@ def retryable(exc: BaseException, policy: RetryPolicy) -> bool:
     return getattr(exc, "timed_out", False) is True or is_timeout(exc)
 
 
-def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
-    return lambda state: policy.wait_seconds(state.attempt_number)
+def _wait(policy: RetryPolicy, offset: int) -> Callable[[RetryCallState], float]:
+    return lambda state: policy.wait_seconds(state.attempt_number + offset)
 
 
-def attempts(policy: RetryPolicy, again: Callable[[BaseException], bool]) -> Retrying:
-    """The sync attempt iterator: ``for attempt in attempts(...): with attempt: ...``.
+def attempts(policy: RetryPolicy, again: Callable[[BaseException], bool], first: int = 1) -> Retrying:
+    """The sync attempt iterator from attempt ``first`` on: ``for attempt in attempts(...): with attempt: ...``.
 
     ``again(exc)`` decides, after each failure, whether another attempt may follow
-    (retryable, a write with a key, the breaker still closed).
+    (retryable, a write with a key, the breaker still closed). The executor runs the
+    first attempt itself and starts this iterator only after a retryable failure, so
+    a call that succeeds pays nothing for retries.
     """
     return Retrying(
-        stop=stop_after_attempt(policy.max_attempts),
-        wait=_wait(policy),
+        stop=stop_after_attempt(policy.max_attempts - first + 1),
+        wait=_wait(policy, first - 1),
         retry=retry_if_exception(again),
         reraise=True,
     )
 
 
-def async_attempts(policy: RetryPolicy, again: Callable[[BaseException], bool]) -> AsyncRetrying:
+def async_attempts(policy: RetryPolicy, again: Callable[[BaseException], bool], first: int = 1) -> AsyncRetrying:
     return AsyncRetrying(
-        stop=stop_after_attempt(policy.max_attempts),
-        wait=_wait(policy),
+        stop=stop_after_attempt(policy.max_attempts - first + 1),
+        wait=_wait(policy, first - 1),
         retry=retry_if_exception(again),
         reraise=True,
     )
 
 
-def attempt_number(attempt: Any) -> int:
-    return int(attempt.retry_state.attempt_number)
+def attempt_number(attempt: Any, first: int = 2) -> int:
+    """The 1-based attempt number of an iterator started at attempt ``first``."""
+    return int(attempt.retry_state.attempt_number) + first - 1
