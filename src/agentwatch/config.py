@@ -25,6 +25,7 @@ import yaml
 
 from .budget import Budget
 from .errors import ConfigError
+from .redaction import BUILTIN_REDACT_KEYS
 from .semconv import Flag, Severity
 
 ENV_CONFIG_FILE = "AGENTWATCH_CONFIG"
@@ -358,7 +359,12 @@ def _build(data: Mapping[str, Any], source: str) -> Config:
         anomaly=anomaly,
         entities=entities,
         limits=limits,
-        redact_keys=tuple(k.lower() for k in _strings(log.get("redact"), "agent.logging.redact")),
+        # agent.logging.redact adds to the built-in keys; it never removes one
+        redact_keys=tuple(
+            dict.fromkeys(
+                (*BUILTIN_REDACT_KEYS, *(k.lower() for k in _strings(log.get("redact"), "agent.logging.redact")))
+            )
+        ),
         max_content_chars=_positive(log.get("max_content_chars", 4096), "agent.logging.max_content_chars"),
         prices=prices,
         source=source,

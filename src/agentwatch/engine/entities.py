@@ -24,7 +24,12 @@ Rules, in the order they apply:
 * a key named after a known entity type (a prefix-map or pattern type, singular
   or plural: ``"reservations": ["ZFA04Y"]``) marks its strings, not its numbers,
   as ids of that type;
-* numbers and booleans outside id-ish keys are ignored.
+* numbers and booleans outside id-ish keys are ignored;
+* a credential is never an id: nothing under a credential-shaped key (``api_key``,
+  ``aws_access_key_id``, ``client_secret``...) is extracted, nor a secret-shaped
+  value (``sk-...``, ``AKIA...``, a JWT...), nor an id that follows a credential
+  name in prose ("my API key is 3f2a...", "password: abc_123"); see
+  :func:`credential_key` and :class:`_Credentials`.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..config import EntityConfig
+from ..redaction import is_secret_key, looks_secret, redact_text
 from .record import Entity
 
 MAX_ENTITIES = 256
@@ -120,10 +126,56 @@ def _key_base(key: str) -> str | None:
     return base or _BARE
 
 
+# ---------------------------------------------------------------------------- credentials
+
+_MIN_SECRET_LEN = 16  # every token shape agentwatch redacts is at least this long
+_CONTEXT_CHARS = 48
+_CONTEXT_WORDS = ("pass", "pwd", "secret", "token", "key", "sig", "cred", "auth", "cookie", "bearer", "basic")
+# a credential name right before the id: "api key is ", "password: ", "token=", "with password "
+_CONTEXT = re.compile(
+    r"(?:(?:pass(?:word|wd|phrase)|pwd)[\"']?\s{0,4}(?:[=:]|is|was)?"
+    r"|(?:secret|token|signature|sig|credentials?|authorization|auth|cookie|apikey"
+    r"|(?:api|access|private|secret|account)[\s_\-]?key)[\"']?\s{0,4}(?:[=:]|is|was|provided:?)"
+    r"|bearer|basic)[\s\"']{0,4}$"
+)
+
+
+def credential_key(key: str) -> bool:
+    """A mapping key that names a credential (``api_key``, ``aws_access_key_id``, ``x-auth-token``)."""
+    if is_secret_key(key):
+        return True
+    base = _key_base(key)
+    return base is not None and base != _BARE and is_secret_key(base)
+
+
+def secret_value(text: str) -> bool:
+    """A value that is itself secret-shaped (``sk-...``, ``AKIA...``, a JWT)."""
+    return len(text) >= _MIN_SECRET_LEN and looks_secret(text)
+
+
+def _credential_at(text: str, start: int, end: int) -> bool:
+    """Is the token ``text[start:end]`` (or the chunk around it) a credential, or named as one just before?"""
+    if end - start >= _MIN_SECRET_LEN and looks_secret(text[start:end]):
+        return True
+    # multi-part shapes (JWT, SendGrid, user:pass@host): the whitespace-delimited chunk around the token
+    left = text[max(0, start - 200) : start]
+    cut = max(left.rfind(" "), left.rfind("\n"), left.rfind("\t"))
+    chunk_start = start - len(left) + cut + 1
+    right = text[end : end + 200]
+    stops = [i for i in (right.find(" "), right.find("\n"), right.find("\t")) if i >= 0]
+    chunk_end = end + (min(stops) if stops else len(right))
+    if chunk_end - chunk_start >= 20 and chunk_end - chunk_start > end - start and looks_secret(
+        text[chunk_start:chunk_end]
+    ):
+        return True
+    before = text[max(0, start - _CONTEXT_CHARS) : start].lower()
+    return any(w in before for w in _CONTEXT_WORDS) and _CONTEXT.search(before) is not None
+
+
 class EntityExtractor:
     """Extract ``(type, id)`` entities from a parsed JSON value or free text; see the module doc."""
 
-    __slots__ = ("_key_cache", "_patterns", "_prefix_re", "_prefixes", "_scan", "_types")
+    __slots__ = ("_cred_cache", "_key_cache", "_patterns", "_prefix_re", "_prefixes", "_scan", "_types")
 
     def __init__(self, config: EntityConfig | None = None) -> None:
         config = config if config is not None else EntityConfig()
@@ -145,6 +197,7 @@ class EntityExtractor:
             (str(etype), re.compile(regex)) for etype, regex in config.patterns
         )
         self._key_cache: dict[str, str | None] = {}
+        self._cred_cache: dict[str, bool] = {}
 
     # ------------------------------------------------------------------ public
 
@@ -194,6 +247,15 @@ class EntityExtractor:
         cache[key] = base
         return base
 
+    def _credential_key(self, key: str) -> bool:
+        cache = self._cred_cache
+        hit = cache.get(key)
+        if hit is None:
+            if len(cache) >= _KEY_CACHE_MAX:
+                cache.clear()
+            hit = cache[key] = credential_key(key)
+        return hit
+
     def _snake_type(self, found: str) -> str:
         stem = found.rsplit("_", 1)[0]
         return self._prefixes.get(stem) or self._prefixes.get(stem.split("_", 1)[0]) or stem
@@ -229,6 +291,8 @@ class EntityExtractor:
             if cls is str or (cls is not dict and isinstance(value, str)):
                 if id_type is not None:
                     text = value.strip()
+                    if secret_value(text):
+                        continue
                     if self.looks_like_id(text):
                         if id_type == _BARE:
                             etype = self._resolve_bare(text, context)
@@ -249,6 +313,8 @@ class EntityExtractor:
                         return
                 for key, child in reversed(items):
                     if key.__class__ is str:
+                        if self._credential_key(key):
+                            continue  # {"api_key": "..."}: a credential, never an entity
                         key_type = id_type_of(key)
                         push((child, key_type, context if key_type == _BARE else key))
                     else:
@@ -289,12 +355,19 @@ class EntityExtractor:
         """Add the ids found in prose; ``True`` when ``limit`` is reached."""
         if len(text) > MAX_SCAN_CHARS:
             text = text[:MAX_SCAN_CHARS]
+        if "PRIVATE KEY" in text:  # a PEM block's base64 lines are full of id-shaped fragments
+            text = redact_text(text)
         scan = self._scan.finditer
         for token in _TOKENS(text):
             word = token.group()
             if not _HAS_DIGIT(word):
                 continue
+            checked = False
             for m in scan(word):
+                if not checked:
+                    checked = True
+                    if _credential_at(text, token.start(), token.end()):
+                        break
                 group = m.lastgroup
                 found = m.group()
                 if group == "u":
@@ -311,7 +384,7 @@ class EntityExtractor:
         for etype, rx in self._patterns:
             for m in rx.finditer(text):
                 found = m.group()
-                if found:
+                if found and not _credential_at(text, m.start(), m.end()):
                     out[(etype, found)] = None
                     if len(out) >= limit:
                         return True
