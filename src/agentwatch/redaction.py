@@ -123,70 +123,91 @@ def _replace(m: re.Match[str]) -> str:
 
 
 # ---------------------------------------------------------------------------- name = value
-# A credential word found with str.find (fast), then its separator and value matched in place.
-_CRED_WORDS = (
-    "password", "passwd", "passphrase", "pwd", "secret", "token", "signature", "sig", "credential",
-    "credentials", "authorization", "auth", "cookie", "apikey", "key",
-)
-_PASSWORD_WORDS = frozenset({"password", "passwd", "passphrase", "pwd"})
-# "key" alone is too common: only these before it make it a credential (api key, AccountKey...)
+# Matched on the lower-cased text, so every alternative starts with a plain literal and the
+# engine skips ahead to candidate characters; the offsets are those of the original text.
 _KEY_KINDS = ("api", "access", "private", "secret", "account", "signing", "encryption", "master", "license")
+_NAME = "|".join(
+    [
+        "password", "passwd", "passphrase", "pwd", "secret", "token", "signature", "sig", "credentials?",
+        "authorization", "auth", "cookie",
+        *(rf"{kind}[ _.\-]?key" for kind in _KEY_KINDS),  # "key" alone is too common a word
+    ]
+)
+# the value: a quoted string (its quotes kept: JSON stays JSON), else one run of non-separators;
+# an HTTP auth scheme may come first
 _VALUE = (
-    r"(?:(?i:bearer|basic|token|digest)[ \t]{1,4}+)?"
-    r"(?P<v>\"[^\"\n]{1,1024}+\"|'[^'\n]{1,1024}+'|[\"']?[^\s\"'&;,<>()\[\]{}]{1,}+)"
+    r"(?:(?:bearer|basic|token|digest)[ \t]{1,4}+)?"
+    r"(?:\"(?P<dq>[^\"\n]{1,1024}+)\"|'(?P<sq>[^'\n]{1,1024}+)'|[\"']?(?P<v>[^\s\"'&;,<>()\[\]{}]{1,}+))"
 )
-# after the name: an optional closing quote, then "=" or ":", or "is"/"was"/"provided" (prose)
-_TAIL = re.compile(
-    r"[\"']?[ \t]{0,4}+(?:[=:]|(?<=[ \t])(?:is|was|provided)(?![A-Za-z])[ \t]{0,4}+[=:]?+)[ \t]{0,4}+" + _VALUE
+_KV = re.compile(
+    "|".join(
+        [
+            # name, an optional closing quote, then "=" or ":", or "is"/"was"/"provided" (prose), then the value
+            rf"(?:{_NAME})(?![a-z0-9])[\"']?[ \t]{{0,4}}+"
+            r"(?:[=:]|(?<=[ \t])(?:is|was|provided)(?![a-z])[ \t]{0,4}+[=:]?+)[ \t]{0,4}+" + _VALUE,
+            # "with password hunter2": a password word may be followed by the value alone
+            r"(?:password|passwd|passphrase|pwd)[ \t]{1,4}+(?!(?:is|was|for|of|to|and|or|the|a|an)\b)"
+            r"(?P<pw>[^\s\"'&;,<>()\[\]{}]{2,}+)",
+        ]
+    )
 )
-# "with password hunter2": password words may be followed by the value alone
-_PASSWORD_TAIL = re.compile(r"[ \t]{1,4}+(?!(?:is|was|for|of|to|and|or|the|a|an)\b)(?P<v>[^\s\"'&;,<>()\[\]{}]{2,}+)")
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+_NAME_WORDS = (
+    "password", "passwd", "passphrase", "pwd", "secret", "token", "signature", "sig", "credential",
+    "authorization", "auth", "cookie", "key",
+)
+_PREFILTER_TRIES = 32
 
 
-def _credential_values(text: str, low: str) -> list[tuple[int, int]]:
-    """Spans of the values that follow a credential-shaped name in ``text``."""
-    spans: list[tuple[int, int]] = []
-    n = len(text)
-    for word in _CRED_WORDS:
+def _names_in(low: str) -> bool:
+    """Whether a credential name may be in ``low``: a few ``str.find`` calls, so clean text skips the regex.
+
+    An occurrence counts when no letter or digit follows it (``tokens`` and ``author`` do not);
+    after a few dozen that do not count, the regex decides.
+    """
+    for word in _NAME_WORDS:
         i = low.find(word)
+        tries = 0
         while i >= 0:
             end = i + len(word)
-            if (end >= n or not low[end].isalnum()) and (word != "key" or _key_kind(low, i)):
-                m = _TAIL.match(text, end)
-                if m is None and word in _PASSWORD_WORDS:
-                    m = _PASSWORD_TAIL.match(text, end)
-                if m is not None:
-                    spans.append(m.span("v"))
-                    end = m.end()
+            if end >= len(low) or not low[end].isalnum() or (word == "credential" and low[end] == "s"):
+                return True
+            tries += 1
+            if tries >= _PREFILTER_TRIES:
+                return True
             i = low.find(word, end)
+    return False
+
+
+def _credential_values(text: str) -> list[tuple[int, int]]:
+    """Spans of the values that follow a credential-shaped name in ``text``."""
+    low = text.lower()
+    if len(low) != len(text):  # a few non-ASCII letters lower to two characters: keep offsets aligned
+        low = text.translate(_ASCII_LOWER)
+    spans: list[tuple[int, int]] = []
+    if not _names_in(low):
+        return spans
+    for m in _KV.finditer(low):
+        group = m.lastgroup
+        if group is None:
+            continue
+        start, end = m.span(group)
+        if text[start:end] != REDACTED:
+            spans.append((start, end))
     return spans
-
-
-def _key_kind(low: str, i: int) -> bool:
-    before = low[max(0, i - 14) : i].rstrip(" _-.")
-    return before.endswith(_KEY_KINDS)
-
-
-_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 
 def redact_text(text: str) -> str:
     """``text`` with every secret replaced by ``[REDACTED]`` (the same object when there is none)."""
     if _search(text) is not None:
         text = _SECRET.sub(_replace, text)
-    low = text.lower()
-    if len(low) != len(text):  # a few non-ASCII letters lower to two characters: keep offsets aligned
-        low = text.translate(_ASCII_LOWER)
-    spans = _credential_values(text, low)
+    spans = _credential_values(text)
     if not spans:
         return text
-    spans.sort()
     out: list[str] = []
     pos = 0
     for start, end in spans:
-        if end <= pos:
-            continue
-        out.append(text[pos : max(pos, start)])
+        out.append(text[pos:start])
         out.append(REDACTED)
         pos = end
     out.append(text[pos:])

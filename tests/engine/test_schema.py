@@ -54,3 +54,14 @@ def test_validators_are_cached_by_identity_and_by_content() -> None:
     assert checker._validator(copy) is first  # same canonical JSON
     ok, problem = checker.check(copy, {"id": "x", "extra": 1})
     assert ok and problem is not None and "Additional properties" in problem
+
+
+def test_reason_never_quotes_the_offending_value(run: RunBuilder) -> None:
+    secret = "sk-proj-" + "Q" * 30
+    bad = run.feed(run.tool("t", {"id": secret}, 1, arguments={"id": secret}, tool_schema={
+        "type": "object", "properties": {"id": {"type": "integer"}, "p": {"pattern": "^x$"}}}))
+    assert flags(bad) == {"TOOL_ARG_MISMATCH"}
+    assert "Q" * 8 not in bad[0].reason and 'fails type "integer" (at id)' in bad[0].reason
+    bad = run.feed(run.tool("t", {"p": "hunter2"}, 2, arguments={"p": "hunter2"}, tool_schema={
+        "type": "object", "properties": {"p": {"pattern": "^x$"}}}))
+    assert "hunter2" not in bad[0].reason and 'fails pattern "^x$" (at p)' in bad[0].reason
