@@ -130,6 +130,7 @@ def _key_base(key: str) -> str | None:
 
 _MIN_SECRET_LEN = 16  # every token shape agentwatch redacts is at least this long
 _CONTEXT_CHARS = 48
+_JOINERS = frozenset(".:@")
 _CONTEXT_WORDS = ("pass", "pwd", "secret", "token", "key", "sig", "cred", "auth", "cookie", "bearer", "basic")
 # a credential name right before the id: "api key is ", "password: ", "token=", "with password "
 _CONTEXT = re.compile(
@@ -153,21 +154,43 @@ def secret_value(text: str) -> bool:
     return len(text) >= _MIN_SECRET_LEN and looks_secret(text)
 
 
-def _credential_at(text: str, start: int, end: int) -> bool:
-    """Is the token ``text[start:end]`` (or the chunk around it) a credential, or named as one just before?"""
+def mentions_credentials(text: str) -> bool:
+    """Whether ``text`` names a credential anywhere (then ids in it get the context check)."""
+    low = text.lower()
+    return (
+        "pass" in low or "pwd" in low or "secret" in low or "token" in low or "key" in low or "sig" in low
+        or "cred" in low or "auth" in low or "cookie" in low or "bearer" in low or "basic" in low
+    )
+
+
+def _joined(text: str, start: int, end: int) -> bool:
+    """Is the token joined to a neighbour by ``.``, ``:`` or ``@`` (``a.b.c``, ``user:pass@host``)?"""
+    before = text[start - 2 : start] if start >= 2 else ""
+    if len(before) == 2 and before[1] in _JOINERS and (before[0].isalnum() or before[0] in "_-"):
+        return True
+    after = text[end : end + 2]
+    return len(after) == 2 and after[0] in _JOINERS and (after[1].isalnum() or after[1] in "_-")
+
+
+def _credential_at(text: str, start: int, end: int, context: bool) -> bool:
+    """Is the token ``text[start:end]`` (or the chunk it is part of) a credential, or named as one just before?
+
+    ``context`` is :func:`mentions_credentials` of the whole text, computed once per text.
+    """
     if end - start >= _MIN_SECRET_LEN and looks_secret(text[start:end]):
         return True
-    # multi-part shapes (JWT, SendGrid, user:pass@host): the whitespace-delimited chunk around the token
-    left = text[max(0, start - 200) : start]
-    cut = max(left.rfind(" "), left.rfind("\n"), left.rfind("\t"))
-    chunk_start = start - len(left) + cut + 1
-    right = text[end : end + 200]
-    stops = [i for i in (right.find(" "), right.find("\n"), right.find("\t")) if i >= 0]
-    chunk_end = end + (min(stops) if stops else len(right))
-    if chunk_end - chunk_start >= 20 and chunk_end - chunk_start > end - start and looks_secret(
-        text[chunk_start:chunk_end]
-    ):
-        return True
+    # multi-part shapes (JWT, SendGrid, user:pass@host) join tokens with these characters
+    if _joined(text, start, end):
+        left = text[max(0, start - 200) : start]
+        cut = max(left.rfind(" "), left.rfind("\n"), left.rfind("\t"))
+        chunk_start = start - len(left) + cut + 1
+        right = text[end : end + 200]
+        stops = [i for i in (right.find(" "), right.find("\n"), right.find("\t")) if i >= 0]
+        chunk_end = end + (min(stops) if stops else len(right))
+        if chunk_end - chunk_start >= 20 and looks_secret(text[chunk_start:chunk_end]):
+            return True
+    if not context:
+        return False
     before = text[max(0, start - _CONTEXT_CHARS) : start].lower()
     return any(w in before for w in _CONTEXT_WORDS) and _CONTEXT.search(before) is not None
 
@@ -358,15 +381,21 @@ class EntityExtractor:
         if "PRIVATE KEY" in text:  # a PEM block's base64 lines are full of id-shaped fragments
             text = redact_text(text)
         scan = self._scan.finditer
+        context: bool | None = None  # does the text name a credential anywhere? (asked once, lazily)
         for token in _TOKENS(text):
             word = token.group()
             if not _HAS_DIGIT(word):
                 continue
             checked = False
             for m in scan(word):
-                if not checked:
+                if not checked:  # once per token: is it (part of) a credential?
                     checked = True
-                    if _credential_at(text, token.start(), token.end()):
+                    if context is None:
+                        context = mentions_credentials(text)
+                    ts, te = token.span()
+                    if (context or te - ts >= _MIN_SECRET_LEN or _joined(text, ts, te)) and _credential_at(
+                        text, ts, te, context
+                    ):
                         break
                 group = m.lastgroup
                 found = m.group()
@@ -384,7 +413,9 @@ class EntityExtractor:
         for etype, rx in self._patterns:
             for m in rx.finditer(text):
                 found = m.group()
-                if found and not _credential_at(text, m.start(), m.end()):
+                if context is None:
+                    context = mentions_credentials(text)
+                if found and not _credential_at(text, m.start(), m.end(), context):
                     out[(etype, found)] = None
                     if len(out) >= limit:
                         return True
