@@ -67,6 +67,7 @@ _SNAKE_FULL = re.compile(_SNAKE).fullmatch
 _HAS_SPACE = re.compile(r"\s").search
 _JSON_START = frozenset({"{", "[", " ", "\n", "\t", "\r"})
 _BARE = "\x00bare"  # marker type: a bare ``id`` key, resolved from the value or the enclosing key
+_CREDENTIAL = "\x00credential"  # marker type: a credential-shaped key, whose values are skipped
 _SOFT = "~"  # marks a key named after an entity type: its strings are ids, its numbers are not
 
 
@@ -198,7 +199,7 @@ def _credential_at(text: str, start: int, end: int, context: bool) -> bool:
 class EntityExtractor:
     """Extract ``(type, id)`` entities from a parsed JSON value or free text; see the module doc."""
 
-    __slots__ = ("_cred_cache", "_key_cache", "_patterns", "_prefix_re", "_prefixes", "_scan", "_types")
+    __slots__ = ("_key_cache", "_patterns", "_prefix_re", "_prefixes", "_scan", "_types")
 
     def __init__(self, config: EntityConfig | None = None) -> None:
         config = config if config is not None else EntityConfig()
@@ -220,7 +221,6 @@ class EntityExtractor:
             (str(etype), re.compile(regex)) for etype, regex in config.patterns
         )
         self._key_cache: dict[str, str | None] = {}
-        self._cred_cache: dict[str, bool] = {}
 
     # ------------------------------------------------------------------ public
 
@@ -260,7 +260,8 @@ class EntityExtractor:
             return cache[key]
         except KeyError:
             pass
-        base = _key_base(key)
+        # {"api_key": ...}: a credential, never an entity (cached with the rest)
+        base: str | None = _CREDENTIAL if credential_key(key) else _key_base(key)
         if base is None and not _HAS_DIGIT(key):
             name = _singular(_snake(key))
             if name in self._types:
@@ -269,15 +270,6 @@ class EntityExtractor:
             cache.clear()
         cache[key] = base
         return base
-
-    def _credential_key(self, key: str) -> bool:
-        cache = self._cred_cache
-        hit = cache.get(key)
-        if hit is None:
-            if len(cache) >= _KEY_CACHE_MAX:
-                cache.clear()
-            hit = cache[key] = credential_key(key)
-        return hit
 
     def _snake_type(self, found: str) -> str:
         stem = found.rsplit("_", 1)[0]
@@ -292,7 +284,7 @@ class EntityExtractor:
             return self._snake_type(entity_id)
         if context and not _HAS_DIGIT(context):
             ctx = self._id_type(context)
-            if ctx is not None and ctx != _BARE:
+            if ctx is not None and ctx != _BARE and ctx is not _CREDENTIAL:
                 return ctx[1:] if ctx[0] == _SOFT else ctx
             return _singular(_snake(context))
         return "id"
@@ -314,8 +306,8 @@ class EntityExtractor:
             if cls is str or (cls is not dict and isinstance(value, str)):
                 if id_type is not None:
                     text = value.strip()
-                    if secret_value(text):
-                        continue
+                    if len(text) >= _MIN_SECRET_LEN and looks_secret(text):
+                        continue  # {"customer_id": "sk-..."}: a secret, nor any piece of it, is no id
                     if self.looks_like_id(text):
                         if id_type == _BARE:
                             etype = self._resolve_bare(text, context)
@@ -336,9 +328,9 @@ class EntityExtractor:
                         return
                 for key, child in reversed(items):
                     if key.__class__ is str:
-                        if self._credential_key(key):
-                            continue  # {"api_key": "..."}: a credential, never an entity
                         key_type = id_type_of(key)
+                        if key_type is _CREDENTIAL:
+                            continue
                         push((child, key_type, context if key_type == _BARE else key))
                     else:
                         push((child, None, context))
@@ -393,7 +385,12 @@ class EntityExtractor:
                     if context is None:
                         context = mentions_credentials(text)
                     ts, te = token.span()
-                    if (context or te - ts >= _MIN_SECRET_LEN or _joined(text, ts, te)) and _credential_at(
+                    if (
+                        context
+                        or te - ts >= _MIN_SECRET_LEN
+                        or text[te : te + 1] in _JOINERS
+                        or text[ts - 1 : ts] in _JOINERS
+                    ) and _credential_at(
                         text, ts, te, context
                     ):
                         break
