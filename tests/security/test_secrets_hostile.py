@@ -313,8 +313,8 @@ async def _agent(llm: LLMServer, prose: str) -> None:
                 await mcp_client.call_tool("login", {"user": "bob", "password": by_kind["password"].value})
                 await mcp_client.call_tool("fetch_config", {"name": f"billing {prose}"})
                 await mcp_client.call_tool("crash", {"order_id": by_kind["aws_temporary_key_id"].value})
-            with agentwatch.phase("cleanup"):
-                pass
+            with pytest.raises(ValueError), agentwatch.phase("cleanup"):
+                raise ValueError(f"cleanup failed: {prose}")
             run.stop("tool_error", f"gave up: {prose}")
             raise PermissionError(f"run aborted: {prose}")
     except PermissionError:
@@ -351,7 +351,8 @@ def test_no_secret_leaves_the_process(
 
     # the places were reached: spans, findings, exceptions and log lines were all exported
     traces = pipeline.sink.data("/v1/traces")
-    for expected in (b"execute_tool refund", b"execute_tool login", b"execute_tool deploy", b"invoke_agent support",
+    for expected in (b"execute_tool refund", b"execute_tool login", b"execute_tool deploy",
+                     b"invoke_agent support", b"cleanup failed",
                      b"TOOL_ARG_MISMATCH", b"exception.stacktrace", b"Incorrect API key provided",
                      b"login failed for bob with password", b"order:ord_555", b"[REDACTED]"):
         assert expected in traces, expected
