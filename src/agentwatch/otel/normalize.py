@@ -30,6 +30,8 @@ from ..hashing import canonical_json, digest
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
 
+    from ..engine.engine import Engine
+
 __all__ = [
     "MAX_PARSE_CHARS",
     "OPERATION_KIND",
@@ -38,6 +40,7 @@ __all__ = [
     "kind_from_name",
     "record_from_attributes",
     "record_from_span",
+    "records_extractor",
     "run_agent_name",
     "run_entities",
     "span_attributes",
@@ -314,6 +317,17 @@ def kind_from_name(name: object) -> Kind | None:
     return NAME_KIND.get(name.partition(" ")[0])
 
 
+def records_extractor(engine: Engine) -> EntityExtractor:
+    """The entity extractor every adapter passes to :func:`build_record` for ``engine``.
+
+    One record path: the SDK processor and exporter, the collector and
+    ``agentwatch analyze`` all read entity ids out of captured message content
+    with the extractor of the engine's own configuration (``agent.entities``),
+    so the same spans give the same records, and the same flags, everywhere.
+    """
+    return EntityExtractor(engine.config.entities)
+
+
 def record_from_attributes(
     attrs: Mapping[str, Any],
     *,
@@ -332,6 +346,8 @@ def record_from_attributes(
     ``span_kind_hint`` is a :class:`Kind` value (``"run"``, ``"tool"``, ...) the
     caller already knows; it is used only when no convention's attribute names
     the kind. Other values (such as an OTLP ``SPAN_KIND_*`` name) are ignored.
+    Without a hint the GenAI span name's operation decides (``"chat gpt-4o"`` is
+    an LLM span), as in every adapter.
 
     ``extractor`` (built from the configuration's ``agent.entities``) lets
     foreign LLM spans that captured content say which entity ids the model read
@@ -342,7 +358,10 @@ def record_from_attributes(
     try:
         kind = detect_kind(attrs)
         if kind is None:
-            kind = _HINT_KIND.get(span_kind_hint or "", Kind.OTHER)
+            if span_kind_hint is None:
+                kind = kind_from_name(name) or Kind.OTHER
+            else:
+                kind = _HINT_KIND.get(span_kind_hint, Kind.OTHER)
         return build_record(
             attrs,
             kind,
