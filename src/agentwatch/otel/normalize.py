@@ -43,6 +43,7 @@ __all__ = [
     "records_extractor",
     "run_agent_name",
     "run_entities",
+    "run_input",
     "span_attributes",
 ]
 
@@ -498,12 +499,24 @@ def _read_run(attrs: Mapping[str, Any], record: SpanRecord, extractor: EntityExt
     record.entities = run_entities(attrs)
     record.budget = Budget.from_attributes(attrs)
     record.stop_reason = _str(attrs.get(sc.RUN_STOP_REASON))
-    # What the agent was asked (foreign run spans with content): its ids are known to the run.
-    value = _first(attrs, sc.OI_INPUT_VALUE, sc.TRACELOOP_ENTITY_INPUT, sc.GEN_AI_INPUT_MESSAGES)
-    if value is not None and (value.__class__ is not str or len(value) <= MAX_PARSE_CHARS):
+    value = run_input(attrs)
+    if value is not None:
         record.arguments = value
         if extractor is not None:
             record.input_entities = extractor.extract(value)
+
+
+def run_input(attrs: Mapping[str, Any]) -> Any:
+    """What the agent was asked, from a (foreign) run span's captured input; ``None`` without one.
+
+    Its ids are known to the run (not invented by the model). The exporter, the
+    collector and ``analyze`` read it from the run's record when they evaluate a
+    trace; the SDK processor reads it when it opens the run.
+    """
+    value = _first(attrs, sc.OI_INPUT_VALUE, sc.TRACELOOP_ENTITY_INPUT, sc.GEN_AI_INPUT_MESSAGES)
+    if value is not None and (value.__class__ is not str or len(value) <= MAX_PARSE_CHARS):
+        return value
+    return None
 
 
 def run_entities(attrs: Mapping[str, Any]) -> dict[str, str]:
