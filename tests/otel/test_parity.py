@@ -288,3 +288,18 @@ def test_a_run_spans_own_input_grounds_ids_in_every_adapter(
     assert not _differences("run-input", outcomes)
     flagged = {span_id: flags for span_id, (flags, _, _) in outcomes["processor"].items() if flags}
     assert flagged == {"0000000000000003": ("ENTITY_HALLUCINATION",)}
+
+
+def test_an_engine_passed_in_brings_its_entity_patterns() -> None:
+    """The adapters extract ids from content with the engine's configuration, not the default one."""
+    from agentwatch.config import load_config
+    from agentwatch.engine import Engine
+    from agentwatch.otel.wiring import detection
+
+    config = load_config({"agent": {"entities": {"patterns": [{"type": "flight", "regex": r"\bHAT\d{3}\b"}]}}})
+    passed_in = detection(None, Engine(config), None, None)
+    assert ("flight", "HAT123") in passed_in.extractor.extract("flight HAT123")
+    processor = AnomalyProcessor(SimpleSpanProcessor(InMemorySpanExporter()), engine=Engine(config))
+    exporter = AnomalyExporter(InMemorySpanExporter(), engine=Engine(config))
+    for adapter in (processor, exporter):
+        assert ("flight", "HAT123") in adapter._extractor.extract("flight HAT123")

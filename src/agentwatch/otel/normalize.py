@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import semconv as sc
 from ..budget import Budget
+from ..config import Config
 from ..engine.entities import EntityExtractor
 from ..engine.record import Entity, Kind, SpanRecord, new_record
 from ..hashing import canonical_json, digest
@@ -318,15 +319,19 @@ def kind_from_name(name: object) -> Kind | None:
     return NAME_KIND.get(name.partition(" ")[0])
 
 
-def records_extractor(engine: Engine) -> EntityExtractor:
+def records_extractor(engine: Engine, fallback: Config | None = None) -> EntityExtractor:
     """The entity extractor every adapter passes to :func:`build_record` for ``engine``.
 
     One record path: the SDK processor and exporter, the collector and
     ``agentwatch analyze`` all read entity ids out of captured message content
     with the extractor of the engine's own configuration (``agent.entities``),
     so the same spans give the same records, and the same flags, everywhere.
+    An engine-like object without a configuration gets ``fallback``'s patterns.
     """
-    return EntityExtractor(engine.config.entities)
+    config = getattr(engine, "config", None)
+    if not isinstance(config, Config):
+        config = fallback if fallback is not None else Config()
+    return EntityExtractor(config.entities)
 
 
 def record_from_attributes(
@@ -774,6 +779,12 @@ def _requested(tool: str, raw: Any) -> _Requested:
     return tool, _fingerprint(arguments), arguments
 
 
+_INDEXED_INPUT = tuple(
+    (f"{prefix}0{content_key}", prefix, content_key)
+    for prefix, content_key in (("llm.input_messages.", ".message.content"), ("gen_ai.prompt.", ".content"))
+)
+
+
 def _input_content(attrs: Mapping[str, Any]) -> list[Any]:
     """The captured input of an LLM call (messages, instructions), raw, for entity extraction."""
     get = attrs.get
@@ -783,8 +794,9 @@ def _input_content(attrs: Mapping[str, Any]) -> list[Any]:
     value = get(sc.OI_INPUT_VALUE)
     if value is not None:
         return [value]
-    for prefix, content_key in (("llm.input_messages.", ".message.content"), ("gen_ai.prompt.", ".content")):
-        if get(f"{prefix}0{content_key}") is not None:
+    # Spans without content (capture off, the common case) end here after four lookups.
+    for first, prefix, content_key in _INDEXED_INPUT:
+        if get(first) is not None:
             for i in range(_MAX_INDEX * 4):
                 value = get(f"{prefix}{i}{content_key}")
                 if value is None:

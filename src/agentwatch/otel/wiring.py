@@ -30,6 +30,6 @@ def detection(config: Any, engine: Engine | None, on_anomaly: OnAnomaly | None, 
     return Detection(
         resolved,
         engine,
-        records_extractor(engine),  # the engine's patterns, even when the engine was passed in
+        records_extractor(engine, resolved),  # the engine's patterns, even when the engine was passed in
         FindingReporter(meter_provider, on_anomaly, log=resolved.anomaly.log_findings),
     )
