@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
@@ -213,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "config",
         help="validate a configuration file and print what is in force",
-        description="Validate a configuration file and print the configuration in force, as JSON.",
+        description="Validate an agentwatch configuration (with the environment and defaults) or an\n"
+        "agentwatch-collector configuration file, and print the configuration in force, as JSON.",
         formatter_class=formatter,
     )
     p.add_argument("file", nargs="?", help="YAML file (default: $AGENTWATCH_CONFIG, else ./agentwatch.yaml)")
