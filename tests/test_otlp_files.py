@@ -78,6 +78,18 @@ def test_every_encoding_reads_to_the_same_spans(tmp_path: Path) -> None:
     assert read[2][0].source == f"{lines}:1"
 
 
+def test_concatenated_json_documents_are_requests(tmp_path: Path) -> None:
+    request = encode_spans(_spans())
+    path = tmp_path / "export.json"  # pretty-printed requests one after another, not .jsonl
+    path.write_text(json_format.MessageToJson(request) + "\n" + json_format.MessageToJson(request) + "\n")
+    spans = list(read_spans(path))
+    assert len(spans) == 4 and spans[0].source == f"{path}:1" and spans[2].source.startswith(f"{path}:")
+    assert spans[2].source != spans[0].source and spans[0].raw == spans[2].raw
+    path.write_text(json_format.MessageToJson(request) + "\n{broken")
+    with pytest.raises(OtlpFileError, match=r"export\.json:\d+: not JSON"):
+        list(read_spans(path))
+
+
 def test_legacy_and_snake_case_json_is_read(tmp_path: Path) -> None:
     body = {
         "resource_spans": [

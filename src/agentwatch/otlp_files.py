@@ -292,6 +292,29 @@ def _json_lines(path: Path, max_bytes: int) -> Iterator[tuple[str, ExportTraceSe
             yield where, _json_request(data, where)
 
 
+def _json_documents(data: bytes, where: str) -> Iterator[tuple[str, ExportTraceServiceRequest]]:
+    """Consecutive JSON documents (one per line, or pretty-printed one after another)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise OtlpFileError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    decoder = json.JSONDecoder()
+    pos, end = 0, len(text)
+    while True:
+        while pos < end and text[pos].isspace():
+            pos += 1
+        if pos >= end:
+            return
+        at = f"{where}:{text.count(chr(10), 0, pos) + 1}"
+        try:
+            document, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise OtlpFileError(f"{where}:{exc.lineno}: not JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise OtlpFileError(f"{at}: JSON nested too deeply") from None
+        yield at, _json_request(document, at)
+
+
 def read_requests(
     path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> Iterator[tuple[str, ExportTraceServiceRequest]]:
@@ -317,7 +340,7 @@ def read_requests(
             parsed = _loads(data, where)
         except json.JSONDecodeError as exc:
             if exc.msg == "Extra data":  # more than one document: JSON Lines under another name
-                yield from _json_lines(path, max_bytes)
+                yield from _json_documents(data, where)
                 return
             raise OtlpFileError(f"{where}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
         yield where, _json_request(parsed, where)
