@@ -88,6 +88,33 @@ def test_analyze_refuses_what_is_not_a_trace(
     assert err.startswith("error: ") and message in err
 
 
+def test_analyze_reports_findings_on_spans_already_tagged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trace exported through AnomalyProcessor carries its flags already: analyze still reports them."""
+    from agentwatch.otel.processor import AnomalyProcessor
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(AnomalyProcessor(SimpleSpanProcessor(exporter)))
+    tracer = provider.get_tracer("foreign-agent")
+    with tracer.start_as_current_span("invoke_agent research", attributes={sc.GEN_AI_OPERATION_NAME: "invoke_agent"}):
+        for _ in range(3):
+            with tracer.start_as_current_span(
+                "execute_tool search",
+                attributes={sc.GEN_AI_OPERATION_NAME: "execute_tool", sc.GEN_AI_TOOL_NAME: "search",
+                            sc.GEN_AI_TOOL_CALL_ARGUMENTS: '{"q": "same"}'},
+            ):
+                pass
+    spans = exporter.get_finished_spans()
+    assert any((s.attributes or {}).get(sc.ANOMALY_FLAGS) for s in spans)
+    path = tmp_path / "tagged.pb"
+    path.write_bytes(encode_spans(spans).SerializeToString())
+    out = _analyze_json(path, capsys)
+    assert [f["flag"] for f in out["findings"]] == ["LOOP_DETECTED"]  # type: ignore[union-attr]
+    assert main(["analyze", str(path), "--fail-on-findings"]) == 1
+
+
 def test_analyze_reports_a_missing_file_as_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["analyze", str(tmp_path / "nope.json")]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -166,11 +166,16 @@ def _report_span(
     spans_out: list[dict[str, Any]],
     runs_out: list[dict[str, Any]],
 ) -> None:
-    """What the collector would tag on one span, as output rows."""
+    """What the detectors found on one span, as output rows.
+
+    Flags the file's spans already carry (exported by an agentwatch adapter) are
+    ignored: a fresh evaluation reports everything it finds, so a CI gate on
+    ``--fail-on-findings`` fails on tagged exports too.
+    """
     from . import semconv as sc
     from .otel.findings import anomaly_update, run_summary_attributes
 
-    new_attrs, _, new = anomaly_update(record.flags_present, None, found)
+    new_attrs, _, new = anomaly_update(None, None, found)
     for f in new:
         findings_out.append({
             "trace_id": record.trace_id, "span_id": record.span_id, "span": record.name, "flag": str(f.flag),
