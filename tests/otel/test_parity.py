@@ -13,7 +13,7 @@ writes). Inputs, from ``benchmarks/quality/otel_spans.py``:
 * the labelled scenario suite, as agentwatch's own instrumentation writes it.
 
 Real datasets are subsampled deterministically (every Nth run) to keep the
-test near 30 s on a shared machine.
+test near 15 s (all 200 + 126 runs agree too: set TAU_EVERY = WHO_EVERY = 1).
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ import tau_bench  # noqa: E402
 
 TAU_BENCH = Path("/work/shared/datasets/tau-bench-airline/gpt-4o-airline.json")
 WHO_AND_WHEN = Path("/work/shared/datasets/who-and-when-captainagent/logs")
-TAU_EVERY = 2  # 100 of the 200 runs
-WHO_EVERY = 3  # 42 of the 126 logs
+TAU_EVERY = 4  # 50 of the 200 runs (every 8th again under the airline configuration)
+WHO_EVERY = 4  # 32 of the 126 logs
 
 Outcome = dict[str, tuple[Any, ...]]  # span id (hex) -> (flags, severity, run summary)
 
@@ -166,10 +166,10 @@ def via_analyze(path: Path, config: Mapping[str, Any], capsys: pytest.CaptureFix
 # ----------------------------------------------------------------------------- inputs
 
 
-def _tau_bench_specs() -> list[otel_spans.SpanSpec]:
+def _tau_bench_specs(every: int) -> list[otel_spans.SpanSpec]:
     raw_runs = json.loads(TAU_BENCH.read_text())
     specs: list[otel_spans.SpanSpec] = []
-    for index in range(0, len(raw_runs), TAU_EVERY):
+    for index in range(0, len(raw_runs), every):
         specs.extend(
             otel_spans.tau_bench_specs(raw_runs[index], index, tau_bench.AIRLINE_TOOLS, tau_bench.WRITE_TOOLS)
         )
@@ -205,8 +205,8 @@ def _quiet(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def _cases() -> list[tuple[str, list[otel_spans.SpanSpec], dict[str, Any]]]:
     cases = _scenario_cases()
-    cases.append(("tau-bench", _tau_bench_specs(), {}))
-    cases.append(("tau-bench-airline-config", _tau_bench_specs(), tau_bench.AIRLINE))
+    cases.append(("tau-bench", _tau_bench_specs(TAU_EVERY), {}))
+    cases.append(("tau-bench-airline-config", _tau_bench_specs(2 * TAU_EVERY), tau_bench.AIRLINE))
     cases.append(("who-and-when", _who_and_when_specs(), {}))
     return [(name, specs, _quiet(config)) for name, specs, config in cases]
 
@@ -247,6 +247,7 @@ def _all_adapters(
 
 
 @pytest.mark.skipif(not TAU_BENCH.exists() or not WHO_AND_WHEN.exists(), reason="shared datasets not present")
+@pytest.mark.timeout(600)  # ~15 s alone; a loaded shared machine has taken 100 s
 def test_every_adapter_flags_the_same_spans_the_same_way(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
