@@ -533,3 +533,21 @@ def test_config_errors_name_the_key(gateway: Any) -> None:
         gateway({"tools": {"retries": {"max_attempts": "2"}}})
     with pytest.raises(agentwatch.ConfigError, match=r"agent\.anomaly\.stop_on"):
         gateway({"anomaly": {"stop_on": ["catastrophic"]}})
+
+
+def test_stop_on_stops_the_next_llm_call_before_it_is_sent(gateway: Any, llm_server: Any) -> None:
+    import openai
+
+    from agentwatch.testing import reply
+
+    gateway({"anomaly": {"stop_on": ["ENTITY_HALLUCINATION"]}})
+    client = openai.OpenAI(base_url=llm_server.openai_base_url, api_key="t", max_retries=0, timeout=5)
+    llm_server.script(reply.tool_call("orders.get", {"order_id": "ord_555"}), reply.text("confirmed"))
+    tools = [{"type": "function", "function": {"name": "orders.get", "parameters": {"type": "object"}}}]
+    with pytest.raises(agentwatch.AnomalyStop) as caught, agentwatch.run("support", entities={"customer": "cust_789"}):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Confirm my order"}], tools=tools
+        )  # the model invents ord_555: ENTITY_HALLUCINATION on this call
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "go on"}])
+    assert caught.value.finding == "ENTITY_HALLUCINATION"
+    assert len(llm_server.requests) == 1  # the second call never reached the server
