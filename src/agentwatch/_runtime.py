@@ -94,7 +94,10 @@ class Runtime:
         self.reporter = FindingReporter(
             meter_provider=meter_provider, on_anomaly=on_anomaly, log=self.config.anomaly.log_findings
         )
+        from .calllog import apply_level
         from .gateway.executor import Gateway
+
+        apply_level(self.config.log_level)
 
         self.gateway = Gateway(self.config.gateway, meter)
 

@@ -551,3 +551,24 @@ def test_stop_on_stops_the_next_llm_call_before_it_is_sent(gateway: Any, llm_ser
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "go on"}])
     assert caught.value.finding == "ENTITY_HALLUCINATION"
     assert len(llm_server.requests) == 1  # the second call never reached the server
+
+
+def test_structured_call_log(gateway: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Seed 004's minimum structured logs: one JSON record per tool call and run, chosen fields only."""
+    import json
+
+    gateway({"logging": {"structured": True, "level": "info",
+                         "include": ["run_id", "tool", "args_hash", "status", "stop_reason", "steps"]}})
+
+    @agentwatch.tool("search.read")
+    def search(q: str) -> str:
+        return "hits"
+
+    with caplog.at_level(logging.INFO, logger="agentwatch.calls"), agentwatch.run("research") as run:
+        search("password=hunter2")
+    records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "agentwatch.calls"]
+    tool, done = records
+    assert tool == {"event": "tool_call", "run_id": run.run_id, "tool": "search.read",
+                    "args_hash": tool["args_hash"], "status": "ok"}
+    assert done == {"event": "run", "run_id": run.run_id, "stop_reason": "success", "steps": 1}
+    assert "hunter2" not in caplog.text

@@ -22,7 +22,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Span, SpanKind
 
-from .. import _runtime
+from .. import _runtime, calllog
 from .. import semconv as sc
 from ..classify import error_class, error_type, mark, tool_stop_reason
 from ..content import NO_CAPTURE, CaptureMode, capture_mode
@@ -220,10 +220,22 @@ class ToolCall:
                 attrs[sc.TOOL_OUTPUT_INVALID] = True
             set_trusted_attributes(span, attrs)
             _apply(span, self.run, record)
+            if rt.config.call_log:
+                self._log(rt, record, end)
         except Exception as err:
             _runtime.internal_error("tool.finish", err)
         finally:
             span.end()
+
+    def _log(self, rt: Any, record: SpanRecord, end: int) -> None:
+        """Seed 004's structured record of this call (``agent.logging.structured``)."""
+        attrs = getattr(self.span, "attributes", None) or {}
+        calllog.emit("tool_call", {
+            "run_id": self.run.run_id if self.run else None, "trace_id": record.trace_id,
+            "span_id": record.span_id, "step": attrs.get(sc.STEP), "tool": self.name, "args_hash": self.args_hash,
+            "elapsed_s": round((end - self.start_ns) / 1e9, 6), "status": "error" if record.is_error else "ok",
+            "error_class": record.error_class, "attempt": attrs.get(sc.TOOL_ATTEMPT),
+        }, rt.config.call_log_include)
 
 
 def start_tool(
