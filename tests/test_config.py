@@ -451,7 +451,9 @@ def test_defaults_validate() -> None:
 
 def test_every_example_config_validates() -> None:
     checked = []
-    files = [(str(p), yaml.safe_load(p.read_text("utf-8"))) for p in _example_files()]
+    files = [  # Kubernetes manifests hold several documents
+        (str(p), doc) for p in _example_files() for doc in yaml.safe_load_all(p.read_text("utf-8"))
+    ]
     for name, data in _readme_yaml_blocks() + files:
         kind = _kind(data)
         if kind is not None:
