@@ -85,12 +85,15 @@ def run_summary_attributes(summary: RunSummary, existing_flags: Any = None) -> A
     flags is ignored.
     """
     flags = list(existing_flags) if isinstance(existing_flags, (tuple, list)) else []
+    # Flags only the span had (e.g. an enforced stop the app saw before the call that the
+    # trace no longer shows) count at least once each, so count never undercuts the flags.
+    count = summary.anomaly_count + sum(1 for flag in flags if flag not in summary.flags)
     for flag in summary.flags:
         if flag not in flags:
             flags.append(flag)
     attrs: AttrMap = {
         sc.RUN_ANOMALY_FLAGS: tuple(flags),
-        sc.RUN_ANOMALY_COUNT: summary.anomaly_count,
+        sc.RUN_ANOMALY_COUNT: count,
         sc.RUN_FAILURE_MODE: str(summary.failure_mode),
     }
     if summary.fault_origin_span_id:
