@@ -95,3 +95,8 @@ def test_manifest_pins_one_collector_release() -> None:
         for entry in manifest.get(section) or []
     }
     assert versions == {"v" + manifest["dist"]["version"]}, versions
+
+
+def test_shipped_jaeger_config_validates(jaeger_bin: Path) -> None:
+    result = _validate(jaeger_bin, COLLECTOR / "jaeger.yaml")
+    assert result.returncode == 0, f"jaeger.yaml does not validate:\n{result.stdout}\n{result.stderr}"
