@@ -30,6 +30,7 @@ from ..engine.engine import CallTicket
 from ..engine.entities import format_entities
 from ..engine.record import Kind, SpanRecord
 from ..errors import AnomalyStop, BudgetExceeded, LoopDetected, StopRun, ToolDenied, ToolOutputInvalid
+from ..gateway.executor import REFUSED_ANOMALY_STOP
 from ..hashing import canonical_json, digest, parse_arguments, value_hash
 from ..otel.findings import anomaly_update
 from ..otel.trusted import set_trusted_attributes
@@ -65,6 +66,10 @@ def _raise_stop(stop: Stop) -> None:
         raise LoopDetected(message)
     if reason is StopReason.ANOMALY_STOP:
         flag = stop.finding.flag.value
+        try:
+            _runtime.get().gateway.count(REFUSED_ANOMALY_STOP, None)
+        except Exception as err:
+            _runtime.internal_error("gateway.count", err)
         raise AnomalyStop(f"run stopped after {flag} (agent.anomaly.stop_on): {message}", finding=flag)
     if reason in (
         StopReason.STEP_BUDGET,
