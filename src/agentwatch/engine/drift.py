@@ -8,17 +8,17 @@ ordinary conversation step.
 Several agents may share one run: experts taking turns in a group chat, a
 handoff from a triage agent to a billing agent, the nodes of a multi-agent
 graph. Each has its own instructions, so an agent is only ever compared with
-itself:
+itself. A call's agent is, in this order:
 
-* by name, when the call carries one (``gen_ai.agent.name``);
-* otherwise by what it was given: the tools it was offered and its
-  instructions. A call is the previous call's agent when it was offered the
-  same tools and its instructions keep at least :data:`SAME_AGENT` (half) of
-  the previous instructions' lines (estimated from the ``system_sketch`` of
-  both, :func:`.noise.containment`); instructions that share less are another
-  agent's, and an agent whose instructions are exactly one seen before in the
-  run is that agent returning. Without sketches (spans recorded by other
-  instrumentations), same tools means same agent.
+* the agent its span names (``gen_ai.agent.name``: the framework
+  integrations set it for a LangGraph node, a group chat sets it per speaker);
+* the agent whose instructions were exactly these earlier in the run (an
+  agent taking its turn again);
+* the agent of the run's previous unnamed call when it was offered the same
+  tools (a plain tool loop is one agent);
+* otherwise a new agent: one offered other tools than the previous call (the
+  Agents SDK's triage agent offers ``transfer_to_billing``, the billing agent
+  its own tools) is another agent, not the same one drifting.
 """
 
 from __future__ import annotations
@@ -26,25 +26,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..semconv import Flag
-from . import noise
 from .record import Finding, SpanRecord
 from .state import RunState
 
 if TYPE_CHECKING:
     from .context import Context
 
-SAME_AGENT = 0.5
 MAX_AGENTS = 64
+_PREV = "\x00prev"
 
 
 class _Agent:
     """The last LLM call of one agent in a run."""
 
-    __slots__ = ("sketch", "span", "system", "tools", "user")
+    __slots__ = ("span", "system", "tools", "user")
 
     def __init__(self, rec: SpanRecord) -> None:
         self.system = rec.system_hash
-        self.sketch = rec.system_sketch
         self.user = rec.user_hash
         self.span = rec.span_id
         self.tools = rec.offered_tools
@@ -55,19 +53,12 @@ def _identity(rec: SpanRecord, agents: dict[str, _Agent]) -> str:
     if name.__class__ is str and name:
         return "name:" + name
     system = rec.system_hash
-    if system is None:
-        return "prev"
-    key = "system:" + system
-    if key in agents:
-        return key  # an agent seen before, with the same instructions
-    prev = agents.get("prev")
-    if prev is not None and prev.system is not None and prev.tools == rec.offered_tools:
-        if prev.sketch is None or rec.system_sketch is None:
-            return "prev"
-        kept = noise.containment(prev.sketch, rec.system_sketch)
-        if kept is not None and kept >= SAME_AGENT:
-            return "prev"
-    return key
+    if system is not None and "system:" + system in agents:
+        return "system:" + system
+    prev = agents.get(_PREV)
+    if prev is None or prev.tools == rec.offered_tools:
+        return _PREV
+    return "system:" + system if system is not None else _PREV
 
 
 def observe_llm(ctx: Context, run: RunState, rec: SpanRecord, out: list[Finding]) -> None:
@@ -97,7 +88,7 @@ def observe_llm(ctx: Context, run: RunState, rec: SpanRecord, out: list[Finding]
     if len(agents) >= MAX_AGENTS and ident not in agents:
         agents.clear()
     agents[ident] = state
-    if not ident.startswith("name:"):
-        agents["prev"] = state
+    if ident[0] != "n":  # unnamed: the previous call's agent, and findable by its instructions
+        agents[_PREV] = state
         if system is not None:
             agents["system:" + system] = state

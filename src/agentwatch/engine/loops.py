@@ -102,7 +102,7 @@ def observe_tool(
     # progress of the run as a whole
     if failed:
         progress = False
-    elif empty:
+    elif empty or result_hash is None:
         progress = first
     else:
         results = run.results

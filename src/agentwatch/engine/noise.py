@@ -18,8 +18,8 @@ content out of process) and carried as ``agentwatch.*`` attributes:
   (:data:`EMPTY_RESULT_HASHES`), which never counts as new. Equal to
   ``result_hash`` when nothing was masked.
 * :func:`sketch` — a bottom-k MinHash sketch (the :data:`SKETCH_K` smallest
-  CRC-32 values of the text's shingles) of a long text result or of system
-  instructions. Two sketches are compared with :func:`containment`, which
+  CRC-32 values of the text's word 3-shingles) of a long result. Two
+  sketches are compared with :func:`containment`, which
   estimates what share of one text's shingles the other contains. Bottom-k
   needs one hash per shingle and no random permutations, so a 4 KB text costs
   about 0.2 ms; shorter results than :data:`MIN_SKETCH_CHARS` get no sketch
@@ -47,7 +47,8 @@ MAX_MASK_NODES = 2_000
 MAX_MASK_DEPTH = 32
 RESULT_SIMILARITY = 0.8
 
-EMPTY_RESULT_HASHES = frozenset(value_hash(v) for v in (None, "", [], {}))
+_EMPTIES: tuple[Any, ...] = (None, "", [], {})
+EMPTY_RESULT_HASHES = frozenset(value_hash(v) for v in _EMPTIES)
 _EMPTY = value_hash("")
 _MASK = "<volatile>"
 
@@ -88,7 +89,6 @@ _ARGS_TEXT = re.compile(_DATETIME)
 _RESULT_TEXT = re.compile(f"{_DATETIME}|{_IDS}")
 _KEYED_TEXT = re.compile(_KEYED)
 _WORDS = re.compile(r"\w+").findall
-_LINES = re.compile(r"[^\n.!?]+").findall
 _HAS_DIGIT = re.compile(r"\d").search
 
 
@@ -187,13 +187,6 @@ def sketch(value: Any) -> str | None:
         return None
     shingles = map(" ".join, zip(words, words[1:], words[2:], strict=False))
     return _bottom_k(set(map(crc32, map(str.encode, shingles))))
-
-
-def text_sketch(text: str) -> str | None:
-    """Bottom-k sketch of instructions by line or sentence (whitespace and case folded)."""
-    parts = [" ".join(p.lower().split()) for p in _LINES(text[: MAX_SKETCH_CHARS * 4])]
-    hashes = {crc32(p.encode()) for p in parts if p}
-    return _bottom_k(hashes) if hashes else None
 
 
 def _decode(sk: str) -> list[int] | None:

@@ -64,7 +64,6 @@ class SpanRecord:
     offered_tools: tuple[str, ...] | None = None  # tool names offered to the model; None = unknown
     input_entities: tuple[Entity, ...] | None = None  # entity ids in the call's input messages
     system_hash: str | None = None  # fingerprint of the system instructions
-    system_sketch: str | None = None  # similarity sketch of the system instructions (noise.text_sketch)
     input_raw: Any = None  # in process only: the input texts, learnt lazily as known ids (never exported)
     user_hash: str | None = None  # fingerprint of the latest user turn
 
