@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import tau_bench  # noqa: E402
-import who_and_when  # noqa: E402
+import tau_bench
+import who_and_when
 
 
 def main() -> int:

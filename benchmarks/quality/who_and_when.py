@@ -328,7 +328,7 @@ def pct(num: int, den: int) -> str:
 
 def flag_table(runs: list[Run], outcome: Outcome) -> list[str]:
     lines = [
-        "| flag | runs flagged (of %d) | derived label | runs with label | precision | recall |" % len(runs),
+        f"| flag | runs flagged (of {len(runs)}) | derived label | runs with label | precision | recall |",
         "|---|---:|---|---:|---:|---:|",
     ]
     for flag in Flag:
