@@ -25,7 +25,10 @@ def test_result_key_masks_request_ids_and_times_and_shares_empty() -> None:
     r2 = {"items": [1, 2], "request_id": "req_91bc", "trace": "1bc7651916cd43dd8448eb211c80319d"}
     assert noise.result_key(r1) == noise.result_key(r2)
     assert noise.result_key({"items": [1, 3], "request_id": "x"}) != noise.result_key(r1)
-    assert noise.result_key("Done at 12:01:02") == noise.result_key("Done at 12:07:59")
+    assert noise.result_key("Done at 2026-12-06 12:01:02") == noise.result_key("Done at 2026-12-06 12:07:59")
+    assert noise.result_key("Done on 2026-12-06") != noise.result_key("Done on 2026-12-07")  # dates stay
+    uid = "123e4567-e89b-12d3-a456-426614174000"
+    assert noise.result_key(f"created {uid}") == noise.result_key(f"created {uid.replace('1', '9')}")
     assert noise.result_key("ok") == value_hash("ok")
     for empty in ("", "  \n", [], {}):
         assert noise.is_empty(noise.result_key(empty))

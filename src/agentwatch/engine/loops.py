@@ -15,10 +15,11 @@ a row (A->B->A->B, A->B->C->A->B->C) where the repetitions brought nothing new;
 it is flagged on the call that completes it, and on every call that continues it.
 
 ``NO_PROGRESS`` counts consecutive tool calls that bring no new result to the
-run: failed calls, and results whose fingerprint the run has already seen. A
-successful call whose result is unknown counts as progress unless it repeats a
-key (no evidence either way), and a write (side-effect tool) with new arguments
-counts as progress even if its acknowledgement looks like the last one. The
+run: failed calls, empty results, and results whose masked fingerprint the run
+has already seen. A successful call whose result is unknown counts as progress
+unless it repeats a key (no evidence either way), and a write (side-effect
+tool) with new arguments counts as progress even if its acknowledgement looks
+like the last one or is empty. The
 streak is flagged once, on the call that makes it reach the threshold.
 """
 
@@ -102,8 +103,10 @@ def observe_tool(
     # progress of the run as a whole
     if failed:
         progress = False
-    elif empty or result_hash is None:
-        progress = first
+    elif result_hash is None:
+        progress = first  # nothing recorded: no evidence either way
+    elif empty:
+        progress = side_effect and first  # an empty answer is nothing new (a write's empty ack is)
     else:
         results = run.results
         seen = result_hash in results

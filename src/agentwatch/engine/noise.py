@@ -7,13 +7,13 @@ where the value is at hand (at record time in process, or from captured
 content out of process) and carried as ``agentwatch.*`` attributes:
 
 * :func:`args_key` — the arguments' fingerprint with volatile values masked
-  (ISO date-times and values under volatile keys such as ``timestamp``,
-  ``nonce``, ``request_id``): a search repeated with a fresh timestamp is the
+  (ISO date-times with a time of day, and values under volatile keys such as
+  ``timestamp``, ``nonce``, ``request_id``, ``*_at``; plain dates stay): a search repeated with a fresh timestamp is the
   same call. Identifiers in arguments (UUIDs, hex ids) are *not* masked: a
   call for another document is another call. Equal to ``args_hash`` when
   nothing was masked.
 * :func:`result_key` — the result's fingerprint with the same masking plus
-  UUIDs, long hex strings (request ids, nonces, hashes) and times of day;
+  UUIDs and, in short texts, hex strings of 16+ (request ids, nonces, digests);
   whitespace-only text and empty containers share one "empty" fingerprint
   (:data:`EMPTY_RESULT_HASHES`), which never counts as new. Equal to
   ``result_hash`` when nothing was masked.
@@ -21,9 +21,9 @@ content out of process) and carried as ``agentwatch.*`` attributes:
   CRC-32 values of the text's word 3-shingles) of a long result. Two
   sketches are compared with :func:`containment`, which
   estimates what share of one text's shingles the other contains. Bottom-k
-  needs one hash per shingle and no random permutations, so a 4 KB text costs
-  about 0.2 ms; shorter results than :data:`MIN_SKETCH_CHARS` get no sketch
-  (their masked fingerprint decides).
+  needs one hash per shingle and no random permutations; it reads the first
+  2 KB only (about 350 shingles), and results shorter than
+  :data:`MIN_SKETCH_CHARS` get none (their masked fingerprint decides).
 
 Results are *near-identical* when each contains at least
 :data:`RESULT_SIMILARITY` (0.8) of the other's word 3-shingles: an estimate
@@ -37,14 +37,12 @@ import re
 from typing import Any
 from zlib import crc32
 
-from ..hashing import args_hash, canonical_json, value_hash
+from ..hashing import canonical_json, digest, parse_arguments, value_hash
 
 SKETCH_K = 32
-MIN_SKETCH_CHARS = 512  # shorter text results are compared by their masked fingerprint only
-MAX_SKETCH_CHARS = 4096  # the sketch reads the text's first 4 KB: bounded cost per call
+MIN_SKETCH_CHARS = 1024  # shorter results are compared by their masked fingerprint only
+MAX_SKETCH_CHARS = 2048  # the sketch reads the text's first 2 KB: bounded cost per call
 MAX_MASK_CHARS = 256_000  # longer strings are not masked (their exact fingerprint is used)
-MAX_MASK_NODES = 2_000
-MAX_MASK_DEPTH = 32
 RESULT_SIMILARITY = 0.8
 
 _EMPTIES: tuple[Any, ...] = (None, "", [], {})
@@ -75,90 +73,99 @@ _VOLATILE_KEYS = frozenset(
         "cache_buster",
     }
 )
-_DATETIME = (
-    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?"
-    r"|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{1,2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2}(?: GMT| [+-]\d{4})?"
+# Each pattern starts with a literal (":" or "-") and looks *back* for the rest of its head, so
+# the regex engine jumps from one such character to the next instead of trying every position:
+# a date-time ("2026-12-06T12:00" or "2026-12-06 12:00:01.5Z"), and a UUID.
+_DATETIMES = re.compile(r":(?<=\d{4}-\d\d-\d\d[T ]\d\d:)\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?")
+_DATETIME_HEAD = 13
+_UUIDS = re.compile(r"-(?<=\b[0-9a-fA-F]{8}-)[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
+_UUID_HEAD = 8
+
+
+def _sub_back(rx: re.Pattern[str], head: int, text: str) -> str:
+    """Replace each match of ``rx`` *and the ``head`` characters its look-behind checked* by the mask."""
+    parts: list[str] = []
+    last = 0
+    for m in rx.finditer(text):
+        start = m.start() - head
+        if start < last:
+            continue
+        parts.append(text[last:start])
+        parts.append(_MASK)
+        last = m.end()
+    if not parts:
+        return text
+    parts.append(text[last:])
+    return "".join(parts)
+
+
+_HEX = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{16,}\b")
+_SHORT = 256
+# a volatile key and its JSON value (a string or a number), in JSON text or canonical JSON
+_KEYED = re.compile(
+    r'"(?:[A-Za-z_]*_at|' + "|".join(sorted(_VOLATILE_KEYS)) + r')"\s*:\s*'
+    r'(?:"(?:[^"\\]|\\.){0,256}"|-?\d[\d.eE+-]{0,30})'
 )
-_IDS = (
-    r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
-    r"|\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{16,}\b"
-    r"|\b\d{1,2}:\d{2}:\d{2}(?:\.\d+)?\b"
-)
-_KEYED = r'"(?:[A-Za-z_]*_at|' + "|".join(sorted(_VOLATILE_KEYS)) + r')"\s*:\s*(?:"[^"\\]{0,200}"|-?\d[\d.eE+-]{0,30})'
-_ARGS_TEXT = re.compile(_DATETIME)
-_RESULT_TEXT = re.compile(f"{_DATETIME}|{_IDS}")
-_KEYED_TEXT = re.compile(_KEYED)
-_WORDS = re.compile(r"\w+").findall
+_KEY_NEEDLES = tuple(f'"{k}"' for k in sorted(_VOLATILE_KEYS))
 _HAS_DIGIT = re.compile(r"\d").search
 
 
-def _volatile_key(key: str) -> bool:
-    low = key.lower().replace("-", "_")
-    return low in _VOLATILE_KEYS or (low.endswith("_at") and len(low) > 3)
+def _mask_text(text: str, result: bool) -> str:
+    """``text`` with volatile parts replaced; the same object when there were none.
 
-
-def _mask_text(text: str, rx: re.Pattern[str]) -> str:
+    Date-times and values under volatile keys always; in results also UUIDs and,
+    in short texts, hex ids. Each pattern runs only when the text holds a
+    character it needs, and every pattern starts with a literal or a digit, so
+    a text of N characters costs a few linear scans.
+    """
     if len(text) > MAX_MASK_CHARS or not _HAS_DIGIT(text):
         return text
-    out = rx.sub(_MASK, text)
-    if '":' in out or '" :' in out:
-        out = _KEYED_TEXT.sub(_MASK, out)
-    return out
-
-
-def mask(value: Any, *, result: bool = True) -> Any:
-    """``value`` with volatile parts replaced by a placeholder (the same object when nothing changed).
-
-    ``result=False`` masks the narrower argument set (date-times and volatile
-    keys only). Bounded: at most :data:`MAX_MASK_NODES` containers and strings
-    are visited, :data:`MAX_MASK_DEPTH` levels deep; the rest is kept as is.
-    """
-    rx = _RESULT_TEXT if result else _ARGS_TEXT
-    budget = [MAX_MASK_NODES]
-
-    def walk(node: Any, depth: int) -> Any:
-        budget[0] -= 1
-        if budget[0] < 0 or depth > MAX_MASK_DEPTH:
-            return node
-        if isinstance(node, str):
-            return _mask_text(node, rx)
-        if isinstance(node, dict):
-            changed = False
-            out: dict[Any, Any] = {}
-            for k, v in node.items():
-                if isinstance(k, str) and _volatile_key(k) and v not in (None, ""):
-                    new: Any = _MASK
-                else:
-                    new = walk(v, depth + 1)
-                changed = changed or new is not v
-                out[k] = new
-            return out if changed else node
-        if isinstance(node, (list, tuple)):
-            items = [walk(v, depth + 1) for v in node]
-            if any(a is not b for a, b in zip(items, node, strict=True)):
-                return items
-            return node
-        return node
-
-    return walk(value, 0)
+    out = text
+    if ":" in out:
+        out = _sub_back(_DATETIMES, _DATETIME_HEAD, out)
+        if '"' in out and ('_at"' in out or any(needle in out for needle in _KEY_NEEDLES)):
+            out = _KEYED.sub(lambda m: m.group().split(":", 1)[0] + ':"' + _MASK + '"', out)
+    if result:
+        if "-" in out:
+            out = _sub_back(_UUIDS, _UUID_HEAD, out)
+        if len(out) <= _SHORT:
+            out = _HEX.sub(_MASK, out)
+    return text if out == text else out
 
 
 def args_key(arguments: Any, exact: str | None = None) -> str:
-    """The loop key's arguments fingerprint: ``args_hash`` of the masked arguments."""
-    masked = mask(arguments, result=False)
-    if masked is arguments:
-        return exact if exact is not None else args_hash(arguments)
-    return args_hash(masked)
+    """The loop key's arguments fingerprint: ``args_hash`` of the arguments with volatile values masked.
+
+    Masks the canonical JSON text (the very text ``args_hash`` digests), so the
+    key equals ``args_hash`` when nothing was masked.
+    """
+    text = canonical_json(parse_arguments(arguments))
+    masked = _mask_text(text, False)
+    if masked is text:
+        return exact if exact is not None else digest(text)
+    return digest(masked)
 
 
 def result_key(result: Any, exact: str | None = None) -> str:
-    """The result's fingerprint with volatile parts masked; one shared value for empty results."""
-    if isinstance(result, str) and not result.strip():
-        return _EMPTY
-    masked = mask(result)
-    if masked is result:
+    """The result's fingerprint with volatile parts masked; one shared value for empty results.
+
+    Text is masked as it is (JSON text included: its volatile keys are found in
+    the text); other values through their canonical JSON.
+    """
+    if isinstance(result, str):
+        if not result.strip():
+            return _EMPTY
+        masked = _mask_text(result, True)
+        if masked is result:
+            return exact if exact is not None else value_hash(result)
+        return value_hash(masked)
+    if result is None or isinstance(result, (bool, int, float)):
         return exact if exact is not None else value_hash(result)
-    return value_hash(masked)
+    text = canonical_json(result)
+    masked = _mask_text(text, True)
+    if masked is text:
+        return exact if exact is not None else digest(text)
+    return digest(masked)
 
 
 def is_empty(result_hash: str | None) -> bool:
@@ -174,7 +181,11 @@ def _bottom_k(hashes: set[int]) -> str:
 
 
 def sketch(value: Any) -> str | None:
-    """Bottom-k sketch of a long text result's word 3-shingles (masked first); ``None`` when short."""
+    """Bottom-k sketch of a long result's word 3-shingles (its first 4 KB); ``None`` when short.
+
+    Not masked: a fresh timestamp changes a handful of shingles out of hundreds,
+    which the similarity threshold absorbs.
+    """
     text = value if isinstance(value, str) else None
     if text is None:
         if value is None or isinstance(value, (bool, int, float)):
@@ -182,7 +193,7 @@ def sketch(value: Any) -> str | None:
         text = canonical_json(value)
     if len(text) < MIN_SKETCH_CHARS:
         return None
-    words = _WORDS(_mask_text(text[:MAX_SKETCH_CHARS], _RESULT_TEXT).lower())
+    words = text[:MAX_SKETCH_CHARS].lower().split()
     if len(words) < 3:
         return None
     shingles = map(" ".join, zip(words, words[1:], words[2:], strict=False))
