@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from agentwatch.engine import Engine, noise
 from agentwatch.hashing import value_hash
 
@@ -174,3 +176,12 @@ def test_fault_origin_of_an_invented_id_is_the_llm_call_that_named_it(engine: En
     assert flags(found) == {"ENTITY_HALLUCINATION"} and found[0].related_span_id == asking.span_id
     summary = engine.close_run("run1", stop_reason="success", end_ns=b.clock)
     assert summary is not None and summary.fault_origin_span_id == asking.span_id
+
+
+def test_a_status_changing_inside_a_long_record_is_new(run: RunBuilder) -> None:
+    """Polling a structured record: similar text, but JSON is compared by fingerprint, not by sketch."""
+    lines = [{"sku": f"sku_{k}", "qty": k, "note": "standard shipping"} for k in range(40)]
+    for status in ("processing", "packed", "shipped"):
+        record = json.dumps({"order": "ord_1", "lines": lines, "status": status})
+        assert len(record) > noise.MIN_SKETCH_CHARS
+        assert run.feed(run.tool("get_order", {"id": 1}, record, result=record)) == []

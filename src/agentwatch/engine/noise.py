@@ -18,7 +18,8 @@ content out of process) and carried as ``agentwatch.*`` attributes:
   (:data:`EMPTY_RESULT_HASHES`), which never counts as new. Equal to
   ``result_hash`` when nothing was masked.
 * :func:`sketch` — a bottom-k MinHash sketch (the :data:`SKETCH_K` smallest
-  CRC-32 values of the text's word 3-shingles) of a long result. Two
+  CRC-32 values of the text's word 3-shingles) of a long text result (prose,
+  not JSON). Two
   sketches are compared with :func:`containment`, which
   estimates what share of one text's shingles the other contains. Bottom-k
   needs one hash per shingle and no random permutations; it reads the first
@@ -181,19 +182,17 @@ def _bottom_k(hashes: set[int]) -> str:
 
 
 def sketch(value: Any) -> str | None:
-    """Bottom-k sketch of a long result's word 3-shingles (its first 4 KB); ``None`` when short.
+    """Bottom-k sketch of a long text result's word 3-shingles (its first 2 KB); ``None`` otherwise.
 
-    Not masked: a fresh timestamp changes a handful of shingles out of hundreds,
+    Prose only (a page, a document, a long answer): structured results (a
+    mapping, a list, JSON text) are compared by their masked fingerprint, so a
+    status that changes inside an otherwise identical record stays new. Not
+    masked: a fresh timestamp changes a handful of shingles out of hundreds,
     which the similarity threshold absorbs.
     """
-    text = value if isinstance(value, str) else None
-    if text is None:
-        if value is None or isinstance(value, (bool, int, float)):
-            return None
-        text = canonical_json(value)
-    if len(text) < MIN_SKETCH_CHARS:
+    if not isinstance(value, str) or len(value) < MIN_SKETCH_CHARS or value.lstrip()[:1] in ("{", "["):
         return None
-    words = text[:MAX_SKETCH_CHARS].lower().split()
+    words = value[:MAX_SKETCH_CHARS].lower().split()
     if len(words) < 3:
         return None
     shingles = map(" ".join, zip(words, words[1:], words[2:], strict=False))

@@ -685,6 +685,7 @@ def _read_llm(attrs: Mapping[str, Any], record: SpanRecord, extractor: EntityExt
             for item in content:
                 found.update(dict.fromkeys(extractor.extract(item)))
             record.input_entities = tuple(found)
+            record.input_raw = content  # every value in it is learnt too (lazily, when an id is missing)
     system_hash = get(_SYSTEM_HASH)
     user_hash = get(_USER_HASH)
     if not ours and (system_hash.__class__ is not str or user_hash.__class__ is not str):
