@@ -16,6 +16,10 @@ def test_args_key_masks_timestamps_and_volatile_keys_but_not_ids() -> None:
     assert noise.args_key(since[0]) == noise.args_key(since[1])
     plain = {"order_id": "ord_1", "date": "2024-05-20"}
     assert noise.args_key(plain) == args_hash(plain)  # nothing volatile: the exact hash
+    assert noise.args_key(plain, args_hash(plain)) == args_hash(plain)  # the quick check agrees
+    assert noise.args_key(a, args_hash(a)) == noise.args_key(b, args_hash(b)) != args_hash(a)
+    nested = {"filters": {"since": "2026-12-06T12:00:00Z", "tags": ["a"]}}
+    assert noise.args_key(nested, args_hash(nested)) != args_hash(nested)
     uid = "123e4567-e89b-12d3-a456-426614174000"
     assert noise.args_key({"doc": uid}) != noise.args_key({"doc": uid.replace("1", "2")})  # ids stay
 

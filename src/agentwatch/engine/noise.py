@@ -107,7 +107,33 @@ _KEYED = re.compile(
     r'"(?:[A-Za-z_]*_at|' + "|".join(sorted(_VOLATILE_KEYS)) + r')"\s*:\s*'
     r'(?:"(?:[^"\\]|\\.){0,256}"|-?\d[\d.eE+-]{0,30})'
 )
-_KEY_NEEDLES = tuple(f'"{k}"' for k in sorted(_VOLATILE_KEYS))
+_KEY_HINT = re.compile(r'"(?:' + "|".join(sorted(_VOLATILE_KEYS)) + r'|[A-Za-z_]*_at)"').search
+_QUICK_ITEMS = 64
+
+
+def _volatile_key(key: str) -> bool:
+    low = key.lower().replace("-", "_")
+    return low in _VOLATILE_KEYS or (low.endswith("_at") and len(low) > 3)
+
+
+def _clean(value: Any, depth: int = 0) -> bool:
+    """Cheap proof that a small mapping or list holds nothing to mask (no volatile key, no long string).
+
+    Every maskable value is a string of 16+ characters or sits under a volatile
+    key, so a few dozen short scalars are checked without serialising them.
+    """
+    if isinstance(value, dict):
+        if len(value) > _QUICK_ITEMS or depth > 2:
+            return False
+        for k, v in value.items():
+            if not isinstance(k, str) or _volatile_key(k) or not _clean(v, depth + 1):
+                return False
+        return True
+    if isinstance(value, (list, tuple)):
+        return len(value) <= _QUICK_ITEMS and depth <= 2 and all(_clean(v, depth + 1) for v in value)
+    if isinstance(value, str):
+        return len(value) < 16
+    return value is None or isinstance(value, (bool, int, float))
 _HAS_DIGIT = re.compile(r"\d").search
 
 
@@ -124,7 +150,7 @@ def _mask_text(text: str, result: bool) -> str:
     out = text
     if ":" in out:
         out = _sub_back(_DATETIMES, _DATETIME_HEAD, out)
-        if '"' in out and ('_at"' in out or any(needle in out for needle in _KEY_NEEDLES)):
+        if '"' in out and _KEY_HINT(out):
             out = _KEYED.sub(lambda m: m.group().split(":", 1)[0] + ':"' + _MASK + '"', out)
     if result:
         if "-" in out:
@@ -140,6 +166,8 @@ def args_key(arguments: Any, exact: str | None = None) -> str:
     Masks the canonical JSON text (the very text ``args_hash`` digests), so the
     key equals ``args_hash`` when nothing was masked.
     """
+    if exact is not None and isinstance(arguments, dict) and _clean(arguments):
+        return exact
     text = canonical_json(parse_arguments(arguments))
     masked = _mask_text(text, False)
     if masked is text:
@@ -160,7 +188,7 @@ def result_key(result: Any, exact: str | None = None) -> str:
         if masked is result:
             return exact if exact is not None else value_hash(result)
         return value_hash(masked)
-    if result is None or isinstance(result, (bool, int, float)):
+    if result is None or isinstance(result, (bool, int, float)) or (exact is not None and _clean(result)):
         return exact if exact is not None else value_hash(result)
     text = canonical_json(result)
     masked = _mask_text(text, True)
