@@ -33,32 +33,23 @@ if TYPE_CHECKING:
     from .context import Context
 
 MAX_AGENTS = 64
-_PREV = "\x00prev"
+_PREV = ("prev", "")
+
+# An agent's last LLM call: (system hash, user hash, span id, offered tools).
+_Agent = tuple
 
 
-class _Agent:
-    """The last LLM call of one agent in a run."""
-
-    __slots__ = ("span", "system", "tools", "user")
-
-    def __init__(self, rec: SpanRecord) -> None:
-        self.system = rec.system_hash
-        self.user = rec.user_hash
-        self.span = rec.span_id
-        self.tools = rec.offered_tools
-
-
-def _identity(rec: SpanRecord, agents: dict[str, _Agent]) -> str:
+def _identity(rec: SpanRecord, agents: dict[tuple[str, str], _Agent]) -> tuple[str, str]:
     name = rec.agent_name
     if name.__class__ is str and name:
-        return "name:" + name
+        return ("name", name)
     system = rec.system_hash
-    if system is not None and "system:" + system in agents:
-        return "system:" + system
+    if system is not None and ("system", system) in agents:
+        return ("system", system)
     prev = agents.get(_PREV)
-    if prev is None or prev.tools == rec.offered_tools:
+    if prev is None or prev[3] == rec.offered_tools or system is None:
         return _PREV
-    return "system:" + system if system is not None else _PREV
+    return ("system", system)
 
 
 def observe_llm(ctx: Context, run: RunState, rec: SpanRecord, out: list[Finding]) -> None:
@@ -71,24 +62,24 @@ def observe_llm(ctx: Context, run: RunState, rec: SpanRecord, out: list[Finding]
     if (
         last is not None
         and system is not None
-        and last.system is not None
-        and system != last.system
-        and rec.user_hash == last.user
+        and last[0] is not None
+        and system != last[0]
+        and rec.user_hash == last[1]
     ):
         finding = ctx.flagger.make(
             Flag.CONTEXT_DRIFT,
-            f"system instructions changed ({last.system} -> {system}) since the same agent's previous "
-            f"LLM call (span {last.span}) with no new user turn",
+            f"system instructions changed ({last[0]} -> {system}) since the same agent's previous "
+            f"LLM call (span {last[2]}) with no new user turn",
             rec.span_id,
-            last.span,
+            last[2],
         )
         if finding is not None:
             out.append(finding)
-    state = _Agent(rec)
+    state = (system, rec.user_hash, rec.span_id, rec.offered_tools)
     if len(agents) >= MAX_AGENTS and ident not in agents:
         agents.clear()
     agents[ident] = state
-    if ident[0] != "n":  # unnamed: the previous call's agent, and findable by its instructions
+    if ident[0] != "name":  # unnamed: the previous call's agent, and findable by its instructions
         agents[_PREV] = state
         if system is not None:
-            agents["system:" + system] = state
+            agents[("system", system)] = state

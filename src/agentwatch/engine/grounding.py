@@ -45,7 +45,7 @@ LEARN_LIMIT = 4096  # ids taken from one raw result or input
 # may legitimately write a product or error code it knows into a search query. Under an id-ish
 # key the same value gets the key's type and is checked.
 WEAK_TYPES = frozenset({"code"})
-MAX_PENDING = 32  # raw values held for lazy extraction before they are scanned anyway
+MAX_PENDING = 128  # raw values held for lazy learning before they are scanned anyway (most runs never are)
 
 
 def declare(ctx: Context, run: RunState, entities: Mapping[str, Any]) -> None:
@@ -83,10 +83,26 @@ def _learn_id(ctx: Context, run: RunState, low: str) -> None:
 
 
 def _learn_raw(ctx: Context, run: RunState, raw: Any, strict: bool) -> None:
-    """Hold ``raw`` for lazy learning; ``strict``: its extractor ids are not known yet either."""
-    run.pending.append((raw, strict))
-    if len(run.pending) > MAX_PENDING:
-        _flush(ctx, run)
+    """Hold ``raw`` for lazy learning; ``strict``: its extractor ids are not known yet either.
+
+    Values are read only when an id is missing, so a run whose ids are all
+    known never pays for the liberal scan. When too many wait, the values whose
+    extractor ids are unknown are read now and the oldest of the others are
+    forgotten (their shaped ids were learnt already; bounded memory per run).
+    """
+    pending = run.pending
+    pending.append((raw, strict))
+    if len(pending) > MAX_PENDING:
+        extract = ctx.extractor.extract
+        kept: list[tuple[Any, bool]] = []
+        for value, needs_extraction in pending:
+            if needs_extraction:
+                for entity in extract(value, limit=LEARN_LIMIT):
+                    _learn_id(ctx, run, normalise_id(entity[1]))
+            kept.append((value, False))
+        dropped = len(kept) - MAX_PENDING // 2
+        ctx.stats.entities_evicted += dropped
+        run.pending = kept[dropped:]
 
 
 def _flush(ctx: Context, run: RunState) -> None:

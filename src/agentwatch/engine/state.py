@@ -211,7 +211,7 @@ class RunState:
         self.origin_start = 0
         self.run_findings: list[Any] = []
         self.starts: dict[str, int] = {}  # span id -> start (ns) of its LLM and tool calls: fault origins
-        self.agents: dict[str, Any] | None = None  # drift: agent identity -> its last LLM call
+        self.agents: dict[Any, Any] | None = None  # drift: agent identity -> its last LLM call
 
     def remember_start(self, span_id: str, start_ns: Any, cap: int) -> None:
         """Keep a call's start time, so a finding's evidence span can be the run's fault origin."""

@@ -646,11 +646,13 @@ def start_llm(
                     if info.history is not None:
                         messages, reader = info.history
                         new_input = [info.system_text, *reader(messages)] if info.system_text else reader(messages)
+                    # every value of it is learnt too (lazily); later calls' new input is mostly
+                    # tool results, which their own spans teach the engine
+                    call.input_raw = new_input if isinstance(new_input, list) else list(new_input)
                 entities: list[tuple[str, str]] = []
                 for item in new_input:
                     entities.extend(rt.extractor.extract(item))
                 call.input_entities = tuple(dict.fromkeys(entities))
-                call.input_raw = new_input if isinstance(new_input, list) else list(new_input)
                 # Recorded even when empty: "input scanned, nothing found" grounds the run.
                 attrs[sc.LLM_INPUT_ENTITIES] = format_entities(call.input_entities)
             mode = capture if capture is not None else capture_mode()
