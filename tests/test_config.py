@@ -44,7 +44,8 @@ def test_seed_004_file_shape(tmp_path: Path) -> None:
     assert cfg.tools.denial("search.read") is None
     assert "not in the allow list" in (cfg.tools.denial("email.send") or "")
     assert cfg.tools.is_side_effect("ticket.create")
-    assert cfg.redact_keys == ("authorization", "cookie", "token", "api_key")
+    # the file's keys add to the built-in ones (password stays redacted)
+    assert {"authorization", "cookie", "token", "api_key", "password", "secret"} <= set(cfg.redact_keys)
 
 
 def test_precedence(tmp_path: Path) -> None:

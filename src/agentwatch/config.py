@@ -34,6 +34,7 @@ from .budget import Budget
 from .config_schema import AGENT_SCHEMA, check, dotted
 from .config_schema import Path as KeyPath
 from .errors import ConfigError
+from .redaction import BUILTIN_REDACT_KEYS
 
 ENV_CONFIG_FILE = "AGENTWATCH_CONFIG"
 DEFAULT_CONFIG_FILE = "agentwatch.yaml"
@@ -403,7 +404,8 @@ def _build(data: Mapping[str, Any], source: str) -> Config:
         anomaly=anomaly,
         entities=entities,
         limits=limits,
-        redact_keys=tuple(k.lower() for k in log.get("redact") or ()),
+        # agent.logging.redact adds to the built-in keys; it never removes one
+        redact_keys=tuple(dict.fromkeys((*BUILTIN_REDACT_KEYS, *(k.lower() for k in log.get("redact") or ())))),
         max_content_chars=int(log.get("max_content_chars", 4096)),
         prices=prices,
         source=source,
