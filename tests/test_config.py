@@ -225,12 +225,6 @@ agent:
 """
 
 NOT_YET = [
-    "agent.tools.timeouts_s",
-    "agent.tools.retries",
-    "agent.tools.circuit_breakers",
-    "agent.validation",
-    "agent.safe_mode",
-    "agent.anomaly.stop_on",
     "agent.logging.level",
     "agent.logging.structured",
     "agent.logging.include",
@@ -293,7 +287,7 @@ BAD_ENV = [
     ({"AGENTWATCH_MAX_STEP": "3"}, "AGENTWATCH_MAX_STEP", "AGENTWATCH_MAX_STEPS"),
     ({"AGENTWATCH_ENFORCED": "true"}, "AGENTWATCH_ENFORCED", "AGENTWATCH_ENFORCE"),
     ({"AGENTWATCH_BUDGET_USD": "1"}, "AGENTWATCH_BUDGET_USD", None),
-    ({"AGENTWATCH_SAFE_MODE": "1"}, "AGENTWATCH_SAFE_MODE", None),
+    ({"AGENTWATCH_SAFE_MODE": "perhaps"}, "AGENTWATCH_SAFE_MODE", None),
 ]
 
 

@@ -94,6 +94,9 @@ class Runtime:
         self.reporter = FindingReporter(
             meter_provider=meter_provider, on_anomaly=on_anomaly, log=self.config.anomaly.log_findings
         )
+        from .gateway.executor import Gateway
+
+        self.gateway = Gateway(self.config.gateway, meter)
 
 
 _lock = threading.Lock()
@@ -112,6 +115,11 @@ def get() -> Runtime:
                 _runtime = Runtime()
             rt = _runtime
     return rt
+
+
+def current() -> Runtime | None:
+    """The runtime if one was built, without building one."""
+    return _runtime
 
 
 def configure(**kwargs: Any) -> Runtime:

@@ -34,6 +34,7 @@ from .budget import Budget
 from .config_schema import AGENT_SCHEMA, check, dotted
 from .config_schema import Path as KeyPath
 from .errors import ConfigError
+from .gateway.settings import GatewaySettings, parse_gateway
 from .redaction import BUILTIN_REDACT_KEYS
 
 ENV_CONFIG_FILE = "AGENTWATCH_CONFIG"
@@ -109,6 +110,7 @@ class Config:
     redact_keys: tuple[str, ...] = ()
     max_content_chars: int = 4096
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
     source: str = "defaults"
 
 
@@ -408,6 +410,7 @@ def _build(data: Mapping[str, Any], source: str) -> Config:
         redact_keys=tuple(dict.fromkeys((*BUILTIN_REDACT_KEYS, *(k.lower() for k in log.get("redact") or ())))),
         max_content_chars=int(log.get("max_content_chars", 4096)),
         prices=prices,
+        gateway=parse_gateway(agent),
         source=source,
     )
 

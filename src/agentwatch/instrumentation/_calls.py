@@ -30,7 +30,7 @@ from ..engine import noise
 from ..engine.engine import CallTicket
 from ..engine.entities import format_entities
 from ..engine.record import Kind, SpanRecord
-from ..errors import BudgetExceeded, LoopDetected, StopRun, ToolDenied
+from ..errors import AnomalyStop, BudgetExceeded, LoopDetected, StopRun, ToolDenied, ToolOutputInvalid
 from ..hashing import canonical_json, digest, parse_arguments, value_hash
 from ..otel.findings import anomaly_update
 from ..otel.trusted import set_trusted_attributes
@@ -64,6 +64,9 @@ def _raise_stop(stop: Stop) -> None:
     message = stop.finding.reason
     if reason is StopReason.LOOP_DETECTED:
         raise LoopDetected(message)
+    if reason is StopReason.ANOMALY_STOP:
+        flag = stop.finding.flag.value
+        raise AnomalyStop(f"run stopped after {flag} (agent.anomaly.stop_on): {message}", finding=flag)
     if reason in (
         StopReason.STEP_BUDGET,
         StopReason.TOOL_BUDGET,
@@ -131,6 +134,7 @@ class ToolCall:
         "capture",
         "idempotent",
         "name",
+        "output_problem",
         "record_schema",
         "run",
         "side_effect",
@@ -155,6 +159,7 @@ class ToolCall:
 
     def __init__(self) -> None:
         self.token = None
+        self.output_problem: str | None = None  # set by the gateway: the result failed its output schema
 
     def finish(
         self,
@@ -183,6 +188,8 @@ class ToolCall:
                 side_effect=self.side_effect, idempotency_key=self.idempotent,
                 arg_entities=self.arg_entities, tool_schema=self.record_schema,
             )
+            if self.output_problem is not None or isinstance(exc, ToolOutputInvalid):
+                record.output_invalid = True
             # Marked so an AnomalyProcessor in the same pipeline does not evaluate it twice.
             attrs: dict[str, Any] = {sc.ANOMALY_EVALUATED: True} if rt.inline else {}
             if failed is not None:
@@ -213,6 +220,8 @@ class ToolCall:
                     attrs[sc.TOOL_RESULT_ENTITIES] = format_entities(entities)
                 if self.capture.enabled:
                     _content_to(span, self.capture, {sc.GEN_AI_TOOL_CALL_RESULT: rt.redactor.render(result)}, attrs)
+            if record.output_invalid:
+                attrs[sc.TOOL_OUTPUT_INVALID] = True
             set_trusted_attributes(span, attrs)
             _apply(span, self.run, record)
         except Exception as err:
@@ -263,17 +272,23 @@ def start_tool(
     call_id: str | None = None,
     tool_type: str = "function",
     extra: dict[str, Any] | None = None,
+    reversible: bool | None = None,
+    idempotent: bool = False,
+    refuse: StopRun | None = None,
 ) -> ToolCall | None:
     """Guard and open a tool span; ``None`` when agentwatch is off or suppressed.
 
     Raises ``BudgetExceeded``/``LoopDetected``/``ToolDenied`` when an enforced
     rule stops the call before it runs. A denied call still gets its span (failed,
     ``error_class=denied``, flagged ``TOOL_DENIED``): the agent did try to call it.
+    ``refuse`` is the gateway's refusal (safe mode, open breaker, invalid input):
+    recorded the same way and raised. ``idempotent`` says the gateway supplied
+    an idempotency key the arguments do not show.
     """
     if not active():
         return None
     stop: Stop | None = None
-    denied: ToolDenied | None = None
+    denied: StopRun | None = None
     try:
         rt = _runtime.get()
         run = current_run()
@@ -290,6 +305,8 @@ def start_tool(
             why = policy.denial(name)
             if why is not None:
                 denied = ToolDenied(why)
+        if stop is None and denied is None and refuse is not None:
+            denied = refuse
         if stop is None:
             call = ToolCall()
             call.name = name
@@ -298,9 +315,9 @@ def start_tool(
             call.args_hash = h
             call.args_key = loop_key
             call.side_effect = side_effect or rt.config.tools.is_side_effect(name)
-            call.idempotent = isinstance(parsed, dict) and any(
+            call.idempotent = idempotent or (isinstance(parsed, dict) and any(
                 parsed.get(k) not in (None, "") for k in rt.config.tools.idempotency_keys
-            )
+            ))
             call.arg_entities = rt.extractor.extract(parsed)
             # The tool's own schema, else the one the model was offered for it in this run.
             call.record_schema = schema if schema is not None else (run.schema_for(name) if run else None)
@@ -328,6 +345,8 @@ def start_tool(
                 attrs[sc.GEN_AI_TOOL_DESCRIPTION] = description
             if call.idempotent:
                 attrs[sc.TOOL_IDEMPOTENCY_KEY] = True
+            if reversible is not None:
+                attrs[sc.TOOL_REVERSIBLE] = reversible
             if call.arg_entities:
                 attrs[sc.TOOL_ARG_ENTITIES] = format_entities(call.arg_entities)
             content: dict[str, Any] = {}
