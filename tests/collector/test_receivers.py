@@ -45,7 +45,7 @@ def _post(port, body, content_type="application/x-protobuf", headers=None, metho
     try:
         conn.request(method, path, body=body, headers={"Content-Type": content_type, **(headers or {})})
         response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
+        return response.status, response.headers, response.read()  # headers: case-insensitive
     finally:
         conn.close()
 

@@ -22,8 +22,27 @@ Tree = Mapping[str, Any]
 # The schema: for each section the known keys (nested dicts are sub-sections).
 _SCHEMA: dict[str, Any] = {
     "receivers": {
-        "grpc": {"endpoint": None, "max_message_bytes": None},
-        "http": {"endpoint": None, "max_body_bytes": None},
+        "grpc": {
+            "endpoint": None,
+            "max_message_bytes": None,
+            "max_concurrent_rpcs": None,
+            "max_concurrent_streams": None,
+            "workers": None,
+            "keepalive_time_seconds": None,
+            "keepalive_timeout_seconds": None,
+            "max_connection_idle_seconds": None,
+            "max_connection_age_seconds": None,
+            "max_connection_age_grace_seconds": None,
+        },
+        "http": {
+            "endpoint": None,
+            "max_body_bytes": None,
+            "max_connections": None,
+            "max_inflight_bytes": None,
+            "header_timeout_seconds": None,
+            "body_timeout_seconds": None,
+            "idle_timeout_seconds": None,
+        },
     },
     "exporter": {
         "protocol": None,
@@ -70,12 +89,25 @@ class Endpoint:
 class GrpcReceiverConfig:
     endpoint: Endpoint = Endpoint("0.0.0.0", 4317)
     max_message_bytes: int = 4 * 1024 * 1024
+    max_concurrent_rpcs: int = 128  # past it: RESOURCE_EXHAUSTED
+    max_concurrent_streams: int = 100  # per connection (HTTP/2 SETTINGS)
+    workers: int = 8  # threads running Export
+    keepalive_time_seconds: float = 60.0  # ping a connection idle this long (0: never)
+    keepalive_timeout_seconds: float = 20.0  # close it when the ping is not answered in time
+    max_connection_idle_seconds: float = 300.0  # close connections without calls this long (0: never)
+    max_connection_age_seconds: float = 0.0  # ask clients to reconnect after this long (0: never)
+    max_connection_age_grace_seconds: float = 30.0  # calls in flight then get this long to finish
 
 
 @dataclass(frozen=True)
 class HttpReceiverConfig:
     endpoint: Endpoint = Endpoint("0.0.0.0", 4318)
     max_body_bytes: int = 4 * 1024 * 1024
+    max_connections: int = 256  # open connections; more are answered 503 and closed
+    max_inflight_bytes: int = 64 * 1024 * 1024  # bodies being received at once (at least max_body_bytes)
+    header_timeout_seconds: float = 10.0  # from a request's first byte to the end of its headers
+    body_timeout_seconds: float = 30.0  # from the end of the headers to the end of the body
+    idle_timeout_seconds: float = 60.0  # a kept-alive connection with no request is closed after this
 
 
 @dataclass(frozen=True)
@@ -138,6 +170,7 @@ class CollectorConfig:
     telemetry: TelemetryConfig = TelemetryConfig()
     detection: Config = field(default_factory=Config)
     source: str = "<mapping>"
+    files: tuple[str, ...] = ()  # every configuration file read, in order (logged at start-up)
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -301,15 +334,40 @@ def build_collector_config(
     enable_all = "receivers" not in data or data["receivers"] is None
     if enable_all or "grpc" in receivers.data:
         g = receivers.section("grpc")
+        G = GrpcReceiverConfig
         grpc_cfg = GrpcReceiverConfig(
-            endpoint=g.endpoint("endpoint", GrpcReceiverConfig.endpoint),
-            max_message_bytes=g.integer("max_message_bytes", GrpcReceiverConfig.max_message_bytes),
+            endpoint=g.endpoint("endpoint", G.endpoint),
+            max_message_bytes=g.integer("max_message_bytes", G.max_message_bytes),
+            max_concurrent_rpcs=g.integer("max_concurrent_rpcs", G.max_concurrent_rpcs),
+            max_concurrent_streams=g.integer("max_concurrent_streams", G.max_concurrent_streams),
+            workers=g.integer("workers", G.workers),
+            keepalive_time_seconds=g.number("keepalive_time_seconds", G.keepalive_time_seconds, exclusive=False),
+            keepalive_timeout_seconds=g.number("keepalive_timeout_seconds", G.keepalive_timeout_seconds),
+            max_connection_idle_seconds=g.number(
+                "max_connection_idle_seconds", G.max_connection_idle_seconds, exclusive=False
+            ),
+            max_connection_age_seconds=g.number(
+                "max_connection_age_seconds", G.max_connection_age_seconds, exclusive=False
+            ),
+            max_connection_age_grace_seconds=g.number(
+                "max_connection_age_grace_seconds", G.max_connection_age_grace_seconds, exclusive=False
+            ),
         )
     if enable_all or "http" in receivers.data:
         h = receivers.section("http")
+        H = HttpReceiverConfig
+        max_body = h.integer("max_body_bytes", H.max_body_bytes)
+        inflight = h.integer("max_inflight_bytes", max(H.max_inflight_bytes, max_body))
+        if inflight < max_body:
+            raise h.fail("max_inflight_bytes", f"must be >= max_body_bytes ({max_body}), got {inflight}")
         http_cfg = HttpReceiverConfig(
-            endpoint=h.endpoint("endpoint", HttpReceiverConfig.endpoint),
-            max_body_bytes=h.integer("max_body_bytes", HttpReceiverConfig.max_body_bytes),
+            endpoint=h.endpoint("endpoint", H.endpoint),
+            max_body_bytes=max_body,
+            max_connections=h.integer("max_connections", H.max_connections),
+            max_inflight_bytes=inflight,
+            header_timeout_seconds=h.number("header_timeout_seconds", H.header_timeout_seconds),
+            body_timeout_seconds=h.number("body_timeout_seconds", H.body_timeout_seconds),
+            idle_timeout_seconds=h.number("idle_timeout_seconds", H.idle_timeout_seconds),
         )
     if grpc_cfg is None and http_cfg is None:
         raise ConfigError(f"{source}: receivers must enable grpc, http or both")
@@ -380,6 +438,12 @@ def build_collector_config(
     )
 
     detection = _detection(top, source, base_dir, env)
+    files = [source] if base_dir is not None else []
+    if top.has("detection_config"):
+        named = Path(top.string("detection_config", ""))
+        files.append(str(named if named.is_absolute() or base_dir is None else base_dir / named))
+    # the in-process configuration's files (AGENTWATCH_CONFIG or ./agentwatch.yaml), as it names them
+    files += [part for part in detection.source.split("+") if part not in ("defaults", "argument")]
 
     return CollectorConfig(
         exporter=exporter,
@@ -391,6 +455,7 @@ def build_collector_config(
         telemetry=telemetry,
         detection=detection,
         source=source,
+        files=tuple(files),
     )
 
 
