@@ -373,7 +373,7 @@ def _one_span_request(span_bytes: bytes) -> bytes:
 
 
 def test_last_trace_id_wins_and_all_zero_is_rejected() -> None:
-    good = Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="s").SerializeToString()
+    good = Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, parent_span_id=b"\x04" * 8).SerializeToString()
     data = _one_span_request(good + b"\x0a\x10" + bytes(16))  # trace_id again: all zero
     out, rejected, reason = split_request(data, GroupTable())
     assert out == [] and rejected == 1 and "trace_id" in reason
