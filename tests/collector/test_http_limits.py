@@ -317,3 +317,4 @@ def test_bodies_in_flight_are_bounded(grpc_sink, collectors):
     finally:
         slow.close()
     wait_until(lambda: _post(collector.http_port, _request())[0] == 200, timeout=5)
+    wait_until(lambda: collector.http._inflight == 0, timeout=5)  # every reservation released

@@ -150,9 +150,9 @@ class HttpReceiver:
             message = f"the body has {int(length)} bytes; the limit is {limit}"
             await self._error(send, 413, message, as_json, GRPC_RESOURCE_EXHAUSTED, close=True)
             return
-        held = 0
+        held = [0]  # bytes reserved in max_inflight_bytes, released whatever happens
         try:
-            body, held = await self._read_body(receive, send, limit, int(length or 0), as_json)
+            body = await self._read_body(receive, send, limit, int(length or 0), as_json, held)
             if body is None:
                 return
             loop = asyncio.get_running_loop()
@@ -162,17 +162,20 @@ class HttpReceiver:
             del body
             await self._respond(send, status, payload, kind, extra)
         finally:
-            self._inflight -= held
+            self._inflight -= held[0]
 
     async def _read_body(
-        self, receive: Receive, send: Send, limit: int, expected: int, as_json: bool
-    ) -> tuple[bytes | None, int]:
-        """The whole body within ``body_timeout_seconds``, or ``None`` once an error was answered."""
+        self, receive: Receive, send: Send, limit: int, expected: int, as_json: bool, held: list[int]
+    ) -> bytes | None:
+        """The whole body within ``body_timeout_seconds``, or ``None`` once an error was answered.
+
+        Bytes are reserved in ``max_inflight_bytes`` as they come (a declared length up front);
+        ``held[0]`` says how many, for the caller to release.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.body_timeout_seconds
         parts: list[bytes] = []
         total = 0
-        held = 0
         more = True
         while more:
             remaining = deadline - loop.time()
@@ -184,9 +187,9 @@ class HttpReceiver:
                 self._fail("timeout")
                 seconds = self.config.body_timeout_seconds
                 await self._error(send, 408, f"the body took longer than {seconds:g}s", as_json, close=True)
-                return None, held
+                return None
             if message["type"] != "http.request":  # the client went away
-                return None, held
+                return None
             chunk = message.get("body", b"")
             more = message.get("more_body", False)
             total += len(chunk)
@@ -194,8 +197,8 @@ class HttpReceiver:
                 self._fail("too_large")
                 message_text = f"the body exceeds the limit of {limit} bytes"
                 await self._error(send, 413, message_text, as_json, GRPC_RESOURCE_EXHAUSTED, close=True)
-                return None, held
-            want = max(total, min(expected, limit)) - held  # a declared length is reserved up front
+                return None
+            want = max(total, min(expected, limit)) - held[0]  # a declared length is reserved up front
             if want > 0:
                 if self._inflight + want > self.config.max_inflight_bytes:
                     self._fail("throttled")
@@ -208,12 +211,12 @@ class HttpReceiver:
                         extra={"retry-after": str(BUSY_RETRY_AFTER)},
                         close=True,
                     )
-                    return None, held
+                    return None
                 self._inflight += want
-                held += want
+                held[0] += want
             if chunk:
                 parts.append(chunk)
-        return b"".join(parts), held
+        return b"".join(parts)
 
     def _process(self, body: bytes, encoding: str, as_json: bool) -> Reply:
         """Decode and buffer one request (in a worker thread); the reply to send."""
