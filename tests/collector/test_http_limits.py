@@ -183,6 +183,7 @@ def test_chunked_bodies(collector, grpc_sink):
 
     for bad in (b"-1\r\n", b"-0x10\r\n", b"zz\r\n", b"0x10\r\n"):
         assert _raw(port, CHUNKED, bad).startswith(b"HTTP/1.1 400"), bad
+    assert collector.stats.get("requests_failed", "malformed") == 4
 
     # a chunk claiming 2**80 bytes: read no further than max_body_bytes
     answer = _raw(port, CHUNKED, b"ffffffffffffffffffff\r\n" + b"\x00" * (MAX_BODY + 100))
@@ -318,3 +319,12 @@ def test_bodies_in_flight_are_bounded(grpc_sink, collectors):
         slow.close()
     wait_until(lambda: _post(collector.http_port, _request())[0] == 200, timeout=5)
     wait_until(lambda: collector.http._inflight == 0, timeout=5)  # every reservation released
+
+
+def test_framing_errors_are_logged_rate_limited(collector, caplog):
+    caplog.set_level(logging.DEBUG)
+    for _ in range(20):
+        assert _raw(collector.http_port, CHUNKED, b"-1\r\n").startswith(b"HTTP/1.1 400")
+    logged = [r for r in caplog.records if r.name.startswith("agentwatch.collector.http")]
+    assert len(logged) <= 1  # a hostile client cannot flood the log
+    assert collector.stats.get("requests_failed", "malformed") == 20

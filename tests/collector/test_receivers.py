@@ -228,3 +228,20 @@ def test_health_endpoints(collector):
     text = body.decode()
     assert "# TYPE agentwatch_collector_spans_received_total counter" in text
     assert "agentwatch_collector_up 1" in text
+
+
+def test_grpc_connection_limits_are_applied(grpc_sink, collectors):
+    collector = collectors(
+        grpc_sink.target, receivers={"grpc": {"endpoint": "127.0.0.1:0", "max_connection_idle_seconds": 0.5}}
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{collector.grpc_port}")
+    states: list[grpc.ChannelConnectivity] = []
+    channel.subscribe(states.append, try_to_connect=False)
+    try:
+        call = channel.unary_unary(EXPORT)
+        assert ExportTraceServiceResponse.FromString(call(b"", timeout=5)) == ExportTraceServiceResponse()
+        assert states[-1] is grpc.ChannelConnectivity.READY
+        # no call for longer than max_connection_idle_seconds: the server closes the connection
+        wait_until(lambda: states[-1] is grpc.ChannelConnectivity.IDLE, timeout=5)
+    finally:
+        channel.close()

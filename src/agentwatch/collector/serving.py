@@ -88,7 +88,8 @@ def bind(endpoint: Endpoint, what: str) -> socket.socket:
 
 
 class Limits:
-    """What one server allows; ``on_reject(reason)`` counts refusals (``too_many_connections``, ``timeout``)."""
+    """What one server allows; ``on_reject(reason)`` counts refusals (``too_many_connections``,
+    ``timeout``, ``malformed`` for framing the HTTP parser refused)."""
 
     def __init__(
         self,
@@ -134,6 +135,11 @@ class _Protocol(H11Protocol):
         if self.cycle is not None and self.cycle is not self._timed_cycle:
             self._timed_cycle = self.cycle  # its headers are complete
             self._disarm()
+
+    def send_400_response(self, msg: str) -> None:
+        # h11 refused the request's framing (a bad chunk size, Content-Length or header)
+        self.limits.on_reject("malformed")
+        super().send_400_response(msg)
 
     def _arm(self) -> None:
         self._disarm()
