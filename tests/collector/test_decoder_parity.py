@@ -400,3 +400,18 @@ def test_repeated_resource_and_status_are_merged() -> None:
     assert resource.dropped_attributes_count == 3 and resource.attributes[0].key == "service.name"
     view = SpanView.FromString(raw)
     assert StatusView.FromString(view.status).code == 2
+
+
+def test_what_sdks_send_takes_the_fast_path() -> None:
+    """Canonical encodings (the OTel SDK's exporter, the collector's own batches) are not re-checked
+    span by span: the ids view re-serializes to exactly their size."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from agentwatch.collector.otlp import RequestIdsView
+
+    from .helpers import agent_run, capture
+
+    data = encode_spans(capture(agent_run)).SerializeToString()
+    assert RequestIdsView.FromString(data).ByteSize() == len(data)
+    unusual = data + b"\x0a\x80\x00"  # one more (empty) resource_spans, its length in two bytes
+    assert RequestIdsView.FromString(unusual).ByteSize() != len(unusual)

@@ -83,7 +83,11 @@ def _build_views() -> dict[str, type[Message]]:
     add(ss, "spans", 2, F.TYPE_BYTES, repeated=True)
     add(ss, "schema_url", 3, F.TYPE_STRING)
     # The same request read for each span's ids, as protobuf reads them (the last occurrence
-    # wins), and its status occurrences (more than one is merged by protobuf: see split_request).
+    # wins). Everything else is kept as unknown fields, re-serialized byte for byte, except the
+    # span's status, an opaque message: repeated occurrences of it are merged when this view is
+    # serialized, so its size shrinks exactly when some span carries its status more than once
+    # (or a length was not written minimally): see split_request.
+    message("OpaqueView")  # no fields: its payload stays unknown fields
     rid = message("RequestIdsView")
     add(rid, "resource_spans", 1, F.TYPE_MESSAGE, repeated=True, type_name="ResourceSpansIdsView")
     rsid = message("ResourceSpansIdsView")
@@ -94,7 +98,9 @@ def _build_views() -> dict[str, type[Message]]:
     add(spid, "trace_id", 1, F.TYPE_BYTES)
     add(spid, "span_id", 2, F.TYPE_BYTES)
     add(spid, "parent_span_id", 4, F.TYPE_BYTES)
-    add(spid, "status", 15, F.TYPE_BYTES, repeated=True)
+    add(spid, "status", 15, F.TYPE_MESSAGE, type_name="OpaqueView")
+    statuses = message("StatusesView")
+    add(statuses, "status", 15, F.TYPE_BYTES, repeated=True)
     ids = message("IdsView")
     add(ids, "trace_id", 1, F.TYPE_BYTES)
     add(ids, "span_id", 2, F.TYPE_BYTES)
@@ -115,7 +121,7 @@ def _build_views() -> dict[str, type[Message]]:
 
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
-    names = ("RequestView", "RequestIdsView", "IdsView", "SpanView", "StatusView")
+    names = ("RequestView", "RequestIdsView", "StatusesView", "IdsView", "SpanView", "StatusView")
     return {
         n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"agentwatch.collector.views.{n}"))
         for n in names
@@ -125,6 +131,7 @@ def _build_views() -> dict[str, type[Message]]:
 _VIEWS = _build_views()
 RequestView: Any = _VIEWS["RequestView"]
 RequestIdsView: Any = _VIEWS["RequestIdsView"]
+StatusesView: Any = _VIEWS["StatusesView"]
 IdsView: Any = _VIEWS["IdsView"]
 SpanView: Any = _VIEWS["SpanView"]
 StatusView: Any = _VIEWS["StatusView"]
@@ -231,6 +238,8 @@ def split_request(data: bytes, groups: GroupTable) -> tuple[list[SplitSpan], int
     ExportTraceServiceRequest.FromString(data)  # full validation, nested messages included
     view = RequestView.FromString(data)
     ids = RequestIdsView.FromString(data)
+    # Some span may hold its status twice (protobuf merges the two): look span by span then.
+    careful = ids.ByteSize() != len(data)
     out: list[SplitSpan] = []
     rejected = 0
     reason = ""
@@ -259,7 +268,7 @@ def split_request(data: bytes, groups: GroupTable) -> tuple[list[SplitSpan], int
                     continue
                 if pid == _ZERO_SPAN:
                     pid = b""
-                if len(span_ids.status) > 1:
+                if careful and len(StatusesView.FromString(raw).status) > 1:
                     raw = Span.FromString(raw).SerializeToString()
                 out.append((group, raw, tid, sid, pid))
     return out, rejected, reason
