@@ -421,8 +421,9 @@ class Forwarder:
             )
 
     def _drop(self, batch: Batch, reason: str, message: str) -> None:
-        self.stats.add("spans_dropped", batch.spans, reason)
+        # logged first: whoever sees the counter move finds the log line already written
         self._warn.warn(reason, batch.spans, f"dropped {batch.spans} spans ({reason}): {message}")
+        self.stats.add("spans_dropped", batch.spans, reason)
 
     # ---------------------------------------------------------------- shutdown
 
