@@ -317,6 +317,8 @@ def test_breaker_opens_half_opens_and_closes(gateway: Any, caplog: pytest.LogCap
     assert any("closed -> open" in m for m in transitions)
     assert any("open -> half_open" in m for m in transitions)
     assert any("half_open -> closed" in m for m in transitions)
+    actions = {p.attributes["action"]: p.value for p in tel.metric_points(sc.METRIC_GATEWAY_ACTIONS)}
+    assert actions == {"refused_breaker": 1}
     refused_span = tel.tools()[3]
     assert refused_span.attributes[sc.TOOL_ERROR_CLASS] == "circuit_open"
     assert "CIRCUIT_OPEN" in _flags(refused_span)
@@ -495,6 +497,8 @@ def test_stop_on_critical_stops_the_next_call(gateway: Any) -> None:
     assert caught.value.finding == "DUPLICATE_SIDE_EFFECT"
     assert caught.value.stop_reason == "anomaly_stop"
     assert tel.runs()[0].attributes[sc.RUN_STOP_REASON] == "anomaly_stop"
+    actions = {p.attributes["action"]: p.value for p in tel.metric_points(sc.METRIC_GATEWAY_ACTIONS)}
+    assert actions == {"refused_anomaly_stop": 1}
 
 
 def test_stop_on_a_flag_name(gateway: Any) -> None:

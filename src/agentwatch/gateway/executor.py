@@ -343,13 +343,13 @@ class Gateway:
                 allowed = ", ".join(settings.safe_mode.allowed_tools) or "no tools"
                 plan.refusal = ToolDenied(f"safe mode is on: only {allowed} may run")
                 plan.attrs[sc.SAFE_MODE] = True
-                self._count(REFUSED_SAFE_MODE, spec.name)
+                self.count(REFUSED_SAFE_MODE, spec.name)
                 return plan
             if settings.input_strict and spec.schema is not None:
                 problem = self._check(spec.schema, arguments)
                 if problem is not None:
                     plan.refusal = ToolInputInvalid(f"arguments of {spec.name} do not match its schema: {problem}")
-                    self._count(REFUSED_VALIDATION, spec.name)
+                    self.count(REFUSED_VALIDATION, spec.name)
                     return plan
             if settings.breakers.enabled:
                 admission = self.breakers.admit(spec.name)
@@ -358,7 +358,7 @@ class Gateway:
                         f"circuit breaker of {spec.name} is open after repeated failures; "
                         f"next trial call in {admission.retry_in:.1f} s"
                     )
-                    self._count(REFUSED_BREAKER, spec.name)
+                    self.count(REFUSED_BREAKER, spec.name)
                     return plan
                 plan.trial = admission.trial
             supplied = idempotency.supplied_key(arguments)
@@ -386,7 +386,7 @@ class Gateway:
     ) -> Any:
         from ..instrumentation._calls import start_tool
 
-        self._count(DEDUPLICATED, spec.name)
+        self.count(DEDUPLICATED, spec.name)
         extra = self._span_args(spec, plan, None)
         extra["extra"][sc.TOOL_DEDUPLICATED] = True
         call = start_tool(spec.name, arguments, **extra)
@@ -421,7 +421,7 @@ class Gateway:
             call.finish(exc=exc)
         try:
             if isinstance(exc, timeouts.ToolTimeout):
-                self._count(TIMED_OUT, spec.name)
+                self.count(TIMED_OUT, spec.name)
             if isinstance(exc, StopRun) or not isinstance(exc, Exception):
                 if plan.trial:
                     self.breakers.release_trial(spec.name)
@@ -435,7 +435,7 @@ class Gateway:
                 if self.settings.breakers.enabled and self.breakers.state(spec.name) != "closed":
                     plan.may_retry = False  # the breaker opened on this failure: no further attempt
                 else:
-                    self._count(RETRIED, spec.name)
+                    self.count(RETRIED, spec.name)
         except Exception as err:
             _runtime.internal_error("gateway.failed", err)
 
@@ -448,7 +448,7 @@ class Gateway:
             _runtime.internal_error("gateway.output", err)
         if problem is not None and self.settings.output_fail_closed:
             refusal = ToolOutputInvalid(f"result of {spec.name} does not match its output schema: {problem}")
-            self._count(REFUSED_VALIDATION, spec.name)
+            self.count(REFUSED_VALIDATION, spec.name)
             if call is not None:
                 call.finish(exc=refusal)
             if self.settings.breakers.enabled:
@@ -469,9 +469,10 @@ class Gateway:
 
     # ------------------------------------------------------------------ reporting
 
-    def _count(self, action: str, tool: str) -> None:
+    def count(self, action: str, tool: str | None) -> None:
+        """One gateway action on the ``agentwatch.gateway.actions`` counter."""
         if self._actions is not None:
-            self._actions.add(1, {"action": action, sc.GEN_AI_TOOL_NAME: tool})
+            self._actions.add(1, {"action": action, sc.GEN_AI_TOOL_NAME: tool} if tool else {"action": action})
 
     def _transition(self, change: Transition) -> None:
         log = logger.warning if change.new == "open" else logger.info
