@@ -13,7 +13,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 
@@ -22,6 +22,9 @@ from .config import Config, load_config
 from .content import Redactor
 from .pricing import PriceTable
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .implicit import ImplicitRuns
 
 logger = logging.getLogger("agentwatch")
 
@@ -66,6 +69,7 @@ class Runtime:
     ) -> None:
         from .engine.engine import Engine  # late: the engine imports config
         from .engine.entities import EntityExtractor
+        from .implicit import ImplicitRuns
         from .otel.reporting import FindingReporter
         from .otel.trusted import sampler_ignores_attributes
 
@@ -90,6 +94,11 @@ class Runtime:
         self.engine = Engine(guard_config)
         self.extractor = EntityExtractor(self.config.entities)
         self.inline = self.config.anomaly.inline
+        # Calls outside any run are grouped by conversation (contract §8), within the run limits.
+        limits = self.config.limits
+        self.implicit: ImplicitRuns | None = (
+            ImplicitRuns(limits.max_runs, limits.run_ttl_seconds) if self.config.anomaly.implicit_runs else None
+        )
         self.reporter = FindingReporter(
             meter_provider=meter_provider, on_anomaly=on_anomaly, log=self.config.anomaly.log_findings
         )

@@ -64,6 +64,7 @@ class ToolPolicy:
 @dataclass(frozen=True)
 class AnomalyConfig:
     inline: bool = True
+    implicit_runs: bool = True  # group calls outside any run span into implicit runs (contract §8)
     token_spike_factor: float = 5.0
     token_spike_min_history: int = 2
     retry_storm_threshold: int = 3
@@ -174,6 +175,7 @@ _ENV: dict[str, tuple[tuple[str, ...], Any]] = {
     "AGENTWATCH_REDACT": (("logging", "redact"), _split),
     "AGENTWATCH_MAX_CONTENT_CHARS": (("logging", "max_content_chars"), int),
     "AGENTWATCH_INLINE_DETECTION": (("anomaly", "inline"), _bool),
+    "AGENTWATCH_IMPLICIT_RUNS": (("anomaly", "implicit_runs"), _bool),
     "AGENTWATCH_LOG_FINDINGS": (("anomaly", "log_findings"), _bool),
     "AGENTWATCH_DISABLED_FLAGS": (("anomaly", "disabled"), _split),
 }
@@ -308,6 +310,7 @@ def _build(data: Mapping[str, Any], source: str) -> Config:
             raise ConfigError(f"agent.anomaly.severity.{flag_name}: unknown severity {level!r}")
     anomaly = AnomalyConfig(
         inline=bool(an.get("inline", True)),
+        implicit_runs=bool(an.get("implicit_runs", True)),
         token_spike_factor=_positive(an.get("token_spike_factor", 5.0), "agent.anomaly.token_spike_factor", float),
         token_spike_min_history=int(an.get("token_spike_min_history", 2)),
         retry_storm_threshold=_positive(

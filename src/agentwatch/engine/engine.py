@@ -31,7 +31,7 @@ from ..config import Config, load_config
 from ..hashing import args_hash as _args_hash
 from ..hashing import value_hash
 from ..semconv import Flag, StopReason
-from . import budgets, drift, grounding, loops, policy, retries, usage
+from . import budgets, drift, grounding, loops, policy, repeats, retries, usage
 from .budgets import compile_limits
 from .context import Context
 from .outcome import failure_mode
@@ -416,6 +416,8 @@ class _Core:
         drift.observe_llm(ctx, run, rec, out)
         if rec.input_entities is not None or rec.requested_entities or rec.requested_calls:
             grounding.check_llm(ctx, run, rec, out)
+        if rec.requested_calls:
+            repeats.observe_requested(ctx, run, rec, out)
         if out:
             out = self._record(run, span_id, self._start(rec), out)
         return out

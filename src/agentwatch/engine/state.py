@@ -148,6 +148,7 @@ class RunState:
         "output_tokens",
         "parent",
         "pending",
+        "request_repeats",
         "requested",
         "results",
         "run_findings",
@@ -202,6 +203,7 @@ class RunState:
         self.basis = False  # the run has seen anything that could ground an id
         self.pending: list[Any] = []  # raw results/inputs not yet scanned for ids (lazy extraction)
         self.requested: dict[CallKey, str] = {}  # requested call -> LLM span that asked for it
+        self.request_repeats: dict[CallKey, list[Any]] | None = None  # [requests, first span], see repeats
         self.unknown_requested: dict[str, str] | None = None  # requested but not offered -> LLM span
         self.llm_seen = False
         self.last_llm_span = ""

@@ -31,6 +31,7 @@ from ..engine.entities import format_entities
 from ..engine.record import Kind, SpanRecord
 from ..errors import BudgetExceeded, LoopDetected, StopRun, ToolDenied
 from ..hashing import canonical_json, digest, parse_arguments, value_hash
+from ..implicit import ImplicitRun
 from ..otel.findings import anomaly_update
 from ..otel.trusted import set_trusted_attributes
 from ..runs import Run, _context_for, current_run
@@ -243,6 +244,8 @@ def start_tool(
         run = current_run()
         parsed = parse_arguments(arguments)
         h = digest(canonical_json(parsed))
+        if run is None and rt.implicit is not None:  # a tool an implicit run's LLM call asked for
+            run = rt.implicit.for_tool(name, h, call_id)
         start = time.time_ns()
         ticket = rt.engine.begin_call(
             run.key if run else None, Kind.TOOL, tool_name=name, args_hash=h, now_ns=start
@@ -280,6 +283,8 @@ def start_tool(
                 attrs[sc.STEP] = ticket.step
             if run is not None:
                 attrs[sc.RUN_ID] = run.run_id
+                if isinstance(run, ImplicitRun):
+                    attrs.update(run.attributes)
                 if call_id is None:
                     call_id = run.requested_call_id(name, h)
             if call_id:
@@ -444,6 +449,8 @@ class LLMCall:
         if cost is not None:
             attrs[sc.COST_USD] = cost
         run = self.run
+        if self.response_id and isinstance(run, ImplicitRun):
+            run.remember_response(self.response_id)
         requested: list[tuple[str, str]] = []
         requested_entities: list[tuple[str, str]] = []
         if self.requested:
@@ -582,6 +589,8 @@ def start_llm(
                 if ticket.step is not None:
                     attrs[sc.STEP] = ticket.step
                 attrs[sc.RUN_ID] = run.run_id
+                if isinstance(run, ImplicitRun):
+                    attrs.update(run.attributes)
                 if info.offered_schemas:
                     run.remember_schemas(info.offered_schemas)
                 # Drift and entity grounding are judged within a run: outside one,
