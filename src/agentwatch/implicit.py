@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from typing import Any
@@ -62,7 +62,7 @@ class ImplicitRun(Run):
     __slots__ = ("_table", "attributes", "conversation_id", "last_used")
 
     def __init__(self, conversation_id: str, table: ImplicitRuns, now: float) -> None:
-        super().__init__("implicit", "run_" + uuid.uuid4().hex[:20], trace.INVALID_SPAN, None, None)
+        super().__init__("implicit", "run_" + os.urandom(10).hex(), trace.INVALID_SPAN, None, None)
         self.key = KEY_PREFIX + conversation_id
         self.conversation_id = conversation_id
         self.attributes: dict[str, Any] = {sc.GEN_AI_CONVERSATION_ID: conversation_id, sc.RUN_IMPLICIT: True}
@@ -102,7 +102,8 @@ def _plain(obj: Any) -> Any:
 
 def _canonical(msg: Any) -> bytes:
     """One message's bytes for the fingerprint: deterministic, and cheap for the usual text message."""
-    msg = _plain(msg)
+    if type(msg) is not dict:
+        msg = _plain(msg)
     if type(msg) is not dict:
         return json.dumps(msg, sort_keys=True, default=str, separators=(",", ":")).encode()
     content = msg.get("content")
@@ -142,8 +143,12 @@ class _Request:
         boundaries = self.boundaries
         results = self.results
         for msg in messages[:_MAX_MESSAGES]:
-            role = _get(msg, "role")
-            kind = _get(msg, "type")
+            if type(msg) is dict:
+                role = msg.get("role")
+                kind = msg.get("type")
+            else:
+                role = getattr(msg, "role", None)
+                kind = getattr(msg, "type", None)
             if role == "assistant" or kind == "function_call":
                 boundaries.append(h.digest())
             elif role == "tool":
@@ -222,7 +227,7 @@ class ImplicitRuns:
                         if run is not None:
                             break
                 if run is None:
-                    run = self._start("conv_" + uuid.uuid4().hex[:24], now)
+                    run = self._start("conv_" + os.urandom(12).hex(), now)
                 else:
                     self._counts["runs_continued"] += 1
                 if request.full is not None:
