@@ -235,3 +235,31 @@ def test_user_conversation_parameter() -> None:
     a = table.for_request({"input": "x", "conversation": "conv_abc"})
     b = table.for_request({"input": "y", "conversation": {"id": "conv_abc"}})
     assert a is b and a.conversation_id == "conv_abc"
+
+
+def test_forgotten_conversations_free_their_engine_state() -> None:
+    forgotten: list[str] = []
+    table = ImplicitRuns(max_runs=1, ttl_seconds=60, on_forget=forgotten.append)
+    first = table.for_request(_chat([{"role": "user", "content": "a"}]))
+    table.for_request(_chat([{"role": "user", "content": "b"}]))
+    assert forgotten == [first.key]
+
+
+def test_implicit_runs_take_at_most_half_the_engine_run_table(
+    monkeypatch: pytest.MonkeyPatch, llm_server: LLMServer, openai_client: Any
+) -> None:
+    monkeypatch.delenv(sc.ENV_CAPTURE_CONTENT, raising=False)
+    make_telemetry(config={"agent": {"limits": {"max_runs": 4}}})
+    try:
+        from agentwatch import _runtime
+
+        llm_server.script(*[reply.text("ok") for _ in range(6)])
+        for i in range(6):  # six one-shot calls: six conversations
+            openai_client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": f"q{i}"}]
+            )
+        rt = _runtime.get()
+        assert rt.implicit is not None and rt.implicit.stats["runs_evicted"] == 4
+        assert rt.engine.stats["runs_open"] == 2  # evicted conversations were closed in the engine too
+    finally:
+        agentwatch.uninstrument()

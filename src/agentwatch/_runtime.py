@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -96,9 +97,16 @@ class Runtime:
         self.inline = self.config.anomaly.inline
         # Calls outside any run are grouped by conversation (contract §8), within the run limits.
         limits = self.config.limits
-        self.implicit: ImplicitRuns | None = (
-            ImplicitRuns(limits.max_runs, limits.run_ttl_seconds) if self.config.anomaly.implicit_runs else None
-        )
+        # At most half the engine's run table, so one-shot calls cannot crowd explicit runs out;
+        # a conversation forgotten here frees its engine state at once.
+        self.implicit: ImplicitRuns | None = None
+        if self.config.anomaly.implicit_runs:
+            engine = self.engine
+            self.implicit = ImplicitRuns(
+                max(1, limits.max_runs // 2),
+                limits.run_ttl_seconds,
+                on_forget=lambda key: engine.close_run(key, stop_reason=None, end_ns=time.time_ns()),
+            )
         self.reporter = FindingReporter(
             meter_provider=meter_provider, on_anomaly=on_anomaly, log=self.config.anomaly.log_findings
         )

@@ -21,10 +21,12 @@ Anything else starts a new implicit run. Tool spans opened outside a run join
 the run of the LLM call that requested them (by tool call id, else by tool
 name and args hash).
 
-State is bounded: at most ``agent.limits.max_runs`` conversations (least
-recently used evicted first) and ``16 x`` that many lookup keys, each idle
+State is bounded: at most half of ``agent.limits.max_runs`` conversations
+(least recently used evicted first; the other half of the engine's run table
+stays for explicit runs) and ``16 x`` that many lookup keys, each idle
 conversation forgotten after ``agent.limits.run_ttl_seconds``; every eviction
-is counted in :attr:`ImplicitRuns.stats`. Fingerprints are computed whether or
+is counted in :attr:`ImplicitRuns.stats`, and a forgotten conversation's
+engine state is freed at once. Fingerprints are computed whether or
 not message content is captured, and only their digests are kept.
 """
 
@@ -36,7 +38,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from opentelemetry import baggage, trace
@@ -175,7 +177,10 @@ class _Request:
 class ImplicitRuns:
     """The process's implicit runs and the fingerprints that find them (thread-safe, bounded)."""
 
-    def __init__(self, max_runs: int, ttl_seconds: float) -> None:
+    def __init__(
+        self, max_runs: int, ttl_seconds: float, on_forget: Callable[[str], object] | None = None
+    ) -> None:
+        self._on_forget = on_forget  # called with the run key of a conversation evicted or expired
         self._max_runs = max(1, int(max_runs))
         self._max_keys = self._max_runs * _INDEX_PER_RUN
         self._ttl = float(ttl_seconds)
@@ -264,9 +269,17 @@ class ImplicitRuns:
         self._runs[conversation_id] = run
         self._counts["runs_started"] += 1
         while len(self._runs) > self._max_runs:
-            self._runs.popitem(last=False)
+            _, old = self._runs.popitem(last=False)
             self._counts["runs_evicted"] += 1
+            self._forget(old)
         return run
+
+    def _forget(self, run: ImplicitRun) -> None:
+        if self._on_forget is not None:
+            try:
+                self._on_forget(run.key)
+            except Exception:  # freeing state early is an optimisation; never fail the call
+                pass
 
     def _touch(self, run: ImplicitRun, now: float) -> None:
         run.last_used = now
@@ -303,3 +316,4 @@ class ImplicitRuns:
                 break
             runs.popitem(last=False)
             self._counts["runs_expired"] += 1
+            self._forget(run)

@@ -624,7 +624,11 @@ def start_llm(
             foreign = _foreign_llm_span(current)
             if foreign is not None:
                 call.foreign = True
-                foreign.set_attributes({k: v for k, v in attrs.items() if k.startswith("agentwatch.")})
+                ours = {k: v for k, v in attrs.items() if k.startswith("agentwatch.")}
+                theirs = getattr(foreign, "attributes", None) or {}
+                if isinstance(run, ImplicitRun) and sc.GEN_AI_CONVERSATION_ID not in theirs:
+                    ours[sc.GEN_AI_CONVERSATION_ID] = run.conversation_id  # so exporters can group it too
+                foreign.set_attributes(ours)
                 attrs.clear()
                 span = foreign
             else:

@@ -17,6 +17,7 @@ import wrapt
 from opentelemetry.instrumentation.utils import unwrap
 
 from .. import _runtime
+from .. import semconv as sc
 from ..content import capture_mode
 from ..runs import current_run
 from ._calls import LLMCall, RequestInfo, active, start_llm
@@ -111,7 +112,7 @@ def _prepare(provider: Provider, client: Any, args: tuple[Any, ...], kwargs: dic
             body = body if isinstance(body, dict) else {}
         capture = capture_mode()
         run = current_run()
-        if run is None:
+        if run is None and operation != sc.OP_EMBEDDINGS:  # embeddings hold no conversation
             run = _implicit_run(body)
         info = provider.read_request(operation, body, capture.enabled or run is not None, capture.enabled)
         headers = getattr(options, "headers", None)
