@@ -64,7 +64,7 @@ def main() -> int:
     }
     best: dict[tuple[str, bool], float] = {}
     for shape, call in (("one-shot", one_shot), ("agent-loop", agent_loop)):
-        for setting, config in configs.items():  # warm up both
+        for config in configs.values():  # warm up both
             agentwatch.instrument(tracer_provider=tp, config=config)
             for _ in range(50):
                 call()
