@@ -263,3 +263,25 @@ def test_implicit_runs_take_at_most_half_the_engine_run_table(
         assert rt.engine.stats["runs_open"] == 2  # evicted conversations were closed in the engine too
     finally:
         agentwatch.uninstrument()
+
+
+def test_anthropic_tool_loop_is_one_implicit_run(
+    telemetry: Telemetry, llm_server: LLMServer, anthropic_client: Any
+) -> None:
+    llm_server.script(*[reply.tool_call("get_order", {"order_id": "ord_1"}) for _ in range(3)])
+    tools = [{"name": "get_order", "input_schema": {"type": "object"}}]
+    messages: list[Any] = [{"role": "user", "content": "where is ord_1?"}]
+    for _ in range(3):
+        response = anthropic_client.messages.create(
+            model="claude-sonnet-4-5", max_tokens=64, messages=messages, tools=tools
+        )
+        messages.append({"role": "assistant", "content": response.content})
+        results = [
+            {"type": "tool_result", "tool_use_id": block.id, "content": "shipped"}
+            for block in response.content
+            if block.type == "tool_use"
+        ]
+        messages.append({"role": "user", "content": results})
+    spans = telemetry.llm()
+    assert len({_conversation(s) for s in spans}) == 1
+    assert ["LOOP_DETECTED" in s.attributes.get(sc.ANOMALY_FLAGS, ()) for s in spans] == [False, False, True]
