@@ -136,6 +136,52 @@ def test_cli_exit_code_2_with_line_for_broken_yaml(tmp_path):
     assert result.returncode == 2 and "unknown key 'limits.max_trace'" in result.stderr
 
 
+def test_receiver_limit_keys_and_their_defaults():
+    config = build_collector_config({"exporter": {"endpoint": "x:1"}}, env={})
+    http, grpc = config.http, config.grpc
+    assert http is not None and grpc is not None
+    assert (http.max_connections, http.header_timeout_seconds, http.body_timeout_seconds) == (256, 10.0, 30.0)
+    assert http.max_inflight_bytes == 64 * 1024 * 1024 and http.idle_timeout_seconds == 60.0
+    assert (grpc.max_concurrent_rpcs, grpc.max_concurrent_streams, grpc.workers) == (128, 100, 8)
+    assert grpc.max_connection_idle_seconds == 300.0 and grpc.max_connection_age_seconds == 0.0
+    # a large max_body_bytes raises the in-flight default with it (configs that set it keep working)
+    big = build_collector_config(
+        {"exporter": {"endpoint": "x:1"}, "receivers": {"http": {"max_body_bytes": 100 * 1024 * 1024}}}, env={}
+    )
+    assert big.http is not None and big.http.max_inflight_bytes == 100 * 1024 * 1024
+    set_all = build_collector_config(
+        {
+            "exporter": {"endpoint": "x:1"},
+            "receivers": {
+                "http": {"max_connections": 5, "header_timeout_seconds": 0.5, "max_inflight_bytes": 8 << 20},
+                "grpc": {"max_connection_age_seconds": 600, "keepalive_time_seconds": 0, "workers": 2},
+            },
+        },
+        env={},
+    )
+    assert set_all.http is not None and set_all.http.max_connections == 5
+    assert set_all.grpc is not None and set_all.grpc.max_connection_age_seconds == 600.0
+
+
+@pytest.mark.parametrize(
+    "receivers,fragment",
+    [
+        ({"http": {"max_connections": 0}}, "receivers.http.max_connections must be >= 1"),
+        ({"http": {"header_timeout_seconds": 0}}, "receivers.http.header_timeout_seconds must be > 0"),
+        ({"http": {"body_timeout_seconds": "30s"}}, "receivers.http.body_timeout_seconds must be a finite number"),
+        ({"http": {"max_body_bytes": 2048, "max_inflight_bytes": 1024}}, "must be >= max_body_bytes"),
+        ({"http": {"max_conections": 5}}, "unknown key 'receivers.http.max_conections'"),
+        ({"grpc": {"max_concurrent_rpcs": 0}}, "receivers.grpc.max_concurrent_rpcs must be >= 1"),
+        ({"grpc": {"max_connection_age_seconds": -1}}, "receivers.grpc.max_connection_age_seconds must be >= 0"),
+        ({"grpc": {"keepalive_timeout_seconds": 0}}, "receivers.grpc.keepalive_timeout_seconds must be > 0"),
+    ],
+)
+def test_receiver_limit_keys_are_checked(receivers, fragment):
+    with pytest.raises(ConfigError) as info:
+        build_collector_config({"exporter": {"endpoint": "x:1"}, "receivers": receivers}, source="c.yaml", env={})
+    assert fragment in str(info.value)
+
+
 # --------------------------------------------------------------------------- one strict schema
 
 BASE = {"exporter": {"endpoint": "x:1"}}
@@ -212,10 +258,17 @@ def test_collector_table_names_the_key(data, key, suggestion):
         assert f"did you mean '{suggestion}'?" in message, message
 
 
-def test_not_implemented_detection_key_says_so():
+def test_gateway_keys_in_detection_say_where_they_belong():
     data = _with(detection={"agent": {"safe_mode": {"enabled": False}}})
-    with pytest.raises(ConfigError, match=r"detection\.agent\.safe_mode is not implemented yet in this version"):
+    with pytest.raises(ConfigError, match=r"detection\.safe_mode: the tool gateway acts in the instrumented process"):
         build_collector_config(data, source="c.yaml", env={})
+
+
+def test_a_shared_app_config_file_with_gateway_keys_is_accepted(tmp_path):
+    shared = tmp_path / "agentwatch.yaml"
+    shared.write_text("agent:\n  tools:\n    retries: {max_attempts: 2}\n  anomaly: {stop_on: [critical]}\n")
+    config = build_collector_config(_with(detection_config=str(shared)), source="c.yaml", env={})
+    assert config.detection.gateway.retries.max_attempts == 2
 
 
 def test_header_from_an_environment_variable_with_a_line_break():

@@ -40,7 +40,7 @@ from ..engine.record import Finding, Kind, RunSummary, SpanRecord
 from ..engine.state import Stats as EngineStats
 from ..engine.trace import plan
 from ..otel.conversations import ConversationRuns, conversation_key, unheld
-from ..otel.findings import anomaly_update, run_summary_attributes, span_outcome
+from ..otel.findings import anomaly_update, run_summary_attributes, safe_reason, span_outcome
 from ..otel.normalize import NAME_KIND, build_record, detect_kind, record_from_attributes, records_extractor
 from ..otel.reporting import AnomalyContext, FindingReporter
 from ..version import __version__
@@ -470,7 +470,7 @@ class Decider:
             event_attrs: dict[str, Any] = {
                 sc.ANOMALY_FLAG: str(finding.flag),
                 sc.ANOMALY_SEVERITY: str(finding.severity),
-                sc.ANOMALY_REASON: finding.reason,
+                sc.ANOMALY_REASON: safe_reason(finding),
                 SUMMARY_SPAN_ID: finding.span_id,
             }
             if finding.related_span_id:

@@ -14,26 +14,29 @@ exceptions pass through untouched; deliberate stops (``BudgetExceeded``,
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind
 
-from .. import _runtime
+from .. import _runtime, calllog
 from .. import semconv as sc
 from ..classify import error_class, error_type, mark, tool_stop_reason
 from ..content import NO_CAPTURE, CaptureMode, capture_mode
+from ..engine import noise
 from ..engine.engine import CallTicket
 from ..engine.entities import format_entities
 from ..engine.record import Kind, SpanRecord
-from ..errors import BudgetExceeded, LoopDetected, StopRun, ToolDenied
+from ..errors import AnomalyStop, BudgetExceeded, LoopDetected, StopRun, ToolDenied, ToolOutputInvalid
+from ..gateway.executor import REFUSED_ANOMALY_STOP
 from ..hashing import canonical_json, digest, parse_arguments, value_hash
 from ..implicit import ImplicitRun
 from ..otel.findings import anomaly_update
 from ..otel.trusted import set_trusted_attributes
+from ..redaction import record_error, set_error_status
 from ..runs import Run, _context_for, current_run
 from ..semconv import ErrorClass, StopReason
 from ._messages import CONTENT_EVENT
@@ -63,6 +66,13 @@ def _raise_stop(stop: Stop) -> None:
     message = stop.finding.reason
     if reason is StopReason.LOOP_DETECTED:
         raise LoopDetected(message)
+    if reason is StopReason.ANOMALY_STOP:
+        flag = stop.finding.flag.value
+        try:
+            _runtime.get().gateway.count(REFUSED_ANOMALY_STOP, None)
+        except Exception as err:
+            _runtime.internal_error("gateway.count", err)
+        raise AnomalyStop(f"run stopped after {flag} (agent.anomaly.stop_on): {message}", finding=flag)
     if reason in (
         StopReason.STEP_BUDGET,
         StopReason.TOOL_BUDGET,
@@ -125,10 +135,12 @@ class ToolCall:
     __slots__ = (
         "arg_entities",
         "args_hash",
+        "args_key",
         "arguments",
         "capture",
         "idempotent",
         "name",
+        "output_problem",
         "record_schema",
         "run",
         "side_effect",
@@ -141,6 +153,7 @@ class ToolCall:
     run: Run | None
     arguments: Any
     args_hash: str
+    args_key: str
     side_effect: bool
     idempotent: bool
     arg_entities: tuple[tuple[str, str], ...]
@@ -152,6 +165,7 @@ class ToolCall:
 
     def __init__(self) -> None:
         self.token = None
+        self.output_problem: str | None = None  # set by the gateway: the result failed its output schema
 
     def finish(
         self,
@@ -176,10 +190,12 @@ class ToolCall:
                 trace_id=trace_id, span_id=span_id, parent_id=parent_id, kind=Kind.TOOL,
                 name=f"{sc.OP_EXECUTE_TOOL} {self.name}", start_ns=self.start_ns, end_ns=end,
                 run_key=self.run.key if self.run else None,
-                tool_name=self.name, args_hash=self.args_hash, arguments=self.arguments,
+                tool_name=self.name, args_hash=self.args_hash, args_key=self.args_key, arguments=self.arguments,
                 side_effect=self.side_effect, idempotency_key=self.idempotent,
                 arg_entities=self.arg_entities, tool_schema=self.record_schema,
             )
+            if self.output_problem is not None or isinstance(exc, ToolOutputInvalid):
+                record.output_invalid = True
             # Marked so an AnomalyProcessor in the same pipeline does not evaluate it twice.
             attrs: dict[str, Any] = {sc.ANOMALY_EVALUATED: True} if rt.inline else {}
             if failed is not None:
@@ -189,7 +205,7 @@ class ToolCall:
                 record.error_class = failure_class.value
                 attrs[sc.ERROR_TYPE] = kind
                 attrs[sc.TOOL_ERROR_CLASS] = failure_class.value
-                span.set_status(Status(StatusCode.ERROR, message[:512]))
+                set_error_status(span, message)
             elif exc is not None:
                 cls = error_class(exc)
                 mark(exc, tool_stop_reason(cls))
@@ -198,24 +214,70 @@ class ToolCall:
                 record.error_class = cls.value
                 attrs[sc.ERROR_TYPE] = record.error_type
                 attrs[sc.TOOL_ERROR_CLASS] = cls.value
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
+                record_error(span, exc)
             elif result is not _MISSING:
                 record.result = result
                 record.result_hash = value_hash(result)
                 entities = rt.extractor.extract(result)
                 record.result_entities = entities
                 attrs[sc.TOOL_RESULT_HASH] = record.result_hash
+                _noise_attrs(record, attrs)
                 if entities:
                     attrs[sc.TOOL_RESULT_ENTITIES] = format_entities(entities)
                 if self.capture.enabled:
                     _content_to(span, self.capture, {sc.GEN_AI_TOOL_CALL_RESULT: rt.redactor.render(result)}, attrs)
+            if record.output_invalid:
+                attrs[sc.TOOL_OUTPUT_INVALID] = True
             set_trusted_attributes(span, attrs)
             _apply(span, self.run, record)
+            if rt.config.call_log:
+                self._log(rt, record, end)
         except Exception as err:
             _runtime.internal_error("tool.finish", err)
         finally:
             span.end()
+
+    def _log(self, rt: Any, record: SpanRecord, end: int) -> None:
+        """Seed 004's structured record of this call (``agent.logging.structured``)."""
+        attrs = getattr(self.span, "attributes", None) or {}
+        calllog.emit("tool_call", {
+            "run_id": self.run.run_id if self.run else None, "trace_id": record.trace_id,
+            "span_id": record.span_id, "step": attrs.get(sc.STEP), "tool": self.name, "args_hash": self.args_hash,
+            "elapsed_s": round((end - self.start_ns) / 1e9, 6), "status": "error" if record.is_error else "ok",
+            "error_class": record.error_class, "attempt": attrs.get(sc.TOOL_ATTEMPT),
+        }, rt.config.call_log_include)
+
+
+# Framework integrations that know which agent of a multi-agent run is calling the model
+# (a LangGraph node); the LLM span names it, so drift compares each agent with itself.
+_AGENT_NAMERS: list[Callable[[], str | None]] = []
+
+
+def add_agent_namer(namer: Callable[[], str | None]) -> None:
+    if namer not in _AGENT_NAMERS:
+        _AGENT_NAMERS.append(namer)
+
+
+def _agent_name() -> str | None:
+    for namer in _AGENT_NAMERS:
+        try:
+            name = namer()
+        except Exception:
+            continue
+        if isinstance(name, str) and name:
+            return name[:128]
+    return None
+
+
+def _noise_attrs(record: SpanRecord, attrs: dict[str, Any]) -> None:
+    """The result's masked fingerprint and sketch, for loops in process and out (see engine.noise)."""
+    result_hash = record.result_hash
+    masked = record.result_key = noise.result_key(record.result, result_hash)
+    if masked != result_hash:
+        attrs[sc.TOOL_RESULT_MASKED_HASH] = masked
+    sketch = record.result_sketch = noise.sketch(record.result)
+    if sketch is not None:
+        attrs[sc.TOOL_RESULT_SKETCH] = sketch
 
 
 def start_tool(
@@ -228,17 +290,23 @@ def start_tool(
     call_id: str | None = None,
     tool_type: str = "function",
     extra: dict[str, Any] | None = None,
+    reversible: bool | None = None,
+    idempotent: bool = False,
+    refuse: StopRun | None = None,
 ) -> ToolCall | None:
     """Guard and open a tool span; ``None`` when agentwatch is off or suppressed.
 
     Raises ``BudgetExceeded``/``LoopDetected``/``ToolDenied`` when an enforced
     rule stops the call before it runs. A denied call still gets its span (failed,
     ``error_class=denied``, flagged ``TOOL_DENIED``): the agent did try to call it.
+    ``refuse`` is the gateway's refusal (safe mode, open breaker, invalid input):
+    recorded the same way and raised. ``idempotent`` says the gateway supplied
+    an idempotency key the arguments do not show.
     """
     if not active():
         return None
     stop: Stop | None = None
-    denied: ToolDenied | None = None
+    denied: StopRun | None = None
     try:
         rt = _runtime.get()
         run = current_run()
@@ -246,9 +314,10 @@ def start_tool(
         h = digest(canonical_json(parsed))
         if run is None and rt.implicit is not None:  # a tool an implicit run's LLM call asked for
             run = rt.implicit.for_tool(name, h, call_id)
+        loop_key = noise.args_key(parsed, h)  # the engine keys loops and budgets by masked arguments
         start = time.time_ns()
         ticket = rt.engine.begin_call(
-            run.key if run else None, Kind.TOOL, tool_name=name, args_hash=h, now_ns=start
+            run.key if run else None, Kind.TOOL, tool_name=name, args_hash=loop_key, now_ns=start
         )
         stop = ticket.stop
         policy = rt.config.tools
@@ -256,16 +325,19 @@ def start_tool(
             why = policy.denial(name)
             if why is not None:
                 denied = ToolDenied(why)
+        if stop is None and denied is None and refuse is not None:
+            denied = refuse
         if stop is None:
             call = ToolCall()
             call.name = name
             call.run = run
             call.arguments = parsed
             call.args_hash = h
+            call.args_key = loop_key
             call.side_effect = side_effect or rt.config.tools.is_side_effect(name)
-            call.idempotent = isinstance(parsed, dict) and any(
+            call.idempotent = idempotent or (isinstance(parsed, dict) and any(
                 parsed.get(k) not in (None, "") for k in rt.config.tools.idempotency_keys
-            )
+            ))
             call.arg_entities = rt.extractor.extract(parsed)
             # The tool's own schema, else the one the model was offered for it in this run.
             call.record_schema = schema if schema is not None else (run.schema_for(name) if run else None)
@@ -279,6 +351,8 @@ def start_tool(
                 sc.TOOL_ARGS_HASH: h,
                 sc.TOOL_SIDE_EFFECT: call.side_effect,
             }
+            if loop_key != h:
+                attrs[sc.TOOL_ARGS_MASKED_HASH] = loop_key
             if ticket.step is not None:
                 attrs[sc.STEP] = ticket.step
             if run is not None:
@@ -293,6 +367,8 @@ def start_tool(
                 attrs[sc.GEN_AI_TOOL_DESCRIPTION] = description
             if call.idempotent:
                 attrs[sc.TOOL_IDEMPOTENCY_KEY] = True
+            if reversible is not None:
+                attrs[sc.TOOL_REVERSIBLE] = reversible
             if call.arg_entities:
                 attrs[sc.TOOL_ARG_ENTITIES] = format_entities(call.arg_entities)
             content: dict[str, Any] = {}
@@ -338,6 +414,8 @@ class RequestInfo:
     system_text: str | None = None
     user_text: str | None = None
     new_input: Iterable[Any] = ()
+    # (messages, reader): every payload of the history, read on a run's first LLM call only
+    history: tuple[Any, Callable[[Any], list[Any]]] | None = None
     input_messages: Any = None
 
     def __init__(
@@ -371,6 +449,8 @@ class LLMCall:
     system_hash: str | None = None
     user_hash: str | None = None
     input_entities: tuple[tuple[str, str], ...] | None = None
+    input_raw: list[Any] | None = None
+    agent_name: str | None = None
     finished = False
     response_id: str | None = None
     response_model: str | None = None
@@ -470,8 +550,7 @@ class LLMCall:
             mark(exc, StopReason.LLM_ERROR)
             attrs[sc.ERROR_TYPE] = error_type(exc)
             if not self.foreign:
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
+                record_error(span, exc)
         set_trusted_attributes(span, attrs)
 
         # Outside a run the only thing detectors could find is a tool the model was not offered.
@@ -491,8 +570,8 @@ class LLMCall:
             is_error=exc is not None, model=self.response_model or self.model,
             input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=cost,
             requested_calls=tuple(requested), requested_entities=tuple(requested_entities),
-            offered_tools=self.offered_tools, input_entities=self.input_entities,
-            system_hash=self.system_hash, user_hash=self.user_hash,
+            offered_tools=self.offered_tools, input_entities=self.input_entities, input_raw=self.input_raw,
+            system_hash=self.system_hash, user_hash=self.user_hash, agent_name=self.agent_name,
             error_type=attrs.get(sc.ERROR_TYPE),
         )
         _apply(span, run, record)
@@ -599,8 +678,23 @@ def start_llm(
                     call.system_hash = attrs[sc.LLM_SYSTEM_HASH] = digest(info.system_text)
                 if info.user_text:
                     call.user_hash = attrs[sc.LLM_USER_HASH] = digest(info.user_text)
+                if _AGENT_NAMERS:
+                    agent = _agent_name()
+                    if agent is not None:
+                        call.agent_name = attrs[sc.GEN_AI_AGENT_NAME] = agent
+                new_input = info.new_input
+                if not getattr(run, "history_learnt", True):
+                    # The run's first LLM call: everything the model was sent is what it knows
+                    # (a second turn of a chat, a checkpointed thread), not only the newest turn.
+                    run.history_learnt = True
+                    if info.history is not None:
+                        messages, reader = info.history
+                        new_input = [info.system_text, *reader(messages)] if info.system_text else reader(messages)
+                    # every value of it is learnt too (lazily); later calls' new input is mostly
+                    # tool results, which their own spans teach the engine
+                    call.input_raw = new_input if isinstance(new_input, list) else list(new_input)
                 entities: list[tuple[str, str]] = []
-                for item in info.new_input:
+                for item in new_input:
                     entities.extend(rt.extractor.extract(item))
                 call.input_entities = tuple(dict.fromkeys(entities))
                 # Recorded even when empty: "input scanned, nothing found" grounds the run.

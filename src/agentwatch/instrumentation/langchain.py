@@ -30,8 +30,10 @@ from typing import Any
 
 from .. import _runtime
 from ..errors import StopRun
-from ._calls import ToolCall, active, start_tool
-from ._frameworks import DetachedRun, opens_run
+from ..gateway.executor import HandledFailure, ToolSpec, active_gateway, schema_accepts_key
+from ..gateway.idempotency import KEY_ARGUMENT
+from ._calls import ToolCall, active, add_agent_namer, start_tool
+from ._frameworks import DetachedRun, limit_handled, opens_run
 from ._patching import DeferredPatch, text_value
 
 _FILTERED = frozenset({"run_manager", "callbacks", "config", "runtime", "state", "store", "tool_call_id"})
@@ -118,9 +120,84 @@ def _finish(call: ToolCall, output: Any, handled: list[BaseException]) -> None:
         call.finish(value)
 
 
+def _gateway_spec(tool: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[ToolSpec, Any] | None:
+    """The gateway's view of a LangChain tool call: its spec and the model's arguments."""
+    try:
+        name = getattr(tool, "name", None)
+        if not isinstance(name, str):
+            return None
+        arguments = _arguments(tool, args[0] if args else kwargs.get("tool_input"))
+        try:
+            schema = _schema(tool)
+        except Exception:
+            schema = None
+        description = getattr(tool, "description", None)
+        spec = ToolSpec(
+            name,
+            side_effect=_runtime.get().config.tools.is_side_effect(name),
+            description=description if isinstance(description, str) and description else None,
+            schema=schema,
+            accepts_key=schema_accepts_key(schema),
+        )
+        return spec, arguments if arguments is not None else {}
+    except Exception as err:
+        _runtime.internal_error("langchain.gateway", err)
+        return None
+
+
+def _keyed(args: tuple[Any, ...], kwargs: dict[str, Any], key: str | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call's arguments with ``idempotency_key`` added to a dict tool input."""
+    if key is None:
+        return args, kwargs
+    tool_input = args[0] if args else kwargs.get("tool_input")
+    if not isinstance(tool_input, dict):
+        return args, kwargs
+    keyed = {**tool_input, KEY_ARGUMENT: key}
+    if args:
+        return (keyed, *args[1:]), kwargs
+    return args, {**kwargs, "tool_input": keyed}
+
+
+def _attempt_sync(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def attempt(key: str | None) -> tuple[Any, BaseException | None]:
+        call_args, call_kwargs = _keyed(args, kwargs, key)
+        handled: list[BaseException] = []
+        token = _HANDLED.set(handled)
+        try:
+            output = wrapped(*call_args, **call_kwargs)
+        finally:
+            _HANDLED.reset(token)
+        return output, handled[-1] if handled else None
+
+    return attempt
+
+
+def _attempt_async(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def attempt(key: str | None) -> tuple[Any, BaseException | None]:
+        call_args, call_kwargs = _keyed(args, kwargs, key)
+        handled: list[BaseException] = []
+        token = _HANDLED.set(handled)
+        try:
+            output = await wrapped(*call_args, **call_kwargs)
+        finally:
+            _HANDLED.reset(token)
+        return output, handled[-1] if handled else None
+
+    return attempt
+
+
+_READER = HandledFailure(_result)
+
+
 def _run_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if not active():
         return wrapped(*args, **kwargs)
+    gateway = active_gateway()
+    if gateway is not None:
+        routed = _gateway_spec(instance, args, kwargs)
+        if routed is not None:
+            gateway.warn_key_unsupported(routed[0])
+            return gateway.call_sync(*routed, _attempt_sync(wrapped, args, kwargs), _READER)[0]
     call = _begin(instance, args, kwargs)
     if call is None:
         return wrapped(*args, **kwargs)
@@ -140,6 +217,12 @@ def _run_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
 async def _arun_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if not active():
         return await wrapped(*args, **kwargs)
+    gateway = active_gateway()
+    if gateway is not None:
+        routed = _gateway_spec(instance, args, kwargs)
+        if routed is not None:
+            gateway.warn_key_unsupported(routed[0])
+            return (await gateway.call_async(*routed, _attempt_async(wrapped, args, kwargs), _READER))[0]
     call = _begin(instance, args, kwargs)
     if call is None:
         return await wrapped(*args, **kwargs)
@@ -196,6 +279,49 @@ def _start(graph: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Detache
         return None
 
 
+# LangGraph's prebuilt agent answers this instead of calling the model when its steps ran out.
+NEED_MORE_STEPS = "Sorry, need more steps to process this request."
+
+
+def _last_message_text(item: Any) -> Any:
+    if isinstance(item, tuple) and item:  # (mode, chunk) or (namespace, mode, chunk)
+        item = item[-1]
+    if not isinstance(item, dict):
+        return None
+    messages = item.get("messages")
+    if messages is None and len(item) == 1:  # stream_mode="updates": {node: {"messages": [...]}}
+        update = next(iter(item.values()))
+        messages = update.get("messages") if isinstance(update, dict) else None
+    if isinstance(messages, list) and messages:
+        return getattr(messages[-1], "content", None)
+    return None
+
+
+def _note_limit(run: DetachedRun, item: Any) -> None:
+    """The graph answered that it needs more steps: it stopped at its own step limit."""
+    try:
+        if _last_message_text(item) == NEED_MORE_STEPS:
+            limit_handled(run.run, "LangGraph agent ran out of steps (remaining_steps) and said so")
+    except Exception as err:
+        _runtime.internal_error("langgraph.limit", err)
+
+
+def graph_node() -> str | None:
+    """The LangGraph node (path through subgraphs) running now: the agent of a multi-agent graph."""
+    config = _child_config.get() if _child_config is not None else None
+    metadata = config.get("metadata") if isinstance(config, dict) else None
+    if not isinstance(metadata, dict):
+        return None
+    path = metadata.get("langgraph_checkpoint_ns")
+    if isinstance(path, str) and path:
+        return "/".join(part.split(":", 1)[0] for part in path.split("|"))
+    node = metadata.get("langgraph_node")
+    return node if isinstance(node, str) else None
+
+
+_child_config: Any = None
+
+
 def _iterate(stream: Any, run: DetachedRun) -> Any:
     """Yield the graph's stream items; the run's context is current only while the graph works."""
     iterator = iter(stream)
@@ -207,6 +333,7 @@ def _iterate(stream: Any, run: DetachedRun) -> Any:
                     item = next(iterator)
             except StopIteration:
                 return
+            _note_limit(run, item)
             yield item
     except GeneratorExit:  # the consumer stopped early: close the graph inside its run
         close = getattr(iterator, "close", None)
@@ -231,6 +358,7 @@ async def _aiterate(stream: Any, run: DetachedRun) -> Any:
                     item = await iterator.__anext__()
             except StopAsyncIteration:
                 return
+            _note_limit(run, item)
             yield item
     except GeneratorExit:
         aclose = getattr(iterator, "aclose", None)
@@ -249,6 +377,7 @@ def _graph_wrapper(iterate: Callable[[Any, DetachedRun], Any]) -> Any:
     """A wrapper for ``Pregel.stream`` (``iterate=_iterate``) or ``astream`` (``_aiterate``)."""
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        _name_agents()
         run = _start(instance, args, kwargs)
         if run is None:
             return wrapped(*args, **kwargs)
@@ -260,6 +389,18 @@ def _graph_wrapper(iterate: Callable[[Any, DetachedRun], Any]) -> Any:
         return iterate(stream, run)
 
     return wrapper
+
+
+def _name_agents() -> None:
+    """Name each LLM call's agent after its graph node (once langchain-core is loaded)."""
+    global _child_config
+    if _child_config is None:
+        try:
+            from langchain_core.runnables.config import var_child_runnable_config
+        except Exception:
+            return
+        _child_config = var_child_runnable_config
+        add_agent_namer(graph_node)
 
 
 def patch() -> DeferredPatch:

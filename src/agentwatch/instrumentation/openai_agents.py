@@ -22,14 +22,20 @@ the LLM spans; they nest under the run. The SDK's own tracing is not used.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import json
 from contextvars import ContextVar
 from typing import Any
 
 from .. import _runtime
 from ..errors import StopRun
+from ..gateway.executor import HandledFailure, ToolSpec, active_gateway, schema_accepts_key
+from ..gateway.idempotency import KEY_ARGUMENT
+from ..hashing import parse_arguments
+from ..runs import Run
 from ..runs import run as open_run
 from ._calls import ToolCall, active, start_tool
-from ._frameworks import DetachedRun, opens_run, stop_for, wrapped_stop
+from ._frameworks import DetachedRun, limit_handled, opens_run, stop_for, wrapped_stop
 from ._patching import DeferredPatch
 
 # Exceptions the SDK turned into a message for the model during the current tool call.
@@ -59,6 +65,39 @@ async def _run_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwarg
         raise
 
 
+def _watch_max_turns(kwargs: dict[str, Any], run: Run) -> None:
+    """Wrap a ``max_turns`` error handler: when it answers for the run, the run stopped at its turn limit.
+
+    ``Runner.run(..., error_handlers={"max_turns": handler})`` turns
+    ``MaxTurnsExceeded`` into a final output, so no exception reaches the run.
+    """
+    handlers = kwargs.get("error_handlers")
+    if not isinstance(handlers, dict) or handlers.get("max_turns") is None:
+        return
+    original = handlers["max_turns"]
+
+    def note(data: Any) -> None:
+        error = getattr(data, "error", None)
+        limit_handled(run, f"MaxTurnsExceeded handled by the run's error handler: {error}")
+
+    def max_turns(data: Any) -> Any:
+        result = original(data)
+        if inspect.isawaitable(result):
+
+            async def answered() -> Any:
+                value = await result
+                if value is not None:
+                    note(data)
+                return value
+
+            return answered()
+        if result is not None:
+            note(data)
+        return result
+
+    kwargs["error_handlers"] = {**handlers, "max_turns": max_turns}
+
+
 async def _in_run(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     try:
         scope = open_run(_agent_name(args, kwargs))
@@ -66,6 +105,10 @@ async def _in_run(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -
     except Exception as err:
         _runtime.internal_error("agents.run", err)
         return await wrapped(*args, **kwargs)
+    try:
+        _watch_max_turns(kwargs, run)
+    except Exception as err:
+        _runtime.internal_error("agents.max_turns", err)
     try:
         result = await wrapped(*args, **kwargs)
     except BaseException as exc:
@@ -84,6 +127,10 @@ def _run_streamed_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kw
     except Exception as err:
         _runtime.internal_error("agents.run_streamed", err)
         return wrapped(*args, **kwargs)
+    try:
+        _watch_max_turns(kwargs, handle.run)
+    except Exception as err:
+        _runtime.internal_error("agents.max_turns", err)
     try:
         with handle.entered():
             result = wrapped(*args, **kwargs)  # starts run_loop_task, which inherits the run
@@ -154,11 +201,66 @@ def _sdk_error(tool: Any) -> BaseException:
         return TimeoutError(f"tool {getattr(tool, 'name', '?')} timed out")
 
 
+def _gateway_spec(kwargs: dict[str, Any]) -> tuple[ToolSpec, dict[str, Any]] | None:
+    """The gateway's view of a function tool call: its spec and parsed arguments."""
+    try:
+        tool = kwargs.get("function_tool")
+        name = getattr(tool, "name", None)
+        if not isinstance(name, str):
+            return None
+        schema = getattr(tool, "params_json_schema", None)
+        description = getattr(tool, "description", None)
+        raw = kwargs.get("arguments")
+        parsed = parse_arguments(raw if raw is not None else {})
+        spec = ToolSpec(
+            name,
+            side_effect=_runtime.get().config.tools.is_side_effect(name),
+            description=description if isinstance(description, str) and description else None,
+            schema=schema if isinstance(schema, dict) else None,
+            accepts_key=schema_accepts_key(schema),
+        )
+        return spec, parsed if isinstance(parsed, dict) else {}
+    except Exception as err:
+        _runtime.internal_error("agents.gateway", err)
+        return None
+
+
+async def _through_gateway(
+    gateway: Any, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any], spec: ToolSpec, arguments: Any
+) -> Any:
+    gateway.warn_key_unsupported(spec)
+
+    async def attempt(key: str | None) -> tuple[Any, BaseException | None]:
+        call_kwargs = kwargs if key is None else {**kwargs, "arguments": json.dumps({**arguments, KEY_ARGUMENT: key})}
+        handled: list[BaseException] = []
+        token = _HANDLED.set(handled)
+        try:
+            outcome = await wrapped(*args, **call_kwargs)
+        finally:
+            _HANDLED.reset(token)
+        if handled:
+            return outcome, handled[-1]
+        if getattr(outcome, "is_sdk_generated_error", False):
+            return outcome, _sdk_error(kwargs.get("function_tool"))
+        return outcome, None
+
+    result = await gateway.call_async(spec, arguments, attempt, _AGENTS_READER)
+    return result[0]
+
+
+_AGENTS_READER = HandledFailure(lambda outcome: getattr(outcome, "output", outcome))
+
+
 async def _invoke_tool_wrapper(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     if not active():
         return await wrapped(*args, **kwargs)
+    gateway = active_gateway()
+    if gateway is not None:
+        routed = _gateway_spec(kwargs)
+        if routed is not None:
+            return await _through_gateway(gateway, wrapped, args, kwargs, *routed)
     call = _begin_tool(kwargs)
     if call is None:
         return await wrapped(*args, **kwargs)
