@@ -172,6 +172,7 @@ DURATION_BUCKETS = tuple(0.01 * 2**i for i in range(14))  # 0.01 ... 81.92
 # --------------------------------------------------------------------------- agentwatch
 
 RUN_ID = "agentwatch.run.id"
+RUN_IMPLICIT = "agentwatch.run.implicit"  # true on spans of a run grouped without a run span (§8)
 RUN_STOP_REASON = "agentwatch.run.stop_reason"
 RUN_STOP_DETAIL = "agentwatch.run.stop_detail"
 RUN_FAILURE_MODE = "agentwatch.run.failure_mode"

@@ -33,6 +33,7 @@ from ..engine.record import Kind, SpanRecord
 from ..errors import AnomalyStop, BudgetExceeded, LoopDetected, StopRun, ToolDenied, ToolOutputInvalid
 from ..gateway.executor import REFUSED_ANOMALY_STOP
 from ..hashing import canonical_json, digest, parse_arguments, value_hash
+from ..implicit import ImplicitRun
 from ..otel.findings import anomaly_update
 from ..otel.trusted import set_trusted_attributes
 from ..redaction import record_error, set_error_status
@@ -311,6 +312,8 @@ def start_tool(
         run = current_run()
         parsed = parse_arguments(arguments)
         h = digest(canonical_json(parsed))
+        if run is None and rt.implicit is not None:  # a tool an implicit run's LLM call asked for
+            run = rt.implicit.for_tool(name, h, call_id)
         loop_key = noise.args_key(parsed, h)  # the engine keys loops and budgets by masked arguments
         start = time.time_ns()
         ticket = rt.engine.begin_call(
@@ -354,6 +357,8 @@ def start_tool(
                 attrs[sc.STEP] = ticket.step
             if run is not None:
                 attrs[sc.RUN_ID] = run.run_id
+                if isinstance(run, ImplicitRun):
+                    attrs.update(run.attributes)
                 if call_id is None:
                     call_id = run.requested_call_id(name, h)
             if call_id:
@@ -524,6 +529,8 @@ class LLMCall:
         if cost is not None:
             attrs[sc.COST_USD] = cost
         run = self.run
+        if self.response_id and isinstance(run, ImplicitRun):
+            run.remember_response(self.response_id)
         requested: list[tuple[str, str]] = []
         requested_entities: list[tuple[str, str]] = []
         if self.requested:
@@ -661,6 +668,8 @@ def start_llm(
                 if ticket.step is not None:
                     attrs[sc.STEP] = ticket.step
                 attrs[sc.RUN_ID] = run.run_id
+                if isinstance(run, ImplicitRun):
+                    attrs.update(run.attributes)
                 if info.offered_schemas:
                     run.remember_schemas(info.offered_schemas)
                 # Drift and entity grounding are judged within a run: outside one,
@@ -709,7 +718,11 @@ def start_llm(
             foreign = _foreign_llm_span(current)
             if foreign is not None:
                 call.foreign = True
-                foreign.set_attributes({k: v for k, v in attrs.items() if k.startswith("agentwatch.")})
+                ours = {k: v for k, v in attrs.items() if k.startswith("agentwatch.")}
+                theirs = getattr(foreign, "attributes", None) or {}
+                if isinstance(run, ImplicitRun) and sc.GEN_AI_CONVERSATION_ID not in theirs:
+                    ours[sc.GEN_AI_CONVERSATION_ID] = run.conversation_id  # so exporters can group it too
+                foreign.set_attributes(ours)
                 attrs.clear()
                 span = foreign
             else:
