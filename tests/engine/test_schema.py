@@ -163,3 +163,17 @@ def test_caches_are_bounded() -> None:
     for i in range(module._PATTERN_MAX + 10):
         checker.check({"type": "string", "pattern": f"^x{i}$"}, "x")
     assert len(module._patterns) <= module._PATTERN_MAX
+
+
+def test_unique_items_is_linear_and_keeps_json_equality() -> None:
+    checker = SchemaChecker()
+    schema = {"type": "array", "uniqueItems": True}
+    many = [{"a": i, "b": [i, {"c": str(i)}]} for i in range(5_000)]  # pairwise: 20 s
+    result, took = _timed(lambda: checker.check(schema, many))
+    assert result == (True, None) and took < 1.0
+    (ok, problem), took = _timed(lambda: checker.check(schema, [*many, {"b": [7, {"c": "7"}], "a": 7}]))
+    assert ok and problem is not None and "non-unique" in problem and took < 1.0
+    assert checker.check(schema, [1, 1.0])[1] is not None  # JSON: the same number
+    assert checker.check(schema, [1, True]) == (True, None)  # a boolean is not a number
+    assert checker.check(schema, [[1, 2], [2, 1]]) == (True, None)
+    assert checker.check(schema, [{"a": 1, "b": 2}, {"b": 2, "a": 1}])[1] is not None

@@ -230,13 +230,46 @@ def _additional_properties(validator: Any, extra: Any, instance: Any, schema: An
             yield ValidationError(f"Additional properties are not allowed ({names} {verb} unexpected)")
 
 
+def _equality_key(value: Any) -> Any:
+    """A hashable stand-in equal for JSON-equal values: 1 and 1.0 alike, ``true`` and 1 not."""
+    if value is True or value is False:
+        return (bool, value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return (dict, frozenset((k, _equality_key(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return (list, tuple(_equality_key(v) for v in value))
+    return value  # numbers (1 == 1.0, same hash), None, other hashables
+
+
+def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    """``uniqueItems`` in linear time (jsonschema compares objects pairwise: 4 s for 2,000 of them)."""
+    if not unique or not validator.is_type(instance, "array") or len(instance) < 2:
+        return
+    try:
+        seen = {_equality_key(item) for item in instance}
+    except TypeError:  # an unhashable non-JSON value: not checkable
+        return
+    if len(seen) < len(instance):
+        yield ValidationError(f"{instance!r} has non-unique elements")
+
+
 def _skipped(validator: Any, value: Any, instance: Any, schema: Any) -> None:
     """A keyword left unchecked (``unevaluatedProperties`` beside ``patternProperties``)."""
     return None
 
 
-# Resolving a reference costs about twenty-five times a plain keyword.
+# Resolving a reference costs about twenty-five times an applicator keyword.
 _COST = {"$ref": 25, "$dynamicRef": 25, "$recursiveRef": 25}
+# Keywords that never evaluate a subschema are not counted: every call of one
+# comes from a counted evaluation, and its own work is bounded by the schema's
+# and the arguments' sizes. (Draft 3's "type" may hold schemas: counted there.)
+_LEAF = frozenset({
+    "$comment", "const", "dependentRequired", "enum", "exclusiveMaximum", "exclusiveMinimum", "format",
+    "maxItems", "maxLength", "maxProperties", "maximum", "minItems", "minLength", "minProperties", "minimum",
+    "multipleOf", "pattern", "required", "uniqueItems",
+})
 
 
 def _counted(keyword: Keyword, cost: int) -> Keyword:
@@ -271,13 +304,15 @@ def _bounded_class(base: Any, skip_unevaluated: bool) -> Any:
         keywords["patternProperties"] = _pattern_properties
     if "additionalProperties" in keywords:
         keywords["additionalProperties"] = _additional_properties
+    if "uniqueItems" in keywords:
+        keywords["uniqueItems"] = _unique_items
     if skip_unevaluated and "unevaluatedProperties" in keywords:
         keywords["unevaluatedProperties"] = _skipped
     checker = jsonschema.FormatChecker(())
     checker.checkers = {**base.FORMAT_CHECKER.checkers, "regex": (_pattern_format, (Exception,))}
-    cls = jsonschema.validators.extend(
-        base, {name: _counted(fn, _COST.get(name, 1)) for name, fn in keywords.items()}, format_checker=checker
-    )
+    leaf = _LEAF | {"type"} if base is not jsonschema.Draft3Validator else _LEAF
+    counted = {name: fn if name in leaf else _counted(fn, _COST.get(name, 1)) for name, fn in keywords.items()}
+    cls = jsonschema.validators.extend(base, counted, format_checker=checker)
     with _class_lock:
         _classes[key] = cls
     return cls
