@@ -252,7 +252,7 @@ def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> It
     except TypeError:  # an unhashable non-JSON value: not checkable
         return
     if len(seen) < len(instance):
-        yield ValidationError(f"{instance!r} has non-unique elements")
+        yield ValidationError("the array has non-unique elements")  # not its repr: it may be huge
 
 
 def _skipped(validator: Any, value: Any, instance: Any, schema: Any) -> None:
