@@ -191,10 +191,11 @@ def args_hash(arguments: Any) -> str:
 
     Text over a limit (:class:`Unparsed`) is hashed over its raw text instead.
     """
-    parsed = parse_arguments(arguments)
-    if parsed.__class__ is Unparsed:
-        return digest(parsed)
-    return digest(canonical_json(parsed))
+    if arguments.__class__ is not dict:  # a parsed object needs no parsing
+        arguments = parse_arguments(arguments)
+        if arguments.__class__ is Unparsed:
+            return digest(arguments)
+    return digest(canonical_json(arguments))
 
 
 def value_hash(value: Any) -> str:

@@ -116,10 +116,13 @@ def test_oversized_inputs_are_unverifiable_not_flagged() -> None:
     for _ in range(100_000):
         very_deep = {"not": very_deep}
     assert checker.check(very_deep, {}) == (False, None)
-    args: object = 1
-    for _ in range(MAX_DEPTH + 1):
-        args = [args]
-    assert checker.check({"type": "array"}, args) == (False, None)
+    recursive = {"type": "array", "items": {"$ref": "#"}}
+    for depth in (MAX_DEPTH + 1, 100_000):
+        args: object = []
+        for _ in range(depth - 1):
+            args = [args]
+        assert checker.check(recursive, args) == (False, None)  # would descend as deep as the arguments
+        assert checker.check({"type": "array"}, args) == (True, None)  # descends no deeper than the schema
     assert checker.check({"type": "string"}, Unparsed("[[[")) == (False, None)
 
 

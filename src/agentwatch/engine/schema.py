@@ -321,24 +321,26 @@ def _bounded_class(base: Any, skip_unevaluated: bool) -> Any:
 # --------------------------------------------------------------------------- the checker
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _too_deep(value: Any, limit: int) -> bool:
-    """Whether containers in ``value`` nest deeper than ``limit`` (iterative: any depth is safe)."""
-    stack = [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        children: Iterable[Any]
-        if node.__class__ is dict or isinstance(node, Mapping):
-            children = node.values()
-        elif node.__class__ is list or isinstance(node, (list, tuple)):
-            children = node
-        else:
-            continue
-        if level > limit:
-            return True
-        for child in children:
-            if child.__class__ in (dict, list) or isinstance(child, (Mapping, list, tuple)):
-                stack.append((child, level + 1))
-    return False
+    """Whether containers in ``value`` nest deeper than ``limit`` (level by level: any depth is safe)."""
+    level = [value]
+    for _ in range(limit):
+        below: list[Any] = []
+        for node in level:
+            if node.__class__ is dict or isinstance(node, Mapping):
+                children: Iterable[Any] = node.values()
+            elif node.__class__ is list or isinstance(node, (list, tuple)):
+                children = node
+            else:
+                continue
+            below.extend([child for child in children if child.__class__ not in _SCALARS])
+        if not below:
+            return False
+        level = below
+    return any(isinstance(node, (Mapping, list, tuple)) for node in level)
 
 
 class SchemaChecker:
@@ -347,7 +349,8 @@ class SchemaChecker:
     __slots__ = ("_by_id", "_by_text", "_text_chars")
 
     def __init__(self) -> None:
-        self._by_id: dict[int, tuple[Any, Any]] = {}  # id(schema) -> (schema, validator | _INVALID)
+        # id(schema) -> (schema, compiled | _INVALID); compiled = (validator, has references)
+        self._by_id: dict[int, tuple[Any, Any]] = {}
         self._by_text: dict[str, Any] = {}
         self._text_chars = 0
 
@@ -381,8 +384,13 @@ class SchemaChecker:
         """
         if not isinstance(schema, (dict, bool)):
             return False, None
-        validator = self._validator(schema)
-        if validator is _INVALID or arguments.__class__ is Unparsed or _too_deep(arguments, MAX_DEPTH):
+        compiled = self._validator(schema)
+        if compiled is _INVALID or arguments.__class__ is Unparsed:
+            return False, None
+        validator, recursive = compiled
+        # Without references validation descends no deeper than the schema (bounded);
+        # through them, as deep as the arguments go: bound those first.
+        if recursive and _too_deep(arguments, MAX_DEPTH):
             return False, None
         _budget.left = MAX_EVALUATIONS
         try:
@@ -402,7 +410,7 @@ class SchemaChecker:
 
 
 def _compile(schema: Any, text: str) -> Any:
-    """A bounded validator for ``schema``, or :data:`_INVALID` when the schema is invalid or over budget."""
+    """``(validator, has references)`` for ``schema``, or :data:`_INVALID` (invalid schema, limit tripped)."""
     try:
         base = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
         if text.count('"$schema":') > (1 if isinstance(schema, dict) and "$schema" in schema else 0):
@@ -418,6 +426,7 @@ def _compile(schema: Any, text: str) -> Any:
         _budget.left = MAX_EVALUATIONS
         for _ in meta.iter_errors(schema):
             return _INVALID
-        return cls(schema)
+        recursive = any(f'"{ref}":' in text for ref in _COST)
+        return cls(schema), recursive
     except Exception:  # including _OverBudget
         return _INVALID
