@@ -96,6 +96,8 @@ def test_ecma_patterns_re2_runs_and_ones_it_cannot() -> None:
     (ok, problem), took = _timed(lambda: checker.check(lookahead, EVIL_ARG))
     assert (ok, problem) == (True, None) and took < 0.5
     assert checker.check({"type": "string", "pattern": "(["}, "x") == (False, None)  # invalid everywhere
+    assert checker.check({"type": "string", "pattern": "^a"}, "a\ud800")[1] is None  # lone surrogate: no error
+    assert checker.check({"type": "string", "pattern": "^a"}, "\ud800")[1] is not None
 
 
 def test_oversized_inputs_are_unverifiable_not_flagged() -> None:

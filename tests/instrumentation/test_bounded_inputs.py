@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import openai
 import pytest
+from pydantic import Field
 
 import agentwatch
 from agentwatch import semconv as sc
@@ -101,3 +102,34 @@ def test_deeply_nested_tool_arguments_from_python_are_recorded(telemetry: Teleme
         assert walk(tree=tree) == "ok"
     first, second = sorted(telemetry.tools(), key=lambda s: s.start_time)
     assert first.attributes[sc.TOOL_ARGS_HASH] == second.attributes[sc.TOOL_ARGS_HASH]
+
+
+# --------------------------------------------------------------------------- MCP: an untrusted server
+
+
+async def test_mcp_server_schema_with_a_backtracking_pattern_and_deep_results(telemetry: Telemetry) -> None:
+    pytest.importorskip("mcp.server.mcpserver")
+    from mcp import Client
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer("hostile")
+    deep = "[" * 100_000 + "]" * 100_000
+
+    @server.tool()
+    def lookup(q: Annotated[str, Field(pattern=EVIL)]) -> str:  # the listed inputSchema carries the pattern
+        """Look something up."""
+        return deep
+
+    async with Client(server) as client:
+        listed = await client.list_tools()
+        assert listed.tools[0].input_schema["properties"]["q"]["pattern"] == EVIL
+        started = time.monotonic()
+        await client.call_tool("lookup", {"q": EVIL_ARG})  # the server's own check is pydantic's (Rust, linear)
+        result = await client.call_tool("lookup", {"q": "aaaa"})
+        assert time.monotonic() - started < 1.0
+    assert result.content[0].text == deep
+    rejected, answered = sorted(telemetry.tools(), key=lambda s: s.start_time)
+    assert "TOOL_ARG_MISMATCH" in rejected.attributes[sc.ANOMALY_FLAGS]
+    assert sc.ANOMALY_FLAGS not in answered.attributes
+    # too deep to parse: kept as text, fingerprinted like any other result
+    assert len(answered.attributes[sc.TOOL_RESULT_HASH]) == 16

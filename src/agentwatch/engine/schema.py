@@ -81,8 +81,9 @@ _budget = _Budget()
 _logged: set[str] = set()
 
 
-def _log_once(what: str, detail: str) -> None:
-    key = f"{what}:{detail[:200]}"
+def _log_once(what: str, detail: str, per: str = "") -> None:
+    """Log ``what`` once (once per ``per`` when given: a pattern), however often it recurs."""
+    key = f"{what}:{per[:200]}"
     if key in _logged:
         return
     if len(_logged) >= _LOGGED_MAX:
@@ -155,7 +156,7 @@ def _pattern(pattern: str) -> Any:
             except Exception:  # e.g. RecursionError on deeply nested groups
                 pass
     if compiled is _UNSUPPORTED:
-        _log_once("schema pattern not checked: RE2 cannot run it (lookaround, backreference) or too long", pattern)
+        _log_once("schema pattern not checked: RE2 cannot run it (lookaround, backreference) or too long", pattern, pattern)
     if len(_patterns) >= _PATTERN_MAX:
         _patterns.clear()
     _patterns[pattern] = compiled
