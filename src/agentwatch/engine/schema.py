@@ -156,7 +156,7 @@ def _pattern(pattern: str) -> Any:
             except Exception:  # e.g. RecursionError on deeply nested groups
                 pass
     if compiled is _UNSUPPORTED:
-        _log_once("schema pattern not checked: RE2 cannot run it (lookaround, backreference)", pattern, pattern)
+        _log_once("schema pattern not checked: not RE2 syntax (lookaround, backreference) or long", pattern, pattern)
     if len(_patterns) >= _PATTERN_MAX:
         _patterns.clear()
     _patterns[pattern] = compiled
