@@ -27,6 +27,7 @@ from typing import Any
 MAX_DEPTH = 128  # nesting levels (arrays and objects) canonicalised exactly; serde_json's default too
 MAX_ARGUMENT_CHARS = 1_048_576  # argument text longer than this is hashed raw, never parsed
 DEPTH_MARKER = "[depth limit]"  # stands for a container nested deeper than MAX_DEPTH
+_SHORT = 2 * MAX_DEPTH  # text this short cannot nest deeper than MAX_DEPTH: no scan
 
 
 class Unparsed(str):
@@ -134,7 +135,7 @@ def canonical_json(value: Any) -> str:
             return json.dumps(repr(value), ensure_ascii=False)
         except RecursionError:
             return _bounded(value)
-    if len(text) > 2 * MAX_DEPTH and text_too_deep(text):
+    if len(text) > _SHORT and text_too_deep(text):
         return _bounded(value)
     return text
 
@@ -152,16 +153,18 @@ def parse_arguments(raw: Any) -> Any:
     over :data:`MAX_ARGUMENT_CHARS` or nested deeper than :data:`MAX_DEPTH` is
     returned as :class:`Unparsed` without being parsed.
     """
-    if raw.__class__ is Unparsed:
+    cls = raw.__class__
+    if cls is str:
+        text = raw
+    elif cls is Unparsed:
         return raw
-    if isinstance(raw, str):
+    elif isinstance(raw, str):
         text = raw
     elif isinstance(raw, (bytes, bytearray)):
         text = raw.decode("utf-8", "replace")
     else:
         return raw
-    n = len(text)
-    if n > 2 * MAX_DEPTH and (n > MAX_ARGUMENT_CHARS or text_too_deep(text)):
+    if len(text) > _SHORT and (len(text) > MAX_ARGUMENT_CHARS or text_too_deep(text)):
         return Unparsed(text)
     try:  # the common case, a compact JSON object from a model, without json.loads' checks
         value, end = _SCAN(text, 0)
