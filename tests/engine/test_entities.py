@@ -163,7 +163,7 @@ def test_deep_json_strings_and_total_scan_are_bounded() -> None:
     assert ("order", "ord_555") in DEFAULT.extract(shallow)
     # many long strings: prose scanning stops at the total budget
     late = ["word " * 40_000] * (MAX_SCAN_TOTAL // 200_000 + 1) + ["see cust_12345"]
-    started = time.perf_counter()
+    started = time.process_time()
     assert DEFAULT.extract(late) == ()
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert DEFAULT.extract(late[-2:]) != ()
