@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import logging
 import threading
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -144,8 +145,15 @@ _warned: set[str] = set()
 
 def internal_error(where: str, exc: BaseException) -> None:
     """Log an agentwatch bug once per place; the user's call goes on untouched."""
+    from .redaction import redact_text  # late: keeps this module's imports light
+
     if where not in _warned:
         _warned.add(where)
-        logger.warning("agentwatch: internal error in %s (reported once): %r", where, exc, exc_info=exc)
+        # The trace is formatted here, redacted: the error may quote the user's data.
+        trace_text = "".join(traceback.format_exception(exc))
+        logger.warning(
+            "agentwatch: internal error in %s (reported once): %s\n%s",
+            where, redact_text(repr(exc)), redact_text(trace_text),
+        )
     else:
-        logger.debug("agentwatch: internal error in %s: %r", where, exc)
+        logger.debug("agentwatch: internal error in %s: %s", where, redact_text(repr(exc)))

@@ -23,7 +23,9 @@ from . import _runtime
 from . import semconv as sc
 from .budget import Budget
 from .classify import error_type, stop_reason_for
+from .engine.entities import credential_key, secret_value
 from .otel.findings import anomaly_update, run_summary_attributes
+from .redaction import REDACTED, record_error, redact_text
 from .semconv import StopReason
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -169,8 +171,9 @@ class _RunScope(_Scope):
         }
         if conversation_id:
             attrs[sc.GEN_AI_CONVERSATION_ID] = conversation_id
-        for kind, value in (entities or {}).items():
-            attrs[sc.RUN_ENTITY_PREFIX + str(kind)] = str(value)
+        declared = _declared_entities(entities)
+        for kind, value in declared.items():
+            attrs[sc.RUN_ENTITY_PREFIX + kind] = value if value is not None else REDACTED
         if effective is not None:
             attrs.update(effective.to_attributes())
         if attributes:
@@ -184,7 +187,7 @@ class _RunScope(_Scope):
                 run.key,
                 parent_run_key=parent.key if parent else None,
                 agent_name=name,
-                entities={str(k): str(v) for k, v in (entities or {}).items()},
+                entities={k: v for k, v in declared.items() if v is not None},
                 budget=effective,
                 start_ns=start,
             )
@@ -209,6 +212,18 @@ class _RunScope(_Scope):
             run.span.end()
 
 
+def _declared_entities(entities: Mapping[str, str] | None) -> dict[str, str | None]:
+    """``run(entities=...)`` as strings; ``None`` for a credential (``{"api_key": ...}``, ``sk-...``).
+
+    A credential is no entity: it is not grounded against and its attribute says ``[REDACTED]``.
+    """
+    out: dict[str, str | None] = {}
+    for kind, value in (entities or {}).items():
+        k, v = str(kind), str(value)
+        out[k] = None if credential_key(k) or secret_value(v) else v
+    return out
+
+
 def _finish_run(run: Run, exc: BaseException | None) -> None:
     rt = _runtime.get()
     span = run.span
@@ -221,7 +236,7 @@ def _finish_run(run: Run, exc: BaseException | None) -> None:
     if rt.inline:
         attrs[sc.ANOMALY_EVALUATED] = True
     if run._detail:
-        attrs[sc.RUN_STOP_DETAIL] = run._detail
+        attrs[sc.RUN_STOP_DETAIL] = redact_text(run._detail)
     if summary is not None:
         attrs.update(
             {
@@ -246,9 +261,8 @@ def _finish_run(run: Run, exc: BaseException | None) -> None:
             attrs.update(run_summary_attributes(summary))
     span.set_attributes(attrs)
     if exc is not None:
-        span.record_exception(exc)
+        record_error(span, exc)
         span.set_attribute(sc.ERROR_TYPE, error_type(exc))
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
     elif reason is not StopReason.SUCCESS:
         span.set_status(Status(StatusCode.ERROR, f"stopped: {reason.value}"))
     span.end(end_time=end)
@@ -300,9 +314,8 @@ class _PhaseScope(_Scope):
         if span is None:
             return
         if exc is not None:
-            span.record_exception(exc)
+            record_error(span, exc)
             span.set_attribute(sc.ERROR_TYPE, error_type(exc))
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
         span.end()
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind
 
 from .. import _runtime
 from .. import semconv as sc
@@ -33,6 +33,7 @@ from ..errors import BudgetExceeded, LoopDetected, StopRun, ToolDenied
 from ..hashing import args_hash, canonical_json, digest, parse_arguments, value_hash
 from ..otel.findings import anomaly_update
 from ..otel.trusted import set_trusted_attributes
+from ..redaction import record_error, set_error_status
 from ..runs import Run, _context_for, current_run
 from ..semconv import ErrorClass, StopReason
 from ._messages import CONTENT_EVENT
@@ -188,7 +189,7 @@ class ToolCall:
                 record.error_class = failure_class.value
                 attrs[sc.ERROR_TYPE] = kind
                 attrs[sc.TOOL_ERROR_CLASS] = failure_class.value
-                span.set_status(Status(StatusCode.ERROR, message[:512]))
+                set_error_status(span, message)
             elif exc is not None:
                 cls = error_class(exc)
                 mark(exc, tool_stop_reason(cls))
@@ -197,8 +198,7 @@ class ToolCall:
                 record.error_class = cls.value
                 attrs[sc.ERROR_TYPE] = record.error_type
                 attrs[sc.TOOL_ERROR_CLASS] = cls.value
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
+                record_error(span, exc)
             elif result is not _MISSING:
                 record.result = result
                 record.result_hash = value_hash(result)
@@ -457,8 +457,7 @@ class LLMCall:
             mark(exc, StopReason.LLM_ERROR)
             attrs[sc.ERROR_TYPE] = error_type(exc)
             if not self.foreign:
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
+                record_error(span, exc)
         set_trusted_attributes(span, attrs)
 
         # Outside a run the only thing detectors could find is a tool the model was not offered.
