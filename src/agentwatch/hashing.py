@@ -126,8 +126,12 @@ def canonical_json(value: Any) -> str:
     falls back to its ``repr``; a value nested deeper than :data:`MAX_DEPTH` to
     its canonical JSON cut at that depth. Never raises.
     """
-    try:
-        text = _encode(value)
+    try:  # _encode, inlined: this runs for every tool call
+        if _C_ENCODER is not None:
+            encode = _C_ENCODER({}, _default, c_encode_basestring, None, ":", ",", True, False, True)
+            text = "".join(encode(value, 0))
+        else:
+            text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default)
     except RecursionError:
         return _bounded(value)
     except (ValueError, TypeError):

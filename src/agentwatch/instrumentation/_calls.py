@@ -30,7 +30,7 @@ from ..engine.engine import CallTicket
 from ..engine.entities import format_entities
 from ..engine.record import Kind, SpanRecord
 from ..errors import BudgetExceeded, LoopDetected, StopRun, ToolDenied
-from ..hashing import args_hash, canonical_json, digest, parse_arguments, value_hash
+from ..hashing import Unparsed, canonical_json, digest, parse_arguments, value_hash
 from ..otel.findings import anomaly_update
 from ..otel.trusted import set_trusted_attributes
 from ..redaction import record_error, set_error_status
@@ -242,7 +242,7 @@ def start_tool(
         rt = _runtime.get()
         run = current_run()
         parsed = parse_arguments(arguments)
-        h = args_hash(parsed)
+        h = digest(parsed) if parsed.__class__ is Unparsed else digest(canonical_json(parsed))  # = args_hash
         start = time.time_ns()
         ticket = rt.engine.begin_call(
             run.key if run else None, Kind.TOOL, tool_name=name, args_hash=h, now_ns=start
@@ -473,7 +473,7 @@ class LLMCall:
         """Fingerprints (and entities) of the tool calls the model asked for."""
         for name, raw_args, call_id in self.requested:
             parsed = parse_arguments(raw_args)
-            h = args_hash(parsed)
+            h = digest(parsed) if parsed.__class__ is Unparsed else digest(canonical_json(parsed))
             requested.append((name, h))
             if run is not None:
                 requested_entities.extend(rt.extractor.extract(parsed))
