@@ -94,3 +94,16 @@ def test_backtracking_schema_in_a_span_keeps_the_collector_answering(tmp_path, g
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_deeply_nested_otlp_json_is_a_bad_request(grpc_sink, collectors):
+    collector = collectors(grpc_sink.target)
+    body = b'{"resourceSpans":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    conn = http.client.HTTPConnection("127.0.0.1", collector.http_port, timeout=5)
+    try:
+        conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 400 and b"nested too deeply" in response.read()
+    finally:
+        conn.close()
+    assert _get(collector.health_port, "/healthz") == 200

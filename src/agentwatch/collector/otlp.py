@@ -719,6 +719,8 @@ def json_request_to_protobuf(body: bytes) -> bytes:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"invalid JSON: {exc}") from None
+    except RecursionError:  # nested deeper than the parser's stack allows (docs/limits.md)
+        raise ValueError("invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise ValueError("the JSON body must be an object")
     for rs in _items(data, "resourceSpans", "resource_spans"):
