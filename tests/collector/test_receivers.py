@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import http.client
 import json
@@ -163,6 +164,12 @@ def test_http_json(collector, grpc_sink):
                             },
                             {"traceId": tid, "spanId": "not-hex!", "name": "bad id"},
                             {"traceId": "abcd", "spanId": "eee19b7ec3c1b175", "name": "short trace id"},
+                            {  # protobuf's JSON mapping writes ids in base64: accepted too
+                                "traceId": base64.b64encode(bytes.fromhex(tid)).decode(),
+                                "spanId": base64.b64encode(bytes.fromhex("eee19b7ec3c1b176")).decode(),
+                                "parentSpanId": base64.b64encode(bytes.fromhex("eee19b7ec3c1b174")).decode(),
+                                "name": "base64 ids",
+                            },
                         ],
                     }
                 ],
@@ -173,8 +180,10 @@ def test_http_json(collector, grpc_sink):
     assert status == 200 and headers["Content-Type"] == "application/json"
     partial = json.loads(payload)["partialSuccess"]
     assert partial["rejectedSpans"] == "2" and "invalid" in partial["errorMessage"]
-    wait_until(lambda: grpc_sink.count() == 1)
-    (span,) = grpc_sink.received()
+    wait_until(lambda: grpc_sink.count() == 2)
+    span, b64 = sorted(grpc_sink.received(), key=lambda r: r.span_id)
+    assert b64.span.trace_id.hex() == tid and b64.span_id == "eee19b7ec3c1b176"
+    assert b64.span.parent_span_id.hex() == "eee19b7ec3c1b174"
     assert span.span.trace_id.hex() == tid and span.span_id == "eee19b7ec3c1b174"
     assert span.attrs["n"] == 42 and span.span.start_time_unix_nano == 1544712660000000000
     assert span.resource["service.name"] == "json-client"

@@ -711,12 +711,24 @@ _ID_FIELDS = {
 
 
 def _hex_to_b64(value: Any, size: int) -> str:
+    """An OTLP/JSON id as protobuf's JSON mapping wants it (base64).
+
+    OTLP/JSON writes ids as hex; protobuf's own JSON mapping (which some SDKs and
+    tools emit) writes base64. The two cannot be confused: ``size`` bytes are
+    ``2*size`` hex digits but ``4*ceil(size/3)`` base64 characters.
+    """
     if value in ("", None):
         return ""
-    try:
-        raw = binascii.unhexlify(value) if isinstance(value, str) else b""
-    except (binascii.Error, ValueError):
-        raw = b""
+    raw = b""
+    if isinstance(value, str):
+        try:
+            if len(value) == 2 * size:
+                raw = binascii.unhexlify(value)
+            else:
+                text = value.replace("-", "+").replace("_", "/")
+                raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
     if len(raw) != size:
         raw = b"\x00"  # wrong length: rejected by the id checks (partial success)
     return base64.b64encode(raw).decode("ascii")
