@@ -32,7 +32,7 @@ from ..engine.entities import format_entities
 from ..engine.record import Kind, SpanRecord
 from ..errors import AnomalyStop, BudgetExceeded, LoopDetected, StopRun, ToolDenied, ToolOutputInvalid
 from ..gateway.executor import REFUSED_ANOMALY_STOP
-from ..hashing import canonical_json, digest, parse_arguments, value_hash
+from ..hashing import Unparsed, canonical_json, digest, parse_arguments, value_hash
 from ..implicit import ImplicitRun
 from ..otel.findings import anomaly_update
 from ..otel.trusted import set_trusted_attributes
@@ -311,7 +311,7 @@ def start_tool(
         rt = _runtime.get()
         run = current_run()
         parsed = parse_arguments(arguments)
-        h = digest(canonical_json(parsed))
+        h = digest(parsed) if parsed.__class__ is Unparsed else digest(canonical_json(parsed))  # = args_hash
         if run is None and rt.implicit is not None:  # a tool an implicit run's LLM call asked for
             run = rt.implicit.for_tool(name, h, call_id)
         loop_key = noise.args_key(parsed, h)  # the engine keys loops and budgets by masked arguments
@@ -534,16 +534,10 @@ class LLMCall:
         requested: list[tuple[str, str]] = []
         requested_entities: list[tuple[str, str]] = []
         if self.requested:
-            for name, raw_args, call_id in self.requested:
-                parsed = parse_arguments(raw_args)
-                h = digest(canonical_json(parsed))
-                requested.append((name, h))
-                if run is not None:
-                    requested_entities.extend(rt.extractor.extract(parsed))
-                    run.remember_requested(name, h, call_id)
-            attrs[sc.LLM_TOOL_CALLS] = tuple([f"{n}:{h}" for n, h in requested])
-            if requested_entities:
-                attrs[sc.LLM_REQUESTED_ENTITIES] = format_entities(tuple(dict.fromkeys(requested_entities)))
+            try:  # isolated: whatever the model asked for, the call's tokens and cost are recorded
+                self._requested(rt, run, requested, requested_entities, attrs)
+            except Exception as err:
+                _runtime.internal_error("llm.tool_calls", err)
         if rt.inline:
             attrs[sc.ANOMALY_EVALUATED] = True  # by the live guard, even when nothing could be found
         if exc is not None:
@@ -558,6 +552,22 @@ class LLMCall:
         if run is not None or (requested and offered is not None and any(n not in offered for n, _ in requested)):
             self._detect(span, run, exc, end, cost, requested, requested_entities, attrs)
         self._metrics(rt, exc, end, cost, attrs)
+
+    def _requested(
+        self, rt: Any, run: Run | None, requested: list[tuple[str, str]],
+        requested_entities: list[tuple[str, str]], attrs: dict[str, Any],
+    ) -> None:
+        """Fingerprints (and entities) of the tool calls the model asked for."""
+        for name, raw_args, call_id in self.requested:
+            parsed = parse_arguments(raw_args)
+            h = digest(parsed) if parsed.__class__ is Unparsed else digest(canonical_json(parsed))
+            requested.append((name, h))
+            if run is not None:
+                requested_entities.extend(rt.extractor.extract(parsed))
+                run.remember_requested(name, h, call_id)
+        attrs[sc.LLM_TOOL_CALLS] = tuple([f"{n}:{h}" for n, h in requested])
+        if requested_entities:
+            attrs[sc.LLM_REQUESTED_ENTITIES] = format_entities(tuple(dict.fromkeys(requested_entities)))
 
     def _detect(
         self, span: Span, run: Run | None, exc: BaseException | None, end: int, cost: float | None,
