@@ -223,7 +223,7 @@ ANOMALY_SPAN_ID = "agentwatch.anomaly.span_id"  # summary event attribute: the s
 
 # agentwatch metrics
 METRIC_RUNS = "agentwatch.runs"
-METRIC_RUN_COST = "agentwatch.run.cost"
+METRIC_COST = "agentwatch.cost"  # counter, USD, per LLM call by provider and model
 METRIC_ANOMALIES = "agentwatch.anomalies"
 
 # Content capture switch (official GenAI utilities' variable)

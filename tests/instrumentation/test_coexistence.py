@@ -193,4 +193,4 @@ def test_cost_metric_is_recorded_beside_a_foreign_span(
     finally:
         teardown()
     assert len(_llm_spans(telemetry)) == 1
-    assert sum(p.value for p in telemetry.metric_points(sc.METRIC_RUN_COST)) == pytest.approx(COST)
+    assert sum(p.value for p in telemetry.metric_points(sc.METRIC_COST)) == pytest.approx(COST)

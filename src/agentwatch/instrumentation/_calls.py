@@ -439,6 +439,9 @@ class LLMCall:
             if self.time_to_first_chunk is not None:
                 attrs[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = self.time_to_first_chunk
             if self.capture and self.output_messages is not None:
+                for message in self.output_messages:  # a stream that broke off before the model said why
+                    if not message.get("finish_reason"):
+                        message["finish_reason"] = "error"
                 _content_to(span, self.content_mode,
                             {sc.GEN_AI_OUTPUT_MESSAGES: rt.redactor.render_messages(self.output_messages)}, attrs)
         if cost is not None:

@@ -61,6 +61,8 @@ def _genai_parts(content: Any) -> list[dict[str, Any]]:
             result = get("content")
             response = gm.plain_text(result) if isinstance(result, list) else result
             parts.append(gm.tool_response(get("tool_use_id"), response))
+        elif kind == "thinking":
+            parts.append(gm.reasoning(str(get("thinking") or "")))
         else:
             parts.append(gm.other(kind))
     return parts
