@@ -11,6 +11,7 @@ operations, how to read the request body, the response and stream chunks.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any, Protocol
 
 import wrapt
@@ -159,6 +160,9 @@ def _after(
             return ResponseProxy(result, call, provider, operation, streamed)
         if raw_mode:  # with_raw_response ("true"/"raw") of a plain body: parse() is cached, reading it is harmless
             parsed = result.parse()
+            if inspect.isawaitable(parsed):  # an async response parses when the caller awaits it
+                parsed.close()
+                return ResponseProxy(result, call, provider, operation, streamed)
             provider.read_response(call, operation, parsed)
             call.finish(None)
             return result
