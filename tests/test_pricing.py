@@ -20,7 +20,8 @@ def test_exact_and_snapshot_names() -> None:
 
 
 @pytest.mark.parametrize(
-    "model", ["gpt-5.4-2026-03-05", "o3-pro", "gpt-4.5-preview", "claude-opus-4-6", "gpt-4o-audio-preview", "o3-pro-2025-06-10"]
+    "model",
+    ["gpt-5.4-2026-03-05", "o3-pro", "gpt-4.5-preview", "claude-opus-4-6", "gpt-4o-audio-preview", "o3-pro-2025-06-10"],
 )
 def test_a_name_that_only_starts_like_a_listed_model_has_no_price(model: str) -> None:
     """Another model at another price (o3-pro costs ten times o3): no cost beats a wrong one."""

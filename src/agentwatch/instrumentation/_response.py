@@ -86,7 +86,8 @@ class ResponseProxy(Proxy):
                 self._self_end()
                 return result
             if inspect.isawaitable(parsed):  # pragma: no cover - a sync reader with an async parse
-                parsed.close()
+                if inspect.iscoroutine(parsed):
+                    parsed.close()
                 self._self_end()
             else:
                 self._self_parsed(parsed)

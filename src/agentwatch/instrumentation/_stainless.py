@@ -133,7 +133,7 @@ def _quiet_sdk_span(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tupl
     """
     try:
         positional = len(args) > 1
-        options = args[1] if positional else kwargs.get("options")
+        options: Any = args[1] if positional else kwargs.get("options")
         cls = type(options)
         traced = _TRACED_OPTIONS.get(cls)
         if traced is None:  # asked once per class: a missing pydantic field is slow to ask for
@@ -161,7 +161,8 @@ def _after(
         if raw_mode:  # with_raw_response ("true"/"raw") of a plain body: parse() is cached, reading it is harmless
             parsed = result.parse()
             if inspect.isawaitable(parsed):  # an async response parses when the caller awaits it
-                parsed.close()
+                if inspect.iscoroutine(parsed):
+                    parsed.close()
                 return ResponseProxy(result, call, provider, operation, streamed)
             provider.read_response(call, operation, parsed)
             call.finish(None)
