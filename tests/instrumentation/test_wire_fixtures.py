@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,3 +227,95 @@ def test_fixture_through_the_real_client(case: Case, mode: str, monkeypatch: pyt
         assert span.status.status_code is not StatusCode.ERROR
     if case.expect is not None:
         check_span(span, case.expect(case.fixture), server.port)
+
+
+# --------------------------------------------------------------------------- captured content
+
+
+def _captured(case: Case, mode: str, monkeypatch: pytest.MonkeyPatch, **request: Any) -> dict[str, Any]:
+    """Run a fixture with content capture on; the LLM span's input and output messages, parsed."""
+    monkeypatch.setenv(sc.ENV_CAPTURE_CONTENT, "SPAN_ONLY")
+    monkeypatch.delenv("AGENTWATCH_CONFIG", raising=False)
+    case.request.update(request)
+    server = WireServer(case.fixture)
+    agentwatch.uninstrument()
+    telemetry = make_telemetry()
+    try:
+        _call(case, server, mode)
+    finally:
+        agentwatch.uninstrument()
+        server.close()
+    (span,) = telemetry.llm()
+    return {
+        key: json.loads(span.attributes[attr])
+        for key, attr in (("input", sc.GEN_AI_INPUT_MESSAGES), ("output", sc.GEN_AI_OUTPUT_MESSAGES))
+        if attr in span.attributes
+    }
+
+
+def test_each_streamed_choice_is_its_own_output_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    case = Case(Fixture("openai/chat_stream_n2.sse"), "chat", {"n": 2})
+    expected = expect_chat(case.fixture)
+    out = _captured(case, "create", monkeypatch)["output"]
+    assert [m["parts"] for m in out] == [[{"type": "text", "content": expected.texts[i]}] for i in (0, 1)]
+    assert [m["finish_reason"] for m in out] == ["stop", "length"]
+
+
+@pytest.mark.parametrize("mode", ["create", "streaming"])
+def test_a_responses_turn_is_one_assistant_message_with_reasoning_and_calls(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = Case(Fixture("openai/responses_reasoning_function_calls.json"), "responses")
+    body = case.fixture.json()
+    out = _captured(case, mode, monkeypatch)["output"]
+    summary = body["output"][0]["summary"][0]["text"]
+    assert out == [{
+        "role": "assistant",
+        "parts": [
+            {"type": "reasoning", "content": summary},
+            {"type": "tool_call", "name": "get_order", "arguments": {"order_id": "ord_4471"},
+             "id": body["output"][1]["call_id"]},
+            {"type": "tool_call", "name": "get_customer", "arguments": {"customer_id": "cus_9982"},
+             "id": body["output"][2]["call_id"]},
+        ],
+        "finish_reason": "tool_call",
+    }]
+
+
+def test_reasoning_items_in_the_input_are_not_empty_user_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent sends the previous turn back: reasoning, the call, its output (the Agents SDK does)."""
+    case = Case(Fixture("openai/responses_incomplete_max_tokens.json"), "responses")
+    previous = Fixture("openai/responses_reasoning_function_calls.json").json()["output"]
+    history = [
+        USER[0],
+        {"type": "reasoning", "id": previous[0]["id"], "summary": previous[0]["summary"]},
+        {k: previous[1][k] for k in ("type", "call_id", "name", "arguments")},
+        {"type": "function_call_output", "call_id": previous[1]["call_id"], "output": '{"status": "shipped"}'},
+    ]
+    captured = _captured(case, "create", monkeypatch, input=history)
+    assert [m["role"] for m in captured["input"]] == ["user", "assistant", "tool"]
+    assert [p["type"] for p in captured["input"][1]["parts"]] == ["reasoning", "tool_call"]
+    (out,) = captured["output"]
+    assert out["finish_reason"] == "length"  # incomplete: max_output_tokens
+
+
+def test_legacy_completions_have_output_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    case = Case(Fixture("openai/completions_legacy.json"), "completions")
+    choice = case.fixture.json()["choices"][0]
+    out = _captured(case, "create", monkeypatch)["output"]
+    assert out == [{"role": "assistant", "parts": [{"type": "text", "content": choice["text"]}], "finish_reason": "stop"}]
+
+
+def test_a_stream_broken_off_still_says_why_its_output_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    case = Case(Fixture("anthropic/messages_stream_overloaded_error.sse"), "messages")
+    (out,) = _captured(case, "create", monkeypatch)["output"]
+    assert out["parts"] == [{"type": "text", "content": "The refund policy allows"}]
+    assert out["finish_reason"] == "error"
+
+
+def test_anthropic_thinking_is_a_reasoning_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    case = Case(Fixture("anthropic/messages_thinking_tool_use_cache_write.json"), "messages")
+    body = case.fixture.json()
+    (out,) = _captured(case, "create", monkeypatch)["output"]
+    assert out["parts"][0] == {"type": "reasoning", "content": body["content"][0]["thinking"]}
+    assert out["finish_reason"] == "tool_use"
