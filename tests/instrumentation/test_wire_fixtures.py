@@ -319,3 +319,30 @@ def test_anthropic_thinking_is_a_reasoning_part(monkeypatch: pytest.MonkeyPatch)
     (out,) = _captured(case, "create", monkeypatch)["output"]
     assert out["parts"][0] == {"type": "reasoning", "content": body["content"][0]["thinking"]}
     assert out["finish_reason"] == "tool_use"
+
+
+@pytest.mark.parametrize("mode", ["streaming", "raw", "async_streaming"])
+def test_an_enforced_cost_budget_fires_behind_the_streaming_wrappers(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Agents SDK's ``run_streamed`` path: the streamed call's cost counts before the next call."""
+    monkeypatch.delenv(sc.ENV_CAPTURE_CONTENT, raising=False)
+    case = Case(Fixture("openai/chat_stream_usage.sse"), "chat")
+    expected = expect_chat(case.fixture)
+    cost = PriceTable().cost(expected.model, expected.input_tokens, expected.output_tokens, expected.cache_read)
+    assert cost is not None
+    server = WireServer(case.fixture)
+    agentwatch.uninstrument()
+    telemetry = make_telemetry()
+    try:
+        with agentwatch.run("support", budget=agentwatch.Budget(max_usd=cost / 2, enforce=True)):
+            first = _call(case, server, mode)
+            second = _call(case, server, mode)  # over budget after the first: never sent
+    finally:
+        agentwatch.uninstrument()
+        server.close()
+    assert isinstance(first, list)
+    assert second[0] == "BudgetExceeded"
+    assert len(server.requests) == 1
+    (span,) = telemetry.llm()
+    assert span.attributes[sc.COST_USD] == pytest.approx(cost)
