@@ -303,7 +303,8 @@ def test_legacy_completions_have_output_messages(monkeypatch: pytest.MonkeyPatch
     case = Case(Fixture("openai/completions_legacy.json"), "completions")
     choice = case.fixture.json()["choices"][0]
     out = _captured(case, "create", monkeypatch)["output"]
-    assert out == [{"role": "assistant", "parts": [{"type": "text", "content": choice["text"]}], "finish_reason": "stop"}]
+    text = {"type": "text", "content": choice["text"]}
+    assert out == [{"role": "assistant", "parts": [text], "finish_reason": "stop"}]
 
 
 def test_a_stream_broken_off_still_says_why_its_output_ended(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -40,6 +40,21 @@ def _get(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
+_FIELDS: dict[tuple[type, str], bool] = {}
+
+
+def _knows(obj: Any, name: str) -> bool:
+    """Whether ``obj`` can have field ``name``: asking a pydantic model for a missing one raises, slowly."""
+    if isinstance(obj, dict):
+        return name in obj
+    key = (type(obj), name)
+    known = _FIELDS.get(key)
+    if known is None:
+        fields = getattr(type(obj), "model_fields", None)
+        known = _FIELDS[key] = name in fields if isinstance(fields, dict) else hasattr(obj, name)
+    return known
+
+
 def _parts(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [gm.text(content)]
@@ -299,6 +314,10 @@ class OpenAIProvider:
         cached = _get(details, "cached_tokens")
         if isinstance(cached, int):
             call.cache_read = cached
+        if _knows(details, "cache_write_tokens"):  # newer APIs report cache writes too
+            written = _get(details, "cache_write_tokens")
+            if isinstance(written, int) and written:
+                call.cache_write = written
         reasoning = _get(out_details, "reasoning_tokens")
         if isinstance(reasoning, int):
             call.reasoning_tokens = reasoning
