@@ -347,3 +347,25 @@ def test_an_enforced_cost_budget_fires_behind_the_streaming_wrappers(
     assert len(server.requests) == 1
     (span,) = telemetry.llm()
     assert span.attributes[sc.COST_USD] == pytest.approx(cost)
+
+
+@pytest.mark.parametrize("opt_in", ["", "http,gen_ai_latest_experimental"])
+def test_latest_genai_names_on_opt_in(opt_in: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental``: cache writes under their new name."""
+    monkeypatch.delenv(sc.ENV_CAPTURE_CONTENT, raising=False)
+    monkeypatch.setenv(sc.ENV_SEMCONV_OPT_IN, opt_in)
+    case = Case(Fixture("anthropic/messages_thinking_tool_use_cache_write.json"), "messages")
+    written = case.fixture.json()["usage"]["cache_creation_input_tokens"]
+    server = WireServer(case.fixture)
+    agentwatch.uninstrument()
+    telemetry = make_telemetry()
+    try:
+        _call(case, server, "create")
+    finally:
+        agentwatch.uninstrument()
+        server.close()
+    (span,) = telemetry.llm()
+    new, old = sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS, sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS
+    expected, absent = (new, old) if opt_in else (old, new)
+    assert span.attributes[expected] == written
+    assert absent not in span.attributes
