@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
 from . import semconv as sc
+from .errors import ConfigError
+
+_COUNTS = ("max_steps", "max_tool_calls", "max_tokens", "max_unique_calls")
+_AMOUNTS = ("max_seconds", "max_usd")
+
+
+def _problem(name: str, value: Any) -> str | None:
+    """Why ``value`` is not a valid limit ``name`` (``None`` when it is). Same rules as the config schema."""
+    if value is None:
+        return None
+    if name in _COUNTS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be an integer or None, got {type(value).__name__} {value!r}"
+        return None if value >= 1 else f"must be >= 1, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a number or None, got {type(value).__name__} {value!r}"
+    if not math.isfinite(value):
+        return f"must be a finite number, got {value!r}"
+    return None if value > 0 else f"must be > 0, got {value!r}"
 
 
 @dataclass(frozen=True)
@@ -27,6 +47,16 @@ class Budget:
     max_unique_calls: int | None = None
     enforce: bool = False
 
+    def __post_init__(self) -> None:
+        # Budget(max_steps="2") or Budget(enforce="false") would silently disable a limit.
+        for name in (*_COUNTS, *_AMOUNTS):
+            problem = _problem(name, getattr(self, name))
+            if problem:
+                raise ConfigError(f"Budget.{name} {problem}")
+        if not isinstance(self.enforce, bool):
+            raise ConfigError(f"Budget.enforce must be True or False, got {type(self.enforce).__name__} "
+                              f"{self.enforce!r}")
+
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in fields(self) if f.name != "enforce")
 
@@ -43,27 +73,30 @@ class Budget:
 
     @classmethod
     def from_attributes(cls, attrs: Any) -> Budget | None:
-        """Inverse of :meth:`to_attributes`; ``None`` when the span carries no budget."""
+        """Inverse of :meth:`to_attributes`; ``None`` when the span carries no budget.
+
+        Span attributes are input, not configuration: an invalid value (a negative
+        or non-finite limit, a float step count) is skipped, never raised.
+        """
         kwargs: dict[str, Any] = {}
         for name, key in _ATTR.items():
             value = attrs.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if name in _COUNTS and isinstance(value, float) and value.is_integer():
+                value = int(value)  # another SDK may record counts as doubles
+            if value is not None and _problem(name, value) is None:
                 kwargs[name] = value
         if not kwargs:
             return None
-        return cls(enforce=bool(attrs.get(sc.BUDGET_ENFORCE, False)), **kwargs)
+        return cls(enforce=attrs.get(sc.BUDGET_ENFORCE) is True, **kwargs)
 
     @classmethod
     def from_mapping(cls, data: Any) -> Budget:
-        """Build from the seed-004 ``agent.budgets`` mapping (unknown keys are rejected)."""
+        """Build from the seed-004 ``agent.budgets`` mapping, checked against the config schema."""
+        from .config import validate  # late: config imports this module
+
         if data is None:
             return cls()
-        if not isinstance(data, dict):
-            raise ValueError(f"budgets must be a mapping, got {type(data).__name__}")
-        allowed = {f.name for f in fields(cls)}
-        unknown = set(data) - allowed
-        if unknown:
-            raise ValueError(f"unknown budget keys: {sorted(unknown)}; allowed: {sorted(allowed)}")
+        validate({"agent": {"budgets": data}}, "budgets")
         return cls(**data)
 
 

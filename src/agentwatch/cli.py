@@ -21,15 +21,34 @@ from .version import __version__
 
 
 def _config(args: argparse.Namespace) -> int:
-    from .config import load_config
+    """Validate an agentwatch.yaml (with the environment and defaults) or a collector config; print the result.
+
+    A file whose top level has collector sections (``exporter``, ``receivers``, ...)
+    and no ``agent`` is checked as an ``agentwatch-collector`` config.
+    """
+    from .config import load_config, read_yaml
+    from .config_schema import COLLECTOR_SCHEMA, schema
+
+    def show(value: Any) -> str:
+        return sorted(value) if isinstance(value, frozenset) else str(value)  # type: ignore[return-value]
 
     try:
+        if args.file is not None:
+            top = read_yaml(Path(args.file))
+            collector_keys = set(schema(COLLECTOR_SCHEMA)["properties"])
+            if "agent" not in top and set(top) & collector_keys:
+                from .collector.config import load_collector_config
+
+                collector = load_collector_config(args.file)
+                print(json.dumps(dataclasses.asdict(collector), indent=2, default=show))
+                print(f"{args.file}: valid agentwatch-collector configuration", file=sys.stderr)
+                return 0
         cfg = load_config(args.file)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    data = dataclasses.asdict(cfg)
-    print(json.dumps(data, indent=2, default=lambda v: sorted(v) if isinstance(v, frozenset) else str(v)))
+    print(json.dumps(dataclasses.asdict(cfg), indent=2, default=show))
+    print(f"valid agentwatch configuration ({cfg.source})", file=sys.stderr)
     return 0
 
 

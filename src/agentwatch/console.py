@@ -79,15 +79,40 @@ def _span_id(span: ReadableSpan) -> int | None:
 
 
 class TreeExporter(SpanExporter):
-    """Collects spans in memory; :meth:`take` returns and forgets them."""
+    """Prints (or collects) finished spans as run → phase → call trees.
 
-    def __init__(self) -> None:
+    With ``live=True`` each trace's tree is printed to ``file`` (default stdout)
+    as soon as its root span ends, and its spans are forgotten: the exporter to
+    add while developing. Without it spans are collected until :meth:`take` or
+    :meth:`print_trees`, which is what a script that prints at the end wants.
+    Use it behind a ``SimpleSpanProcessor`` so a tree prints when the run ends.
+    """
+
+    def __init__(self, *, live: bool = False, file: Any = None, max_spans: int = 100_000) -> None:
         self._spans: list[ReadableSpan] = []
         self._lock = threading.Lock()
+        self._live = live
+        self._file = file
+        # Bounded: spans whose root never ends (or a runaway agent) cannot grow memory without limit.
+        self._max_spans = max_spans
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        ready: list[ReadableSpan] = []
         with self._lock:
             self._spans.extend(spans)
+            if len(self._spans) > self._max_spans:
+                del self._spans[: len(self._spans) - self._max_spans]
+            if self._live:
+                roots = {s.context.trace_id for s in spans if s.parent is None and s.context is not None}
+                if roots:
+                    keep: list[ReadableSpan] = []
+                    for span in self._spans:
+                        trace = span.context.trace_id if span.context is not None else None
+                        (ready if trace in roots else keep).append(span)
+                    self._spans = keep
+        if ready:
+            out = self._file or sys.stdout
+            print(render_tree(ready, color=_isatty(out)), file=out, flush=True)
         return SpanExportResult.SUCCESS
 
     def take(self) -> list[ReadableSpan]:
@@ -96,5 +121,12 @@ class TreeExporter(SpanExporter):
         return spans
 
     def print_trees(self, file: Any = None) -> None:
-        out = file or sys.stdout
-        print(render_tree(self.take(), color=out.isatty()), file=out)
+        out = file or self._file or sys.stdout
+        print(render_tree(self.take(), color=_isatty(out)), file=out)
+
+
+def _isatty(out: Any) -> bool:
+    try:
+        return bool(out.isatty())
+    except (AttributeError, ValueError):
+        return False

@@ -134,3 +134,141 @@ def test_cli_exit_code_2_with_line_for_broken_yaml(tmp_path):
         timeout=60,
     )
     assert result.returncode == 2 and "unknown key 'limits.max_trace'" in result.stderr
+
+
+# --------------------------------------------------------------------------- one strict schema
+
+BASE = {"exporter": {"endpoint": "x:1"}}
+
+
+def _with(**sections):
+    data = {"exporter": {"endpoint": "x:1"}}
+    for name, value in sections.items():
+        if name == "exporter":
+            data["exporter"] = {"endpoint": "x:1", **value}
+        else:
+            data[name] = value
+    return data
+
+
+# (config, the dotted key the error must name, the suggestion it must make or None)
+BAD_COLLECTOR = [
+    (_with(decision={"hard_timeout_seconds": float("nan")}), "decision.hard_timeout_seconds", None),
+    (_with(decision={"hard_timeout_seconds": float("inf")}), "decision.hard_timeout_seconds", None),
+    (_with(decision={"hard_timeout_seconds": 1e12}), "decision.hard_timeout_seconds", None),
+    (_with(decision={"idle_timeout_seconds": -1}), "decision.idle_timeout_seconds", None),
+    (_with(decision={"idle_timeout_seconds": 0}), "decision.idle_timeout_seconds", None),
+    (_with(decision={"straggler_delay_ms": "500"}), "decision.straggler_delay_ms", None),
+    (_with(decision={"straggler_delay_ms": 1.5}), "decision.straggler_delay_ms", None),
+    (_with(decision={"verdict_cache_size": -1}), "decision.verdict_cache_size", None),
+    (_with(decision={"hard_timeout_second": 5}), "decision.hard_timeout_second", "hard_timeout_seconds"),
+    (_with(limits={"max_traces": True}), "limits.max_traces", None),
+    (_with(limits={"max_bytes": 10}), "limits.max_bytes", None),
+    (_with(limits={"max_span": 10}), "limits.max_span", "max_spans"),
+    (_with(exporter={"timeout_seconds": float("nan")}), "exporter.timeout_seconds", None),
+    (_with(exporter={"insecure": "false"}), "exporter.insecure", None),
+    (_with(exporter={"compression": "gzp"}), "exporter.compression", "gzip"),
+    (_with(exporter={"protocl": "grpc"}), "exporter.protocl", "protocol"),
+    (_with(exporter={"queue": {"max_batch": 3}}), "exporter.queue.max_batch", "max_batches"),
+    (_with(exporter={"retry": {"initial_backoff_ms": 0}}), "exporter.retry.initial_backoff_ms", None),
+    (_with(exporter={"retry": {"max_elapsed_seconds": -1}}), "exporter.retry.max_elapsed_seconds", None),
+    (_with(exporter={"headers": {"x-tenant": "acme\r\nx-evil: 1"}}), "exporter.headers.x-tenant", None),
+    (_with(exporter={"headers": {"x-tenant": "a\nb"}}), "exporter.headers.x-tenant", None),
+    (_with(exporter={"headers": {"x-tenant": "a\x00b"}}), "exporter.headers.x-tenant", None),
+    (_with(exporter={"headers": {"x-tenant": "caf\u00e9"}}), "exporter.headers.x-tenant", None),
+    (_with(exporter={"headers": {"x-tenant": 42}}), "exporter.headers.x-tenant", None),
+    (_with(exporter={"headers": {"bad name": "v"}}), "exporter.headers", None),
+    (_with(receivers={"grpc": {"max_message_byte": 5}}), "receivers.grpc.max_message_byte", "max_message_bytes"),
+    (_with(receivers={"http": {"max_body_bytes": 0}}), "receivers.http.max_body_bytes", None),
+    (_with(receivers={"htp": {}}), "receivers.htp", "http"),
+    (_with(receivers={"grpc": {"keepalive_time_seconds": float("nan")}}),
+     "receivers.grpc.keepalive_time_seconds", None),
+    (_with(receivers={"grpc": {"workers": 0}}), "receivers.grpc.workers", None),
+    (_with(receivers={"http": {"max_connection": 5}}), "receivers.http.max_connection", "max_connections"),
+    (_with(receivers={"http": {"max_body_bytes": 2048, "max_inflight_bytes": 1024}}),
+     "receivers.http.max_inflight_bytes", None),
+    (_with(health={"endpoit": "0.0.0.0:1"}), "health.endpoit", "endpoint"),
+    (_with(telemetry={"log_level": "verbose"}), "telemetry.log_level", None),
+    (_with(telemetry={"metrics_exporter": "otpl"}), "telemetry.metrics_exporter", "otlp"),
+    (_with(detectoin={}), "detectoin", "detection"),
+    # the detection section: the docs always said an unknown key there is an error
+    (_with(detection={"budgets": {"max_steps": "2"}}), "detection.budgets.max_steps", None),
+    (_with(detection={"budget": {"max_steps": 2}}), "detection.budget", "budgets"),
+    (_with(detection={"agent": {"budgets": {"enforced": True}}}), "detection.agent.budgets.enforced", "enforce"),
+    (_with(detection={"agent": {"budgets": {}}, "loop_detection": {}}), "detection.loop_detection", None),
+    (_with(detection={"anomaly": {"token_spike_factor": float("nan")}}), "detection.anomaly.token_spike_factor", None),
+    (_with(detection={"tools": {"retries": {"max_attempts": 2}}}), "detection.tools.retries", None),
+    (_with(detection_config=""), "detection_config", None),
+]
+
+
+@pytest.mark.parametrize(("data", "key", "suggestion"), BAD_COLLECTOR)
+def test_collector_table_names_the_key(data, key, suggestion):
+    with pytest.raises(ConfigError) as info:
+        build_collector_config(data, source="c.yaml", env={})
+    message = str(info.value)
+    assert message.startswith("c.yaml: ") and key in message, message
+    if suggestion is not None:
+        assert f"did you mean '{suggestion}'?" in message, message
+
+
+def test_not_implemented_detection_key_says_so():
+    data = _with(detection={"agent": {"safe_mode": {"enabled": False}}})
+    with pytest.raises(ConfigError, match=r"detection\.agent\.safe_mode is not implemented yet in this version"):
+        build_collector_config(data, source="c.yaml", env={})
+
+
+def test_header_from_an_environment_variable_with_a_line_break():
+    data = _with(exporter={"headers": {"authorization": "Bearer ${env:TOKEN}"}})
+    with pytest.raises(ConfigError) as info:
+        build_collector_config(data, source="c.yaml", env={"TOKEN": "abc\r\nx-injected: 1"})
+    assert "exporter.headers.authorization" in str(info.value)
+    assert "abc" not in str(info.value)  # the secret is not echoed
+    config = build_collector_config(data, source="c.yaml", env={"TOKEN": "abc"})
+    assert config.exporter.headers == {"authorization": "Bearer abc"}
+
+
+def test_detection_config_file_is_checked_and_named(tmp_path):
+    (tmp_path / "agentwatch.yaml").write_text("agent:\n  budgets: {max_stepz: 7}\n")
+    path = _write(tmp_path, "exporter: {endpoint: 'x:1'}\ndetection_config: agentwatch.yaml\n")
+    with pytest.raises(ConfigError) as info:
+        load_collector_config(path, env={})
+    message = str(info.value)
+    assert str(tmp_path / "agentwatch.yaml") in message and "agent.budgets.max_stepz" in message
+    assert "did you mean 'max_steps'?" in message
+
+
+def test_yaml_file_nan_is_rejected_with_file_and_key(tmp_path):
+    path = _write(tmp_path, "exporter: {endpoint: 'x:1'}\ndecision: {hard_timeout_seconds: .nan}\n")
+    with pytest.raises(ConfigError) as info:
+        load_collector_config(path, env={})
+    assert str(path) in str(info.value) and "decision.hard_timeout_seconds" in str(info.value)
+
+
+def test_receiver_limits_default_and_load():
+    config = build_collector_config(
+        _with(receivers={"grpc": {"workers": 2, "keepalive_time_seconds": 0}, "http": {"max_body_bytes": 128 << 20}}),
+        env={},
+    )
+    assert config.grpc is not None and config.grpc.workers == 2 and config.grpc.keepalive_time_seconds == 0.0
+    assert config.grpc.max_concurrent_rpcs == 128
+    assert config.http is not None and config.http.max_inflight_bytes == 128 << 20  # at least one body
+
+
+def test_valid_values_keep_their_types():
+    config = build_collector_config(
+        _with(decision={"hard_timeout_seconds": 90, "straggler_delay_ms": 0}, exporter={"timeout_seconds": 5}),
+        env={},
+    )
+    assert config.decision.hard_timeout_seconds == 90.0 and isinstance(config.decision.hard_timeout_seconds, float)
+    assert config.exporter.timeout_seconds == 5.0 and isinstance(config.exporter.timeout_seconds, float)
+    assert config.decision.straggler_delay_ms == 0
+    full = build_collector_config({"exporter": {"endpoint": "x:1"}, "health": None, "decision": None}, env={})
+    assert full.health is not None and full.health.port == 13133 and full.decision.hard_timeout_seconds == 30.0
+
+
+def test_header_errors_never_echo_the_value():
+    data = _with(exporter={"headers": {"authorization": "Bearer s3cr3t\n"}})
+    with pytest.raises(ConfigError) as info:
+        build_collector_config(data, source="c.yaml", env={})
+    assert "exporter.headers.authorization" in str(info.value) and "s3cr3t" not in str(info.value)

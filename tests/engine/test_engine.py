@@ -194,6 +194,14 @@ HOSTILE = [
 ]
 
 
+def _unchecked_budget(**values: object) -> Budget:
+    """A Budget holding values Budget() itself rejects (ConfigError): the engine must survive one anyway."""
+    budget = Budget()
+    for name, value in values.items():
+        object.__setattr__(budget, name, value)
+    return budget
+
+
 def test_hostile_records_never_raise() -> None:
     engine = Engine(
         make_config({"budgets": {"max_steps": 3, "max_seconds": 1, "max_usd": 1, "max_tokens": 5}})
@@ -206,7 +214,7 @@ def test_hostile_records_never_raise() -> None:
     engine.begin_call("r", "bogus", tool_name=["x"], args_hash={"y": 1}, now_ns="late")  # type: ignore[arg-type]
     engine.open_run("", parent_run_key="r")
     engine.open_run("loop", parent_run_key="loop")
-    engine.open_run("r2", parent_run_key="nope", budget=Budget(max_steps=-1, max_seconds=math.nan))
+    engine.open_run("r2", parent_run_key="nope", budget=_unchecked_budget(max_steps=-1, max_seconds=math.nan))
     engine.close_run("r", stop_reason=5, end_ns="x")  # type: ignore[arg-type]
     stats = engine.stats
     assert stats["records_rejected"] >= 3

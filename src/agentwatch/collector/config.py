@@ -1,55 +1,29 @@
 """The collector's configuration file: parse, validate, resolve defaults.
 
 The keys are the ones agreed in ``docs/collector-config.md`` (plus the few
-additions documented there). Every error is a :class:`~agentwatch.errors.ConfigError`
-whose message names the file and the key at fault; broken YAML names the line.
+additions documented there), and ``data/collector.schema.json`` defines every
+one of them: type, range, default. The file is checked against that schema
+first (see :mod:`agentwatch.config_schema`), so every error is a
+:class:`~agentwatch.errors.ConfigError` naming the file and the full dotted key
+(with a "did you mean" for typos); broken YAML names the line. The sections are
+then filled generically from the dataclasses below: adding a key is one schema
+entry plus one dataclass field with its default.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ..config import Config, load_config, read_yaml
+from ..config import Config, load_config, load_file, read_yaml
+from ..config_schema import COLLECTOR_SCHEMA, check
 from ..errors import ConfigError
 
 Tree = Mapping[str, Any]
-
-# The schema: for each section the known keys (nested dicts are sub-sections).
-_SCHEMA: dict[str, Any] = {
-    "receivers": {
-        "grpc": {"endpoint": None, "max_message_bytes": None},
-        "http": {"endpoint": None, "max_body_bytes": None},
-    },
-    "exporter": {
-        "protocol": None,
-        "endpoint": None,
-        "headers": "mapping",
-        "insecure": None,
-        "compression": None,
-        "timeout_seconds": None,
-        "retry": {"initial_backoff_ms": None, "max_backoff_ms": None, "max_elapsed_seconds": None},
-        "queue": {"max_batches": None, "max_bytes": None},
-        "max_batch_bytes": None,
-        "drain_timeout_seconds": None,
-    },
-    "decision": {
-        "straggler_delay_ms": None,
-        "hard_timeout_seconds": None,
-        "idle_timeout_seconds": None,
-        "verdict_cache_size": None,
-        "retain_bytes": None,
-    },
-    "limits": {"max_traces": None, "max_spans": None, "max_bytes": None},
-    "health": {"endpoint": None},
-    "telemetry": {"metrics_exporter": None, "log_level": None},
-    "detection": "mapping",
-    "detection_config": None,
-}
 
 PROTOCOLS = ("grpc", "http/protobuf")
 COMPRESSIONS = ("gzip", "none")
@@ -70,12 +44,25 @@ class Endpoint:
 class GrpcReceiverConfig:
     endpoint: Endpoint = Endpoint("0.0.0.0", 4317)
     max_message_bytes: int = 4 * 1024 * 1024
+    max_concurrent_rpcs: int = 128  # past it: RESOURCE_EXHAUSTED
+    max_concurrent_streams: int = 100  # per connection (HTTP/2 SETTINGS)
+    workers: int = 8  # threads running Export
+    keepalive_time_seconds: float = 60.0  # ping a connection idle this long (0: never)
+    keepalive_timeout_seconds: float = 20.0  # close it when the ping is not answered in time
+    max_connection_idle_seconds: float = 300.0  # close connections without calls this long (0: never)
+    max_connection_age_seconds: float = 0.0  # ask clients to reconnect after this long (0: never)
+    max_connection_age_grace_seconds: float = 30.0  # calls in flight then get this long to finish
 
 
 @dataclass(frozen=True)
 class HttpReceiverConfig:
     endpoint: Endpoint = Endpoint("0.0.0.0", 4318)
     max_body_bytes: int = 4 * 1024 * 1024
+    max_connections: int = 256  # open connections; more are answered 503 and closed
+    max_inflight_bytes: int = 64 * 1024 * 1024  # bodies being received at once (at least max_body_bytes)
+    header_timeout_seconds: float = 10.0  # from a request's first byte to the end of its headers
+    body_timeout_seconds: float = 30.0  # from the end of the headers to the end of the body
+    idle_timeout_seconds: float = 60.0  # a kept-alive connection with no request is closed after this
 
 
 @dataclass(frozen=True)
@@ -138,83 +125,36 @@ class CollectorConfig:
     telemetry: TelemetryConfig = TelemetryConfig()
     detection: Config = field(default_factory=Config)
     source: str = "<mapping>"
+    files: tuple[str, ...] = ()  # every configuration file read, in order (logged at start-up)
 
 
 # --------------------------------------------------------------------------- parsing helpers
 
+T = TypeVar("T")
+Fail = Callable[[str], ConfigError]
+_HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
 
-class _Reader:
-    """Typed access to one section, with errors naming ``source`` and the dotted key."""
 
-    def __init__(self, data: Tree, path: str, source: str) -> None:
-        self.data = data
-        self.path = path
-        self.source = source
+def _fill(cls: type[T], data: Any, fail: Callable[[str], Fail], **given: Any) -> T:
+    """``cls`` from a validated section: each field from ``data`` when set, else the field's default.
 
-    def fail(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {self.where(key)} {message}")
-
-    def where(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def has(self, key: str) -> bool:
-        return key in self.data and self.data[key] is not None
-
-    def integer(self, key: str, default: int, *, minimum: int = 1) -> int:
-        if not self.has(key):
-            return default
-        value = self.data[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, f"must be an integer, got {value!r}")
-        if value < minimum:
-            raise self.fail(key, f"must be >= {minimum}, got {value}")
-        return value
-
-    def number(self, key: str, default: float, *, minimum: float = 0.0, exclusive: bool = True) -> float:
-        if not self.has(key):
-            return default
-        value = self.data[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(key, f"must be a number, got {value!r}")
-        if value < minimum or (exclusive and value == minimum):
-            bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
-            raise self.fail(key, f"must be {bound}, got {value}")
-        return float(value)
-
-    def boolean(self, key: str, default: bool) -> bool:
-        if not self.has(key):
-            return default
-        value = self.data[key]
-        if not isinstance(value, bool):
-            raise self.fail(key, f"must be true or false, got {value!r}")
-        return value
-
-    def string(self, key: str, default: str) -> str:
-        if not self.has(key):
-            return default
-        value = self.data[key]
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(key, f"must be a non-empty string, got {value!r}")
-        return value.strip()
-
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.string(key, default)
-        if value not in choices:
-            raise self.fail(key, f"must be one of {', '.join(choices)}; got {value!r}")
-        return value
-
-    def endpoint(self, key: str, default: Endpoint) -> Endpoint:
-        if not self.has(key):
-            return default
-        return parse_endpoint(self.string(key, ""), lambda msg: self.fail(key, msg))
-
-    def section(self, key: str) -> _Reader:
-        value = self.data.get(key)
-        if value is None:
-            value = {}
-        if not isinstance(value, Mapping):
-            raise self.fail(key, f"must be a mapping, got {type(value).__name__}")
-        return _Reader(value, self.where(key), self.source)
+    ``fail(key)`` builds an error naming the key. Endpoints are parsed; numbers are
+    given the field's type (the schema already checked type and range).
+    """
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name in given or not isinstance(data, Mapping) or data.get(f.name) is None:
+            continue
+        value = data[f.name]
+        if f.type == "Endpoint":
+            value = parse_endpoint(value, fail(f.name))
+        elif f.type == "float":
+            value = float(value)
+        elif f.type == "int":
+            value = int(value)
+        values[f.name] = value
+    values.update(given)
+    return cls(**values)
 
 
 def parse_endpoint(text: str, fail: Any) -> Endpoint:
@@ -228,23 +168,6 @@ def parse_endpoint(text: str, fail: Any) -> Endpoint:
     if not 0 <= port <= 65535:
         raise fail(f"has an invalid port {port}")
     return Endpoint(host, port)
-
-
-def _check_keys(data: Tree, schema: Mapping[str, Any], path: str, source: str) -> None:
-    for key, value in data.items():
-        where = f"{path}.{key}" if path else str(key)
-        if key not in schema:
-            known = ", ".join(sorted(schema))
-            raise ConfigError(f"{source}: unknown key {where!r} (known keys here: {known})")
-        sub = schema[key]
-        if isinstance(sub, dict):
-            if value is None:
-                continue
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{source}: {where} must be a mapping, got {type(value).__name__}")
-            _check_keys(value, sub, where, source)
-        elif sub == "mapping" and value is not None and not isinstance(value, Mapping):
-            raise ConfigError(f"{source}: {where} must be a mapping, got {type(value).__name__}")
 
 
 _ENV_REF = re.compile(r"\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -290,134 +213,113 @@ def build_collector_config(
     env = os.environ if env is None else env
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: the configuration must be a mapping")
-    _check_keys(data, _SCHEMA, "", source)
+    check(COLLECTOR_SCHEMA, data, source)
     data = _expand(dict(data), "", source, env)
-    top = _Reader(data, "", source)
 
-    receivers = top.section("receivers")
-    grpc_cfg: GrpcReceiverConfig | None = None
-    http_cfg: HttpReceiverConfig | None = None
+    def failing(section: str) -> Callable[[str], Fail]:
+        def at(key: str) -> Fail:
+            return lambda msg: ConfigError(f"{source}: {section}.{key} {msg}")
+
+        return at
+
+    receivers = data.get("receivers")
     # No 'receivers' section at all: both with defaults. Otherwise only the listed ones.
-    enable_all = "receivers" not in data or data["receivers"] is None
-    if enable_all or "grpc" in receivers.data:
-        g = receivers.section("grpc")
-        grpc_cfg = GrpcReceiverConfig(
-            endpoint=g.endpoint("endpoint", GrpcReceiverConfig.endpoint),
-            max_message_bytes=g.integer("max_message_bytes", GrpcReceiverConfig.max_message_bytes),
-        )
-    if enable_all or "http" in receivers.data:
-        h = receivers.section("http")
-        http_cfg = HttpReceiverConfig(
-            endpoint=h.endpoint("endpoint", HttpReceiverConfig.endpoint),
-            max_body_bytes=h.integer("max_body_bytes", HttpReceiverConfig.max_body_bytes),
-        )
+    enable_all = receivers is None
+    receivers = receivers or {}
+    grpc_cfg = (
+        _fill(GrpcReceiverConfig, receivers.get("grpc"), failing("receivers.grpc"))
+        if enable_all or "grpc" in receivers
+        else None
+    )
+    http_cfg: HttpReceiverConfig | None = None
+    if enable_all or "http" in receivers:
+        http_raw = receivers.get("http") or {}
+        max_body = http_raw.get("max_body_bytes") or HttpReceiverConfig.max_body_bytes
+        inflight = http_raw.get("max_inflight_bytes") or max(HttpReceiverConfig.max_inflight_bytes, max_body)
+        if inflight < max_body:
+            message = f"must be >= max_body_bytes ({max_body}), got {inflight}"
+            raise failing("receivers.http")("max_inflight_bytes")(message)
+        http_cfg = _fill(HttpReceiverConfig, http_raw, failing("receivers.http"), max_inflight_bytes=inflight)
     if grpc_cfg is None and http_cfg is None:
         raise ConfigError(f"{source}: receivers must enable grpc, http or both")
 
-    ex = top.section("exporter")
-    if not ex.has("endpoint"):
-        raise ex.fail("endpoint", "is required (where to forward spans, e.g. otelcol:4317)")
-    protocol = ex.choice("protocol", "grpc", PROTOCOLS)
-    endpoint = ex.string("endpoint", "")
+    ex = data["exporter"]
+    fail_ex = failing("exporter")
+    endpoint = ex["endpoint"].strip()
+    protocol = ex.get("protocol") or "grpc"
     if protocol == "grpc":
-        parse_endpoint(endpoint, lambda msg: ex.fail("endpoint", msg))
+        parse_endpoint(endpoint, fail_ex("endpoint"))
     elif not re.match(r"^https?://[^/]+", endpoint):
-        raise ex.fail("endpoint", f"must be an http:// or https:// URL for http/protobuf, got {endpoint!r}")
-    headers_raw = ex.data.get("headers") or {}
-    headers: dict[str, str] = {}
-    for name, value in headers_raw.items():
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ex.fail(f"headers.{name}", f"must be a string, got {value!r}")
-        headers[str(name)] = str(value)
-    retry = ex.section("retry")
-    queue = ex.section("queue")
-    exporter = ExporterConfig(
+        raise fail_ex("endpoint")(f"must be an http:// or https:// URL for http/protobuf, got {endpoint!r}")
+    headers = dict(ex.get("headers") or {})
+    for name, value in headers.items():
+        # Checked again after ${env:...} expansion: a variable may hold a line break.
+        if not _HEADER_VALUE.fullmatch(value):
+            raise fail_ex(f"headers.{name}")(
+                "may hold only visible ASCII characters, spaces and tabs (no CR, LF or other control characters)"
+            )
+    exporter = _fill(
+        ExporterConfig,
+        ex,
+        fail_ex,
         endpoint=endpoint,
-        protocol=protocol,
         headers=headers,
-        insecure=ex.boolean("insecure", True),
-        compression=ex.choice("compression", "none", COMPRESSIONS),
-        timeout_seconds=ex.number("timeout_seconds", 10.0),
-        retry=RetryConfig(
-            initial_backoff_ms=retry.integer("initial_backoff_ms", 250),
-            max_backoff_ms=retry.integer("max_backoff_ms", 5000),
-            max_elapsed_seconds=retry.number("max_elapsed_seconds", 300.0, exclusive=False),
-        ),
-        queue=QueueConfig(
-            max_batches=queue.integer("max_batches", 1000),
-            max_bytes=queue.integer("max_bytes", QueueConfig.max_bytes),
-        ),
-        max_batch_bytes=ex.integer("max_batch_bytes", ExporterConfig.max_batch_bytes, minimum=1024),
-        drain_timeout_seconds=ex.number("drain_timeout_seconds", 20.0, exclusive=False),
+        retry=_fill(RetryConfig, ex.get("retry"), failing("exporter.retry")),
+        queue=_fill(QueueConfig, ex.get("queue"), failing("exporter.queue")),
     )
     if exporter.retry.max_backoff_ms < exporter.retry.initial_backoff_ms:
-        raise retry.fail("max_backoff_ms", "must be >= initial_backoff_ms")
-
-    dec = top.section("decision")
-    decision = DecisionConfig(
-        straggler_delay_ms=dec.integer("straggler_delay_ms", 500, minimum=0),
-        hard_timeout_seconds=dec.number("hard_timeout_seconds", 30.0),
-        idle_timeout_seconds=dec.number("idle_timeout_seconds", 10.0),
-        verdict_cache_size=dec.integer("verdict_cache_size", 50_000, minimum=0),
-        retain_bytes=dec.integer("retain_bytes", DecisionConfig.retain_bytes, minimum=0),
-    )
-
-    lim = top.section("limits")
-    limits = LimitsConfig(
-        max_traces=lim.integer("max_traces", 50_000),
-        max_spans=lim.integer("max_spans", 500_000),
-        max_bytes=lim.integer("max_bytes", LimitsConfig.max_bytes, minimum=1024),
-    )
+        raise failing("exporter.retry")("max_backoff_ms")("must be >= initial_backoff_ms")
 
     health: Endpoint | None = Endpoint("0.0.0.0", 13133)
-    if "health" in data and data["health"] is not None:
-        health = top.section("health").endpoint("endpoint", Endpoint("0.0.0.0", 13133))
+    if data.get("health") is not None:
+        health = _fill(_Health, data["health"], failing("health")).endpoint
 
-    tel = top.section("telemetry")
-    telemetry = TelemetryConfig(
-        metrics_exporter=tel.choice("metrics_exporter", "none", METRICS_EXPORTERS),
-        log_level=tel.choice("log_level", "info", LOG_LEVELS),
-    )
-
-    detection = _detection(top, source, base_dir, env)
+    detection = _detection(data, source, base_dir, env)
+    files = [source] if base_dir is not None else []
+    if data.get("detection_config") is not None:
+        named = Path(data["detection_config"])
+        files.append(str(named if named.is_absolute() or base_dir is None else base_dir / named))
+    # the in-process configuration's files (AGENTWATCH_CONFIG or ./agentwatch.yaml), as it names them
+    files += [part for part in detection.source.split("+") if part not in ("defaults", "argument")]
 
     return CollectorConfig(
         exporter=exporter,
         grpc=grpc_cfg,
         http=http_cfg,
-        decision=decision,
-        limits=limits,
+        decision=_fill(DecisionConfig, data.get("decision"), failing("decision")),
+        limits=_fill(LimitsConfig, data.get("limits"), failing("limits")),
         health=health,
-        telemetry=telemetry,
+        telemetry=_fill(TelemetryConfig, data.get("telemetry"), failing("telemetry")),
         detection=detection,
         source=source,
+        files=tuple(files),
     )
 
 
-def _detection(top: _Reader, source: str, base_dir: Path | None, env: Mapping[str, str]) -> Config:
+@dataclass(frozen=True)
+class _Health:
+    endpoint: Endpoint = Endpoint("0.0.0.0", 13133)
+
+
+def _detection(data: Tree, source: str, base_dir: Path | None, env: Mapping[str, str]) -> Config:
     """``detection_config: FILE`` (seed-004 shape), then ``detection:`` merged over it.
 
-    ``detection`` may be the ``agent:`` mapping's content or ``{agent: {...}}``.
+    ``detection`` may be the ``agent:`` mapping's content or ``{agent: {...}}``
+    (the schema has already checked it in either form).
     """
     merged: dict[str, Any] = {}
-    if top.has("detection_config"):
-        raw = top.string("detection_config", "")
-        file = Path(raw)
+    if data.get("detection_config") is not None:
+        file = Path(data["detection_config"])
         if not file.is_absolute() and base_dir is not None:
             file = base_dir / file
         if not file.is_file():
-            raise top.fail("detection_config", f"names a file that does not exist: {file}")
-        merged = read_yaml(file)
-        if set(merged) - {"agent"}:
-            extra = sorted(set(merged) - {"agent"})
-            raise ConfigError(f"{file}: a detection config holds only the 'agent' section, found {extra}")
-    section = top.data.get("detection") or {}
+            raise ConfigError(f"{source}: detection_config names a file that does not exist: {file}")
+        merged = load_file(file)
+    section = data.get("detection") or {}
     if section:
         agent = section["agent"] if set(section) == {"agent"} else section
-        if not isinstance(agent, Mapping):
-            raise top.fail("detection.agent", "must be a mapping")
         base_agent = dict(merged.get("agent") or {})
-        base_agent.update(agent)
+        base_agent.update(agent or {})
         merged = {"agent": base_agent}
     try:
         # Resolved like the in-process configuration: built-in defaults, then
