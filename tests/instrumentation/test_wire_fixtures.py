@@ -332,6 +332,16 @@ def test_anthropic_thinking_is_a_reasoning_part(monkeypatch: pytest.MonkeyPatch)
     assert out["finish_reason"] == "tool_use"
 
 
+def test_streamed_anthropic_thinking_is_a_reasoning_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    case = Case(Fixture("anthropic/messages_stream_thinking_cache_read.sse"), "messages")
+    deltas = [e["delta"] for e in case.fixture.events() if e["type"] == "content_block_delta"]
+    thinking = "".join(d["thinking"] for d in deltas if d["type"] == "thinking_delta")
+    text = "".join(d["text"] for d in deltas if d["type"] == "text_delta")
+    (out,) = _captured(case, "create", monkeypatch)["output"]
+    assert out["parts"] == [{"type": "reasoning", "content": thinking}, {"type": "text", "content": text}]
+    assert out["finish_reason"] == "end_turn"
+
+
 @pytest.mark.parametrize("mode", ["streaming", "raw", "async_streaming"])
 def test_an_enforced_cost_budget_fires_behind_the_streaming_wrappers(
     mode: str, monkeypatch: pytest.MonkeyPatch
