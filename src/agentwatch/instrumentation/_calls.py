@@ -49,6 +49,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 _MISSING: Any = object()
+_NO_TICKET = CallTicket(None, None)
 _TOOL_KEY = otel_context.create_key("agentwatch-tool-call")
 
 
@@ -58,7 +59,6 @@ def current_tool_call() -> ToolCall | None:
     if isinstance(call, ToolCall) and trace.get_current_span() is call.span:
         return call
     return None
-_NO_TICKET = CallTicket(None, None)
 
 
 class _Names:
