@@ -15,6 +15,7 @@ import inspect
 from typing import Any, Protocol
 
 import wrapt
+from opentelemetry import trace
 from opentelemetry.instrumentation.utils import unwrap
 
 from .. import _runtime
@@ -121,7 +122,19 @@ def _prepare(provider: Provider, client: Any, args: tuple[Any, ...], kwargs: dic
 _TRACED_OPTIONS: dict[type, bool] = {}
 
 
-def _quiet_sdk_span(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def _sdk_records(client: Any) -> bool:
+    """Whether the client's own tracer could record a span (copying options is wasted otherwise)."""
+    tracer = getattr(client, "_tracer", None)
+    if tracer is None or isinstance(tracer, trace.NoOpTracer):
+        return False
+    # A proxy tracer records only once a global SDK provider is set.
+    unset = isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return not (isinstance(tracer, trace.ProxyTracer) and unset)
+
+
+def _quiet_sdk_span(
+    client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The request's arguments with the SDK's own span turned off for this one call.
 
     anthropic >= 2 traces itself: its ``request`` opens an ``anthropic.messages.create``
@@ -138,7 +151,7 @@ def _quiet_sdk_span(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tupl
         traced = _TRACED_OPTIONS.get(cls)
         if traced is None:  # asked once per class: a missing pydantic field is slow to ask for
             traced = _TRACED_OPTIONS[cls] = "span_name" in (getattr(cls, "model_fields", None) or {})
-        if traced and options.span_name:
+        if traced and options.span_name and _sdk_records(client):
             quiet = options.model_copy(update={"span_name": None})
             if positional:
                 return (args[0], quiet, *args[2:]), kwargs
@@ -181,13 +194,13 @@ def _sync_wrapper(provider: Provider) -> Any:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not active():
             if _runtime.enabled():  # suppressed by an outer instrumentation: the SDK's span too
-                args, kwargs = _quiet_sdk_span(args, kwargs)
+                args, kwargs = _quiet_sdk_span(instance, args, kwargs)
             return wrapped(*args, **kwargs)
         prepared = _prepare(provider, instance, args, kwargs)
         if prepared is None:
             return wrapped(*args, **kwargs)
         call, operation, raw_mode, streamed = prepared
-        args, kwargs = _quiet_sdk_span(args, kwargs)
+        args, kwargs = _quiet_sdk_span(instance, args, kwargs)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
@@ -202,13 +215,13 @@ def _async_wrapper(provider: Provider) -> Any:
     async def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not active():
             if _runtime.enabled():  # suppressed by an outer instrumentation: the SDK's span too
-                args, kwargs = _quiet_sdk_span(args, kwargs)
+                args, kwargs = _quiet_sdk_span(instance, args, kwargs)
             return await wrapped(*args, **kwargs)
         prepared = _prepare(provider, instance, args, kwargs)
         if prepared is None:
             return await wrapped(*args, **kwargs)
         call, operation, raw_mode, streamed = prepared
-        args, kwargs = _quiet_sdk_span(args, kwargs)
+        args, kwargs = _quiet_sdk_span(instance, args, kwargs)
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as exc:
