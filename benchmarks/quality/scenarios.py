@@ -43,6 +43,7 @@ class Scenario:
     failure_mode: FailureMode | None = None
     fault_origin: str | None = None
     note: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)  # the configuration mapping ``config`` came from
 
 
 @dataclass
@@ -183,7 +184,7 @@ class Builder:
         )
         self._expect(self.run_id, run_expect)
         return Scenario(
-            self.name, [run, *self.records], self.expected, self.cfg, failure_mode, fault_origin, note
+            self.name, [run, *self.records], self.expected, self.cfg, failure_mode, fault_origin, note, self.config
         )
 
 

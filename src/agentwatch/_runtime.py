@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import logging
 import threading
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -93,6 +94,12 @@ class Runtime:
         self.reporter = FindingReporter(
             meter_provider=meter_provider, on_anomaly=on_anomaly, log=self.config.anomaly.log_findings
         )
+        from .calllog import apply_level
+        from .gateway.executor import Gateway
+
+        apply_level(self.config.log_level)
+
+        self.gateway = Gateway(self.config.gateway, meter)
 
 
 _lock = threading.Lock()
@@ -111,6 +118,11 @@ def get() -> Runtime:
                 _runtime = Runtime()
             rt = _runtime
     return rt
+
+
+def current() -> Runtime | None:
+    """The runtime if one was built, without building one."""
+    return _runtime
 
 
 def configure(**kwargs: Any) -> Runtime:
@@ -144,8 +156,15 @@ _warned: set[str] = set()
 
 def internal_error(where: str, exc: BaseException) -> None:
     """Log an agentwatch bug once per place; the user's call goes on untouched."""
+    from .redaction import redact_text  # late: keeps this module's imports light
+
     if where not in _warned:
         _warned.add(where)
-        logger.warning("agentwatch: internal error in %s (reported once): %r", where, exc, exc_info=exc)
+        # The trace is formatted here, redacted: the error may quote the user's data.
+        trace_text = "".join(traceback.format_exception(exc))
+        logger.warning(
+            "agentwatch: internal error in %s (reported once): %s\n%s",
+            where, redact_text(repr(exc)), redact_text(trace_text),
+        )
     else:
-        logger.debug("agentwatch: internal error in %s: %r", where, exc)
+        logger.debug("agentwatch: internal error in %s: %s", where, redact_text(repr(exc)))

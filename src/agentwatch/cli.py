@@ -1,9 +1,10 @@
-"""``agentwatch`` command line: check configuration, look up prices, analyse exported traces.
+"""The ``agentwatch`` command line: check configuration, look up prices, analyse exported traces.
 
-    agentwatch config [FILE]        validate a config file and print what is in force
-    agentwatch prices [MODEL ...]   show the price entry a model resolves to
-    agentwatch analyze FILE ...     run the detectors over OTLP trace files (JSON or protobuf)
-    agentwatch version
+Every subcommand's help is plain text (``agentwatch SUBCOMMAND --help``).
+Exit codes: 0 success; 1 ``analyze --fail-on-findings`` found anomalies, or
+``prices`` met an unknown model; 2 bad input (a missing, empty or unrecognised
+file, invalid configuration); 141 when the reader of the output went away
+(``agentwatch prices | head``), quietly, as other command line tools do.
 """
 
 from __future__ import annotations
@@ -11,13 +12,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .engine.record import Finding, RunSummary, SpanRecord
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by a closed pipe
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -74,108 +81,204 @@ def _prices(args: argparse.Namespace) -> int:
     return status
 
 
-def _load_requests(path: Path) -> list[Any]:
-    """OTLP ExportTraceServiceRequest messages from a .json/.jsonl (OTLP JSON) or protobuf file."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+ANALYZE_HELP = """\
+Run agentwatch's anomaly detectors over spans exported to files, exactly as the
+collector would evaluate them, and print the findings and each run's summary.
 
-    from .collector.otlp import json_request_to_protobuf
+Accepted files (recognised from their content):
+  - OTLP protobuf: one serialized ExportTraceServiceRequest
+  - OTLP/JSON: one ExportTraceServiceRequest object; ids in hex (the OTLP
+    encoding) or base64 (protobuf's generic JSON mapping)
+  - JSON Lines: one OTLP/JSON request per line, as the OpenTelemetry
+    Collector's file exporter writes
 
-    data = path.read_bytes()
-    bodies: list[bytes] = []
-    if path.suffix in (".json", ".jsonl") or data[:1] in (b"{", b"["):
-        for line in data.splitlines() if path.suffix == ".jsonl" else [data]:
-            if line.strip():
-                bodies.append(json_request_to_protobuf(line))
-    else:
-        bodies.append(data)
-    requests = []
-    for body in bodies:
-        message = ExportTraceServiceRequest()
-        message.ParseFromString(body)
-        requests.append(message)
-    return requests
+Exit status: 0 done (findings or not), 1 findings with --fail-on-findings,
+2 a file is missing, empty, too large or not OTLP trace data.
+"""
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from .collector.otlp import decode_attributes
+    from .collector.decision import otlp_records
     from .config import load_config
     from .engine.engine import Engine
-    from .otel.normalize import record_from_attributes
+    from .otel.findings import span_outcome
+    from .otel.normalize import records_extractor
+    from .otlp_files import OtlpFileError, read_spans
 
     try:
         engine = Engine(load_config(args.config))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    records = []
-    names: dict[str, str] = {}
-    for file in args.files:
-        try:
-            requests = _load_requests(Path(file))
-        except Exception as err:
-            print(f"error: {file}: not an OTLP trace export ({err})", file=sys.stderr)
-            return 2
-        for request in requests:
-            for rs in request.resource_spans:
-                for ss in rs.scope_spans:
-                    for span in ss.spans:
-                        span_id = span.span_id.hex()
-                        names[span_id] = span.name
-                        records.append(
-                            record_from_attributes(
-                                decode_attributes(kv.SerializeToString() for kv in span.attributes),
-                                trace_id=span.trace_id.hex(), span_id=span_id,
-                                parent_id=span.parent_span_id.hex() or None, name=span.name,
-                                start_ns=span.start_time_unix_nano, end_ns=span.end_time_unix_nano,
-                                is_error=span.status.code == 2,
-                            )
-                        )
-    verdict = engine.evaluate_trace(records)
-    findings = [f for fs in verdict.findings.values() for f in fs]
+    traces: dict[str, list[bytes]] = {}
+    try:
+        for file in args.files:
+            for span in read_spans(file, max_bytes=args.max_bytes):
+                traces.setdefault(span.trace_hex, []).append(span.raw)
+    except OtlpFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not traces:
+        print(f"error: no spans in {', '.join(args.files)}", file=sys.stderr)
+        return 2
+
+    # The collector's record path and per-trace evaluation, span for span.
+    extractor = records_extractor(engine)
+    n_spans = 0
+    findings_out: list[dict[str, Any]] = []
+    spans_out: list[dict[str, Any]] = []
+    runs_out: list[dict[str, Any]] = []
+    for trace_hex, raws in traces.items():
+        records, _ = otlp_records(trace_hex, raws, extractor)
+        n_spans += len(records)
+        verdict = engine.evaluate_trace(records)
+        seen: set[str] = set()
+        for record in records:
+            if record.span_id in seen:
+                continue  # a span exported twice: reported once
+            seen.add(record.span_id)
+            found, summary = span_outcome(
+                record.kind, verdict.findings.get(record.span_id), verdict.summaries.get(record.span_id)
+            )
+            _report_span(record, found, summary, findings_out, spans_out, runs_out)
     if args.json:
-        print(json.dumps({
-            "spans": len(records),
-            "findings": [
-                {"span_id": f.span_id, "span": names.get(f.span_id), "flag": str(f.flag),
-                 "severity": str(f.severity), "reason": f.reason, "related_span_id": f.related_span_id}
-                for f in findings
-            ],
-            "runs": [
-                {"run_span_id": key, "flags": list(s.flags), "fault_origin_span_id": s.fault_origin_span_id,
-                 "failure_mode": str(s.failure_mode), "steps": s.steps, "cost_usd": s.cost_usd}
-                for key, s in verdict.summaries.items()
-            ],
-        }, indent=2))
+        print(json.dumps(
+            {"traces": len(traces), "spans": n_spans, "findings": findings_out, "flagged_spans": spans_out,
+             "runs": runs_out},
+            indent=2,
+        ))  # fmt: skip
     else:
-        print(f"{len(records)} spans, {len(findings)} findings, {len(verdict.summaries)} runs")
-        for f in findings:
-            print(f"  [{f.severity}] {f.flag} on {names.get(f.span_id, '?')} ({f.span_id}): {f.reason}")
-        for key, s in verdict.summaries.items():
-            origin = f", fault origin {s.fault_origin_span_id}" if s.fault_origin_span_id else ""
-            print(f"  run {names.get(key, key)}: {s.failure_mode}, flags {list(s.flags) or 'none'}{origin}")
-    return 1 if findings and args.fail_on_findings else 0
+        print(f"{n_spans} spans in {len(traces)} traces, {len(findings_out)} findings, {len(runs_out)} runs")
+        for f in findings_out:
+            print(f"  [{f['severity']}] {f['flag']} on {f['span']} ({f['span_id']}): {f['reason']}")
+        for run in runs_out:
+            origin = f", fault origin {run['fault_origin_span_id']}" if run["fault_origin_span_id"] else ""
+            flags = ", ".join(run["flags"]) or "none"
+            print(f"  run {run['name']} ({run['span_id']}): {run['failure_mode']}, flags {flags}{origin}")
+    return 1 if findings_out and args.fail_on_findings else 0
+
+
+def _report_span(
+    record: SpanRecord,
+    found: list[Finding],
+    summary: RunSummary | None,
+    findings_out: list[dict[str, Any]],
+    spans_out: list[dict[str, Any]],
+    runs_out: list[dict[str, Any]],
+) -> None:
+    """What the detectors found on one span, as output rows.
+
+    Flags the file's spans already carry (exported by an agentwatch adapter) are
+    ignored: a fresh evaluation reports everything it finds, so a CI gate on
+    ``--fail-on-findings`` fails on tagged exports too.
+    """
+    from . import semconv as sc
+    from .otel.findings import anomaly_update, run_summary_attributes
+
+    new_attrs, _, new = anomaly_update(None, None, found)
+    for f in new:
+        findings_out.append({
+            "trace_id": record.trace_id, "span_id": record.span_id, "span": record.name, "flag": str(f.flag),
+            "severity": str(f.severity), "reason": f.reason, "related_span_id": f.related_span_id,
+        })  # fmt: skip
+    if new_attrs:
+        spans_out.append({
+            "trace_id": record.trace_id, "span_id": record.span_id, "span": record.name,
+            "flags": list(new_attrs[sc.ANOMALY_FLAGS]), "severity": new_attrs[sc.ANOMALY_SEVERITY],
+        })  # fmt: skip
+    if summary is not None:
+        attrs = run_summary_attributes(summary)
+        runs_out.append({
+            "trace_id": record.trace_id, "span_id": record.span_id, "name": record.name,
+            "flags": list(attrs[sc.RUN_ANOMALY_FLAGS]), "anomaly_count": summary.anomaly_count,
+            "failure_mode": str(summary.failure_mode), "fault_origin_span_id": summary.fault_origin_span_id,
+            "steps": summary.steps, "llm_calls": summary.llm_calls, "tool_calls": summary.tool_calls,
+            "input_tokens": summary.input_tokens, "output_tokens": summary.output_tokens,
+            "cost_usd": summary.cost_usd,
+        })  # fmt: skip
+
+
+def _version(_args: argparse.Namespace) -> int:
+    print(__version__)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .otlp_files import DEFAULT_MAX_BYTES
+
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="agentwatch",
+        formatter_class=formatter,
+        description="agentwatch: anomaly detection for LLM agents. Check configuration, look up model "
+        "prices,\nand run the detectors over exported traces.",
+        epilog="Run 'agentwatch COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"agentwatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser(
+        "config",
+        help="validate a configuration file and print what is in force",
+        description="Validate an agentwatch configuration (with the environment and defaults) or an\n"
+        "agentwatch-collector configuration file, and print the configuration in force, as JSON.",
+        formatter_class=formatter,
+    )
+    p.add_argument("file", nargs="?", help="YAML file (default: $AGENTWATCH_CONFIG, else ./agentwatch.yaml)")
+    p.set_defaults(func=_config)
+    p = sub.add_parser(
+        "prices",
+        help="show the price entry a model name resolves to",
+        description="Show the price (USD per million tokens) each model name resolves to, from the\n"
+        "bundled price table and agent.prices in the configuration. Without models, every\n"
+        "bundled model is listed. Exit status 1 when a model is unknown.",
+        formatter_class=formatter,
+    )
+    p.add_argument("models", nargs="*", metavar="MODEL", help="model names, as the API reports them")
+    p.set_defaults(func=_prices)
+    p = sub.add_parser(
+        "analyze",
+        help="run the detectors over OTLP trace files",
+        description=ANALYZE_HELP,
+        formatter_class=formatter,
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="OTLP protobuf, OTLP/JSON or JSON Lines trace file")
+    p.add_argument("--config", metavar="FILE", help="detection configuration (YAML), as for the SDK")
+    p.add_argument("--json", action="store_true", help="print one JSON object (findings, flagged spans, runs)")
+    p.add_argument("--fail-on-findings", action="store_true", help="exit 1 when anything is flagged (CI gates)")
+    p.add_argument(
+        "--max-bytes",
+        type=int,
+        default=DEFAULT_MAX_BYTES,
+        metavar="N",
+        help=f"refuse files (and JSON Lines lines) larger than N bytes (default {DEFAULT_MAX_BYTES})",
+    )
+    p.set_defaults(func=_analyze)
+    p = sub.add_parser(
+        "version", help="print the version", description="Print agentwatch's version.", formatter_class=formatter
+    )
+    p.set_defaults(func=_version)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="agentwatch", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("config", help="validate configuration and print what is in force")
-    p.add_argument("file", nargs="?", help="YAML file (default: $AGENTWATCH_CONFIG or ./agentwatch.yaml)")
-    p.set_defaults(func=_config)
-    p = sub.add_parser("prices", help="show the price entry a model name resolves to")
-    p.add_argument("models", nargs="*")
-    p.set_defaults(func=_prices)
-    p = sub.add_parser("analyze", help="run the detectors over OTLP trace export files")
-    p.add_argument("files", nargs="+", help="OTLP JSON (.json, .jsonl: one request per line) or protobuf")
-    p.add_argument("--config", help="detection config (seed-004 YAML)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--fail-on-findings", action="store_true", help="exit 1 when anything is flagged (CI gates)")
-    p.set_defaults(func=_analyze)
-    p = sub.add_parser("version")
-    p.set_defaults(func=lambda _args: print(__version__) or 0)
-    args = parser.parse_args(argv)
-    result: int = args.func(args)
-    return result
+    """Entry point of the ``agentwatch`` console script; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        status: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, while we can still handle it
+        return status
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured in tests)
+        pass
 
 
 if __name__ == "__main__":

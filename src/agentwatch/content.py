@@ -4,39 +4,27 @@ Content (messages, tool arguments and results) is recorded only when
 ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` asks for it. Both the
 official GenAI utilities' mode names (``NO_CONTENT``, ``SPAN_ONLY``,
 ``EVENT_ONLY``, ``SPAN_AND_EVENT``) and the older ``true``/``false`` are
-accepted. Whatever is captured has secret-looking keys and token-shaped strings
-replaced by ``[REDACTED]`` and is cut to ``max_content_chars``. Request headers
-are never recorded.
+accepted. Whatever is captured has the values under secret-looking keys (the
+built-in ones plus ``agent.logging.redact``) and every secret-shaped string
+(see :mod:`agentwatch.redaction`) replaced by ``[REDACTED]``, and is cut to
+``max_content_chars``. Request headers are never recorded.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .hashing import _default
+from .redaction import BUILTIN_REDACT_KEYS, is_secret_key, normalise_key, redact_text
+from .redaction import REDACTED as _REDACTED
 from .semconv import ENV_CAPTURE_CONTENT
 
-REDACTED = "[REDACTED]"
-
-_TOKEN_PATTERNS = re.compile(
-    "|".join(
-        [
-            r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_\-]{16,}",  # OpenAI / Anthropic keys
-            r"\bBearer\s+[A-Za-z0-9._~+/=\-]{8,}",  # HTTP bearer tokens
-            r"\bBasic\s+[A-Za-z0-9+/=]{12,}",
-            r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",  # JWTs
-            r"\bgh[pousr]_[A-Za-z0-9]{20,}",  # GitHub tokens
-            r"\bxox[abposr]-[A-Za-z0-9\-]{10,}",  # Slack tokens
-            r"\bAKIA[0-9A-Z]{16}\b",  # AWS access key ids
-            r"\bAIza[0-9A-Za-z_\-]{30,}",  # Google API keys
-        ]
-    )
-)
+REDACTED = _REDACTED
+"""What a secret is replaced with (re-exported from :mod:`agentwatch.redaction`)."""
 
 
 @dataclass(frozen=True)
@@ -76,15 +64,17 @@ def capture_mode() -> CaptureMode:
 
 
 class Redactor:
-    """Removes secrets from structured values and text, then truncates."""
+    """Removes secrets from structured values and text, then truncates.
+
+    ``keys`` add to :data:`~agentwatch.redaction.BUILTIN_REDACT_KEYS`; they never replace them.
+    """
 
     def __init__(self, keys: Iterable[str], max_chars: int) -> None:
-        self._keys = tuple(k.lower().replace("-", "_") for k in keys)
+        self._keys = tuple(dict.fromkeys((*BUILTIN_REDACT_KEYS, *(normalise_key(k) for k in keys))))
         self._max = max_chars
 
     def _secret_key(self, key: str) -> bool:
-        k = key.lower().replace("-", "_")
-        return any(k == s or k.endswith("_" + s) or k.startswith(s + "_") for s in self._keys)
+        return is_secret_key(key, self._keys)
 
     def scrub(self, value: Any, _depth: int = 0) -> Any:
         """A copy of ``value`` with values under secret-looking keys replaced."""
@@ -98,7 +88,7 @@ class Redactor:
         if isinstance(value, (list, tuple)):
             return [self.scrub(v, _depth + 1) for v in value]
         if isinstance(value, str):
-            return _TOKEN_PATTERNS.sub(REDACTED, value)
+            return redact_text(value)
         dump = getattr(value, "model_dump", None)
         if callable(dump):
             try:
@@ -108,7 +98,7 @@ class Redactor:
         return value
 
     def text(self, text: str) -> str:
-        text = _TOKEN_PATTERNS.sub(REDACTED, text)
+        text = redact_text(text)
         if len(text) > self._max:
             cut = len(text) - self._max
             text = f"{text[: self._max]}…[truncated {cut} chars]"

@@ -19,11 +19,14 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from . import _runtime
+from . import _runtime, calllog
 from . import semconv as sc
 from .budget import Budget
 from .classify import error_type, stop_reason_for
+from .engine.entities import credential_key, secret_value
+from .gateway.idempotency import STORE
 from .otel.findings import anomaly_update, run_summary_attributes
+from .redaction import REDACTED, record_error, redact_text
 from .semconv import StopReason
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -169,8 +172,9 @@ class _RunScope(_Scope):
         }
         if conversation_id:
             attrs[sc.GEN_AI_CONVERSATION_ID] = conversation_id
-        for kind, value in (entities or {}).items():
-            attrs[sc.RUN_ENTITY_PREFIX + str(kind)] = str(value)
+        declared = _declared_entities(entities)
+        for kind, value in declared.items():
+            attrs[sc.RUN_ENTITY_PREFIX + kind] = value if value is not None else REDACTED
         if effective is not None:
             attrs.update(effective.to_attributes())
         if attributes:
@@ -184,7 +188,7 @@ class _RunScope(_Scope):
                 run.key,
                 parent_run_key=parent.key if parent else None,
                 agent_name=name,
-                entities={str(k): str(v) for k, v in (entities or {}).items()},
+                entities={k: v for k, v in declared.items() if v is not None},
                 budget=effective,
                 start_ns=start,
             )
@@ -209,6 +213,18 @@ class _RunScope(_Scope):
             run.span.end()
 
 
+def _declared_entities(entities: Mapping[str, str] | None) -> dict[str, str | None]:
+    """``run(entities=...)`` as strings; ``None`` for a credential (``{"api_key": ...}``, ``sk-...``).
+
+    A credential is no entity: it is not grounded against and its attribute says ``[REDACTED]``.
+    """
+    out: dict[str, str | None] = {}
+    for kind, value in (entities or {}).items():
+        k, v = str(kind), str(value)
+        out[k] = None if credential_key(k) or secret_value(v) else v
+    return out
+
+
 def _finish_run(run: Run, exc: BaseException | None) -> None:
     rt = _runtime.get()
     span = run.span
@@ -221,7 +237,7 @@ def _finish_run(run: Run, exc: BaseException | None) -> None:
     if rt.inline:
         attrs[sc.ANOMALY_EVALUATED] = True
     if run._detail:
-        attrs[sc.RUN_STOP_DETAIL] = run._detail
+        attrs[sc.RUN_STOP_DETAIL] = redact_text(run._detail)
     if summary is not None:
         attrs.update(
             {
@@ -246,9 +262,8 @@ def _finish_run(run: Run, exc: BaseException | None) -> None:
             attrs.update(run_summary_attributes(summary))
     span.set_attributes(attrs)
     if exc is not None:
-        span.record_exception(exc)
+        record_error(span, exc)
         span.set_attribute(sc.ERROR_TYPE, error_type(exc))
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
     elif reason is not StopReason.SUCCESS:
         span.set_status(Status(StatusCode.ERROR, f"stopped: {reason.value}"))
     span.end(end_time=end)
@@ -259,6 +274,25 @@ def _finish_run(run: Run, exc: BaseException | None) -> None:
     if summary is not None:
         metric_attrs[sc.RUN_FAILURE_MODE] = str(summary.failure_mode)
     rt.instruments.runs.add(1, metric_attrs)
+    STORE.forget(run.key)  # the gateway's remembered results of this run
+    if rt.config.call_log:
+        ctx = span.get_span_context()
+        calllog.emit("run", {
+            "run_id": run.run_id, "trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x"),
+            "agent": run.name, "stop_reason": reason.value,
+            "failure_mode": str(summary.failure_mode) if summary is not None else None,
+            "steps": summary.steps if summary is not None else None,
+            "tool_calls": summary.tool_calls if summary is not None else None,
+            "llm_calls": summary.llm_calls if summary is not None else None,
+            "elapsed_s": round((end - run_start_ns(span)) / 1e9, 3),
+            "cost_usd": summary.cost_usd if summary is not None else None,
+            "flags": list(summary.flags) if summary is not None and summary.flags else None,
+        }, rt.config.call_log_include)
+
+
+def run_start_ns(span: Span) -> int:
+    start = getattr(span, "start_time", None)
+    return start if isinstance(start, int) else time.time_ns()
 
 
 def _context_for(span: Span, run: Run | None) -> Any:
@@ -300,9 +334,8 @@ class _PhaseScope(_Scope):
         if span is None:
             return
         if exc is not None:
-            span.record_exception(exc)
+            record_error(span, exc)
             span.set_attribute(sc.ERROR_TYPE, error_type(exc))
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
         span.end()
 
 

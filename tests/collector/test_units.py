@@ -371,7 +371,7 @@ def test_self_metrics_are_exported_over_otlp(monkeypatch):
 def test_span_status_error_marks_the_record_failed():
     from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-    from agentwatch.collector.decision import Decider
+    from agentwatch.collector.decision import otlp_records
 
     def view(status: Status | None) -> bytes:
         span = Span(trace_id=b"\x01" * 16, span_id=os.urandom(8), name="execute_tool get_order")
@@ -379,7 +379,7 @@ def test_span_status_error_marks_the_record_failed():
             span.status.CopyFrom(status)
         return span.SerializeToString()
 
-    records, _ = Decider._records(
+    records, _ = otlp_records(
         "01" * 16,
         [
             view(Status(code=Status.STATUS_CODE_ERROR, message="timeout")),
@@ -388,5 +388,6 @@ def test_span_status_error_marks_the_record_failed():
             view(Status(message="no code")),
             view(None),
         ],
+        None,
     )
     assert [r.is_error for r in records] == [True, True, False, False, False]

@@ -148,3 +148,43 @@ def test_normalise_type() -> None:
     assert normalise_type("customerId") == "customer"
     assert normalise_type("Customer") == "customer"
     assert normalise_type("credit card") == "credit_card"
+
+
+# ---------------------------------------------------------------------------- credentials are not entities
+
+AWS_ID = "AKIAIOSFODNN7EXAMPLE"
+OPENAI_KEY = "sk-proj-A1B2C3D4E5-abcdefghijklmnop0123"
+UUID_KEY = "3f2a1c9e-7b4d-4e8a-9c1f-2d3e4f5a6b7c"
+
+
+def test_values_under_credential_keys_are_never_entities() -> None:
+    found = DEFAULT.extract(
+        {
+            "aws_access_key_id": AWS_ID,
+            "api_key": UUID_KEY,
+            "token": "tok_12345",
+            "credentials": {"client_id": "app_123", "client_secret": "sec_999"},
+            "X-Auth-Token": "abc_12345",
+            "order_id": "ord_555",
+        }
+    )
+    assert found == (("order", "ord_555"),)
+
+
+def test_secret_shaped_values_are_never_entities_nor_fragments_of_them() -> None:
+    assert DEFAULT.extract({"customer_id": OPENAI_KEY, "order_id": "ord_555"}) == (("order", "ord_555"),)
+    text = (
+        f"key {OPENAI_KEY} and {AWS_ID}; jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJBQkMxMjM0NSJ9.c2lnbmF0dXJlLXNpZw; "
+        "db https://bob:hunter_123@db.internal/x; order ord_555"
+    )
+    assert ids(text) == ["ord_555"]
+    pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIE+ABC12/DEF\n-----END RSA PRIVATE KEY----- ord_555"
+    assert ids(pem) == ["ord_555"]
+
+
+def test_ids_named_as_credentials_in_prose_are_not_entities() -> None:
+    assert ids(f"my API key is {UUID_KEY}, order ord_555") == ["ord_555"]
+    assert ids("password: abc_123 for cust_789") == ["cust_789"]
+    assert ids("login with password zed_4421 failed; token=tk_998877") == []
+    # an id merely near a credential word is still an id
+    assert ids("the api key rotation for cust_789 is done") == ["cust_789"]

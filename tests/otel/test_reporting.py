@@ -112,3 +112,23 @@ def test_global_meter_provider_is_used_by_default() -> None:
     reporter = FindingReporter()  # the global (no-op unless configured) provider: must not fail
     reporter.report([LOOP], CTX)
     assert reporter.reported == 1
+
+
+def test_reasons_are_redacted_in_log_lines_and_events(
+    meter_provider: MeterProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agentwatch.otel.findings import anomaly_update
+
+    secret = "sk-proj-" + "Z" * 30
+    finding = Finding(sc.Flag.ENTITY_HALLUCINATION, sc.Severity.HIGH,
+                      f"tool arguments reference customer {secret}; password=hunter2", "00000000000000aa")
+    caplog.set_level(logging.DEBUG, logger="agentwatch.anomaly")
+    seen: list[Finding] = []
+    FindingReporter(meter_provider, on_anomaly=lambda f, c: seen.append(f)).report([finding], CTX)
+    (record,) = [r for r in caplog.records if r.name == "agentwatch.anomaly"]
+    for text in (record.getMessage(), getattr(record, "agentwatch.anomaly.reason")):
+        assert "Z" * 8 not in text and "hunter2" not in text and "[REDACTED]" in text
+    assert seen == [finding]  # the in-process callback gets the finding as found
+    _, events, _ = anomaly_update(None, None, [finding])
+    reason = events[0][1][sc.ANOMALY_REASON]
+    assert "Z" * 8 not in reason and "hunter2" not in reason

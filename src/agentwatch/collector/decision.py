@@ -28,11 +28,12 @@ from typing import Any
 
 from .. import semconv as sc
 from ..engine import Engine
+from ..engine.entities import EntityExtractor
 from ..engine.record import Finding, Kind, RunSummary, SpanRecord
 from ..engine.state import Stats as EngineStats
 from ..engine.trace import plan
-from ..otel.findings import anomaly_update, run_summary_attributes, span_outcome
-from ..otel.normalize import NAME_KIND, build_record, detect_kind, record_from_attributes
+from ..otel.findings import anomaly_update, run_summary_attributes, safe_reason, span_outcome
+from ..otel.normalize import NAME_KIND, build_record, detect_kind, record_from_attributes, records_extractor
 from ..otel.reporting import AnomalyContext, FindingReporter
 from ..version import __version__
 from .buffer import Decided, PendingTrace, TraceBuffer
@@ -95,6 +96,7 @@ class Decider:
         self.stats = stats
         self.max_batch_bytes = max_batch_bytes
         self.reporter = reporter
+        self.extractor = records_extractor(engine)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._flags: Counter[str] = Counter()
@@ -179,45 +181,9 @@ class Decider:
 
     # ------------------------------------------------------------------ records
 
-    @staticmethod
-    def _records(trace_hex: str, raws: Sequence[bytes]) -> tuple[list[SpanRecord], list[dict[str, Any]]]:
-        """Each span's record, and its decoded attributes (kept to tag it without re-parsing)."""
-        records = []
-        decoded = []
-        parse = SpanView.FromString
-        for raw in raws:
-            view = parse(raw)
-            pid = view.parent_span_id
-            name = view.name
-            # ``[:]``: a list in one call; iterating a upb container ends in a formatted IndexError.
-            attrs = decode_attributes(view.attributes[:])
-            decoded.append(attrs)
-            parent_id = pid.hex() if pid and pid != _ZERO_SPAN else None
-            status = view.status
-            is_error = bool(status) and StatusView.FromString(status).code == STATUS_CODE_ERROR
-            try:
-                kind = detect_kind(attrs)
-                if kind is None:
-                    kind = NAME_KIND.get(name.partition(" ")[0], Kind.OTHER)
-                # Positional: this runs for every span.
-                record = build_record(
-                    attrs, kind, trace_hex, view.span_id.hex(), parent_id, name,
-                    view.start_time_unix_nano, view.end_time_unix_nano, is_error,
-                )  # fmt: skip
-            except Exception:  # never expected from plain decoded values; keep the span either way
-                record = record_from_attributes(
-                    attrs,
-                    trace_id=trace_hex,
-                    span_id=view.span_id.hex(),
-                    parent_id=parent_id,
-                    name=name,
-                    start_ns=view.start_time_unix_nano,
-                    end_ns=view.end_time_unix_nano,
-                    is_error=is_error,
-                    span_kind_hint=NAME_KIND.get(name.partition(" ")[0], Kind.OTHER).value,
-                )
-            records.append(record)
-        return records, decoded
+    def _records(self, trace_hex: str, raws: Sequence[bytes]) -> tuple[list[SpanRecord], list[dict[str, Any]]]:
+        """Each span's record and decoded attributes, with this engine's entity extractor."""
+        return otlp_records(trace_hex, raws, self.extractor)
 
     # ------------------------------------------------------------------ a whole trace
 
@@ -451,13 +417,62 @@ class Decider:
             event_attrs: dict[str, Any] = {
                 sc.ANOMALY_FLAG: str(finding.flag),
                 sc.ANOMALY_SEVERITY: str(finding.severity),
-                sc.ANOMALY_REASON: finding.reason,
+                sc.ANOMALY_REASON: safe_reason(finding),
                 SUMMARY_SPAN_ID: finding.span_id,
             }
             if finding.related_span_id:
                 event_attrs[sc.ANOMALY_RELATED_SPAN_ID] = finding.related_span_id
             set_attributes(span.events.add(name=sc.ANOMALY_EVENT, time_unix_nano=now).attributes, event_attrs)
         return span.SerializeToString()
+
+
+def otlp_records(
+    trace_hex: str, raws: Sequence[bytes], extractor: EntityExtractor | None
+) -> tuple[list[SpanRecord], list[dict[str, Any]]]:
+    """Each OTLP span's record, and its decoded attributes (kept to tag it without re-parsing).
+
+    The same normalisation as the SDK adapters (:func:`build_record` with the
+    engine's entity extractor): entity ids are read from captured content only
+    when a span has content and no entity attributes, so spans without content
+    (capture off, the common case) cost no more than before.
+    """
+    records = []
+    decoded = []
+    parse = SpanView.FromString
+    for raw in raws:
+        view = parse(raw)
+        pid = view.parent_span_id
+        name = view.name
+        # ``[:]``: a list in one call; iterating a upb container ends in a formatted IndexError.
+        attrs = decode_attributes(view.attributes[:])
+        decoded.append(attrs)
+        parent_id = pid.hex() if pid and pid != _ZERO_SPAN else None
+        status = view.status
+        is_error = bool(status) and StatusView.FromString(status).code == STATUS_CODE_ERROR
+        try:
+            kind = detect_kind(attrs)
+            if kind is None:
+                kind = NAME_KIND.get(name.partition(" ")[0], Kind.OTHER)
+            # Positional: this runs for every span.
+            record = build_record(
+                attrs, kind, trace_hex, view.span_id.hex(), parent_id, name,
+                view.start_time_unix_nano, view.end_time_unix_nano, is_error, extractor,
+            )  # fmt: skip
+        except Exception:  # never expected from plain decoded values; keep the span either way
+            record = record_from_attributes(
+                attrs,
+                trace_id=trace_hex,
+                span_id=view.span_id.hex(),
+                parent_id=parent_id,
+                name=name,
+                start_ns=view.start_time_unix_nano,
+                end_ns=view.end_time_unix_nano,
+                is_error=is_error,
+                span_kind_hint=NAME_KIND.get(name.partition(" ")[0], Kind.OTHER).value,
+                extractor=extractor,
+            )
+        records.append(record)
+    return records, decoded
 
 
 def _new_span_id() -> bytes:

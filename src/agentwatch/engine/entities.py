@@ -24,7 +24,12 @@ Rules, in the order they apply:
 * a key named after a known entity type (a prefix-map or pattern type, singular
   or plural: ``"reservations": ["ZFA04Y"]``) marks its strings, not its numbers,
   as ids of that type;
-* numbers and booleans outside id-ish keys are ignored.
+* numbers and booleans outside id-ish keys are ignored;
+* a credential is never an id: nothing under a credential-shaped key (``api_key``,
+  ``aws_access_key_id``, ``client_secret``...) is extracted, nor a secret-shaped
+  value (``sk-...``, ``AKIA...``, a JWT...), nor an id that follows a credential
+  name in prose ("my API key is 3f2a...", "password: abc_123"); see
+  :func:`credential_key` and :class:`_Credentials`.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..config import EntityConfig
+from ..redaction import is_secret_key, looks_secret, redact_text
 from .record import Entity
 
 MAX_ENTITIES = 256
@@ -61,6 +67,7 @@ _SNAKE_FULL = re.compile(_SNAKE).fullmatch
 _HAS_SPACE = re.compile(r"\s").search
 _JSON_START = frozenset({"{", "[", " ", "\n", "\t", "\r"})
 _BARE = "\x00bare"  # marker type: a bare ``id`` key, resolved from the value or the enclosing key
+_CREDENTIAL = "\x00credential"  # marker type: a credential-shaped key, whose values are skipped
 _SOFT = "~"  # marks a key named after an entity type: its strings are ids, its numbers are not
 
 
@@ -118,6 +125,75 @@ def _key_base(key: str) -> str | None:
         return None
     base = _snake(m.group("base")).strip("_")
     return base or _BARE
+
+
+# ---------------------------------------------------------------------------- credentials
+
+_MIN_SECRET_LEN = 16  # every token shape agentwatch redacts is at least this long
+_CONTEXT_CHARS = 48
+_JOINERS = frozenset(".:@")
+_CONTEXT_WORDS = ("pass", "pwd", "secret", "token", "key", "sig", "cred", "auth", "cookie", "bearer", "basic")
+# a credential name right before the id: "api key is ", "password: ", "token=", "with password "
+_CONTEXT = re.compile(
+    r"(?:(?:pass(?:word|wd|phrase)|pwd)[\"']?\s{0,4}(?:[=:]|is|was)?"
+    r"|(?:secret|token|signature|sig|credentials?|authorization|auth|cookie|apikey"
+    r"|(?:api|access|private|secret|account)[\s_\-]?key)[\"']?\s{0,4}(?:[=:]|is|was|provided:?)"
+    r"|bearer|basic)[\s\"']{0,4}$"
+)
+
+
+def credential_key(key: str) -> bool:
+    """A mapping key that names a credential (``api_key``, ``aws_access_key_id``, ``x-auth-token``)."""
+    if is_secret_key(key):
+        return True
+    base = _key_base(key)
+    return base is not None and base != _BARE and is_secret_key(base)
+
+
+def secret_value(text: str) -> bool:
+    """A value that is itself secret-shaped (``sk-...``, ``AKIA...``, a JWT)."""
+    return len(text) >= _MIN_SECRET_LEN and looks_secret(text)
+
+
+def mentions_credentials(text: str) -> bool:
+    """Whether ``text`` names a credential anywhere (then ids in it get the context check)."""
+    low = text.lower()
+    return (
+        "pass" in low or "pwd" in low or "secret" in low or "token" in low or "key" in low or "sig" in low
+        or "cred" in low or "auth" in low or "cookie" in low or "bearer" in low or "basic" in low
+    )
+
+
+def _joined(text: str, start: int, end: int) -> bool:
+    """Is the token joined to a neighbour by ``.``, ``:`` or ``@`` (``a.b.c``, ``user:pass@host``)?"""
+    before = text[start - 2 : start] if start >= 2 else ""
+    if len(before) == 2 and before[1] in _JOINERS and (before[0].isalnum() or before[0] in "_-"):
+        return True
+    after = text[end : end + 2]
+    return len(after) == 2 and after[0] in _JOINERS and (after[1].isalnum() or after[1] in "_-")
+
+
+def _credential_at(text: str, start: int, end: int, context: bool) -> bool:
+    """Is the token ``text[start:end]`` (or the chunk it is part of) a credential, or named as one just before?
+
+    ``context`` is :func:`mentions_credentials` of the whole text, computed once per text.
+    """
+    if end - start >= _MIN_SECRET_LEN and looks_secret(text[start:end]):
+        return True
+    # multi-part shapes (JWT, SendGrid, user:pass@host) join tokens with these characters
+    if _joined(text, start, end):
+        left = text[max(0, start - 200) : start]
+        cut = max(left.rfind(" "), left.rfind("\n"), left.rfind("\t"))
+        chunk_start = start - len(left) + cut + 1
+        right = text[end : end + 200]
+        stops = [i for i in (right.find(" "), right.find("\n"), right.find("\t")) if i >= 0]
+        chunk_end = end + (min(stops) if stops else len(right))
+        if chunk_end - chunk_start >= 20 and looks_secret(text[chunk_start:chunk_end]):
+            return True
+    if not context:
+        return False
+    before = text[max(0, start - _CONTEXT_CHARS) : start].lower()
+    return any(w in before for w in _CONTEXT_WORDS) and _CONTEXT.search(before) is not None
 
 
 class EntityExtractor:
@@ -184,7 +260,8 @@ class EntityExtractor:
             return cache[key]
         except KeyError:
             pass
-        base = _key_base(key)
+        # {"api_key": ...}: a credential, never an entity (cached with the rest)
+        base: str | None = _CREDENTIAL if credential_key(key) else _key_base(key)
         if base is None and not _HAS_DIGIT(key):
             name = _singular(_snake(key))
             if name in self._types:
@@ -207,7 +284,7 @@ class EntityExtractor:
             return self._snake_type(entity_id)
         if context and not _HAS_DIGIT(context):
             ctx = self._id_type(context)
-            if ctx is not None and ctx != _BARE:
+            if ctx is not None and ctx != _BARE and ctx is not _CREDENTIAL:
                 return ctx[1:] if ctx[0] == _SOFT else ctx
             return _singular(_snake(context))
         return "id"
@@ -229,6 +306,8 @@ class EntityExtractor:
             if cls is str or (cls is not dict and isinstance(value, str)):
                 if id_type is not None:
                     text = value.strip()
+                    if len(text) >= _MIN_SECRET_LEN and looks_secret(text):
+                        continue  # {"customer_id": "sk-..."}: a secret, nor any piece of it, is no id
                     if self.looks_like_id(text):
                         if id_type == _BARE:
                             etype = self._resolve_bare(text, context)
@@ -250,6 +329,8 @@ class EntityExtractor:
                 for key, child in reversed(items):
                     if key.__class__ is str:
                         key_type = id_type_of(key)
+                        if key_type is _CREDENTIAL:
+                            continue
                         push((child, key_type, context if key_type == _BARE else key))
                     else:
                         push((child, None, context))
@@ -289,12 +370,30 @@ class EntityExtractor:
         """Add the ids found in prose; ``True`` when ``limit`` is reached."""
         if len(text) > MAX_SCAN_CHARS:
             text = text[:MAX_SCAN_CHARS]
+        if "PRIVATE KEY" in text:  # a PEM block's base64 lines are full of id-shaped fragments
+            text = redact_text(text)
         scan = self._scan.finditer
+        context: bool | None = None  # does the text name a credential anywhere? (asked once, lazily)
         for token in _TOKENS(text):
             word = token.group()
             if not _HAS_DIGIT(word):
                 continue
+            checked = False
             for m in scan(word):
+                if not checked:  # once per token: is it (part of) a credential?
+                    checked = True
+                    if context is None:
+                        context = mentions_credentials(text)
+                    ts, te = token.span()
+                    if (
+                        context
+                        or te - ts >= _MIN_SECRET_LEN
+                        or text[te : te + 1] in _JOINERS
+                        or text[ts - 1 : ts] in _JOINERS
+                    ) and _credential_at(
+                        text, ts, te, context
+                    ):
+                        break
                 group = m.lastgroup
                 found = m.group()
                 if group == "u":
@@ -311,7 +410,9 @@ class EntityExtractor:
         for etype, rx in self._patterns:
             for m in rx.finditer(text):
                 found = m.group()
-                if found:
+                if context is None:
+                    context = mentions_credentials(text)
+                if found and not _credential_at(text, m.start(), m.end(), context):
                     out[(etype, found)] = None
                     if len(out) >= limit:
                         return True

@@ -62,9 +62,29 @@ class SchemaChecker:
             return False, None
         if error is None:  # pragma: no cover - is_valid said otherwise
             return True, None
-        where = "/".join(str(p) for p in error.absolute_path)
+        return True, _reason(error)
+
+
+_NAMES_ONLY = frozenset({"required", "additionalProperties", "dependentRequired", "unevaluatedProperties"})
+
+
+def _reason(error: Any) -> str:
+    """Why the arguments fail, told from the schema's side only.
+
+    jsonschema's own message quotes the offending value ("'sk-…' is not of type
+    'integer'"), and the reason leaves the process as an event and a log line.
+    """
+    where = "/".join(str(p) for p in error.absolute_path)
+    if error.validator in _NAMES_ONLY:  # these messages name properties, never quote a value
         message = error.message if len(error.message) <= 200 else error.message[:197] + "..."
-        return True, f"{message} (at {where or 'top level'})"
+        return f"{message} (at {where or 'top level'})"
+    try:
+        expected = canonical_json(error.validator_value)
+    except Exception:
+        expected = "?"
+    if len(expected) > 120:
+        expected = expected[:117] + "..."
+    return f"fails {error.validator} {expected} (at {where or 'top level'})"
 
 
 def _compile(schema: Any) -> Any:

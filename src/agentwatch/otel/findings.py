@@ -3,7 +3,8 @@
 One function serves every edge (live spans in the instrumentation, enriched
 copies in the processor/exporter, protobuf spans in the collector), so flags
 look the same wherever they were found. Flags are a set: a flag already on the
-span is never added twice, and its event is not repeated.
+span is never added twice, and its event is not repeated. Reasons are redacted
+(:func:`safe_reason`): they quote values the detectors saw.
 """
 
 from __future__ import annotations
@@ -13,9 +14,15 @@ from typing import Any
 
 from .. import semconv as sc
 from ..engine.record import Finding, Kind, RunSummary
+from ..redaction import redact_text
 
 AttrMap = dict[str, Any]
 EventSpec = tuple[str, AttrMap]
+
+
+def safe_reason(finding: Finding) -> str:
+    """A finding's reason as it may leave the process: detectors quote ids and values, so redact it."""
+    return redact_text(finding.reason)
 
 
 def anomaly_update(
@@ -43,7 +50,7 @@ def anomaly_update(
         event: AttrMap = {
             sc.ANOMALY_FLAG: flag,
             sc.ANOMALY_SEVERITY: sev,
-            sc.ANOMALY_REASON: finding.reason,
+            sc.ANOMALY_REASON: safe_reason(finding),
         }
         if finding.related_span_id:
             event[sc.ANOMALY_RELATED_SPAN_ID] = finding.related_span_id

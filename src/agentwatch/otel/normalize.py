@@ -23,12 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from .. import semconv as sc
 from ..budget import Budget
+from ..config import Config
 from ..engine.entities import EntityExtractor
 from ..engine.record import Entity, Kind, SpanRecord, new_record
 from ..hashing import canonical_json, digest
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
+
+    from ..engine.engine import Engine
 
 __all__ = [
     "MAX_PARSE_CHARS",
@@ -38,8 +41,10 @@ __all__ = [
     "kind_from_name",
     "record_from_attributes",
     "record_from_span",
+    "records_extractor",
     "run_agent_name",
     "run_entities",
+    "run_input",
     "span_attributes",
 ]
 
@@ -314,6 +319,21 @@ def kind_from_name(name: object) -> Kind | None:
     return NAME_KIND.get(name.partition(" ")[0])
 
 
+def records_extractor(engine: Engine, fallback: Config | None = None) -> EntityExtractor:
+    """The entity extractor every adapter passes to :func:`build_record` for ``engine``.
+
+    One record path: the SDK processor and exporter, the collector and
+    ``agentwatch analyze`` all read entity ids out of captured message content
+    with the extractor of the engine's own configuration (``agent.entities``),
+    so the same spans give the same records, and the same flags, everywhere.
+    An engine-like object without a configuration gets ``fallback``'s patterns.
+    """
+    config = getattr(engine, "config", None)
+    if not isinstance(config, Config):
+        config = fallback if fallback is not None else Config()
+    return EntityExtractor(config.entities)
+
+
 def record_from_attributes(
     attrs: Mapping[str, Any],
     *,
@@ -332,6 +352,8 @@ def record_from_attributes(
     ``span_kind_hint`` is a :class:`Kind` value (``"run"``, ``"tool"``, ...) the
     caller already knows; it is used only when no convention's attribute names
     the kind. Other values (such as an OTLP ``SPAN_KIND_*`` name) are ignored.
+    Without a hint the GenAI span name's operation decides (``"chat gpt-4o"`` is
+    an LLM span), as in every adapter.
 
     ``extractor`` (built from the configuration's ``agent.entities``) lets
     foreign LLM spans that captured content say which entity ids the model read
@@ -342,7 +364,10 @@ def record_from_attributes(
     try:
         kind = detect_kind(attrs)
         if kind is None:
-            kind = _HINT_KIND.get(span_kind_hint or "", Kind.OTHER)
+            if span_kind_hint is None:
+                kind = kind_from_name(name) or Kind.OTHER
+            else:
+                kind = _HINT_KIND.get(span_kind_hint, Kind.OTHER)
         return build_record(
             attrs,
             kind,
@@ -479,12 +504,24 @@ def _read_run(attrs: Mapping[str, Any], record: SpanRecord, extractor: EntityExt
     record.entities = run_entities(attrs)
     record.budget = Budget.from_attributes(attrs)
     record.stop_reason = _str(attrs.get(sc.RUN_STOP_REASON))
-    # What the agent was asked (foreign run spans with content): its ids are known to the run.
-    value = _first(attrs, sc.OI_INPUT_VALUE, sc.TRACELOOP_ENTITY_INPUT, sc.GEN_AI_INPUT_MESSAGES)
-    if value is not None and (value.__class__ is not str or len(value) <= MAX_PARSE_CHARS):
+    value = run_input(attrs)
+    if value is not None:
         record.arguments = value
         if extractor is not None:
             record.input_entities = extractor.extract(value)
+
+
+def run_input(attrs: Mapping[str, Any]) -> Any:
+    """What the agent was asked, from a (foreign) run span's captured input; ``None`` without one.
+
+    Its ids are known to the run (not invented by the model). The exporter, the
+    collector and ``analyze`` read it from the run's record when they evaluate a
+    trace; the SDK processor reads it when it opens the run.
+    """
+    value = _first(attrs, sc.OI_INPUT_VALUE, sc.TRACELOOP_ENTITY_INPUT, sc.GEN_AI_INPUT_MESSAGES)
+    if value is not None and (value.__class__ is not str or len(value) <= MAX_PARSE_CHARS):
+        return value
+    return None
 
 
 def run_entities(attrs: Mapping[str, Any]) -> dict[str, str]:
@@ -742,6 +779,12 @@ def _requested(tool: str, raw: Any) -> _Requested:
     return tool, _fingerprint(arguments), arguments
 
 
+_INDEXED_INPUT = tuple(
+    (f"{prefix}0{content_key}", prefix, content_key)
+    for prefix, content_key in (("llm.input_messages.", ".message.content"), ("gen_ai.prompt.", ".content"))
+)
+
+
 def _input_content(attrs: Mapping[str, Any]) -> list[Any]:
     """The captured input of an LLM call (messages, instructions), raw, for entity extraction."""
     get = attrs.get
@@ -751,8 +794,9 @@ def _input_content(attrs: Mapping[str, Any]) -> list[Any]:
     value = get(sc.OI_INPUT_VALUE)
     if value is not None:
         return [value]
-    for prefix, content_key in (("llm.input_messages.", ".message.content"), ("gen_ai.prompt.", ".content")):
-        if get(f"{prefix}0{content_key}") is not None:
+    # Spans without content (capture off, the common case) end here after four lookups.
+    for first, prefix, content_key in _INDEXED_INPUT:
+        if get(first) is not None:
             for i in range(_MAX_INDEX * 4):
                 value = get(f"{prefix}{i}{content_key}")
                 if value is None:

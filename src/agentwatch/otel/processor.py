@@ -54,6 +54,7 @@ from .normalize import (
     kind_from_name,
     run_agent_name,
     run_entities,
+    run_input,
     span_attributes,
 )
 from .reporting import AnomalyContext, OnAnomaly, with_engine_stats
@@ -379,6 +380,7 @@ class AnomalyProcessor(SpanProcessor):
             self._open_run(run.parent, None)
         entities: dict[str, str] | None = None
         budget = None
+        input_entities = None
         if run.declared:
             source = attrs
             if source is None and run.span is not None:
@@ -386,6 +388,10 @@ class AnomalyProcessor(SpanProcessor):
             if source is not None:
                 entities = run_entities(source) or None
                 budget = Budget.from_attributes(source)
+                # The run's own input grounds ids, as when a whole trace is evaluated.
+                asked = run_input(source)
+                if asked is not None:
+                    input_entities = self._extractor.extract(asked)
                 if run.agent_name is None:
                     span_name = getattr(run.span, "name", "") if run.span is not None else ""
                     run.agent_name = run_agent_name(source, span_name if isinstance(span_name, str) else "")
@@ -396,6 +402,7 @@ class AnomalyProcessor(SpanProcessor):
             entities=entities,
             budget=budget,
             start_ns=run.start_ns,
+            input_entities=input_entities,
         )
         run.opened = True
         run.span = None

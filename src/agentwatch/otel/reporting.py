@@ -10,7 +10,9 @@ formatters and the OpenTelemetry logging handler: ``agentwatch.anomaly.flag``,
 ``agentwatch.anomaly.severity``, ``agentwatch.anomaly.reason``,
 ``agentwatch.anomaly.related_span_id``, ``trace_id``, ``span_id``,
 ``span_name``, ``run_key`` (span id of the run span, or of the local root when
-the trace has no run span) and ``gen_ai.agent.name``.
+the trace has no run span) and ``gen_ai.agent.name``. The reason is redacted
+(secrets the detectors quoted are replaced by ``[REDACTED]``); the
+``on_anomaly`` callback, which runs in the process, gets the finding as is.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from opentelemetry import metrics
 
 from .. import semconv as sc
 from ..engine.record import Finding, SpanRecord
+from .findings import safe_reason
 
 __all__ = ["AnomalyContext", "FindingReporter", "OnAnomaly"]
 
@@ -123,10 +126,11 @@ class FindingReporter:
                 )
 
     def _log_line(self, finding: Finding, context: AnomalyContext) -> None:
+        reason = safe_reason(finding)
         fields = {
             "agentwatch.anomaly.flag": str(finding.flag),
             "agentwatch.anomaly.severity": str(finding.severity),
-            "agentwatch.anomaly.reason": finding.reason,
+            "agentwatch.anomaly.reason": reason,
             "agentwatch.anomaly.related_span_id": finding.related_span_id,
             "trace_id": context.trace_id,
             "span_id": finding.span_id or context.span_id,
@@ -142,7 +146,7 @@ class FindingReporter:
                 finding.severity,
                 fields["span_id"],
                 context.trace_id,
-                finding.reason,
+                reason,
                 extra=fields,
             )
         except Exception:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..config import Config, load_config
 from ..engine.entities import EntityExtractor
+from .normalize import records_extractor
 from .reporting import FindingReporter, OnAnomaly
 
 if TYPE_CHECKING:
@@ -29,6 +30,6 @@ def detection(config: Any, engine: Engine | None, on_anomaly: OnAnomaly | None, 
     return Detection(
         resolved,
         engine,
-        EntityExtractor(resolved.entities),
+        records_extractor(engine, resolved),  # the engine's patterns, even when the engine was passed in
         FindingReporter(meter_provider, on_anomaly, log=resolved.anomaly.log_findings),
     )
