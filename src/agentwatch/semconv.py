@@ -211,6 +211,11 @@ LLM_REQUESTED_ENTITIES = "agentwatch.llm.requested_entities"  # string[] "type:i
 
 TOOL_ARGS_HASH = "agentwatch.tool.args_hash"
 TOOL_RESULT_HASH = "agentwatch.tool.result_hash"
+# Loops out of process: fingerprints with volatile values (timestamps, request ids) masked, written
+# only when they differ from the exact hash, and a similarity sketch of a long result.
+TOOL_ARGS_MASKED_HASH = "agentwatch.tool.args_masked_hash"
+TOOL_RESULT_MASKED_HASH = "agentwatch.tool.result_masked_hash"
+TOOL_RESULT_SKETCH = "agentwatch.tool.result_sketch"
 TOOL_SIDE_EFFECT = "agentwatch.tool.side_effect"
 TOOL_IDEMPOTENCY_KEY = "agentwatch.tool.idempotency_key_present"
 # The tool gateway (contract §6).

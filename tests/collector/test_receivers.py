@@ -45,7 +45,7 @@ def _post(port, body, content_type="application/x-protobuf", headers=None, metho
     try:
         conn.request(method, path, body=body, headers={"Content-Type": content_type, **(headers or {})})
         response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
+        return response.status, response.headers, response.read()  # headers: case-insensitive
     finally:
         conn.close()
 
@@ -228,3 +228,21 @@ def test_health_endpoints(collector):
     text = body.decode()
     assert "# TYPE agentwatch_collector_spans_received_total counter" in text
     assert "agentwatch_collector_up 1" in text
+
+
+def test_grpc_connection_limits_are_applied(grpc_sink, collectors):
+    collector = collectors(
+        grpc_sink.target, receivers={"grpc": {"endpoint": "127.0.0.1:0", "max_connection_idle_seconds": 0.5}}
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{collector.grpc_port}")
+    states: list[grpc.ChannelConnectivity] = []
+    channel.subscribe(states.append, try_to_connect=False)
+    try:
+        call = channel.unary_unary(EXPORT)
+        assert ExportTraceServiceResponse.FromString(call(b"", timeout=5)) == ExportTraceServiceResponse()
+        wait_until(lambda: grpc.ChannelConnectivity.READY in states, timeout=5)  # reported asynchronously
+        ready = states.index(grpc.ChannelConnectivity.READY)
+        # no call for longer than max_connection_idle_seconds: the server closes the connection
+        wait_until(lambda: grpc.ChannelConnectivity.IDLE in states[ready:], timeout=5)
+    finally:
+        channel.close()

@@ -587,6 +587,11 @@ def _read_tool(attrs: Mapping[str, Any], record: SpanRecord) -> None:
     if result_hash.__class__ is not str or not result_hash:
         result_hash = None
     record.result_hash = result_hash
+    # Masked fingerprints and a long result's sketch (written only when they differ from the exact hashes).
+    for attr, field in _NOISE_FIELDS:
+        value = get(attr)
+        if value.__class__ is str and value:
+            setattr(record, field, value)
 
     # Captured content: needed for foreign spans (no fingerprints), for schema
     # validation, and for entity extraction when no entity lists were recorded.
@@ -611,6 +616,13 @@ def _read_tool(attrs: Mapping[str, Any], record: SpanRecord) -> None:
             if result_hash is None:
                 record.result_hash = _fingerprint(raw_result if result is None else result)
             record.result = result
+
+
+_NOISE_FIELDS = (
+    (sc.TOOL_ARGS_MASKED_HASH, "args_key"),
+    (sc.TOOL_RESULT_MASKED_HASH, "result_key"),
+    (sc.TOOL_RESULT_SKETCH, "result_sketch"),
+)
 
 
 def _tool_arguments(attrs: Mapping[str, Any]) -> Any:
@@ -710,6 +722,7 @@ def _read_llm(attrs: Mapping[str, Any], record: SpanRecord, extractor: EntityExt
             for item in content:
                 found.update(dict.fromkeys(extractor.extract(item)))
             record.input_entities = tuple(found)
+            record.input_raw = content  # every value in it is learnt too (lazily, when an id is missing)
     system_hash = get(_SYSTEM_HASH)
     user_hash = get(_USER_HASH)
     if not ours and (system_hash.__class__ is not str or user_hash.__class__ is not str):

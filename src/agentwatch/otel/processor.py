@@ -356,8 +356,8 @@ class AnomalyProcessor(SpanProcessor):
         else:
             if not run.opened and kind is not _OTHER and kind is not _PHASE:
                 self._open_run(run, None)
-            if record.agent_name is None:
-                record.agent_name = run.agent_name
+            # No run-name fallback on the record: the engine reads a call's agent name as its
+            # identity (drift per agent); the report below falls back to the run's name itself.
             if run.opened:
                 findings = self._engine.process(record)
                 if owns_run:
