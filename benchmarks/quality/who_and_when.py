@@ -74,7 +74,10 @@ from agentwatch.engine import Engine, EntityExtractor, Kind, SpanRecord
 from agentwatch.hashing import args_hash, digest, value_hash
 from agentwatch.semconv import Flag
 
-DATA = Path("/work/shared/datasets/who-and-when-captainagent/logs")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import WHO_AND_WHEN_LOGS
+
+DATA = WHO_AND_WHEN_LOGS
 SECOND = 1_000_000_000
 TERMINAL = "Computer_terminal"
 TOOL = "execute_code"

@@ -34,7 +34,7 @@ from ..config import Config, load_config
 from ..hashing import args_hash as _args_hash
 from ..hashing import value_hash
 from ..semconv import Flag, StopReason
-from . import budgets, drift, grounding, loops, noise, policy, retries, usage
+from . import budgets, drift, grounding, loops, noise, policy, repeats, retries, usage
 from .budgets import compile_limits
 from .context import Context
 from .outcome import failure_mode
@@ -468,6 +468,8 @@ class _Core:
         drift.observe_llm(ctx, run, rec, out)
         if rec.input_entities is not None or rec.requested_entities or rec.requested_calls or rec.input_raw:
             grounding.check_llm(ctx, run, rec, out)
+        if rec.requested_calls:
+            repeats.observe_requested(ctx, run, rec, out)
         if out:
             out = self._record(run, span_id, self._start(rec), out)
         return out

@@ -11,16 +11,20 @@ operations, how to read the request body, the response and stream chunks.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any, Protocol
 
 import wrapt
+from opentelemetry import trace
 from opentelemetry.instrumentation.utils import unwrap
 
 from .. import _runtime
+from .. import semconv as sc
 from ..content import capture_mode
 from ..runs import current_run
 from ._calls import LLMCall, RequestInfo, active, start_llm
-from ._stream import AsyncStreamProxy, StreamProxy
+from ._response import ResponseProxy
+from ._stream import AsyncStreamProxy, StreamProxy, is_stream
 
 
 def numeric_params(body: dict[str, Any], names: tuple[tuple[str, str], ...]) -> dict[str, Any]:
@@ -50,6 +54,7 @@ class Provider(Protocol):
         """A fresh ``(call, chunk) -> None`` accumulator for one stream."""
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80}
 _SERVERS: dict[int, tuple[Any, tuple[str | None, int | None]]] = {}
 
 
@@ -61,7 +66,8 @@ def _server(client: Any) -> tuple[str | None, int | None]:
         cached = _SERVERS.get(id(url))
         if cached is not None and cached[0] is url:
             return cached[1]
-        found = (url.host or None, url.port)
+        # The URL omits a scheme's default port; the conventions want it whenever the address is set.
+        found = (url.host or None, url.port or _DEFAULT_PORTS.get(url.scheme))
         if len(_SERVERS) > 256:
             _SERVERS.clear()
         _SERVERS[id(url)] = (url, found)
@@ -87,6 +93,16 @@ def _route(provider: Provider, options: Any) -> str | None:
     return operation
 
 
+def _implicit_run(body: dict[str, Any]) -> Any:
+    """The implicit run (contract §8) of a call made outside any run; ``None`` when switched off."""
+    try:
+        table = _runtime.get().implicit
+        return table.for_request(body) if table is not None else None
+    except Exception as err:  # the call goes on, outside any run
+        _runtime.internal_error("implicit.request", err)
+        return None
+
+
 def _prepare(provider: Provider, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Route and start the call; ``None`` means pass through. Deliberate stops propagate."""
     options = args[1] if len(args) > 1 else kwargs.get("options")
@@ -101,34 +117,83 @@ def _prepare(provider: Provider, client: Any, args: tuple[Any, ...], kwargs: dic
             body = body if isinstance(body, dict) else {}
         capture = capture_mode()
         run = current_run()
+        if run is None and operation != sc.OP_EMBEDDINGS:  # embeddings hold no conversation
+            run = _implicit_run(body)
         info = provider.read_request(operation, body, capture.enabled or run is not None, capture.enabled)
         headers = getattr(options, "headers", None)
         raw_mode = headers.get("X-Stainless-Raw-Response") if isinstance(headers, dict) and headers else None
+        streamed = body.get("stream") is True
     except Exception as err:
         _runtime.internal_error(f"{provider.name}.request", err)
         return None
     call = start_llm(provider.name, info, server=_server(client), capture=capture, run=run)
     if call is None:
         return None
-    return call, operation, raw_mode
+    return call, operation, raw_mode, streamed
 
 
-def _after(provider: Provider, call: LLMCall, operation: str, raw_mode: Any, result: Any, is_async: bool) -> Any:
+_TRACED_OPTIONS: dict[type, bool] = {}
+
+
+def _sdk_records(client: Any) -> bool:
+    """Whether the client's own tracer could record a span (copying options is wasted otherwise)."""
+    tracer = getattr(client, "_tracer", None)
+    if tracer is None or isinstance(tracer, trace.NoOpTracer):
+        return False
+    # A proxy tracer records only once a global SDK provider is set.
+    unset = isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return not (isinstance(tracer, trace.ProxyTracer) and unset)
+
+
+def _quiet_sdk_span(
+    client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The request's arguments with the SDK's own span turned off for this one call.
+
+    anthropic >= 2 traces itself: its ``request`` opens an ``anthropic.messages.create``
+    span for every call whose options name one, and does not honour OpenTelemetry's
+    suppression key. When agentwatch (or an outer instrumentation) already has the LLM
+    span of the call, the SDK's would be a second one, so the call gets a copy of its
+    options without the span name, which is the SDK's per-call switch. The client's
+    ``open_telemetry`` option and ``ANTHROPIC_OPEN_TELEMETRY`` are left as they are.
+    """
+    try:
+        positional = len(args) > 1
+        options: Any = args[1] if positional else kwargs.get("options")
+        cls = type(options)
+        traced = _TRACED_OPTIONS.get(cls)
+        if traced is None:  # asked once per class: a missing pydantic field is slow to ask for
+            traced = _TRACED_OPTIONS[cls] = "span_name" in (getattr(cls, "model_fields", None) or {})
+        if traced and options.span_name and _sdk_records(client):
+            quiet = options.model_copy(update={"span_name": None})
+            if positional:
+                return (args[0], quiet, *args[2:]), kwargs
+            return args, {**kwargs, "options": quiet}
+    except Exception as err:
+        _runtime.internal_error("sdk_span.quiet", err)
+    return args, kwargs
+
+
+def _after(
+    provider: Provider, call: LLMCall, operation: str, raw_mode: Any, streamed: bool, result: Any, is_async: bool
+) -> Any:
     """Record a returned value; wrap streams. Returns what the user receives."""
     call.detach()
     try:
-        if raw_mode == "stream":  # with_streaming_response: the body is the user's to read
-            call.finish(None)
-            return result
-        if raw_mode:  # with_raw_response ("true"/"raw"): parse() is cached, so reading it is harmless
-            if getattr(result, "_stream", False):
-                call.finish(None)
-                return result
+        # with_streaming_response, or with_raw_response of a stream: the body is still
+        # unread; the span records it as the caller reads it and ends when it is done.
+        if raw_mode == "stream" or (raw_mode and (streamed or getattr(result, "_stream", False))):
+            return ResponseProxy(result, call, provider, operation, streamed)
+        if raw_mode:  # with_raw_response ("true"/"raw") of a plain body: parse() is cached, reading it is harmless
             parsed = result.parse()
+            if inspect.isawaitable(parsed):  # an async response parses when the caller awaits it
+                if inspect.iscoroutine(parsed):
+                    parsed.close()
+                return ResponseProxy(result, call, provider, operation, streamed)
             provider.read_response(call, operation, parsed)
             call.finish(None)
             return result
-        if _is_stream(result):
+        if is_stream(result):
             handler = provider.chunk_handler(operation)
             return AsyncStreamProxy(result, call, handler) if is_async else StreamProxy(result, call, handler)
         provider.read_response(call, operation, result)
@@ -138,35 +203,23 @@ def _after(provider: Provider, call: LLMCall, operation: str, raw_mode: Any, res
     return result
 
 
-_STREAM_TYPES: dict[type, bool] = {}
-
-
-def _is_stream(result: Any) -> bool:
-    cls = type(result)
-    known = _STREAM_TYPES.get(cls)
-    if known is None:
-        known = cls.__name__ in ("Stream", "AsyncStream") or (
-            hasattr(cls, "response") and (hasattr(cls, "__next__") or hasattr(cls, "__anext__"))
-        )
-        if len(_STREAM_TYPES) < 256:
-            _STREAM_TYPES[cls] = known
-    return known
-
-
 def _sync_wrapper(provider: Provider) -> Any:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not active():
+            if _runtime.enabled():  # suppressed by an outer instrumentation: the SDK's span too
+                args, kwargs = _quiet_sdk_span(instance, args, kwargs)
             return wrapped(*args, **kwargs)
         prepared = _prepare(provider, instance, args, kwargs)
         if prepared is None:
             return wrapped(*args, **kwargs)
-        call, operation, raw_mode = prepared
+        call, operation, raw_mode, streamed = prepared
+        args, kwargs = _quiet_sdk_span(instance, args, kwargs)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
             call.finish(exc)
             raise
-        return _after(provider, call, operation, raw_mode, result, False)
+        return _after(provider, call, operation, raw_mode, streamed, result, False)
 
     return wrapper
 
@@ -174,17 +227,20 @@ def _sync_wrapper(provider: Provider) -> Any:
 def _async_wrapper(provider: Provider) -> Any:
     async def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not active():
+            if _runtime.enabled():  # suppressed by an outer instrumentation: the SDK's span too
+                args, kwargs = _quiet_sdk_span(instance, args, kwargs)
             return await wrapped(*args, **kwargs)
         prepared = _prepare(provider, instance, args, kwargs)
         if prepared is None:
             return await wrapped(*args, **kwargs)
-        call, operation, raw_mode = prepared
+        call, operation, raw_mode, streamed = prepared
+        args, kwargs = _quiet_sdk_span(instance, args, kwargs)
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as exc:
             call.finish(exc)
             raise
-        return _after(provider, call, operation, raw_mode, result, True)
+        return _after(provider, call, operation, raw_mode, streamed, result, True)
 
     return wrapper
 
