@@ -1,0 +1,125 @@
+"""Seed 003's incident, captured to a trace file for ``agentwatch forensics`` and ``agentwatch postmortem``.
+
+The support agent of ``demo_agent.py`` is asked to confirm the customer's latest
+order; the scripted model invents ``ord_555`` (which belongs to ``cust_012``),
+and the agent confirms it, then writes the confirmation (``orders.confirm``, a
+side effect that cannot be undone). The spans go through the real OTLP encoder
+into a JSON Lines file, one OTLP/JSON request per line, as the OpenTelemetry
+Collector's file exporter writes them::
+
+    python examples/incident_walkthrough.py -o incident.jsonl
+    agentwatch forensics incident.jsonl
+    agentwatch postmortem incident.jsonl -o postmortem.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import openai
+from google.protobuf import json_format
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import demo_agent  # noqa: E402  (the example agent next to this file)
+
+import agentwatch  # noqa: E402
+from agentwatch.testing import LLMServer, RecordedRequest, reply  # noqa: E402
+
+QUESTION = "Please confirm my latest order."
+CONFIRMATIONS: list[dict[str, Any]] = []
+
+
+@agentwatch.tool("orders.confirm", side_effect=True)
+def confirm_order(order_id: str, customer_id: str) -> dict[str, Any]:
+    """Send the customer a confirmation for the order (an email: it cannot be unsent)."""
+    CONFIRMATIONS.append({"order_id": order_id, "customer_id": customer_id})
+    return {"confirmed": order_id, "customer_id": customer_id, "email": "sent"}
+
+
+TOOLS = {**demo_agent.TOOLS, "orders.confirm": confirm_order}
+TOOL_SPECS = [{"type": "function", "function": {"name": name, "parameters": {"type": "object"}}} for name in TOOLS]
+
+
+def incident_brain(request: RecordedRequest) -> Any:
+    """The model of the incident: looks the customer up, invents ord_555, confirms it."""
+    usage = demo_agent._usage(request)
+    plan = [
+        reply.tool_call("crm.get_customer", {"customer_id": "cust_789"}, usage=usage),
+        reply.tool_call("orders.get", {"order_id": "ord_555"}, usage=usage),  # invented id: the fault origin
+        reply.tool_call("orders.confirm", {"order_id": "ord_555", "customer_id": "cust_789"}, usage=usage),
+        reply.text("Confirmed: order ord_555 for Alice Chen.", usage=usage),
+    ]
+    return plan[min(len(request.tool_results), len(plan) - 1)]
+
+
+def agent(client: openai.OpenAI, question: str, max_turns: int = 8) -> str:
+    """The demo's tool-calling loop with the confirmation tool offered."""
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": demo_agent.SYSTEM},
+        {"role": "user", "content": question},
+    ]
+    for _ in range(max_turns):
+        response = client.chat.completions.create(model=demo_agent.MODEL, messages=messages, tools=TOOL_SPECS)
+        message = response.choices[0].message
+        if not message.tool_calls:
+            return message.content or ""
+        messages.append(message.model_dump(exclude_none=True))
+        for call in message.tool_calls:
+            result = TOOLS[call.function.name](**json.loads(call.function.arguments))
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)})
+    return "(gave up)"
+
+
+class JsonLinesExporter(SpanExporter):
+    """Each batch through the OTLP encoder, one OTLP/JSON request per line (the Collector file exporter's shape)."""
+
+    def __init__(self, path: Path) -> None:
+        self._handle = path.open("w", encoding="utf-8")
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self._handle.write(json_format.MessageToJson(encode_spans(spans), indent=None) + "\n")
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self._handle.close()
+
+
+def record_incident(path: Path) -> str:
+    """Run the incident once with content capture on; write its trace to PATH; return the agent's answer."""
+    os.environ.setdefault("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    provider = TracerProvider(resource=Resource.create({"service.name": "support-agent"}))
+    provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(path)))
+    agentwatch.instrument(tracer_provider=provider, config={"agent": {"anomaly": {"log_findings": False}}})
+    try:
+        with LLMServer(default=incident_brain) as server:
+            client = openai.OpenAI(base_url=server.openai_base_url, api_key="not-needed", max_retries=0)
+            with agentwatch.run("support-agent", entities={"customer": "cust_789"}):
+                answer = agent(client, QUESTION)
+    finally:
+        agentwatch.uninstrument()
+        provider.shutdown()
+    return answer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--output", default="incident.jsonl", help="trace file to write (JSON Lines)")
+    args = parser.parse_args()
+    answer = record_incident(Path(args.output))
+    print(f"agent answered: {answer}")
+    print(f"trace written to {args.output}; next: agentwatch forensics {args.output}")
+
+
+if __name__ == "__main__":
+    main()
