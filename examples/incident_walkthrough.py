@@ -37,6 +37,7 @@ import agentwatch  # noqa: E402
 from agentwatch.testing import LLMServer, RecordedRequest, reply  # noqa: E402
 
 QUESTION = "Please confirm my latest order."
+CAPTURE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 CONFIRMATIONS: list[dict[str, Any]] = []
 
 
@@ -95,20 +96,33 @@ class JsonLinesExporter(SpanExporter):
         self._handle.close()
 
 
-def record_incident(path: Path) -> str:
-    """Run the incident once with content capture on; write its trace to PATH; return the agent's answer."""
-    os.environ.setdefault("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+def record_incident(path: Path, *, capture: bool = True, with_run: bool = True) -> str:
+    """Run the incident once and write its trace to PATH; return the agent's answer.
+
+    ``capture`` turns message content capture on (what ``replay export`` needs);
+    ``with_run=False`` leaves out the run span (zero-code use).
+    """
+    saved = os.environ.get(CAPTURE)
+    os.environ[CAPTURE] = "true" if capture else "false"
     provider = TracerProvider(resource=Resource.create({"service.name": "support-agent"}))
     provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(path)))
     agentwatch.instrument(tracer_provider=provider, config={"agent": {"anomaly": {"log_findings": False}}})
     try:
         with LLMServer(default=incident_brain) as server:
             client = openai.OpenAI(base_url=server.openai_base_url, api_key="not-needed", max_retries=0)
-            with agentwatch.run("support-agent", entities={"customer": "cust_789"}):
+            if with_run:
+                with agentwatch.run("support-agent", entities={"customer": "cust_789"}):
+                    answer = agent(client, QUESTION)
+            else:
                 answer = agent(client, QUESTION)
+            client.close()
     finally:
         agentwatch.uninstrument()
         provider.shutdown()
+        if saved is None:
+            os.environ.pop(CAPTURE, None)
+        else:
+            os.environ[CAPTURE] = saved
     return answer
 
 

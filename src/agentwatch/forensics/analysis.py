@@ -268,7 +268,8 @@ def _run_report(
     ends = [r.end_ns for r in spans if r.end_ns] + ([root.end_ns] if root.end_ns else [])
     start_ns = root.start_ns if root.start_ns else min(starts, default=0)
     end_ns = max(ends, default=start_ns)
-    skewed = [r for r in spans if r.end_ns and r.start_ns and r.end_ns < r.start_ns]
+    raw = [by_id[r.span_id] for r in spans if r.span_id in by_id]  # the record path clamps skewed ends
+    skewed = [f for f in raw if f.end_ns and f.start_ns and f.end_ns < f.start_ns]
     if skewed:
         notes.append(f"{len(skewed)} span(s) end before they start (clock skew); their durations show as 0")
     early = [r for r in spans if r.start_ns and start_ns and r.start_ns < start_ns]
