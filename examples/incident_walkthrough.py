@@ -31,10 +31,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import demo_agent  # noqa: E402  (the example agent next to this file)
+import demo_agent
 
-import agentwatch  # noqa: E402
-from agentwatch.testing import LLMServer, RecordedRequest, reply  # noqa: E402
+import agentwatch
+from agentwatch.testing import LLMServer, RecordedRequest, reply
 
 QUESTION = "Please confirm my latest order."
 CAPTURE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"

@@ -2,6 +2,7 @@
 """One entry point for people and CI, needing only Python 3.10+ on the machine.
 
     python3 scripts/dev.py demo    # install into .venv and run the example agent
+    python3 scripts/dev.py demo incident   # seed 003's incident: trace file, forensics, postmortem
     python3 scripts/dev.py test    # install test extras, lint, type-check, run every test
     python3 scripts/dev.py bench   # run the benchmark scripts and print their tables
 
@@ -45,9 +46,7 @@ def _ensure(env_dir: Path, requirements: list[str]) -> Path:
         venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
         _run(py, "-m", "pip", "install", "-q", "--upgrade", "pip")
     stamp = env_dir / ".agentwatch-installed"
-    key = hashlib.sha256(
-        (ROOT / "pyproject.toml").read_bytes() + "\n".join(requirements).encode()
-    ).hexdigest()
+    key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + "\n".join(requirements).encode()).hexdigest()
     if not stamp.exists() or stamp.read_text() != key:
         _run(py, "-m", "pip", "install", "-q", *requirements)
         stamp.write_text(key)
@@ -56,19 +55,50 @@ def _ensure(env_dir: Path, requirements: list[str]) -> Path:
 
 def demo(args: list[str]) -> int:
     py = _ensure(MAIN_VENV, ["-e", f"{ROOT}[demo]"])
+    if args[:1] == ["incident"]:
+        return _incident(py, args[1:])
     return _run(py, ROOT / "examples" / "demo_agent.py", *args, check=False)
+
+
+def _incident(py: Path, args: list[str]) -> int:
+    """Seed 003's walkthrough: record the incident to a trace file, then forensics and the postmortem draft."""
+    out = ROOT / "incident-demo"
+    out.mkdir(exist_ok=True)
+    trace = out / "incident.jsonl"
+    status = _run(py, ROOT / "examples" / "incident_walkthrough.py", "-o", trace, *args, check=False)
+    agentwatch = [py, "-m", "agentwatch.cli"]
+    status |= _run(*agentwatch, "forensics", trace, check=False)
+    status |= _run(*agentwatch, "postmortem", trace, "-o", out / "postmortem.md", check=False)
+    status |= _run(*agentwatch, "postmortem", trace, "--format", "html", "-o", out / "postmortem.html", check=False)
+    print(f"\nwritten: {trace}, {out / 'postmortem.md'}, {out / 'postmortem.html'}", flush=True)
+    return 1 if status else 0
+
+
+def _ensure_browser() -> None:
+    """Under CI=true, install Debian's chromium for the postmortem page's browser test when it is missing."""
+    import shutil
+
+    if os.environ.get("CI", "").lower() != "true" or any(
+        shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+    ):
+        return
+    sudo = [] if hasattr(os, "geteuid") and os.geteuid() == 0 else ["sudo"]
+    _run(*sudo, "apt-get", "update", "-qq", check=False)
+    _run(*sudo, "apt-get", "install", "-y", "-qq", "chromium", check=False)
 
 
 def test(args: list[str]) -> int:
     py = _ensure(MAIN_VENV, ["-e", f"{ROOT}[{TEST_EXTRAS}]"])
+    _ensure_browser()
     status = 0
     status |= _run(py, "-m", "ruff", "check", "src", "tests", "benchmarks", "examples", "scripts", check=False)
     status |= _run(py, "-m", "mypy", check=False)
     status |= _run(py, "-m", "pytest", *args, check=False)
     if not args:
         # The same instrumentation tests against the oldest supported client libraries.
-        compat = _ensure(COMPAT_VENV, ["-e", str(ROOT), "pytest>=8", "pytest-asyncio>=0.23",
-                                       "pytest-timeout>=2.3", *COMPAT_PINS])
+        compat = _ensure(
+            COMPAT_VENV, ["-e", str(ROOT), "pytest>=8", "pytest-asyncio>=0.23", "pytest-timeout>=2.3", *COMPAT_PINS]
+        )
         status |= _run(compat, "-m", "pytest", "tests/instrumentation", "tests/testing", check=False)
     print("\nall checks passed" if status == 0 else "\nsome checks FAILED", flush=True)
     return 1 if status else 0

@@ -35,8 +35,8 @@ def test_json_has_the_contract_keys_and_names_the_llm_call_that_invented_the_ord
 ) -> None:
     [report] = _json(capsys, str(incident_file))
     assert {"trace_id", "run", "timeline", "fault_origin", "cascade", "blast_radius", "failure_class"} <= set(report)
-    assert RUN_KEYS <= set(report["run"])
-    assert all(TIMELINE_KEYS <= set(e) for e in report["timeline"])
+    assert set(report["run"]) >= RUN_KEYS
+    assert all(set(e) >= TIMELINE_KEYS for e in report["timeline"])
     assert [e["step"] for e in report["timeline"]] == [1, 2, 3, 4, 5, 6, 7]
     steps = _by_step(report)
     assert [steps[n]["kind"] for n in range(1, 8)] == ["llm", "tool", "llm", "tool", "llm", "tool", "llm"]
@@ -189,7 +189,9 @@ def test_hostile_span_strings_are_redacted_and_defanged(
     assert secret not in json.dumps(report)
 
 
-def test_protobuf_and_base64_json_read_alike(incident_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_protobuf_and_base64_json_read_alike(
+    incident_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     [expected] = _json(capsys, str(incident_file))
     merged = ExportTraceServiceRequest()
     for line in incident_file.read_text().splitlines():

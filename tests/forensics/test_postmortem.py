@@ -53,7 +53,7 @@ def test_markdown_has_the_six_sections_in_order_and_the_checklist(
     assert headings[:6] == SECTIONS
     checklist = re.findall(r"^- \[([ x])\] (.+)$", text, flags=re.M)
     assert len(checklist) == len(CHECKLIST)
-    for (_, item), expected in zip(checklist, CHECKLIST):
+    for (_, item), expected in zip(checklist, CHECKLIST, strict=True):
         assert item.replace("\\", "").startswith(expected)
     done = {item.split(" (")[0] for mark, item in checklist if mark == "x"}
     assert "Fault origin identified by step number" in done
@@ -206,7 +206,7 @@ def test_html_renders_in_a_headless_browser_offline(
     hits: list[str] = []
 
     class Canary(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             hits.append(self.path)
             self.send_response(204)
             self.end_headers()

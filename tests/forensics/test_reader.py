@@ -37,7 +37,7 @@ class _Server:
         outer = self
 
         class H(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 url = urlparse(self.path)
                 query = parse_qs(url.query)
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -174,8 +174,8 @@ def test_tempo_protobuf_and_json_answers(
     assert main(["forensics", f"tempo:{server.url}"]) == 2
     assert "Tempo needs --trace" in capsys.readouterr().err
 
-    json_only = serve(lambda p, q, h: (200, "application/json",
-                                       json.dumps({"batches": _otlp_json_hex(request)["resourceSpans"]}).encode()))  # fmt: skip
+    batches = json.dumps({"batches": _otlp_json_hex(request)["resourceSpans"]}).encode()
+    json_only = serve(lambda p, q, h: (200, "application/json", batches))
     assert len(list(read_source(f"tempo:{json_only.url}", tid))) == 8
 
 
@@ -188,7 +188,9 @@ def test_tempo_protobuf_and_json_answers(
     ],
 )
 def test_backend_answers_that_are_not_otlp_are_clear_errors(
-    answer: tuple[int, str, bytes], message: str, serve: Callable[[Handler], _Server],
+    answer: tuple[int, str, bytes],
+    message: str,
+    serve: Callable[[Handler], _Server],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     server = serve(lambda p, q, h: answer)
@@ -197,7 +199,9 @@ def test_backend_answers_that_are_not_otlp_are_clear_errors(
     assert message in err and "Traceback" not in err
 
 
-def test_unreachable_slow_and_oversized_backends(serve: Callable[[Handler], _Server], capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_slow_and_oversized_backends(
+    serve: Callable[[Handler], _Server], capsys: pytest.CaptureFixture[str]
+) -> None:
     closed = serve(lambda p, q, h: (200, "application/json", b"{}"))
     url = closed.url
     closed.close()

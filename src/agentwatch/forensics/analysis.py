@@ -303,6 +303,7 @@ def _run_report(
 
     calls = [s for s in timeline if s.kind in ("llm", "tool")]
     llm = [s for s in calls if s.kind == "llm"]
+    run: dict[str, Any]
     if summary is not None:
         run = {
             "steps": summary.steps, "llm_calls": summary.llm_calls, "tool_calls": summary.tool_calls,
@@ -324,9 +325,8 @@ def _run_report(
         origin_id = _earliest_origin(timeline)
     run = {
         "span_id": root.span_id, "name": root.name, "stop_reason": root.stop_reason, "failure_mode": mode,
-        **run, "duration_s": round(max(0, end_ns - start_ns) / 1e9, 6),
+        **run, "duration_s": round(max(0, end_ns - start_ns) / 1e9, 6), "flags": flags_seen,
     }  # fmt: skip
-    run["flags"] = flags_seen
 
     origin_step = next((s for s in timeline if s.span_id == origin_id), None)
     fault_origin = _origin_object(origin_id, origin_step, timeline, all_findings)
@@ -433,7 +433,7 @@ def _blast_radius(timeline: list[Step], origin: Step) -> list[dict[str, Any]]:
             "reversible": reversible if isinstance(reversible, bool) else None,
             "idempotency_key_present": key_present,
         })  # fmt: skip
-    order = {False: 0, None: 1, True: 2}
+    order: dict[Any, int] = {False: 0, None: 1, True: 2}
     rows.sort(key=lambda row: (order[row["reversible"]], row["step"] if row["step"] is not None else 0))
     return rows
 
@@ -446,5 +446,7 @@ def _classify(fault_origin: dict[str, Any] | None, flags: list[str]) -> tuple[st
         return FAILURE_CLASS_OF_FLAG[flag], f"{flag} at the fault origin{where} -> {FAILURE_CLASS_OF_FLAG[flag]}"
     for flag in flags:
         if flag in FAILURE_CLASS_OF_FLAG:
-            return FAILURE_CLASS_OF_FLAG[flag], f"first classified flag of the run, {flag} -> {FAILURE_CLASS_OF_FLAG[flag]}"
+            return FAILURE_CLASS_OF_FLAG[
+                flag
+            ], f"first classified flag of the run, {flag} -> {FAILURE_CLASS_OF_FLAG[flag]}"
     return "none", "no flag of the run maps to a failure class"

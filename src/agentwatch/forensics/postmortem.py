@@ -22,22 +22,27 @@ from .text import clean, html_text, md_text
 
 __all__ = ["first_user_message", "render_html", "render_markdown"]
 
+NOT_CAPTURED = "not captured (content capture was off)"
 _SEVERITY_RANK = {"critical": 4, "high": 3, "medium": 2, "low": 1}
 
 # Root-cause candidates by flag: (category from seed 003, what the evidence suggests).
 _ROOT_CAUSES: dict[str, tuple[str, str]] = {
-    "ENTITY_HALLUCINATION": ("prompt design flaw or model limitation",
-                             "the model introduced an id that was nowhere in its context; nothing constrained "
-                             "entity references or validated them before the tool call"),
-    "ENTITY_MISMATCH": ("tool interface issue",
-                        "a tool returned another subject's data and nothing checked ownership against the "
-                        "run's subject"),
+    "ENTITY_HALLUCINATION": (
+        "prompt design flaw or model limitation",
+        "the model introduced an id that was nowhere in its context; nothing constrained "
+        "entity references or validated them before the tool call",
+    ),
+    "ENTITY_MISMATCH": (
+        "tool interface issue",
+        "a tool returned another subject's data and nothing checked ownership against the run's subject",
+    ),
     "TOOL_ARG_MISMATCH": ("tool interface issue", "arguments did not match the tool's schema"),
     "UNKNOWN_TOOL": ("prompt design flaw", "the model called a tool it was not offered"),
     "TOOL_DENIED": ("prompt design flaw", "the model reached for a tool outside the allow list"),
-    "CONTEXT_DRIFT": ("data contamination",
-                      "the system instructions or goal changed without a user turn (injected or retrieved "
-                      "content)"),
+    "CONTEXT_DRIFT": (
+        "data contamination",
+        "the system instructions or goal changed without a user turn (injected or retrieved content)",
+    ),
     "DUPLICATE_SIDE_EFFECT": ("tool interface issue", "a write was repeated without an idempotency key"),
     "RETRY_STORM": ("tool interface issue", "a failing tool was retried again and again"),
     "LOOP_DETECTED": ("prompt design flaw or missing guard rail", "the same call repeated with the same arguments"),
@@ -86,7 +91,7 @@ class Timeline:
     report: RunReport
 
 
-Block = Union[Para, Fields, Table, Code, Checklist, Timeline]
+Block = Union[Para, Fields, Table, Code, Checklist, Timeline]  # noqa: UP007 (a runtime alias on Python 3.10)
 
 
 @dataclass
@@ -167,16 +172,18 @@ def _sections(report: RunReport, source: str) -> list[Section]:
     origin_step = report.step_of(origin["span_id"]) if origin else None
     run_id = report.root_span.attributes.get(sc.RUN_ID) if report.root_span is not None else None
     question = first_user_message(report)
+    implicit = " (implicit run: no run span)" if report.implicit else ""
+    subject = ", ".join(f"{clean(k, 40)} {clean(v, 80)}" for k, v in sorted(report.entities.items()))
 
     context = Section("1. Session context", [Fields([
         ("Run", f"{clean(run['name'], 120)} (run id {clean(run_id or 'not recorded', 80)})"),
-        ("Trace", f"{report.trace_id}, run span {run['span_id']}" + (" (implicit run: no run span)" if report.implicit else "")),
+        ("Trace", f"{report.trace_id}, run span {run['span_id']}" + implicit),
         ("Time range", f"{_time(report.start_ns)} to {_time(report.end_ns)} ({run['duration_s']:.3f} s)"),
         ("Calls", f"{run['steps']} steps: {run['llm_calls']} LLM calls, {run['tool_calls']} tool calls"),
         ("Tokens", f"{run['input_tokens']} input + {run['output_tokens']} output"),
         ("Cost", f"${run['cost_usd']:.6f}"),
-        ("Subject", ", ".join(f"{clean(k, 40)} {clean(v, 80)}" for k, v in sorted(report.entities.items())) or "none declared"),
-        ("First user message", clean(question, 300) if question is not None else "not captured (content capture was off)"),
+        ("Subject", subject or "none declared"),
+        ("First user message", clean(question, 300) if question is not None else NOT_CAPTURED),
         ("Intended behaviour", "(describe what the run was meant to do)"),
     ])])  # fmt: skip
     for note in report.notes:
@@ -308,8 +315,8 @@ def _gap(report: RunReport) -> list[Block]:
             rows.append([f"anomaly.stop_on: {name}", "would not have fired", "-"])
             continue
         prevented = _prevented(report, stop)
-        rows.append([f"anomaly.stop_on: {name}", f"stops the call after {_label(stop)}",
-                     ", ".join(f"step {_num(r['step'])} {clean(r['tool'], 40)}" for r in prevented) or "none"])  # fmt: skip
+        actions = ", ".join(f"step {_num(r['step'])} {clean(r['tool'], 40)}" for r in prevented) or "none"
+        rows.append([f"anomaly.stop_on: {name}", f"stops the call after {_label(stop)}", actions])
     for step in report.timeline:
         for f in step.findings:
             if str(f.flag) in _BUDGET_FLAGS:
@@ -351,8 +358,9 @@ def render_markdown(reports: Sequence[RunReport], *, source: str) -> str:
     out: list[str] = []
     for report in reports:
         out.append(f"# Agent postmortem (draft): {md_text(report.run['name'], 120)}\n")
-        out.append(f"Drafted by agentwatch from {md_text(source, 200)} on "
-                   f"{datetime.now(timezone.utc).strftime('%Y-%m-%d')}. Lines in parentheses are for you to fill in.\n")  # fmt: skip
+        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        out.append(f"Drafted by agentwatch from {md_text(source, 200)} on {today}. "
+                   "Lines in parentheses are for you to fill in.\n")  # fmt: skip
         for section in _sections(report, source):
             out.append(f"## {section.title}\n")
             for block in section.blocks:
@@ -428,10 +436,10 @@ def render_html(reports: Sequence[RunReport], *, source: str) -> str:
             body.append("</section>")
         body.append("</article>")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-        "img-src data:\">"
-        "<meta name=\"referrer\" content=\"no-referrer\">"
+        'img-src data:">'
+        '<meta name="referrer" content="no-referrer">'
         f"<title>Agent postmortem (draft)</title><style>{_CSS}</style></head><body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"
@@ -442,7 +450,9 @@ def _html_block(block: Block) -> str:
     if isinstance(block, Para):
         return f"<p>{html_text(block.text, 4000)}</p>"
     if isinstance(block, Fields):
-        return "<dl>" + "".join(f"<dt>{html_text(k)}</dt><dd>{html_text(v, 2000)}</dd>" for k, v in block.rows) + "</dl>"
+        return (
+            "<dl>" + "".join(f"<dt>{html_text(k)}</dt><dd>{html_text(v, 2000)}</dd>" for k, v in block.rows) + "</dl>"
+        )
     if isinstance(block, Table):
         head = "".join(f"<th>{html_text(h)}</th>" for h in block.headers)
         rows = "".join("<tr>" + "".join(f"<td>{html_text(c)}</td>" for c in row) + "</tr>" for row in block.rows)
@@ -505,7 +515,7 @@ def _svg_timeline(report: RunReport) -> str:
 
 
 def _html_timeline_table(report: RunReport) -> str:
-    origin, cascade, blast = _roles(report)
+    origin, _, blast = _roles(report)
     rows = []
     for s in report.timeline:
         cls = "origin" if s.span_id == origin else ("blast" if s.span_id in blast else "")

@@ -82,24 +82,28 @@ def _base(url: str) -> str:
     return url.rstrip("/")
 
 
-def _get(url: str, params: Mapping[str, str] | None, accept: str, max_bytes: int, timeout_s: float) -> tuple[int, str, bytes]:
+def _get(
+    url: str, params: Mapping[str, str] | None, accept: str, max_bytes: int, timeout_s: float
+) -> tuple[int, str, bytes]:
     """GET with a timeout and a body limit: (status, content type, body)."""
     import httpx
 
     try:
-        with httpx.Client(timeout=httpx.Timeout(timeout_s), follow_redirects=False) as client:
-            with client.stream("GET", url, params=params, headers={"Accept": accept}) as response:
-                declared = response.headers.get("content-length")
-                if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-                    raise SourceError(f"{url}: the answer ({declared} bytes) is over the {max_bytes}-byte limit")
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise SourceError(f"{url}: the answer is over the {max_bytes}-byte limit (raise --max-bytes)")
-                    chunks.append(chunk)
-                return response.status_code, response.headers.get("content-type", ""), b"".join(chunks)
+        with (
+            httpx.Client(timeout=httpx.Timeout(timeout_s), follow_redirects=False) as client,
+            client.stream("GET", url, params=params, headers={"Accept": accept}) as response,
+        ):
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise SourceError(f"{url}: the answer ({declared} bytes) is over the {max_bytes}-byte limit")
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise SourceError(f"{url}: the answer is over the {max_bytes}-byte limit (raise --max-bytes)")
+                chunks.append(chunk)
+            return response.status_code, response.headers.get("content-type", ""), b"".join(chunks)
     except httpx.TimeoutException:
         raise SourceError(f"{url}: no answer within {timeout_s:g} s") from None
     except httpx.HTTPError as exc:

@@ -67,7 +67,9 @@ def terminal_report(report: RunReport) -> str:
         for row in report.blast_radius:
             rev = {True: "reversible", False: "IRREVERSIBLE", None: "reversibility unknown"}[row["reversible"]]
             key = "idempotency key" if row["idempotency_key_present"] else "no idempotency key"
-            lines.append(f"    step {_num(row['step'], '{:d}')}: {clean(row['tool'], 60)} ({row['status']}, {rev}, {key})")
+            lines.append(
+                f"    step {_num(row['step'], '{:d}')}: {clean(row['tool'], 60)} ({row['status']}, {rev}, {key})"
+            )
     elif origin:
         lines.append("  blast radius: no side-effect tool call at or after the fault origin")
     lines.append(
