@@ -46,7 +46,9 @@ def _ensure(env_dir: Path, requirements: list[str]) -> Path:
         venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
         _run(py, "-m", "pip", "install", "-q", "--upgrade", "pip")
     stamp = env_dir / ".agentwatch-installed"
-    key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + "\n".join(requirements).encode()).hexdigest()
+    key = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + "\n".join(requirements).encode()
+    ).hexdigest()
     if not stamp.exists() or stamp.read_text() != key:
         _run(py, "-m", "pip", "install", "-q", *requirements)
         stamp.write_text(key)
@@ -96,9 +98,8 @@ def test(args: list[str]) -> int:
     status |= _run(py, "-m", "pytest", *args, check=False)
     if not args:
         # The same instrumentation tests against the oldest supported client libraries.
-        compat = _ensure(
-            COMPAT_VENV, ["-e", str(ROOT), "pytest>=8", "pytest-asyncio>=0.23", "pytest-timeout>=2.3", *COMPAT_PINS]
-        )
+        compat = _ensure(COMPAT_VENV, ["-e", str(ROOT), "pytest>=8", "pytest-asyncio>=0.23",
+                                       "pytest-timeout>=2.3", *COMPAT_PINS])
         status |= _run(compat, "-m", "pytest", "tests/instrumentation", "tests/testing", check=False)
     print("\nall checks passed" if status == 0 else "\nsome checks FAILED", flush=True)
     return 1 if status else 0
