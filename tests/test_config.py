@@ -224,26 +224,30 @@ agent:
     stop_on: [critical]
 """
 
-NOT_YET = [
-    "agent.tools.timeouts_s",
-    "agent.tools.retries",
-    "agent.tools.circuit_breakers",
-    "agent.validation",
-    "agent.safe_mode",
-    "agent.anomaly.stop_on",
-    "agent.logging.level",
-    "agent.logging.structured",
-    "agent.logging.include",
-]
+NOT_YET: list[str] = []  # every key of the schema is implemented
 
 
-def test_seed_004_gateway_keys_are_named_not_ignored(tmp_path: Path) -> None:
-    """Seed 004's own config: every key that would do nothing today is a ConfigError naming it."""
-    message = _error(tmp_path, SEED_004_FULL)
-    for key in NOT_YET:
-        assert f"{key} is not implemented yet in this version" in message, key
-    assert "idempotency_required" not in message  # used today: DUPLICATE_SIDE_EFFECT watches those tools
-    assert f"{len(NOT_YET)} problems" in message
+def test_seed_004_full_config_loads_and_every_key_lands(tmp_path: Path) -> None:
+    """Seed 004's own safe-default config: every key is implemented and reaches the Config."""
+    path = tmp_path / "agentwatch.yaml"
+    path.write_text(SEED_004_FULL)
+    config = load_config(str(path), env={})
+    gw = config.gateway
+    assert gw.timeout_for("ticket.create") == 15 and gw.timeout_for("other") == 10
+    assert gw.retries.max_attempts == 2 and gw.retries.backoff_ms == (250, 750, 2000)
+    assert gw.breakers.enabled and gw.breakers.failure_threshold == 5
+    assert gw.input_strict and gw.output_fail_closed
+    assert gw.safe_mode.allowed_tools == ("search.read", "kb.read") and not gw.safe_mode.enabled
+    assert gw.stop_on_severities == {"critical"}
+    assert gw.requires_idempotency("ticket.create")
+    assert config.call_log is True and config.log_level == "info"
+    assert config.call_log_include == ("run_id", "tool", "args_hash", "elapsed_s", "status", "stop_reason", "cost_usd")
+    assert "password" in config.redact_keys and "cookie" in config.redact_keys
+
+
+def test_unknown_structured_log_field_is_named(tmp_path: Path) -> None:
+    message = _error(tmp_path, "agent:\n  logging: {structured: true, include: [run_id, tenant]}\n")
+    assert "agent.logging.include" in message
 
 
 def test_gateway_keys_are_in_the_published_schema_with_their_shape() -> None:
@@ -293,7 +297,7 @@ BAD_ENV = [
     ({"AGENTWATCH_MAX_STEP": "3"}, "AGENTWATCH_MAX_STEP", "AGENTWATCH_MAX_STEPS"),
     ({"AGENTWATCH_ENFORCED": "true"}, "AGENTWATCH_ENFORCED", "AGENTWATCH_ENFORCE"),
     ({"AGENTWATCH_BUDGET_USD": "1"}, "AGENTWATCH_BUDGET_USD", None),
-    ({"AGENTWATCH_SAFE_MODE": "1"}, "AGENTWATCH_SAFE_MODE", None),
+    ({"AGENTWATCH_SAFE_MODE": "perhaps"}, "AGENTWATCH_SAFE_MODE", None),
 ]
 
 

@@ -64,9 +64,20 @@ def lookup(**kwargs: Any) -> str:
     return "ok"
 
 
+@agentwatch.tool("orders.status", output_schema={"type": "object", "required": ["status"]})
+def order_status(order_id: str) -> dict[str, str]:
+    return {"state": "shipped"}  # the backend renamed its field
+
+
+@agentwatch.tool("billing.charge")
+def charge(order_id: str) -> str:
+    raise BackendError(503)
+
+
 TOOLS: dict[str, Callable[..., Any]] = {
     "search": search, "orders.get": get_order, "payment.refund": refund, "crm.update": flaky_update,
     "ticket.create": create_ticket, "lookup": lookup, "drop_database": lambda **_: "dropped",
+    "orders.status": order_status, "billing.charge": charge,
 }
 
 
@@ -114,6 +125,11 @@ CASES = [
          + [reply.text("x", usage={"input_tokens": 9000, "output_tokens": 10})], on="llm"),
     Case("RETRY_STORM", calls("crm.update", {"customer_id": "cust_789"}, 3), entities={"customer": "cust_789"}),
     Case("DUPLICATE_SIDE_EFFECT", calls("ticket.create", {"title": "Login outage"}, 2)),
+    Case("TOOL_OUTPUT_INVALID", calls("orders.status", {"order_id": "ord_1"}, 1),
+         config={"agent": {"tools": {"timeouts_s": {"default": 10}}}}),
+    Case("CIRCUIT_OPEN", [reply.tool_call("billing.charge", {"order_id": f"ord_{i}"}) for i in range(3)],
+         config={"agent": {"tools": {"circuit_breakers": {"enabled": True, "failure_threshold": 2,
+                                                          "window_seconds": 60}}}}),
 ]
 
 
@@ -134,7 +150,7 @@ def agent(client: openai.OpenAI, case: Case) -> None:
             time.sleep(case.pause)
             try:
                 result: Any = TOOLS[call.function.name](**json.loads(call.function.arguments))
-            except BackendError as err:
+            except (BackendError, agentwatch.CircuitOpen) as err:
                 result = {"error": str(err)}
             messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)})
 

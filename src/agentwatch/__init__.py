@@ -11,7 +11,18 @@ from typing import Any
 
 from .budget import Budget
 from .config import Config, load_config
-from .errors import BudgetExceeded, ConfigError, LoopDetected, StopRun, ToolDenied
+from .errors import (
+    AnomalyStop,
+    BudgetExceeded,
+    CircuitOpen,
+    ConfigError,
+    LoopDetected,
+    StopRun,
+    ToolDenied,
+    ToolInputInvalid,
+    ToolOutputInvalid,
+)
+from .gateway.safe_mode import safe_mode
 from .instrumentation import Instrumentor, instrument, uninstrument
 from .runs import Run, current_run, phase, run
 from .semconv import FailureMode, Flag, Severity, StopReason
@@ -20,6 +31,11 @@ from .version import __version__
 
 __all__ = [
     "AnomalyExporter",
+    "AnomalyStop",
+    "CircuitOpen",
+    "ToolInputInvalid",
+    "ToolOutputInvalid",
+    "safe_mode",
     "AnomalyProcessor",
     "Budget",
     "BudgetExceeded",

@@ -94,6 +94,12 @@ class Runtime:
         self.reporter = FindingReporter(
             meter_provider=meter_provider, on_anomaly=on_anomaly, log=self.config.anomaly.log_findings
         )
+        from .calllog import apply_level
+        from .gateway.executor import Gateway
+
+        apply_level(self.config.log_level)
+
+        self.gateway = Gateway(self.config.gateway, meter)
 
 
 _lock = threading.Lock()
@@ -112,6 +118,11 @@ def get() -> Runtime:
                 _runtime = Runtime()
             rt = _runtime
     return rt
+
+
+def current() -> Runtime | None:
+    """The runtime if one was built, without building one."""
+    return _runtime
 
 
 def configure(**kwargs: Any) -> Runtime:

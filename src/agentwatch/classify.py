@@ -23,6 +23,7 @@ _TOOL_STOP = {
     ErrorClass.AUTH: StopReason.TOOL_AUTH_FAILED,
     ErrorClass.OUTPUT_INVALID: StopReason.TOOL_OUTPUT_INVALID,
     ErrorClass.DENIED: StopReason.TOOL_DENIED,
+    ErrorClass.CIRCUIT_OPEN: StopReason.CIRCUIT_OPEN,
     ErrorClass.ERROR: StopReason.TOOL_ERROR,
 }
 
@@ -45,8 +46,13 @@ def error_type(exc: BaseException) -> str:
 
 def error_class(exc: BaseException) -> ErrorClass:
     """``agentwatch.tool.error_class`` for a failed tool call."""
-    if isinstance(exc, StopRun) and exc.stop_reason is StopReason.TOOL_DENIED:
-        return ErrorClass.DENIED
+    if isinstance(exc, StopRun):
+        if exc.stop_reason is StopReason.TOOL_DENIED:
+            return ErrorClass.DENIED
+        if exc.stop_reason is StopReason.CIRCUIT_OPEN:
+            return ErrorClass.CIRCUIT_OPEN
+        if exc.stop_reason is StopReason.TOOL_OUTPUT_INVALID:
+            return ErrorClass.OUTPUT_INVALID
     code = status_code(exc)
     if code is not None:
         if code == 429:

@@ -34,6 +34,7 @@ from .budget import Budget
 from .config_schema import AGENT_SCHEMA, check, dotted
 from .config_schema import Path as KeyPath
 from .errors import ConfigError
+from .gateway.settings import GatewaySettings, parse_gateway
 from .redaction import BUILTIN_REDACT_KEYS
 
 ENV_CONFIG_FILE = "AGENTWATCH_CONFIG"
@@ -108,7 +109,11 @@ class Config:
     limits: Limits = Limits()
     redact_keys: tuple[str, ...] = ()
     max_content_chars: int = 4096
+    call_log: bool = False  # logging.structured: one record per tool call and run (calllog)
+    call_log_include: tuple[str, ...] | None = None  # logging.include; None = every field
+    log_level: str | None = None  # logging.level of agentwatch's own loggers
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
     source: str = "defaults"
 
 
@@ -407,7 +412,11 @@ def _build(data: Mapping[str, Any], source: str) -> Config:
         # agent.logging.redact adds to the built-in keys; it never removes one
         redact_keys=tuple(dict.fromkeys((*BUILTIN_REDACT_KEYS, *(k.lower() for k in log.get("redact") or ())))),
         max_content_chars=int(log.get("max_content_chars", 4096)),
+        call_log=bool(log.get("structured", False)),
+        call_log_include=tuple(log["include"]) if log.get("include") is not None else None,
+        log_level=log.get("level"),
         prices=prices,
+        gateway=parse_gateway(agent),
         source=source,
     )
 

@@ -29,6 +29,10 @@ _SHOWN = (
     (sc.LLM_TOOL_CALLS, "asks"),
     (sc.TOOL_ARGS_HASH, "args_hash"),
     (sc.TOOL_ERROR_CLASS, "error_class"),
+    (sc.TOOL_ATTEMPT, "attempt"),
+    (sc.TOOL_IDEMPOTENCY_KEY_VALUE, "idempotency_key"),
+    (sc.TOOL_DEDUPLICATED, "deduplicated"),
+    (sc.SAFE_MODE, "safe_mode"),
     (sc.RUN_FAULT_ORIGIN_SPAN_ID, "fault_origin"),
 )
 

@@ -36,3 +36,33 @@ class ToolDenied(StopRun):
     """Raised before a call to a tool the configured allow/deny lists forbid (when enforced)."""
 
     stop_reason = StopReason.TOOL_DENIED
+
+
+class CircuitOpen(StopRun):
+    """Raised instead of calling a tool whose circuit breaker is open (the dependency keeps failing)."""
+
+    stop_reason = StopReason.CIRCUIT_OPEN
+
+
+class ToolInputInvalid(StopRun):
+    """Raised before a tool runs when ``validation.input.strict`` and its arguments fail the tool's schema."""
+
+    stop_reason = StopReason.INVALID_INPUT
+
+
+class ToolOutputInvalid(StopRun):
+    """Raised instead of returning a tool result that fails its output schema (``validation.output.fail_closed``)."""
+
+    stop_reason = StopReason.TOOL_OUTPUT_INVALID
+
+
+class AnomalyStop(StopRun):
+    """Raised before a run's next call once a finding listed in ``agent.anomaly.stop_on`` appeared in it."""
+
+    stop_reason = StopReason.ANOMALY_STOP
+
+    def __init__(
+        self, message: str = "", *, finding: str | None = None, stop_reason: StopReason | str | None = None
+    ) -> None:
+        super().__init__(message, stop_reason=stop_reason)
+        self.finding = finding

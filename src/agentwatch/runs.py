@@ -19,11 +19,12 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from . import _runtime
+from . import _runtime, calllog
 from . import semconv as sc
 from .budget import Budget
 from .classify import error_type, stop_reason_for
 from .engine.entities import credential_key, secret_value
+from .gateway.idempotency import STORE
 from .otel.findings import anomaly_update, run_summary_attributes
 from .redaction import REDACTED, record_error, redact_text
 from .semconv import StopReason
@@ -273,6 +274,25 @@ def _finish_run(run: Run, exc: BaseException | None) -> None:
     if summary is not None:
         metric_attrs[sc.RUN_FAILURE_MODE] = str(summary.failure_mode)
     rt.instruments.runs.add(1, metric_attrs)
+    STORE.forget(run.key)  # the gateway's remembered results of this run
+    if rt.config.call_log:
+        ctx = span.get_span_context()
+        calllog.emit("run", {
+            "run_id": run.run_id, "trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x"),
+            "agent": run.name, "stop_reason": reason.value,
+            "failure_mode": str(summary.failure_mode) if summary is not None else None,
+            "steps": summary.steps if summary is not None else None,
+            "tool_calls": summary.tool_calls if summary is not None else None,
+            "llm_calls": summary.llm_calls if summary is not None else None,
+            "elapsed_s": round((end - run_start_ns(span)) / 1e9, 3),
+            "cost_usd": summary.cost_usd if summary is not None else None,
+            "flags": list(summary.flags) if summary is not None and summary.flags else None,
+        }, rt.config.call_log_include)
+
+
+def run_start_ns(span: Span) -> int:
+    start = getattr(span, "start_time", None)
+    return start if isinstance(start, int) else time.time_ns()
 
 
 def _context_for(span: Span, run: Run | None) -> Any:

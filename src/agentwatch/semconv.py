@@ -40,6 +40,8 @@ class StopReason(_StrEnum):
     INTERNAL_ERROR = "internal_error"
     INVALID_INPUT = "invalid_input"
     CANCELLED = "cancelled"
+    CIRCUIT_OPEN = "circuit_open"
+    ANOMALY_STOP = "anomaly_stop"
 
 
 class FailureMode(_StrEnum):
@@ -72,6 +74,8 @@ class Flag(_StrEnum):
     TOKEN_SPIKE = "TOKEN_SPIKE"
     RETRY_STORM = "RETRY_STORM"
     DUPLICATE_SIDE_EFFECT = "DUPLICATE_SIDE_EFFECT"
+    TOOL_OUTPUT_INVALID = "TOOL_OUTPUT_INVALID"
+    CIRCUIT_OPEN = "CIRCUIT_OPEN"
 
 
 class Severity(_StrEnum):
@@ -94,6 +98,7 @@ class ErrorClass(_StrEnum):
     AUTH = "auth"
     OUTPUT_INVALID = "output_invalid"
     DENIED = "denied"
+    CIRCUIT_OPEN = "circuit_open"
     ERROR = "error"
 
 
@@ -204,6 +209,14 @@ TOOL_ARGS_HASH = "agentwatch.tool.args_hash"
 TOOL_RESULT_HASH = "agentwatch.tool.result_hash"
 TOOL_SIDE_EFFECT = "agentwatch.tool.side_effect"
 TOOL_IDEMPOTENCY_KEY = "agentwatch.tool.idempotency_key_present"
+# The tool gateway (contract §6).
+TOOL_IDEMPOTENCY_KEY_VALUE = "agentwatch.tool.idempotency_key"
+TOOL_DEDUPLICATED = "agentwatch.tool.deduplicated"
+TOOL_ATTEMPT = "agentwatch.tool.attempt"
+TOOL_TIMEOUT_S = "agentwatch.tool.timeout_s"
+TOOL_REVERSIBLE = "agentwatch.tool.reversible"
+TOOL_OUTPUT_INVALID = "agentwatch.tool.output_invalid"  # beyond the contract: the result failed output_schema
+SAFE_MODE = "agentwatch.safe_mode"
 TOOL_ERROR_CLASS = "agentwatch.tool.error_class"
 TOOL_ARG_ENTITIES = "agentwatch.tool.arg_entities"  # string[] "type:id"
 TOOL_RESULT_ENTITIES = "agentwatch.tool.result_entities"  # string[] "type:id"
@@ -225,6 +238,11 @@ ANOMALY_SPAN_ID = "agentwatch.anomaly.span_id"  # summary event attribute: the s
 METRIC_RUNS = "agentwatch.runs"
 METRIC_RUN_COST = "agentwatch.run.cost"
 METRIC_ANOMALIES = "agentwatch.anomalies"
+# The tool gateway: one counter, by tool and ``action`` (retried, deduplicated, timed_out,
+# refused_breaker, refused_safe_mode, refused_validation, refused_anomaly_stop), and
+# breaker transitions by tool and new ``state``.
+METRIC_GATEWAY_ACTIONS = "agentwatch.gateway.actions"
+METRIC_BREAKER_TRANSITIONS = "agentwatch.gateway.breaker.transitions"
 
 # Content capture switch (official GenAI utilities' variable)
 ENV_CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"

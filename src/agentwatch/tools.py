@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast, overload
 
 from . import _runtime
+from .gateway.executor import ToolSpec, accepts_idempotency_key, active_gateway, declare
+from .gateway.idempotency import KEY_ARGUMENT
 from .instrumentation._calls import start_tool
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,6 +54,8 @@ def tool(
     side_effect: bool = False,
     description: str | None = None,
     schema: dict[str, Any] | None = None,
+    output_schema: dict[str, Any] | None = None,
+    reversible: bool | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -61,14 +65,19 @@ def tool(
     side_effect: bool = False,
     description: str | None = None,
     schema: dict[str, Any] | None = None,
+    output_schema: dict[str, Any] | None = None,
+    reversible: bool | None = None,
 ) -> Any:
     """Mark a sync or async function as a tool.
 
     ``side_effect=True`` marks a write (``ticket.create``, ``email.send``) so a
     repeat with the same arguments and no idempotency key is flagged
     ``DUPLICATE_SIDE_EFFECT``. ``schema`` is the JSON Schema of the arguments,
-    checked by the ``TOOL_ARG_MISMATCH`` detector. Usable as ``@tool`` or
-    ``@tool("search.read", ...)``.
+    checked by the ``TOOL_ARG_MISMATCH`` detector (and enforced with
+    ``validation.input.strict``); ``output_schema`` that of the result
+    (``TOOL_OUTPUT_INVALID``, or refused with ``validation.output.fail_closed``).
+    ``reversible`` says whether a write can be undone (forensics lists
+    irreversible writes first). Usable as ``@tool`` or ``@tool("search.read", ...)``.
     """
     if callable(name):
         return tool()(name)
@@ -78,19 +87,37 @@ def tool(
         doc = inspect.getdoc(func)
         desc = description or (doc.splitlines()[0] if doc else None)
         read = _argument_reader(func)
+        spec = ToolSpec(
+            tool_name, side_effect=side_effect, description=desc, schema=schema, output_schema=output_schema,
+            reversible=reversible, accepts_key=accepts_idempotency_key(func),
+        )
+        declare(spec)
 
-        def begin(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        def arguments_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             try:
-                arguments = read(args, kwargs)
+                return read(args, kwargs)
             except Exception as err:
                 _runtime.internal_error("tool.arguments", err)
-                arguments = {}
-            return start_tool(tool_name, arguments, side_effect=side_effect, description=desc, schema=schema)
+                return {}
+
+        def begin(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            return start_tool(
+                tool_name, arguments_of(args, kwargs), side_effect=side_effect, description=desc, schema=schema,
+                reversible=reversible,
+            )
+
+        def with_key(kwargs: dict[str, Any], key: str | None) -> dict[str, Any]:
+            return kwargs if key is None else {**kwargs, KEY_ARGUMENT: key}
 
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                gateway = active_gateway()
+                if gateway is not None:
+                    return await gateway.call_async(
+                        spec, arguments_of(args, kwargs), lambda key: func(*args, **with_key(kwargs, key))
+                    )
                 call = begin(args, kwargs)
                 if call is None:
                     return await func(*args, **kwargs)
@@ -107,6 +134,11 @@ def tool(
 
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                gateway = active_gateway()
+                if gateway is not None:
+                    return gateway.call_sync(
+                        spec, arguments_of(args, kwargs), lambda key: func(*args, **with_key(kwargs, key))
+                    )
                 call = begin(args, kwargs)
                 if call is None:
                     return func(*args, **kwargs)
@@ -122,6 +154,8 @@ def tool(
         wrapper.tool_name = tool_name
         wrapper.tool_schema = schema
         wrapper.tool_side_effect = side_effect
+        wrapper.tool_output_schema = output_schema
+        wrapper.tool_reversible = reversible
         return cast(F, wrapper)
 
     return decorate

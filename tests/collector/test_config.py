@@ -212,10 +212,17 @@ def test_collector_table_names_the_key(data, key, suggestion):
         assert f"did you mean '{suggestion}'?" in message, message
 
 
-def test_not_implemented_detection_key_says_so():
+def test_gateway_keys_in_detection_say_where_they_belong():
     data = _with(detection={"agent": {"safe_mode": {"enabled": False}}})
-    with pytest.raises(ConfigError, match=r"detection\.agent\.safe_mode is not implemented yet in this version"):
+    with pytest.raises(ConfigError, match=r"detection\.safe_mode: the tool gateway acts in the instrumented process"):
         build_collector_config(data, source="c.yaml", env={})
+
+
+def test_a_shared_app_config_file_with_gateway_keys_is_accepted(tmp_path):
+    shared = tmp_path / "agentwatch.yaml"
+    shared.write_text("agent:\n  tools:\n    retries: {max_attempts: 2}\n  anomaly: {stop_on: [critical]}\n")
+    config = build_collector_config(_with(detection_config=str(shared)), source="c.yaml", env={})
+    assert config.detection.gateway.retries.max_attempts == 2
 
 
 def test_header_from_an_environment_variable_with_a_line_break():

@@ -26,7 +26,20 @@ BY_REASON = {
     StopReason.LLM_ERROR: FailureMode.TOOL_ERROR,
     StopReason.INTERNAL_ERROR: FailureMode.BAD_OUTPUT,
     StopReason.INVALID_INPUT: FailureMode.BAD_OUTPUT,
+    StopReason.CIRCUIT_OPEN: FailureMode.TOOL_ERROR,
+    StopReason.ANOMALY_STOP: FailureMode.BAD_DECISION,
 }
+
+
+def test_anomaly_stop_takes_the_bucket_of_its_flags() -> None:
+    assert failure_mode("anomaly_stop", ["LOOP_DETECTED"]) is FailureMode.COST_BLOWUP
+    assert failure_mode("anomaly_stop", ["ENTITY_MISMATCH"]) is FailureMode.BAD_DECISION
+    assert failure_mode("anomaly_stop", ["TOKEN_SPIKE"]) is FailureMode.BAD_DECISION
+
+
+def test_gateway_flags_on_a_successful_run() -> None:
+    assert failure_mode("success", ["TOOL_OUTPUT_INVALID"]) is FailureMode.BAD_OUTPUT
+    assert failure_mode("success", ["CIRCUIT_OPEN"]) is FailureMode.TOOL_ERROR
 
 
 def test_every_stop_reason_is_in_the_table() -> None:

@@ -301,6 +301,28 @@ class _Health:
     endpoint: Endpoint = Endpoint("0.0.0.0", 13133)
 
 
+# Keys of the tool gateway: they act on tool calls inside the instrumented process, so the
+# collector's own ``detection:`` section refuses them. A shared ``detection_config`` file
+# (the apps' agentwatch.yaml) may carry them; the collector does not apply them.
+_GATEWAY_KEYS = (
+    ("tools", "timeouts_s"), ("tools", "retries"), ("tools", "circuit_breakers"),
+    ("validation",), ("safe_mode",), ("anomaly", "stop_on"),
+)
+
+
+def _refuse_gateway_keys(agent: Mapping[str, Any], source: str) -> None:
+    for path in _GATEWAY_KEYS:
+        node: Any = agent
+        for part in path:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if node is not None:
+            key = "detection." + ".".join(path)
+            raise ConfigError(
+                f"{source}: {key}: the tool gateway acts in the instrumented process, not in the collector; "
+                "set it in the application's agentwatch configuration"
+            )
+
+
 def _detection(data: Tree, source: str, base_dir: Path | None, env: Mapping[str, str]) -> Config:
     """``detection_config: FILE`` (seed-004 shape), then ``detection:`` merged over it.
 
@@ -318,6 +340,7 @@ def _detection(data: Tree, source: str, base_dir: Path | None, env: Mapping[str,
     section = data.get("detection") or {}
     if section:
         agent = section["agent"] if set(section) == {"agent"} else section
+        _refuse_gateway_keys(agent or {}, source)
         base_agent = dict(merged.get("agent") or {})
         base_agent.update(agent or {})
         merged = {"agent": base_agent}

@@ -48,6 +48,9 @@ _SWEEP_SECONDS = 1.0  # how often idle runs are looked for
 _monotonic = time.monotonic
 
 
+_REFUSAL_CLASSES = frozenset({"circuit_open", "denied"})  # error classes the gateway flags
+
+
 @dataclass(frozen=True, slots=True)
 class Stop:
     """An enforced stop the live guard must raise before the call is sent."""
@@ -219,6 +222,14 @@ class _Core:
             if owner.origin_span is None or start_ns < owner.origin_start:
                 owner.origin_span = span_id
                 owner.origin_start = start_ns
+        gateway = self.ctx.config.gateway
+        if gateway.stop_on_flags or gateway.stop_on_severities:
+            for finding in out:
+                if gateway.stops_on(finding.flag.value, finding.severity.value):
+                    for owner in run.chain:
+                        if owner.stop_finding is None:
+                            owner.stop_finding = finding
+                    break
         self.ctx.stats.findings += len(out)
         return out
 
@@ -259,6 +270,12 @@ class _Core:
         run = self._run_for(run_key, when)
         assert run is not None
         owner = run
+        if stop is None:
+            for r in run.chain:
+                if r.stop_finding is not None:
+                    stop = Stop(r.stop_finding, StopReason.ANOMALY_STOP)
+                    owner = r
+                    break
         key: CallKey | None = (tool, args_hash) if is_tool and tool and isinstance(args_hash, str) else None
         if stop is None and any(r.limits is not None and r.limits.enforce for r in run.chain):
             hit = budgets.enforce(run, is_tool, key, when)
@@ -322,6 +339,8 @@ class _Core:
         arguments = rec.arguments
         if tool and ctx.policy_active:
             policy.check_denied(ctx, tool, span_id, out)
+        if rec.error_class in _REFUSAL_CLASSES or rec.output_invalid:
+            policy.check_refused(ctx, rec, tool, span_id, out)
         if rec.tool_schema is not None and arguments is not None:
             schema_ok, problem = ctx.schemas.check(rec.tool_schema, arguments)
             if not schema_ok:

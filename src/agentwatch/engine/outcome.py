@@ -6,11 +6,12 @@ ended; the flags say what went wrong on the way, which matters when the run
 
 | stop reason | failure mode |
 |---|---|
-| `success`, none or unrecognised | `completed` when no flag below is present; otherwise the first that applies of: a budget flag except time (`STEP_`, `TOOL_`, `COST_`, `TOKEN_BUDGET_EXCEEDED`), `LOOP_DETECTED` or `NO_PROGRESS` -> `cost_blowup`; `TIME_BUDGET_EXCEEDED` -> `timeout`; `ENTITY_MISMATCH`, `ENTITY_HALLUCINATION`, `DUPLICATE_SIDE_EFFECT`, `TOOL_DENIED`, `UNKNOWN_TOOL`, `TOOL_ARG_MISMATCH` or `CONTEXT_DRIFT` -> `bad_decision` |
+| `success`, none or unrecognised | `completed` when no flag below is present; otherwise the first that applies of: a budget flag except time (`STEP_`, `TOOL_`, `COST_`, `TOKEN_BUDGET_EXCEEDED`), `LOOP_DETECTED` or `NO_PROGRESS` -> `cost_blowup`; `TIME_BUDGET_EXCEEDED` -> `timeout`; `ENTITY_MISMATCH`, `ENTITY_HALLUCINATION`, `DUPLICATE_SIDE_EFFECT`, `TOOL_DENIED`, `UNKNOWN_TOOL`, `TOOL_ARG_MISMATCH` or `CONTEXT_DRIFT` -> `bad_decision`; `TOOL_OUTPUT_INVALID` -> `bad_output`; `CIRCUIT_OPEN` -> `tool_error` |
+| `anomaly_stop` | as `success` with the run's flags, `bad_decision` when none applies |
 | `step_budget`, `tool_budget`, `cost_budget`, `token_budget`, `loop_detected`, `no_progress` | `cost_blowup` |
 | `time_budget`, `cancelled` | `timeout` |
 | `tool_denied` | `bad_decision` |
-| `tool_timeout`, `tool_rate_limit`, `tool_auth_failed`, `tool_error`, `tool_output_invalid`, `llm_error` | `tool_error` |
+| `tool_timeout`, `tool_rate_limit`, `tool_auth_failed`, `tool_error`, `tool_output_invalid`, `llm_error`, `circuit_open` | `tool_error` |
 | `internal_error`, `invalid_input` | `bad_output` |
 
 `RETRY_STORM` and `TOKEN_SPIKE` never change the bucket on their own: a run that
@@ -42,6 +43,7 @@ _BY_STOP_REASON: dict[str, FailureMode] = {
     StopReason.TOOL_ERROR.value: FailureMode.TOOL_ERROR,
     StopReason.TOOL_OUTPUT_INVALID.value: FailureMode.TOOL_ERROR,
     StopReason.LLM_ERROR.value: FailureMode.TOOL_ERROR,
+    StopReason.CIRCUIT_OPEN.value: FailureMode.TOOL_ERROR,
     StopReason.INTERNAL_ERROR.value: FailureMode.BAD_OUTPUT,
     StopReason.INVALID_INPUT.value: FailureMode.BAD_OUTPUT,
 }
@@ -82,5 +84,11 @@ def failure_mode(stop_reason: str | None, flags: Iterable[str]) -> FailureMode:
     if present & TIME_FLAGS:
         return FailureMode.TIMEOUT
     if present & DECISION_FLAGS:
+        return FailureMode.BAD_DECISION
+    if Flag.TOOL_OUTPUT_INVALID.value in present:
+        return FailureMode.BAD_OUTPUT
+    if Flag.CIRCUIT_OPEN.value in present:
+        return FailureMode.TOOL_ERROR
+    if reason == StopReason.ANOMALY_STOP.value:
         return FailureMode.BAD_DECISION
     return FailureMode.COMPLETED

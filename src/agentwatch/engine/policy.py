@@ -26,6 +26,29 @@ def check_denied(ctx: Context, tool: str, span_id: str, out: list[Finding]) -> N
             out.append(finding)
 
 
+def check_refused(ctx: Context, rec: SpanRecord, tool: str, span_id: str, out: list[Finding]) -> None:
+    """The gateway's refusals and output check, read from the span so every adapter flags them alike.
+
+    A call refused by safe mode (or any denial recorded as ``error_class=denied``)
+    is ``TOOL_DENIED``; one refused by an open breaker is ``CIRCUIT_OPEN``; a result
+    that failed its output schema is ``TOOL_OUTPUT_INVALID``.
+    """
+    name = tool or "tool"
+    made = None
+    if rec.error_class == "circuit_open":
+        made = ctx.flagger.make(Flag.CIRCUIT_OPEN, f"call of {name} refused: its circuit breaker is open", span_id)
+    elif rec.error_class == "denied" and not any(f.flag is Flag.TOOL_DENIED for f in out):
+        made = ctx.flagger.make(Flag.TOOL_DENIED, f"call of {name} refused by policy", span_id)
+    if made is not None:
+        out.append(made)
+    if rec.output_invalid:
+        made = ctx.flagger.make(
+            Flag.TOOL_OUTPUT_INVALID, f"the result of {name} does not match its output schema", span_id
+        )
+        if made is not None:
+            out.append(made)
+
+
 def check_requested(ctx: Context, run: RunState | None, rec: SpanRecord, out: list[Finding]) -> None:
     """Flag an LLM span that requested tools outside ``offered_tools``; remember them for the tool spans."""
     offered = rec.offered_tools

@@ -76,6 +76,7 @@ class SpanRecord:
     side_effect: bool = False
     idempotency_key: bool = False  # the arguments carry an idempotency key
     error_class: str | None = None  # contract's agentwatch.tool.error_class
+    output_invalid: bool = False  # the result failed the tool's output schema (the gateway checked it)
     tool_schema: dict[str, Any] | None = None  # JSON Schema of the arguments
     arg_entities: tuple[Entity, ...] | None = None  # None = not extracted yet (engine extracts)
     result_entities: tuple[Entity, ...] | None = None

@@ -7,7 +7,7 @@ degradation worth batching"):
 | severity | flags | why |
 |---|---|---|
 | critical | `TOOL_DENIED`, `DUPLICATE_SIDE_EFFECT`, `ENTITY_MISMATCH`, `COST_BUDGET_EXCEEDED` | a policy was broken, a write happened twice, another customer's data was used, or money was spent past its cap: page someone |
-| high | `LOOP_DETECTED`, `NO_PROGRESS`, `RETRY_STORM`, `ENTITY_HALLUCINATION`, `STEP_BUDGET_EXCEEDED`, `TOOL_BUDGET_EXCEEDED`, `TIME_BUDGET_EXCEEDED`, `TOKEN_BUDGET_EXCEEDED` | the run is stuck, burning resources or reasoning from an invented premise: review within minutes |
+| high | `LOOP_DETECTED`, `NO_PROGRESS`, `RETRY_STORM`, `ENTITY_HALLUCINATION`, `TOOL_OUTPUT_INVALID`, `CIRCUIT_OPEN`, `STEP_BUDGET_EXCEEDED`, `TOOL_BUDGET_EXCEEDED`, `TIME_BUDGET_EXCEEDED`, `TOKEN_BUDGET_EXCEEDED` | the run is stuck, burning resources or reasoning from an invented premise: review within minutes |
 | medium | `TOKEN_SPIKE`, `CONTEXT_DRIFT`, `TOOL_ARG_MISMATCH`, `UNKNOWN_TOOL` | a symptom that often precedes a failure but is frequently benign: batch for review |
 
 ``agent.anomaly.severity`` overrides a level per flag; ``agent.anomaly.disabled``
@@ -33,6 +33,8 @@ DEFAULT_SEVERITY: dict[Flag, Severity] = {
     Flag.TOOL_BUDGET_EXCEEDED: Severity.HIGH,
     Flag.TIME_BUDGET_EXCEEDED: Severity.HIGH,
     Flag.TOKEN_BUDGET_EXCEEDED: Severity.HIGH,
+    Flag.TOOL_OUTPUT_INVALID: Severity.HIGH,
+    Flag.CIRCUIT_OPEN: Severity.HIGH,
     Flag.TOKEN_SPIKE: Severity.MEDIUM,
     Flag.CONTEXT_DRIFT: Severity.MEDIUM,
     Flag.TOOL_ARG_MISMATCH: Severity.MEDIUM,

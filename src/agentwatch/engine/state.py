@@ -16,7 +16,7 @@ from operator import attrgetter
 from typing import Any, TypeVar
 
 from .budgets import Limits
-from .record import Entity
+from .record import Entity, Finding
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -157,6 +157,7 @@ class RunState:
         "started_tools",
         "started_unique",
         "steps",
+        "stop_finding",
         "streak",
         "streak_first",
         "subject",
@@ -194,6 +195,7 @@ class RunState:
         self.since_new = 0  # tool calls since one last brought a result new for its key
         self.results: dict[str, None] = {}
         self.streak = 0
+        self.stop_finding: Finding | None = None  # agent.anomaly.stop_on matched: the next call stops
         self.streak_first = ""
         self.failures: dict[str, list[Any]] | None = None  # tool -> [failures, first failed span]
         self.effects: dict[CallKey, list[Any]] | None = None  # write -> [calls, first span]

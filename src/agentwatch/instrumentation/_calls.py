@@ -22,14 +22,15 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Span, SpanKind
 
-from .. import _runtime
+from .. import _runtime, calllog
 from .. import semconv as sc
 from ..classify import error_class, error_type, mark, tool_stop_reason
 from ..content import NO_CAPTURE, CaptureMode, capture_mode
 from ..engine.engine import CallTicket
 from ..engine.entities import format_entities
 from ..engine.record import Kind, SpanRecord
-from ..errors import BudgetExceeded, LoopDetected, StopRun, ToolDenied
+from ..errors import AnomalyStop, BudgetExceeded, LoopDetected, StopRun, ToolDenied, ToolOutputInvalid
+from ..gateway.executor import REFUSED_ANOMALY_STOP
 from ..hashing import canonical_json, digest, parse_arguments, value_hash
 from ..otel.findings import anomaly_update
 from ..otel.trusted import set_trusted_attributes
@@ -63,6 +64,13 @@ def _raise_stop(stop: Stop) -> None:
     message = stop.finding.reason
     if reason is StopReason.LOOP_DETECTED:
         raise LoopDetected(message)
+    if reason is StopReason.ANOMALY_STOP:
+        flag = stop.finding.flag.value
+        try:
+            _runtime.get().gateway.count(REFUSED_ANOMALY_STOP, None)
+        except Exception as err:
+            _runtime.internal_error("gateway.count", err)
+        raise AnomalyStop(f"run stopped after {flag} (agent.anomaly.stop_on): {message}", finding=flag)
     if reason in (
         StopReason.STEP_BUDGET,
         StopReason.TOOL_BUDGET,
@@ -129,6 +137,7 @@ class ToolCall:
         "capture",
         "idempotent",
         "name",
+        "output_problem",
         "record_schema",
         "run",
         "side_effect",
@@ -152,6 +161,7 @@ class ToolCall:
 
     def __init__(self) -> None:
         self.token = None
+        self.output_problem: str | None = None  # set by the gateway: the result failed its output schema
 
     def finish(
         self,
@@ -180,6 +190,8 @@ class ToolCall:
                 side_effect=self.side_effect, idempotency_key=self.idempotent,
                 arg_entities=self.arg_entities, tool_schema=self.record_schema,
             )
+            if self.output_problem is not None or isinstance(exc, ToolOutputInvalid):
+                record.output_invalid = True
             # Marked so an AnomalyProcessor in the same pipeline does not evaluate it twice.
             attrs: dict[str, Any] = {sc.ANOMALY_EVALUATED: True} if rt.inline else {}
             if failed is not None:
@@ -209,12 +221,26 @@ class ToolCall:
                     attrs[sc.TOOL_RESULT_ENTITIES] = format_entities(entities)
                 if self.capture.enabled:
                     _content_to(span, self.capture, {sc.GEN_AI_TOOL_CALL_RESULT: rt.redactor.render(result)}, attrs)
+            if record.output_invalid:
+                attrs[sc.TOOL_OUTPUT_INVALID] = True
             set_trusted_attributes(span, attrs)
             _apply(span, self.run, record)
+            if rt.config.call_log:
+                self._log(rt, record, end)
         except Exception as err:
             _runtime.internal_error("tool.finish", err)
         finally:
             span.end()
+
+    def _log(self, rt: Any, record: SpanRecord, end: int) -> None:
+        """Seed 004's structured record of this call (``agent.logging.structured``)."""
+        attrs = getattr(self.span, "attributes", None) or {}
+        calllog.emit("tool_call", {
+            "run_id": self.run.run_id if self.run else None, "trace_id": record.trace_id,
+            "span_id": record.span_id, "step": attrs.get(sc.STEP), "tool": self.name, "args_hash": self.args_hash,
+            "elapsed_s": round((end - self.start_ns) / 1e9, 6), "status": "error" if record.is_error else "ok",
+            "error_class": record.error_class, "attempt": attrs.get(sc.TOOL_ATTEMPT),
+        }, rt.config.call_log_include)
 
 
 def start_tool(
@@ -227,17 +253,23 @@ def start_tool(
     call_id: str | None = None,
     tool_type: str = "function",
     extra: dict[str, Any] | None = None,
+    reversible: bool | None = None,
+    idempotent: bool = False,
+    refuse: StopRun | None = None,
 ) -> ToolCall | None:
     """Guard and open a tool span; ``None`` when agentwatch is off or suppressed.
 
     Raises ``BudgetExceeded``/``LoopDetected``/``ToolDenied`` when an enforced
     rule stops the call before it runs. A denied call still gets its span (failed,
     ``error_class=denied``, flagged ``TOOL_DENIED``): the agent did try to call it.
+    ``refuse`` is the gateway's refusal (safe mode, open breaker, invalid input):
+    recorded the same way and raised. ``idempotent`` says the gateway supplied
+    an idempotency key the arguments do not show.
     """
     if not active():
         return None
     stop: Stop | None = None
-    denied: ToolDenied | None = None
+    denied: StopRun | None = None
     try:
         rt = _runtime.get()
         run = current_run()
@@ -253,6 +285,8 @@ def start_tool(
             why = policy.denial(name)
             if why is not None:
                 denied = ToolDenied(why)
+        if stop is None and denied is None and refuse is not None:
+            denied = refuse
         if stop is None:
             call = ToolCall()
             call.name = name
@@ -260,9 +294,9 @@ def start_tool(
             call.arguments = parsed
             call.args_hash = h
             call.side_effect = side_effect or rt.config.tools.is_side_effect(name)
-            call.idempotent = isinstance(parsed, dict) and any(
+            call.idempotent = idempotent or (isinstance(parsed, dict) and any(
                 parsed.get(k) not in (None, "") for k in rt.config.tools.idempotency_keys
-            )
+            ))
             call.arg_entities = rt.extractor.extract(parsed)
             # The tool's own schema, else the one the model was offered for it in this run.
             call.record_schema = schema if schema is not None else (run.schema_for(name) if run else None)
@@ -288,6 +322,8 @@ def start_tool(
                 attrs[sc.GEN_AI_TOOL_DESCRIPTION] = description
             if call.idempotent:
                 attrs[sc.TOOL_IDEMPOTENCY_KEY] = True
+            if reversible is not None:
+                attrs[sc.TOOL_REVERSIBLE] = reversible
             if call.arg_entities:
                 attrs[sc.TOOL_ARG_ENTITIES] = format_entities(call.arg_entities)
             content: dict[str, Any] = {}

@@ -30,6 +30,8 @@ from typing import Any
 
 from .. import _runtime
 from ..errors import StopRun
+from ..gateway.executor import HandledFailure, ToolSpec, active_gateway, schema_accepts_key
+from ..gateway.idempotency import KEY_ARGUMENT
 from ._calls import ToolCall, active, start_tool
 from ._frameworks import DetachedRun, opens_run
 from ._patching import DeferredPatch, text_value
@@ -118,9 +120,84 @@ def _finish(call: ToolCall, output: Any, handled: list[BaseException]) -> None:
         call.finish(value)
 
 
+def _gateway_spec(tool: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[ToolSpec, Any] | None:
+    """The gateway's view of a LangChain tool call: its spec and the model's arguments."""
+    try:
+        name = getattr(tool, "name", None)
+        if not isinstance(name, str):
+            return None
+        arguments = _arguments(tool, args[0] if args else kwargs.get("tool_input"))
+        try:
+            schema = _schema(tool)
+        except Exception:
+            schema = None
+        description = getattr(tool, "description", None)
+        spec = ToolSpec(
+            name,
+            side_effect=_runtime.get().config.tools.is_side_effect(name),
+            description=description if isinstance(description, str) and description else None,
+            schema=schema,
+            accepts_key=schema_accepts_key(schema),
+        )
+        return spec, arguments if arguments is not None else {}
+    except Exception as err:
+        _runtime.internal_error("langchain.gateway", err)
+        return None
+
+
+def _keyed(args: tuple[Any, ...], kwargs: dict[str, Any], key: str | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call's arguments with ``idempotency_key`` added to a dict tool input."""
+    if key is None:
+        return args, kwargs
+    tool_input = args[0] if args else kwargs.get("tool_input")
+    if not isinstance(tool_input, dict):
+        return args, kwargs
+    keyed = {**tool_input, KEY_ARGUMENT: key}
+    if args:
+        return (keyed, *args[1:]), kwargs
+    return args, {**kwargs, "tool_input": keyed}
+
+
+def _attempt_sync(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def attempt(key: str | None) -> tuple[Any, BaseException | None]:
+        call_args, call_kwargs = _keyed(args, kwargs, key)
+        handled: list[BaseException] = []
+        token = _HANDLED.set(handled)
+        try:
+            output = wrapped(*call_args, **call_kwargs)
+        finally:
+            _HANDLED.reset(token)
+        return output, handled[-1] if handled else None
+
+    return attempt
+
+
+def _attempt_async(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def attempt(key: str | None) -> tuple[Any, BaseException | None]:
+        call_args, call_kwargs = _keyed(args, kwargs, key)
+        handled: list[BaseException] = []
+        token = _HANDLED.set(handled)
+        try:
+            output = await wrapped(*call_args, **call_kwargs)
+        finally:
+            _HANDLED.reset(token)
+        return output, handled[-1] if handled else None
+
+    return attempt
+
+
+_READER = HandledFailure(_result)
+
+
 def _run_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if not active():
         return wrapped(*args, **kwargs)
+    gateway = active_gateway()
+    if gateway is not None:
+        routed = _gateway_spec(instance, args, kwargs)
+        if routed is not None:
+            gateway.warn_key_unsupported(routed[0])
+            return gateway.call_sync(*routed, _attempt_sync(wrapped, args, kwargs), _READER)[0]
     call = _begin(instance, args, kwargs)
     if call is None:
         return wrapped(*args, **kwargs)
@@ -140,6 +217,12 @@ def _run_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
 async def _arun_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if not active():
         return await wrapped(*args, **kwargs)
+    gateway = active_gateway()
+    if gateway is not None:
+        routed = _gateway_spec(instance, args, kwargs)
+        if routed is not None:
+            gateway.warn_key_unsupported(routed[0])
+            return (await gateway.call_async(*routed, _attempt_async(wrapped, args, kwargs), _READER))[0]
     call = _begin(instance, args, kwargs)
     if call is None:
         return await wrapped(*args, **kwargs)

@@ -29,9 +29,11 @@ from opentelemetry import trace
 
 from .. import _runtime
 from .. import semconv as sc
+from ..gateway.executor import active_gateway
 from ..semconv import ErrorClass
 from ._calls import ToolCall, active, start_tool
 from ._patching import DeferredPatch, text_value
+from .mcp_gateway import MCPResultReader, call_through_gateway
 
 MAX_TOOLS_PER_SESSION = 512
 """Tool definitions remembered per session; the oldest listed is forgotten first."""
@@ -76,17 +78,24 @@ def tool_failure(text: str) -> tuple[str, ErrorClass, str]:
 class _SessionInfo:
     """What agentwatch learned about one session: the server's name and the tools it listed."""
 
-    __slots__ = ("__weakref__", "server", "tools")
+    __slots__ = ("__weakref__", "outputs", "server", "tools")
 
     def __init__(self) -> None:
         self.server: str | None = None
         self.tools: OrderedDict[str, tuple[dict[str, Any] | None, str | None]] = OrderedDict()
+        self.outputs: dict[str, dict[str, Any]] = {}  # tool name -> outputSchema, for the gateway
 
-    def remember(self, name: str, schema: dict[str, Any] | None, description: str | None) -> None:
+    def remember(
+        self, name: str, schema: dict[str, Any] | None, description: str | None,
+        output_schema: dict[str, Any] | None = None,
+    ) -> None:
         self.tools[name] = (schema, description)
         self.tools.move_to_end(name)
+        if output_schema is not None:
+            self.outputs[name] = output_schema
         while len(self.tools) > MAX_TOOLS_PER_SESSION:
-            self.tools.popitem(last=False)
+            gone, _ = self.tools.popitem(last=False)
+            self.outputs.pop(gone, None)
 
 
 _SESSIONS: weakref.WeakKeyDictionary[Any, _SessionInfo] = weakref.WeakKeyDictionary()
@@ -128,10 +137,12 @@ def _remember_listing(session: Any, result: Any) -> None:
             continue
         schema = _field(tool, "input_schema", "inputSchema")
         description = getattr(tool, "description", None)
+        output = _field(tool, "output_schema", "outputSchema")
         info.remember(
             name,
             schema if isinstance(schema, dict) else None,
             description if isinstance(description, str) else None,
+            output if isinstance(output, dict) else None,
         )
 
 
@@ -221,6 +232,26 @@ def _begin(session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ToolC
     )
 
 
+_READER = MCPResultReader(_field, _texts, tool_failure, _finish)
+
+
+def _gateway_route(session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The facts the gateway needs about this call, or ``None`` when a framework tool span already covers it."""
+    try:
+        name = args[0] if args else kwargs.get("name")
+        if not isinstance(name, str) or _enclosing_tool_span(name) is not None:
+            return None
+        arguments = args[1] if len(args) > 1 else kwargs.get("arguments")
+        info = _SESSIONS.get(session)
+        schema, description = info.tools.get(name, (None, None)) if info is not None else (None, None)
+        output = info.outputs.get(name) if info is not None else None
+        side_effect = _runtime.get().config.tools.is_side_effect(name)
+        return (name, arguments, schema, output, description, _server_name(session), side_effect)
+    except Exception as err:
+        _runtime.internal_error("mcp.gateway", err)
+        return None
+
+
 def _call_tool_wrapper(session_of: Callable[[Any], Any]) -> Any:
     async def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not active():
@@ -231,6 +262,15 @@ def _call_tool_wrapper(session_of: Callable[[Any], Any]) -> Any:
             return await wrapped(*args, **kwargs)
         if _IN_CALL.get() is session:
             return await wrapped(*args, **kwargs)
+        gateway = active_gateway()
+        if gateway is not None:
+            routed = _gateway_route(session, args, kwargs)
+            if routed is not None:
+                token = _IN_CALL.set(session)
+                try:
+                    return await call_through_gateway(gateway, _READER, wrapped, args, kwargs, *routed)
+                finally:
+                    _IN_CALL.reset(token)
         call = _begin(session, args, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)

@@ -22,11 +22,15 @@ the LLM spans; they nest under the run. The SDK's own tracing is not used.
 from __future__ import annotations
 
 import asyncio
+import json
 from contextvars import ContextVar
 from typing import Any
 
 from .. import _runtime
 from ..errors import StopRun
+from ..gateway.executor import HandledFailure, ToolSpec, active_gateway, schema_accepts_key
+from ..gateway.idempotency import KEY_ARGUMENT
+from ..hashing import parse_arguments
 from ..runs import run as open_run
 from ._calls import ToolCall, active, start_tool
 from ._frameworks import DetachedRun, opens_run, stop_for, wrapped_stop
@@ -154,11 +158,66 @@ def _sdk_error(tool: Any) -> BaseException:
         return TimeoutError(f"tool {getattr(tool, 'name', '?')} timed out")
 
 
+def _gateway_spec(kwargs: dict[str, Any]) -> tuple[ToolSpec, dict[str, Any]] | None:
+    """The gateway's view of a function tool call: its spec and parsed arguments."""
+    try:
+        tool = kwargs.get("function_tool")
+        name = getattr(tool, "name", None)
+        if not isinstance(name, str):
+            return None
+        schema = getattr(tool, "params_json_schema", None)
+        description = getattr(tool, "description", None)
+        raw = kwargs.get("arguments")
+        parsed = parse_arguments(raw if raw is not None else {})
+        spec = ToolSpec(
+            name,
+            side_effect=_runtime.get().config.tools.is_side_effect(name),
+            description=description if isinstance(description, str) and description else None,
+            schema=schema if isinstance(schema, dict) else None,
+            accepts_key=schema_accepts_key(schema),
+        )
+        return spec, parsed if isinstance(parsed, dict) else {}
+    except Exception as err:
+        _runtime.internal_error("agents.gateway", err)
+        return None
+
+
+async def _through_gateway(
+    gateway: Any, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any], spec: ToolSpec, arguments: Any
+) -> Any:
+    gateway.warn_key_unsupported(spec)
+
+    async def attempt(key: str | None) -> tuple[Any, BaseException | None]:
+        call_kwargs = kwargs if key is None else {**kwargs, "arguments": json.dumps({**arguments, KEY_ARGUMENT: key})}
+        handled: list[BaseException] = []
+        token = _HANDLED.set(handled)
+        try:
+            outcome = await wrapped(*args, **call_kwargs)
+        finally:
+            _HANDLED.reset(token)
+        if handled:
+            return outcome, handled[-1]
+        if getattr(outcome, "is_sdk_generated_error", False):
+            return outcome, _sdk_error(kwargs.get("function_tool"))
+        return outcome, None
+
+    result = await gateway.call_async(spec, arguments, attempt, _AGENTS_READER)
+    return result[0]
+
+
+_AGENTS_READER = HandledFailure(lambda outcome: getattr(outcome, "output", outcome))
+
+
 async def _invoke_tool_wrapper(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     if not active():
         return await wrapped(*args, **kwargs)
+    gateway = active_gateway()
+    if gateway is not None:
+        routed = _gateway_spec(kwargs)
+        if routed is not None:
+            return await _through_gateway(gateway, wrapped, args, kwargs, *routed)
     call = _begin_tool(kwargs)
     if call is None:
         return await wrapped(*args, **kwargs)
