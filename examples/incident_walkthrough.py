@@ -41,7 +41,7 @@ CAPTURE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 CONFIRMATIONS: list[dict[str, Any]] = []
 
 
-@agentwatch.tool("orders.confirm", side_effect=True)
+@agentwatch.tool("orders.confirm", side_effect=True, reversible=False)
 def confirm_order(order_id: str, customer_id: str) -> dict[str, Any]:
     """Send the customer a confirmation for the order (an email: it cannot be unsent)."""
     CONFIRMATIONS.append({"order_id": order_id, "customer_id": customer_id})

@@ -50,7 +50,7 @@ def test_json_has_the_contract_keys_and_names_the_llm_call_that_invented_the_ord
     [blast] = report["blast_radius"]
     assert set(blast) == BLAST_KEYS
     assert blast["tool"] == "orders.confirm" and blast["step"] == 6 and blast["status"] == "ok"
-    assert blast["idempotency_key_present"] is False
+    assert blast["idempotency_key_present"] is False and blast["reversible"] is False
     run = report["run"]
     assert (run["steps"], run["llm_calls"], run["tool_calls"]) == (7, 4, 3)
     assert run["stop_reason"] == "success" and run["failure_mode"] == "bad_decision"
@@ -76,7 +76,7 @@ def test_terminal_report_shows_origin_cascade_blast_radius_and_class(
     out = capsys.readouterr().out
     assert "fault origin: step 3" in out and "ENTITY_HALLUCINATION" in out
     assert "cascade: 3 chat gpt-4o-mini -> 4 execute_tool orders.get" in out
-    assert "step 6: orders.confirm (ok, reversibility unknown, no idempotency key)" in out
+    assert "step 6: orders.confirm (ok, IRREVERSIBLE, no idempotency key)" in out
     assert "failure class: hallucination_propagation" in out
     assert "totals: 7 steps (4 LLM, 3 tool)" in out
 

@@ -69,7 +69,7 @@ def test_markdown_is_filled_from_the_trace(incident_file: Path, capsys: pytest.C
     assert "Failure class (seed 003):** hallucination_propagation" in text
     assert "Fault origin:** step 3, chat gpt-4o-mini" in text
     assert "introduced here: order:ord_555" in text
-    assert "| 6 | orders.confirm | ok | unknown | absent |" in text
+    assert "| 6 | orders.confirm | ok | NO | absent |" in text
     # detection gap: stop_on [high] would have stopped the run before the confirmation was sent
     assert "| anomaly.stop_on: [high] | stops the call after step 3, chat gpt-4o-mini | step 6 orders.confirm |" in text
     assert "stop_on: [ENTITY_HALLUCINATION, critical]" in text

@@ -53,8 +53,6 @@ __all__ = [
     "analyze_spans",
 ]
 
-TOOL_REVERSIBLE = "agentwatch.tool.reversible"  # contract §1 ``tool(reversible=...)``; semconv on the gateway branch
-TOOL_IDEMPOTENCY_KEY_VALUE = "agentwatch.tool.idempotency_key"  # contract §6
 
 FAILURE_CLASSES = ("hallucination_propagation", "tool_misfire", "context_poisoning", "cost_runaway", "none")
 """Seed 003's four failure modes, plus ``none`` for a run with no classified flag."""
@@ -426,8 +424,8 @@ def _blast_radius(timeline: list[Step], origin: Step) -> list[dict[str, Any]]:
         r = s.record
         if s.kind != "tool" or not r.side_effect:
             continue
-        reversible = _attr(s.span, TOOL_REVERSIBLE)
-        key_present = bool(r.idempotency_key) or bool(_attr(s.span, TOOL_IDEMPOTENCY_KEY_VALUE))
+        reversible = _attr(s.span, sc.TOOL_REVERSIBLE)
+        key_present = bool(r.idempotency_key) or bool(_attr(s.span, sc.TOOL_IDEMPOTENCY_KEY_VALUE))
         rows.append({
             "span_id": s.span_id, "step": s.step, "tool": r.tool_name or s.name, "status": s.status,
             "reversible": reversible if isinstance(reversible, bool) else None,
