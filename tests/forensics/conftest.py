@@ -42,3 +42,30 @@ def no_run_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("incident") / "no_run.jsonl"
     _walkthrough().record_incident(path, with_run=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_runs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The four runs of examples/demo_agent.py (healthy, seed 003, research loop, ticket retries), as a trace file."""
+    import openai
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    import agentwatch
+    from agentwatch.testing import LLMServer
+
+    walkthrough = _walkthrough()
+    demo = walkthrough.demo_agent
+    path = tmp_path_factory.mktemp("demo") / "demo.jsonl"
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(walkthrough.JsonLinesExporter(path)))
+    agentwatch.instrument(tracer_provider=provider, config={"agent": {"anomaly": {"log_findings": False}}})
+    try:
+        with LLMServer(default=demo.model_brain) as server:
+            client = openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
+            demo.scenarios(client)
+            client.close()
+    finally:
+        agentwatch.uninstrument()
+        provider.shutdown()
+    return path

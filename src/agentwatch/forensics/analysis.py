@@ -30,7 +30,8 @@ Rules (also in the README, section "Forensics, postmortem and replay"):
   by step.
 * **Failure class** (:data:`FAILURE_CLASS_OF_FLAG`): the class of the fault
   origin's flag; when that flag has none, the class of the run's first flag
-  that has one; ``none`` when the run has no classified flag.
+  that has one; without any, the run's stop reason (a loop or budget stop is
+  ``cost_runaway``, a refused tool ``tool_misfire``); else ``none``.
 """
 
 from __future__ import annotations
@@ -54,30 +55,38 @@ __all__ = [
 ]
 
 
-FAILURE_CLASSES = ("hallucination_propagation", "tool_misfire", "context_poisoning", "cost_runaway", "none")
+FAILURE_CLASSES = tuple(str(c) for c in sc.FailureClass)
 """Seed 003's four failure modes, plus ``none`` for a run with no classified flag."""
 
-FAILURE_CLASS_OF_FLAG: dict[str, str] = {
-    sc.Flag.ENTITY_HALLUCINATION: "hallucination_propagation",
-    sc.Flag.ENTITY_MISMATCH: "hallucination_propagation",
-    sc.Flag.CONTEXT_DRIFT: "context_poisoning",
-    sc.Flag.TOOL_ARG_MISMATCH: "tool_misfire",
-    sc.Flag.UNKNOWN_TOOL: "tool_misfire",
-    sc.Flag.TOOL_DENIED: "tool_misfire",
-    sc.Flag.DUPLICATE_SIDE_EFFECT: "tool_misfire",
-    **{flag: "tool_misfire" for flag in ("TOOL_OUTPUT_INVALID", "CIRCUIT_OPEN")},
-    sc.Flag.LOOP_DETECTED: "cost_runaway",
-    sc.Flag.NO_PROGRESS: "cost_runaway",
-    sc.Flag.RETRY_STORM: "cost_runaway",
-    sc.Flag.TOKEN_SPIKE: "cost_runaway",
-    sc.Flag.STEP_BUDGET_EXCEEDED: "cost_runaway",
-    sc.Flag.TOOL_BUDGET_EXCEEDED: "cost_runaway",
-    sc.Flag.TIME_BUDGET_EXCEEDED: "cost_runaway",
-    sc.Flag.COST_BUDGET_EXCEEDED: "cost_runaway",
-    sc.Flag.TOKEN_BUDGET_EXCEEDED: "cost_runaway",
-}
-"""Which of seed 003's failure modes a flag signals (keys are the flags' string values)."""
-FAILURE_CLASS_OF_FLAG = {str(k): v for k, v in FAILURE_CLASS_OF_FLAG.items()}
+_HALLUCINATION, _MISFIRE = sc.FailureClass.HALLUCINATION_PROPAGATION, sc.FailureClass.TOOL_MISFIRE
+_POISONING, _RUNAWAY = sc.FailureClass.CONTEXT_POISONING, sc.FailureClass.COST_RUNAWAY
+_CLASS_TABLE: dict[sc.FailureClass, tuple[sc.Flag, ...]] = {
+    _HALLUCINATION: (sc.Flag.ENTITY_HALLUCINATION, sc.Flag.ENTITY_MISMATCH),
+    _MISFIRE: (
+        sc.Flag.TOOL_ARG_MISMATCH, sc.Flag.UNKNOWN_TOOL, sc.Flag.TOOL_DENIED, sc.Flag.DUPLICATE_SIDE_EFFECT,
+        sc.Flag.TOOL_OUTPUT_INVALID, sc.Flag.CIRCUIT_OPEN,
+    ),
+    _POISONING: (sc.Flag.CONTEXT_DRIFT,),
+    _RUNAWAY: (
+        sc.Flag.LOOP_DETECTED, sc.Flag.NO_PROGRESS, sc.Flag.RETRY_STORM, sc.Flag.TOKEN_SPIKE,
+        sc.Flag.STEP_BUDGET_EXCEEDED, sc.Flag.TOOL_BUDGET_EXCEEDED, sc.Flag.TIME_BUDGET_EXCEEDED,
+        sc.Flag.COST_BUDGET_EXCEEDED, sc.Flag.TOKEN_BUDGET_EXCEEDED,
+    ),
+}  # fmt: skip
+FAILURE_CLASS_OF_FLAG: dict[str, str] = {str(f): str(c) for c, flags in _CLASS_TABLE.items() for f in flags}
+"""Which of seed 003's failure modes a flag signals (the README's table)."""
+
+_CLASS_OF_STOP_REASON: dict[str, str] = {
+    **{str(r): str(_RUNAWAY) for r in (
+        sc.StopReason.LOOP_DETECTED, sc.StopReason.NO_PROGRESS, sc.StopReason.STEP_BUDGET, sc.StopReason.TOOL_BUDGET,
+        sc.StopReason.TIME_BUDGET, sc.StopReason.COST_BUDGET, sc.StopReason.TOKEN_BUDGET,
+    )},
+    **{str(r): str(_MISFIRE) for r in (
+        sc.StopReason.TOOL_DENIED, sc.StopReason.CIRCUIT_OPEN, sc.StopReason.INVALID_INPUT,
+        sc.StopReason.TOOL_OUTPUT_INVALID,
+    )},
+}  # fmt: skip
+"""A run stopped in process before its flag could show out of process (an enforced budget refused the call)."""
 
 DEFAULT_MAX_SPANS = 500_000
 """Spans held for one report; more is refused (bounded memory) unless the caller raises it."""
@@ -330,7 +339,7 @@ def _run_report(
     fault_origin = _origin_object(origin_id, origin_step, timeline, all_findings)
     cascade = _cascade(timeline, origin_step, root) if origin_step is not None else []
     blast = _blast_radius(timeline, origin_step) if origin_step is not None else []
-    failure_class, rule = _classify(fault_origin, flags_seen)
+    failure_class, rule = _classify(fault_origin, flags_seen, root.stop_reason)
     entities = {k[len(sc.RUN_ENTITY_PREFIX) :]: str(v) for k, v in _root_attrs(by_id, root).items()
                 if k.startswith(sc.RUN_ENTITY_PREFIX)}  # fmt: skip
     return RunReport(
@@ -436,7 +445,7 @@ def _blast_radius(timeline: list[Step], origin: Step) -> list[dict[str, Any]]:
     return rows
 
 
-def _classify(fault_origin: dict[str, Any] | None, flags: list[str]) -> tuple[str, str]:
+def _classify(fault_origin: dict[str, Any] | None, flags: list[str], stop_reason: str | None) -> tuple[str, str]:
     if fault_origin and fault_origin.get("flag") in FAILURE_CLASS_OF_FLAG:
         flag = fault_origin["flag"]
         step = fault_origin.get("step")
@@ -447,4 +456,7 @@ def _classify(fault_origin: dict[str, Any] | None, flags: list[str]) -> tuple[st
             return FAILURE_CLASS_OF_FLAG[
                 flag
             ], f"first classified flag of the run, {flag} -> {FAILURE_CLASS_OF_FLAG[flag]}"
+    if stop_reason in _CLASS_OF_STOP_REASON:
+        found = _CLASS_OF_STOP_REASON[stop_reason]
+        return found, f"no classified flag; the run's stop reason {stop_reason} -> {found}"
     return "none", "no flag of the run maps to a failure class"
