@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,8 @@ import agentwatch
 from agentwatch.testing import LLMServer, RecordedRequest, reply
 
 QUESTION = "Please confirm my latest order."
+CUSTOMER = "cust_789"
+ID_PATTERN = re.compile(r"\b(?:cust|ord)_\w+")
 CAPTURE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 CONFIRMATIONS: list[dict[str, Any]] = []
 
@@ -64,8 +67,13 @@ def incident_brain(request: RecordedRequest) -> Any:
     return plan[min(len(request.tool_results), len(plan) - 1)]
 
 
-def agent(client: openai.OpenAI, question: str, max_turns: int = 8) -> str:
-    """The demo's tool-calling loop with the confirmation tool offered."""
+def agent(client: openai.OpenAI, question: str, max_turns: int = 8, check_ids: bool = False) -> str:
+    """The demo's tool-calling loop with the confirmation tool offered.
+
+    ``check_ids`` is the incident's fix: an id the model passes to a tool must
+    be the run's customer or already be in the conversation (the question or an
+    earlier tool result); otherwise the agent stops and asks instead of acting.
+    """
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": demo_agent.SYSTEM},
         {"role": "user", "content": question},
@@ -77,9 +85,34 @@ def agent(client: openai.OpenAI, question: str, max_turns: int = 8) -> str:
             return message.content or ""
         messages.append(message.model_dump(exclude_none=True))
         for call in message.tool_calls:
+            if check_ids:
+                seen = " ".join([CUSTOMER, *(json.dumps(m) for m in messages[:-1])])
+                unknown = [i for i in ID_PATTERN.findall(call.function.arguments) if i not in seen]
+                if unknown:
+                    return f"I could not find {', '.join(unknown)} on your account; which order do you mean?"
             result = TOOLS[call.function.name](**json.loads(call.function.arguments))
             messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)})
     return "(gave up)"
+
+
+def support_agent(question: str, *, check_ids: bool = False) -> str:
+    """The entry point a regression test calls: one run about cust_789 on a client of its own.
+
+    The base URL points nowhere reachable: under ``agentwatch.replay()`` the
+    model's answers come from the recording, so nothing is sent.
+    """
+    url = os.environ.get("SUPPORT_AGENT_LLM_URL", "http://127.0.0.1:9/v1")
+    client = openai.OpenAI(base_url=url, api_key="not-needed", max_retries=0, timeout=5)
+    try:
+        with agentwatch.run("support-agent", entities={"customer": CUSTOMER}):
+            return agent(client, question, check_ids=check_ids)
+    finally:
+        client.close()
+
+
+def support_agent_fixed(question: str) -> str:
+    """The agent after the incident's fix: ids the model invents are not acted on."""
+    return support_agent(question, check_ids=True)
 
 
 class JsonLinesExporter(SpanExporter):
@@ -111,7 +144,7 @@ def record_incident(path: Path, *, capture: bool = True, with_run: bool = True) 
         with LLMServer(default=incident_brain) as server:
             client = openai.OpenAI(base_url=server.openai_base_url, api_key="not-needed", max_retries=0)
             if with_run:
-                with agentwatch.run("support-agent", entities={"customer": "cust_789"}):
+                with agentwatch.run("support-agent", entities={"customer": CUSTOMER}):
                     answer = agent(client, QUESTION)
             else:
                 answer = agent(client, QUESTION)

@@ -280,6 +280,71 @@ def _postmortem(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay_run(args: argparse.Namespace) -> Any:
+    """The fixture of the chosen run of SOURCE, or an exit status after printing why not."""
+    from .forensics.replay import ReplayExportError, export_fixture
+
+    reports = _load_runs(args)
+    if isinstance(reports, int):
+        return reports
+    if args.run:
+        chosen = [r for r in reports if r.run["span_id"] == args.run.lower()]
+        if not chosen:
+            print(f"error: no run with span id {args.run[:40]!r} in {args.source}", file=sys.stderr)
+            return 2
+        report = chosen[0]
+    else:
+        flagged = [r for r in reports if r.findings]
+        report = (flagged or reports)[0]
+        if len(reports) > 1:
+            print(f"replaying run {report.run['span_id']} ({len(reports)} runs in the source; pick with --run)",
+                  file=sys.stderr)  # fmt: skip
+    try:
+        return export_fixture(report)
+    except ReplayExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _write_text(path: str | Path, text: str) -> int:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as err:
+        print(f"error: cannot write {path}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _replay_export(args: argparse.Namespace) -> int:
+    fixture = _replay_run(args)
+    if isinstance(fixture, int):
+        return fixture
+    status = _write_text(args.output, json.dumps(fixture, indent=1, default=str) + "\n")
+    if status == 0:
+        counts = f"{len(fixture['llm'])} LLM responses, {len(fixture['tools'])} tool calls"
+        print(f"replay fixture of run {fixture['run']['span_id']} written to {args.output} ({counts})", file=sys.stderr)
+    return status
+
+
+def _replay_test(args: argparse.Namespace) -> int:
+    from .forensics.replay import write_test
+
+    fixture = _replay_run(args)
+    if isinstance(fixture, int):
+        return fixture
+    output = Path(args.output)
+    fixture_path = output.with_suffix(".replay.json")
+    try:
+        text = write_test(fixture, fixture_path, args.entry, output)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    status = _write_text(fixture_path, json.dumps(fixture, indent=1, default=str) + "\n") or _write_text(output, text)
+    if status == 0:
+        print(f"regression test written to {output} (fixture {fixture_path})", file=sys.stderr)
+    return status
+
+
 def _source_arguments(p: argparse.ArgumentParser) -> None:
     from .forensics.analysis import DEFAULT_MAX_SPANS
     from .forensics.reader import DEFAULT_TIMEOUT_S
@@ -373,6 +438,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("markdown", "html"), default="markdown", help="output format")
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
     p.set_defaults(func=_postmortem)
+    p = sub.add_parser(
+        "replay",
+        help="export a recorded run for replay, or write a regression test that replays it",
+        description="Replay a run recorded with content capture on\n"
+        "(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true).\n"
+        "  export: write the replay fixture (the model's responses in order, each tool call's\n"
+        "          result or error keyed by tool, call index and args hash, the run's input);\n"
+        "  test:   write a pytest file (and its fixture next to it) that replays the run through\n"
+        "          MODULE:FUNCTION and fails while the recording's critical or high flags still fire.",
+        formatter_class=formatter,
+    )
+    replay_sub = p.add_subparsers(dest="replay_command", required=True, metavar="ACTION")
+    for action, func, helptext in (
+        ("export", _replay_export, "write the replay fixture of a run"),
+        ("test", _replay_test, "write a pytest regression test that replays a run"),
+    ):
+        q = replay_sub.add_parser(action, help=helptext, description=SOURCE_HELP, formatter_class=formatter)
+        _source_arguments(q)
+        q.add_argument("--run", metavar="SPAN_ID", help="the run span to use (default: the first flagged run)")
+        if action == "test":
+            q.add_argument("--entry", required=True, metavar="MODULE:FUNCTION", help="the agent's entry point")
+        q.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
+        q.set_defaults(func=func)
     p = sub.add_parser(
         "version", help="print the version", description="Print agentwatch's version.", formatter_class=formatter
     )

@@ -3,6 +3,7 @@ server and written by the real OTLP encoder (examples/incident_walkthrough.py), 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def _walkthrough():  # type: ignore[no-untyped-def]
+def walkthrough():  # type: ignore[no-untyped-def]
     sys.path.insert(0, str(EXAMPLES))
     try:
         import incident_walkthrough
@@ -24,7 +25,7 @@ def _walkthrough():  # type: ignore[no-untyped-def]
 def incident_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The incident with a run span and content capture on (JSON Lines)."""
     path = tmp_path_factory.mktemp("incident") / "incident.jsonl"
-    _walkthrough().record_incident(path)
+    walkthrough().record_incident(path)
     return path
 
 
@@ -32,7 +33,7 @@ def incident_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def no_content_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The incident recorded with content capture off: hashes and entities only."""
     path = tmp_path_factory.mktemp("incident") / "no_content.jsonl"
-    _walkthrough().record_incident(path, capture=False)
+    walkthrough().record_incident(path, capture=False)
     return path
 
 
@@ -40,7 +41,7 @@ def no_content_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def no_run_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The incident without a run span (zero-code use)."""
     path = tmp_path_factory.mktemp("incident") / "no_run.jsonl"
-    _walkthrough().record_incident(path, with_run=False)
+    walkthrough().record_incident(path, with_run=False)
     return path
 
 
@@ -54,11 +55,13 @@ def demo_runs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import agentwatch
     from agentwatch.testing import LLMServer
 
-    walkthrough = _walkthrough()
-    demo = walkthrough.demo_agent
+    example = walkthrough()
+    demo = example.demo_agent
     path = tmp_path_factory.mktemp("demo") / "demo.jsonl"
+    saved = os.environ.get(example.CAPTURE)
+    os.environ[example.CAPTURE] = "true"
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(walkthrough.JsonLinesExporter(path)))
+    provider.add_span_processor(SimpleSpanProcessor(example.JsonLinesExporter(path)))
     agentwatch.instrument(tracer_provider=provider, config={"agent": {"anomaly": {"log_findings": False}}})
     try:
         with LLMServer(default=demo.model_brain) as server:
@@ -68,4 +71,8 @@ def demo_runs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     finally:
         agentwatch.uninstrument()
         provider.shutdown()
+        if saved is None:
+            os.environ.pop(example.CAPTURE, None)
+        else:
+            os.environ[example.CAPTURE] = saved
     return path

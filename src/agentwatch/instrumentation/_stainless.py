@@ -18,6 +18,7 @@ from opentelemetry.instrumentation.utils import unwrap
 
 from .. import _runtime
 from ..content import capture_mode
+from ..forensics import replay_hook
 from ..runs import current_run
 from ._calls import LLMCall, RequestInfo, active, start_llm
 from ._stream import AsyncStreamProxy, StreamProxy
@@ -153,10 +154,20 @@ def _is_stream(result: Any) -> bool:
     return known
 
 
+def _replayed(provider: Provider, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """Inside ``agentwatch.replay()``: an LLM request goes to the replay's local server (see forensics.replay)."""
+    options = args[1] if len(args) > 1 else kwargs.get("options")
+    if options is None or _route(provider, options) is None:
+        return args, kwargs
+    return replay_hook.ACTIVE.llm_request(provider.name, args, kwargs)  # type: ignore[no-any-return]
+
+
 def _sync_wrapper(provider: Provider) -> Any:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not active():
             return wrapped(*args, **kwargs)
+        if replay_hook.ACTIVE is not None:
+            args, kwargs = _replayed(provider, args, kwargs)
         prepared = _prepare(provider, instance, args, kwargs)
         if prepared is None:
             return wrapped(*args, **kwargs)
@@ -175,6 +186,8 @@ def _async_wrapper(provider: Provider) -> Any:
     async def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not active():
             return await wrapped(*args, **kwargs)
+        if replay_hook.ACTIVE is not None:
+            args, kwargs = _replayed(provider, args, kwargs)
         prepared = _prepare(provider, instance, args, kwargs)
         if prepared is None:
             return await wrapped(*args, **kwargs)
