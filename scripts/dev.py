@@ -2,7 +2,7 @@
 """One entry point for people and CI, needing only Python 3.10+ on the machine.
 
     python3 scripts/dev.py demo    # install into .venv and run the example agent
-    python3 scripts/dev.py demo incident   # seed 003's incident: trace file, forensics, postmortem
+    python3 scripts/dev.py demo incident   # seed 003's incident: trace, forensics, postmortem, replay test
     python3 scripts/dev.py test    # install test extras, lint, type-check, run every test
     python3 scripts/dev.py bench   # run the benchmark scripts and print their tables
 
@@ -72,7 +72,22 @@ def _incident(py: Path, args: list[str]) -> int:
     status |= _run(*agentwatch, "forensics", trace, check=False)
     status |= _run(*agentwatch, "postmortem", trace, "-o", out / "postmortem.md", check=False)
     status |= _run(*agentwatch, "postmortem", trace, "--format", "html", "-o", out / "postmortem.html", check=False)
-    print(f"\nwritten: {trace}, {out / 'postmortem.md'}, {out / 'postmortem.html'}", flush=True)
+    # The regression test, against the agent as it was and after the fix; the first must fail.
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "examples")}
+    outcome = {}
+    for entry in ("support_agent", "support_agent_fixed"):
+        test_file = out / f"test_{entry}.py"
+        status |= _run(*agentwatch, "replay", "test", trace, "--entry", f"incident_walkthrough:{entry}",
+                       "-o", test_file, check=False)  # fmt: skip
+        print(f"+ pytest {test_file}", flush=True)
+        outcome[entry] = subprocess.run(
+            [str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)], cwd=out, env=env, check=False
+        ).returncode
+    if outcome != {"support_agent": 1, "support_agent_fixed": 0}:
+        status = 1
+    print(f"\nregression test: {'fails' if outcome['support_agent'] else 'PASSES (unexpected)'} on the buggy agent, "
+          f"{'passes' if outcome['support_agent_fixed'] == 0 else 'FAILS (unexpected)'} after the fix", flush=True)
+    print(f"written: {trace}, {out / 'postmortem.md'}, {out / 'postmortem.html'}, {out}/test_*.py", flush=True)
     return 1 if status else 0
 
 

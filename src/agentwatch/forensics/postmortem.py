@@ -343,10 +343,12 @@ def _proposals(report: RunReport, source: str) -> list[Block]:
     else:
         blocks.append(Para("No flag to alert on: add a detector or an eval for this failure first."))
     trace = report.trace_id
-    blocks.append(Para("Regression test: re-run the agent on the recorded input and fail while the run's "
-                       "critical or high flags still fire; until then, gate CI on a trace of the re-run:"))  # fmt: skip
-    blocks.append(Code(f"agentwatch forensics {clean(source, 200)} --trace {trace} --json\n"
-                       "agentwatch analyze rerun-trace.jsonl --fail-on-findings\n", "sh"))  # fmt: skip
+    run = report.run["span_id"]
+    blocks.append(Para("Regression test: replay this run through the agent's entry point and fail while the "
+                       "incident's critical or high flags still fire on what the code does (needs the run "
+                       "recorded with content capture on):"))  # fmt: skip
+    blocks.append(Code(f"agentwatch replay test {clean(source, 200)} --trace {trace} --run {run} "
+                       "--entry yourpackage.agent:handle -o tests/test_incident.py\n", "sh"))  # fmt: skip
     return blocks
 
 
