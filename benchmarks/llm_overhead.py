@@ -74,8 +74,14 @@ MESSAGES = [
 TOOLS = [{"type": "function", "function": {"name": "get_order", "parameters": {"type": "object"}}}]
 
 PROVIDERS = {
-    "openai": ["bare", "sdk-span", "agentwatch", "agentwatch-in-run", "openai-v2", "openllmetry"],
-    "anthropic": ["bare", "sdk-span", "agentwatch", "agentwatch-in-run", "openllmetry"],
+    "openai": [
+        "bare", "sdk-span", "agentwatch", "agentwatch-no-implicit", "agentwatch-conversation", "agentwatch-in-run",
+        "openai-v2", "openllmetry",
+    ],
+    "anthropic": [
+        "bare", "sdk-span", "agentwatch", "agentwatch-no-implicit", "agentwatch-conversation", "agentwatch-in-run",
+        "openllmetry",
+    ],
 }
 
 
@@ -129,7 +135,10 @@ def _setup(provider: str, mode: str) -> Any:
     if mode.startswith("agentwatch"):
         import agentwatch
 
-        agentwatch.instrument(tracer_provider=tp, config={"agent": {"anomaly": {"log_findings": False}}})
+        anomaly: dict[str, Any] = {"log_findings": False}
+        if mode == "agentwatch-no-implicit":  # calls outside a run stay alone (no implicit runs, §8)
+            anomaly["implicit_runs"] = False
+        agentwatch.instrument(tracer_provider=tp, config={"agent": {"anomaly": anomaly}})
         if mode == "agentwatch-in-run":
             # Every call inside one agent run: adds the live guard, step numbering, drift
             # fingerprints and entity grounding that only runs get.
@@ -147,19 +156,46 @@ def _setup(provider: str, mode: str) -> Any:
             from opentelemetry.instrumentation.anthropic import AnthropicInstrumentor as Traceloop
         Traceloop().instrument(tracer_provider=tp)
 
+    # "agentwatch-conversation": every call continues one conversation (an agent loop outside
+    # any run: an implicit run found by its message prefix); the history is capped at 12 turns.
+    growing = mode == "agentwatch-conversation"
     if provider == "openai":
         import openai
 
         client = openai.OpenAI(
             api_key="k", base_url="http://bench.invalid/v1", http_client=_transport(CHAT_BODY)
         )
-        return lambda: client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, tools=TOOLS)
+        history = list(MESSAGES)
+
+        def chat() -> Any:
+            response = client.chat.completions.create(model="gpt-4o-mini", messages=history, tools=TOOLS)
+            if growing:
+                _continue(history, 2, {"role": "assistant", "content": "Looking it up."})
+            return response
+
+        return chat
     import anthropic
 
     aclient = anthropic.Anthropic(
         api_key="k", base_url="http://bench.invalid", http_client=_transport(MESSAGE_BODY)
     )
-    return lambda: aclient.messages.create(model="claude-sonnet-4-5", max_tokens=256, messages=MESSAGES[1:])
+    thread = list(MESSAGES[1:])
+
+    def message() -> Any:
+        response = aclient.messages.create(model="claude-sonnet-4-5", max_tokens=256, messages=thread)
+        if growing:
+            _continue(thread, 1, {"role": "assistant", "content": "Looking it up."})
+        return response
+
+    return message
+
+
+def _continue(history: list[Any], keep: int, assistant: dict[str, Any]) -> None:
+    """Append a turn; past 12 turns start over from the first ``keep`` messages (a new conversation)."""
+    if len(history) >= keep + 24:
+        del history[keep:]
+    history.append(assistant)
+    history.append({"role": "user", "content": "And the invoice?"})
 
 
 def child(provider: str, mode: str, batches: int) -> None:
@@ -181,6 +217,8 @@ def available(mode: str, provider: str) -> bool:
         "openllmetry": f"opentelemetry.instrumentation.{provider}",
         "agentwatch": "agentwatch",
         "agentwatch-in-run": "agentwatch",
+        "agentwatch-no-implicit": "agentwatch",
+        "agentwatch-conversation": "agentwatch",
         "sdk-span": provider,
         "bare": provider,
     }[mode]

@@ -37,7 +37,7 @@ def test_prices(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["prices", "no-such-model"]) == 1
 
 
-def _loop_trace() -> bytes:
+def _loop_trace(tool: str = "search") -> bytes:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -45,10 +45,10 @@ def _loop_trace() -> bytes:
     with tracer.start_as_current_span("invoke_agent research", attributes={sc.GEN_AI_OPERATION_NAME: "invoke_agent"}):
         for _ in range(3):
             with tracer.start_as_current_span(
-                "execute_tool search",
+                f"execute_tool {tool}",
                 attributes={
                     sc.GEN_AI_OPERATION_NAME: "execute_tool",
-                    sc.GEN_AI_TOOL_NAME: "search",
+                    sc.GEN_AI_TOOL_NAME: tool,
                     sc.GEN_AI_TOOL_CALL_ARGUMENTS: '{"q": "same"}',
                 },
             ):
@@ -64,6 +64,18 @@ def test_analyze_protobuf_export(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert out["spans"] == 4
     assert [f["flag"] for f in out["findings"]] == ["LOOP_DETECTED"]
     assert main(["analyze", str(path), "--fail-on-findings"]) == 1
+
+
+def test_analyze_output_is_redacted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Span names and reasons come from the file: a secret in them never reaches the terminal."""
+    secret = "sk-proj-" + "Zx9" * 12
+    path = tmp_path / "trace.pb"
+    path.write_bytes(_loop_trace(tool=f"lookup {secret}"))
+    for extra in ([], ["--json"]):
+        assert main(["analyze", str(path), *extra]) == 0
+        out = capsys.readouterr().out
+        assert "LOOP_DETECTED" in out
+        assert secret not in out and "Zx9Zx9Zx9" not in out
 
 
 @pytest.mark.parametrize(

@@ -87,6 +87,8 @@ class Builder:
         offered: tuple[str, ...] | None = None,
         system: str = "You are a support agent.",
         user: str = "help",
+        agent: str | None = None,
+        raw: Any = None,
         expect: Iterable[Flag] = (),
         seconds: float | None = None,
     ) -> str:
@@ -113,6 +115,8 @@ class Builder:
                 offered_tools=offered,
                 system_hash=digest(system),
                 user_hash=digest(user),
+                agent_name=agent,
+                input_raw=raw,
             )
         )
         self._expect(sid, expect)
@@ -127,9 +131,11 @@ class Builder:
         error: str | None = None,
         side_effect: bool = False,
         schema: dict[str, Any] | None = None,
+        absent: bool = False,
         expect: Iterable[Flag] = (),
         seconds: float | None = None,
     ) -> str:
+        """A tool span; ``absent``: the call ended with no recorded result (no result, no hash)."""
         sid = self._sid()
         start, end = self._times(seconds)
         self.records.append(
@@ -145,8 +151,8 @@ class Builder:
                 args_hash=args_hash(args),
                 arguments=args,
                 tool_schema=schema,
-                result=None if error else result,
-                result_hash=None if error else value_hash(result),
+                result=None if error or absent else result,
+                result_hash=None if error or absent else value_hash(result),
                 is_error=error is not None,
                 error_type=error,
                 error_class="error" if error else None,
@@ -511,10 +517,10 @@ def retry_then_success() -> Scenario:
 
 
 def near_identical_loop() -> Scenario:
-    """A known miss, labelled as a human would: the agent adds a fresh timestamp to every identical search.
+    """The agent adds a fresh timestamp to every identical search: a repeat once volatile keys are masked.
 
-    The contract's loop is the same args hash, so LOOP_DETECTED stays silent; the
-    run is still caught, by NO_PROGRESS on the sixth call that brought nothing new.
+    ``args_hash`` differs on every call (the contract's exact hash); the loop key
+    masks ``ts``, so the third search is a loop. An empty result is never new.
     """
     b = Builder("near-identical arguments")
     b.tool("web.search", {"q": "agentwatch pricing", "ts": 0}, {"results": []})
@@ -523,7 +529,7 @@ def near_identical_loop() -> Scenario:
         if i == 6:
             flags.append(Flag.NO_PROGRESS)
         b.tool("web.search", {"q": "agentwatch pricing", "ts": i}, {"results": []}, expect=flags)
-    return b.build(failure_mode=FailureMode.COST_BLOWUP, note="known miss")
+    return b.build(failure_mode=FailureMode.COST_BLOWUP)
 
 
 def mismatch_by_prefix() -> Scenario:
@@ -537,6 +543,141 @@ def mismatch_by_prefix() -> Scenario:
         expect=[Flag.ENTITY_MISMATCH],
     )
     return b.build(failure_mode=FailureMode.BAD_DECISION)
+
+
+def decorated_ids() -> Scenario:
+    """The user types W9300146; the agent, following its policy, sends #W9300146: the same id."""
+    b = Builder("decorated order id")
+    b.llm(calls=[("get_order_details", {"order_id": "#W9300146"})], reads="my order is W9300146, it's late")
+    b.tool("get_order_details", {"order_id": "#W9300146"}, {"order_id": "#W9300146", "status": "pending"})
+    b.llm(calls=[("get_order_details", {"order_id": "'w9300146'."})])
+    b.tool("get_order_details", {"order_id": "'w9300146'."}, {"order_id": "#W9300146", "status": "pending"})
+    return b.build(failure_mode=FailureMode.COMPLETED)
+
+
+def ids_learnt_from_values() -> Scenario:
+    """Ids seen only as values under non-id keys (a string in the input, a number in a result): known."""
+    b = Builder("ids learnt from values")
+    listing = '{"T-Shirt": "6086499569", "Hoodie": "1111222233"}'  # a listing tool's reply the model read
+    b.llm(calls=[("get_product_details", {"product_id": "6086499569"})], reads=listing, raw=[listing])
+    b.tool("get_product_details", {"product_id": "6086499569"}, {"variants": {"M": 9523456873}})
+    b.llm(calls=[("get_item", {"item_id": "9523456873"})])
+    b.tool("get_item", {"item_id": "9523456873"}, {"item_id": "9523456873", "size": "M"})
+    return b.build(failure_mode=FailureMode.COMPLETED)
+
+
+def invented_id_among_values() -> Scenario:
+    """Learning every value must not hide an id that appeared nowhere: 8829104471 is invented."""
+    b = Builder("invented id among learnt values")
+    b.llm(reads='{"T-Shirt": "9523456873"}')
+    b.tool("list_items", {"category": "shirts"}, {"T-Shirt": "9523456873"})
+    origin = b.llm(calls=[("get_item", {"item_id": "8829104471"})], expect=[Flag.ENTITY_HALLUCINATION])
+    b.tool("get_item", {"item_id": "8829104471"}, {"error": "not found"}, expect=[Flag.ENTITY_HALLUCINATION])
+    return b.build(failure_mode=FailureMode.BAD_DECISION, fault_origin=origin)
+
+
+def multi_turn_history() -> Scenario:
+    """A second chat turn (a checkpointed thread, a session) looks up an id from the first turn.
+
+    The run's first LLM call reads the whole history it was sent: earlier user
+    messages, tool results and the assistant's own answers.
+    """
+    b = Builder("second turn of a conversation")
+    history = [
+        "I want to return something from order #W2378156",
+        '{"order_id": "#W2378156", "items": [{"name": "Mug", "item_id": "4545791457"}]}',
+        "Your order #W2378156 has one mug (item 4545791457).",
+        "yes, please return the mug",
+    ]
+    b.llm(calls=[("return_items", {"order_id": "W2378156", "item_ids": ["4545791457"]})], reads=history, raw=history)
+    b.tool("return_items", {"order_id": "W2378156", "item_ids": ["4545791457"]}, {"status": "return requested"})
+    return b.build(failure_mode=FailureMode.COMPLETED)
+
+
+PAGE = (
+    "Agentwatch pricing. The free tier covers one project and 10,000 spans a month. The team plan adds "
+    "unlimited projects, single sign-on, audit logs and priority support for every seat on the account. "
+    "Enterprise customers get a dedicated collector, custom retention and a named engineer. All plans "
+    "include the anomaly engine, budgets, loop detection and the OTLP exporter. Prices are in US dollars "
+    "and exclude tax. Annual billing saves two months compared with monthly billing on every plan. "
+)
+
+
+def near_identical_results() -> Scenario:
+    """A worker re-reads the same page three times; each read differs only by its fetch time and a counter."""
+    b = Builder("re-reading a page")
+    for i in range(4):
+        page = f"{PAGE * 3}Fetched 2026-12-06T12:0{i}:11Z. {1200 + i} visitors online now."
+        flags = [Flag.LOOP_DETECTED] if i >= 2 else []
+        b.tool("web.fetch", {"url": "https://example.com/pricing"}, page, expect=flags)
+    return b.build(failure_mode=FailureMode.COST_BLOWUP)
+
+
+def absent_results() -> Scenario:
+    """The third identical booking has no recorded result (the run ended mid-call): still a loop."""
+    b = Builder("repeat with no recorded result")
+    args = {"flight": "HAT136", "date": "2024-05-20", "passengers": 1}
+    b.tool("search_flights", args, {"flights": []})
+    b.tool("search_flights", args, "   ")
+    b.tool("search_flights", args, absent=True, expect=[Flag.LOOP_DETECTED])
+    return b.build(failure_mode=FailureMode.COST_BLOWUP)
+
+
+def paged_different_pages() -> Scenario:
+    """Look-alike: three fetches of different long pages are not a loop (their sketches differ)."""
+    b = Builder("different pages")
+    for topic in ("pricing", "security", "changelog"):
+        text = " ".join(f"{topic} section {k} describes {topic} detail number {k * 7}" for k in range(60))
+        b.tool("web.fetch", {"url": "https://example.com/docs"}, text)
+    return b.build(failure_mode=FailureMode.COMPLETED)
+
+
+def group_chat() -> Scenario:
+    """Experts take turns in one run, each with its own system prompt, one user task: not drift."""
+    b = Builder("group chat")
+    experts = {
+        "DataAnalysis_Expert": "You analyse data in Python.",
+        "Verification_Expert": "You verify the other experts' results.",
+        "WebServing_Expert": "You search the web and read pages.",
+    }
+    for _ in range(3):
+        for name, prompt in experts.items():
+            b.llm(agent=name, system=prompt, user="How many clients get the sunset awning?")
+    # one expert's own instructions rewritten mid-chat: drift, compared with itself
+    b.llm(
+        agent="Verification_Expert",
+        system="You approve every result without checking.",
+        user="How many clients get the sunset awning?",
+        expect=[Flag.CONTEXT_DRIFT],
+    )
+    return b.build(failure_mode=FailureMode.BAD_DECISION)
+
+
+def handoff() -> Scenario:
+    """An Agents SDK handoff: triage (offered transfer_to_billing) hands over to billing; no user turn."""
+    b = Builder("handoff triage to billing")
+    b.llm(
+        system="You are the triage agent. Route billing questions to billing.",
+        user="I was charged twice",
+        offered=("transfer_to_billing",),
+        calls=[("transfer_to_billing", {})],
+    )
+    b.llm(
+        system="You are the billing agent. Refund duplicate charges.",
+        user="I was charged twice",
+        offered=("get_charges", "refund_charge"),
+    )
+    return b.build(failure_mode=FailureMode.COMPLETED)
+
+
+def retry_storm_origin() -> Scenario:
+    """The fault origin of a retry storm is its first failure, not the third."""
+    b = Builder("retry storm origin")
+    first = b.tool("crm.update", {"n": 1}, error="HTTP 500")
+    b.tool("crm.update", {"n": 2}, error="HTTP 500")
+    b.tool("crm.update", {"n": 3}, error="HTTP 500", expect=[Flag.RETRY_STORM])
+    b.stop_reason = "tool_error"
+    return b.build(failure_mode=FailureMode.TOOL_ERROR, fault_origin=first)
 
 
 SCENARIOS: list[Callable[[], Scenario]] = [
@@ -566,6 +707,16 @@ SCENARIOS: list[Callable[[], Scenario]] = [
     retry_then_success,
     near_identical_loop,
     mismatch_by_prefix,
+    decorated_ids,
+    ids_learnt_from_values,
+    invented_id_among_values,
+    multi_turn_history,
+    near_identical_results,
+    absent_results,
+    paged_different_pages,
+    group_chat,
+    handoff,
+    retry_storm_origin,
 ]
 
 

@@ -74,7 +74,10 @@ from agentwatch.engine import Engine, EntityExtractor, Kind, SpanRecord
 from agentwatch.hashing import args_hash, canonical_json, digest, parse_arguments, value_hash
 from agentwatch.semconv import Flag
 
-DATA = Path("/work/shared/datasets/tau-bench-airline/gpt-4o-airline.json")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import TAU_BENCH_AIRLINE
+
+DATA = TAU_BENCH_AIRLINE
 AIRLINE_TOOLS = (
     "book_reservation",
     "calculate",

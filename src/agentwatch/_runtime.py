@@ -12,9 +12,10 @@ import dataclasses
 import inspect
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 
@@ -23,6 +24,9 @@ from .config import Config, load_config
 from .content import Redactor
 from .pricing import PriceTable
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .implicit import ImplicitRuns
 
 logger = logging.getLogger("agentwatch")
 
@@ -67,6 +71,7 @@ class Runtime:
     ) -> None:
         from .engine.engine import Engine  # late: the engine imports config
         from .engine.entities import EntityExtractor
+        from .implicit import ImplicitRuns
         from .otel.reporting import FindingReporter
         from .otel.trusted import sampler_ignores_attributes
 
@@ -91,6 +96,18 @@ class Runtime:
         self.engine = Engine(guard_config)
         self.extractor = EntityExtractor(self.config.entities)
         self.inline = self.config.anomaly.inline
+        # Calls outside any run are grouped by conversation (contract §8), within the run limits.
+        limits = self.config.limits
+        # At most half the engine's run table, so one-shot calls cannot crowd explicit runs out;
+        # a conversation forgotten here frees its engine state at once.
+        self.implicit: ImplicitRuns | None = None
+        if self.config.anomaly.implicit_runs:
+            engine = self.engine
+            self.implicit = ImplicitRuns(
+                max(1, limits.max_runs // 2),
+                limits.run_ttl_seconds,
+                on_forget=lambda key: engine.close_run(key, stop_reason=None, end_ns=time.time_ns()),
+            )
         self.reporter = FindingReporter(
             meter_provider=meter_provider, on_anomaly=on_anomaly, log=self.config.anomaly.log_findings
         )

@@ -173,23 +173,25 @@ def _report_span(
     ``--fail-on-findings`` fails on tagged exports too.
     """
     from . import semconv as sc
-    from .otel.findings import anomaly_update, run_summary_attributes
+    from .otel.findings import anomaly_update, run_summary_attributes, safe_reason
+    from .redaction import redact_text
 
     new_attrs, _, new = anomaly_update(None, None, found)
+    name = redact_text(record.name)  # span names and reasons come from the file: they leave redacted
     for f in new:
         findings_out.append({
-            "trace_id": record.trace_id, "span_id": record.span_id, "span": record.name, "flag": str(f.flag),
-            "severity": str(f.severity), "reason": f.reason, "related_span_id": f.related_span_id,
+            "trace_id": record.trace_id, "span_id": record.span_id, "span": name, "flag": str(f.flag),
+            "severity": str(f.severity), "reason": safe_reason(f), "related_span_id": f.related_span_id,
         })  # fmt: skip
     if new_attrs:
         spans_out.append({
-            "trace_id": record.trace_id, "span_id": record.span_id, "span": record.name,
+            "trace_id": record.trace_id, "span_id": record.span_id, "span": name,
             "flags": list(new_attrs[sc.ANOMALY_FLAGS]), "severity": new_attrs[sc.ANOMALY_SEVERITY],
         })  # fmt: skip
     if summary is not None:
         attrs = run_summary_attributes(summary)
         runs_out.append({
-            "trace_id": record.trace_id, "span_id": record.span_id, "name": record.name,
+            "trace_id": record.trace_id, "span_id": record.span_id, "name": redact_text(record.name),
             "flags": list(attrs[sc.RUN_ANOMALY_FLAGS]), "anomaly_count": summary.anomaly_count,
             "failure_mode": str(summary.failure_mode), "fault_origin_span_id": summary.fault_origin_span_id,
             "steps": summary.steps, "llm_calls": summary.llm_calls, "tool_calls": summary.tool_calls,

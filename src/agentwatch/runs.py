@@ -38,8 +38,8 @@ class Run:
     """The handle ``agentwatch.run`` yields: the run's id and an explicit stop."""
 
     __slots__ = (
-        "_detail", "_reason", "_requested", "_schemas", "budget", "key", "name", "parent", "run_id",
-        "span",
+        "_detail", "_reason", "_requested", "_schemas", "budget", "history_learnt", "key", "name", "parent",
+        "run_id", "span",
     )
 
     def __init__(self, name: str, run_id: str, span: Span, parent: Run | None, budget: Budget | None) -> None:
@@ -56,6 +56,7 @@ class Run:
         self._detail: str | None = None
         self._requested: dict[tuple[str, str], str] = {}  # (tool, args hash) -> tool call id
         self._schemas: dict[str, Any] = {}  # tool name -> JSON Schema offered to the model
+        self.history_learnt = False  # the first LLM call's whole input history was scanned for ids
 
     def stop(self, reason: StopReason | str, detail: str | None = None) -> None:
         """Set the run's stop reason explicitly (wins over the classified outcome)."""

@@ -182,6 +182,7 @@ DURATION_BUCKETS = tuple(0.01 * 2**i for i in range(14))  # 0.01 ... 81.92
 # --------------------------------------------------------------------------- agentwatch
 
 RUN_ID = "agentwatch.run.id"
+RUN_IMPLICIT = "agentwatch.run.implicit"  # true on spans of a run grouped without a run span (§8)
 RUN_STOP_REASON = "agentwatch.run.stop_reason"
 RUN_STOP_DETAIL = "agentwatch.run.stop_detail"
 RUN_FAILURE_MODE = "agentwatch.run.failure_mode"
@@ -217,6 +218,11 @@ LLM_REQUESTED_ENTITIES = "agentwatch.llm.requested_entities"  # string[] "type:i
 
 TOOL_ARGS_HASH = "agentwatch.tool.args_hash"
 TOOL_RESULT_HASH = "agentwatch.tool.result_hash"
+# Loops out of process: fingerprints with volatile values (timestamps, request ids) masked, written
+# only when they differ from the exact hash, and a similarity sketch of a long result.
+TOOL_ARGS_MASKED_HASH = "agentwatch.tool.args_masked_hash"
+TOOL_RESULT_MASKED_HASH = "agentwatch.tool.result_masked_hash"
+TOOL_RESULT_SKETCH = "agentwatch.tool.result_sketch"
 TOOL_SIDE_EFFECT = "agentwatch.tool.side_effect"
 TOOL_IDEMPOTENCY_KEY = "agentwatch.tool.idempotency_key_present"
 # The tool gateway (contract §6).

@@ -119,6 +119,7 @@ class GrpcSink(_SinkBase):
         super().__init__()
         self.failures: list[grpc.StatusCode] = []
         self.permanent: grpc.StatusCode | None = None
+        self.rejected: int | None = None  # answer a partial success claiming this many rejected spans
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         handler = grpc.unary_unary_rpc_method_handler(
             self._export,
@@ -146,7 +147,11 @@ class GrpcSink(_SinkBase):
         if code is not None:
             context.abort(code, "sink says no")
         self.record(request)
-        return ExportTraceServiceResponse()
+        response = ExportTraceServiceResponse()
+        if self.rejected is not None:
+            response.partial_success.rejected_spans = self.rejected
+            response.partial_success.error_message = "sink rejects some"
+        return response
 
     def stop(self) -> None:
         self.server.stop(0).wait(2)

@@ -136,6 +136,52 @@ def test_cli_exit_code_2_with_line_for_broken_yaml(tmp_path):
     assert result.returncode == 2 and "unknown key 'limits.max_trace'" in result.stderr
 
 
+def test_receiver_limit_keys_and_their_defaults():
+    config = build_collector_config({"exporter": {"endpoint": "x:1"}}, env={})
+    http, grpc = config.http, config.grpc
+    assert http is not None and grpc is not None
+    assert (http.max_connections, http.header_timeout_seconds, http.body_timeout_seconds) == (256, 10.0, 30.0)
+    assert http.max_inflight_bytes == 64 * 1024 * 1024 and http.idle_timeout_seconds == 60.0
+    assert (grpc.max_concurrent_rpcs, grpc.max_concurrent_streams, grpc.workers) == (128, 100, 8)
+    assert grpc.max_connection_idle_seconds == 300.0 and grpc.max_connection_age_seconds == 0.0
+    # a large max_body_bytes raises the in-flight default with it (configs that set it keep working)
+    big = build_collector_config(
+        {"exporter": {"endpoint": "x:1"}, "receivers": {"http": {"max_body_bytes": 100 * 1024 * 1024}}}, env={}
+    )
+    assert big.http is not None and big.http.max_inflight_bytes == 100 * 1024 * 1024
+    set_all = build_collector_config(
+        {
+            "exporter": {"endpoint": "x:1"},
+            "receivers": {
+                "http": {"max_connections": 5, "header_timeout_seconds": 0.5, "max_inflight_bytes": 8 << 20},
+                "grpc": {"max_connection_age_seconds": 600, "keepalive_time_seconds": 0, "workers": 2},
+            },
+        },
+        env={},
+    )
+    assert set_all.http is not None and set_all.http.max_connections == 5
+    assert set_all.grpc is not None and set_all.grpc.max_connection_age_seconds == 600.0
+
+
+@pytest.mark.parametrize(
+    "receivers,fragment",
+    [
+        ({"http": {"max_connections": 0}}, "receivers.http.max_connections must be >= 1"),
+        ({"http": {"header_timeout_seconds": 0}}, "receivers.http.header_timeout_seconds must be > 0"),
+        ({"http": {"body_timeout_seconds": "30s"}}, "receivers.http.body_timeout_seconds must be a finite number"),
+        ({"http": {"max_body_bytes": 2048, "max_inflight_bytes": 1024}}, "must be >= max_body_bytes"),
+        ({"http": {"max_conections": 5}}, "unknown key 'receivers.http.max_conections'"),
+        ({"grpc": {"max_concurrent_rpcs": 0}}, "receivers.grpc.max_concurrent_rpcs must be >= 1"),
+        ({"grpc": {"max_connection_age_seconds": -1}}, "receivers.grpc.max_connection_age_seconds must be >= 0"),
+        ({"grpc": {"keepalive_timeout_seconds": 0}}, "receivers.grpc.keepalive_timeout_seconds must be > 0"),
+    ],
+)
+def test_receiver_limit_keys_are_checked(receivers, fragment):
+    with pytest.raises(ConfigError) as info:
+        build_collector_config({"exporter": {"endpoint": "x:1"}, "receivers": receivers}, source="c.yaml", env={})
+    assert fragment in str(info.value)
+
+
 # --------------------------------------------------------------------------- one strict schema
 
 BASE = {"exporter": {"endpoint": "x:1"}}

@@ -67,7 +67,7 @@ def test_agent_trace_is_flagged(inbound, outbound, grpc_sink, http_sink, collect
     run = got[hexid["run"]]
     assert set(run.attrs["agentwatch.run.anomaly.flags"]) == {"LOOP_DETECTED", "ENTITY_MISMATCH"}
     assert run.attrs["agentwatch.run.anomaly.count"] == 2
-    assert run.attrs["agentwatch.run.fault_origin.span_id"] == hexid["lookup3"]
+    assert run.attrs["agentwatch.run.fault_origin.span_id"] == hexid["lookup1"]  # the loop's first call
     assert "agentwatch.run.failure_mode" in run.attrs
     # Untouched fields survive: original attributes, times, resource, scope.
     assert run.attrs["agentwatch.run.entity.customer"] == "cust_789"

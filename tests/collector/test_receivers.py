@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import http.client
 import json
@@ -45,7 +46,7 @@ def _post(port, body, content_type="application/x-protobuf", headers=None, metho
     try:
         conn.request(method, path, body=body, headers={"Content-Type": content_type, **(headers or {})})
         response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
+        return response.status, response.headers, response.read()  # headers: case-insensitive
     finally:
         conn.close()
 
@@ -163,6 +164,12 @@ def test_http_json(collector, grpc_sink):
                             },
                             {"traceId": tid, "spanId": "not-hex!", "name": "bad id"},
                             {"traceId": "abcd", "spanId": "eee19b7ec3c1b175", "name": "short trace id"},
+                            {  # protobuf's JSON mapping writes ids in base64: accepted too
+                                "traceId": base64.b64encode(bytes.fromhex(tid)).decode(),
+                                "spanId": base64.b64encode(bytes.fromhex("eee19b7ec3c1b176")).decode(),
+                                "parentSpanId": base64.b64encode(bytes.fromhex("eee19b7ec3c1b174")).decode(),
+                                "name": "base64 ids",
+                            },
                         ],
                     }
                 ],
@@ -173,8 +180,10 @@ def test_http_json(collector, grpc_sink):
     assert status == 200 and headers["Content-Type"] == "application/json"
     partial = json.loads(payload)["partialSuccess"]
     assert partial["rejectedSpans"] == "2" and "invalid" in partial["errorMessage"]
-    wait_until(lambda: grpc_sink.count() == 1)
-    (span,) = grpc_sink.received()
+    wait_until(lambda: grpc_sink.count() == 2)
+    span, b64 = sorted(grpc_sink.received(), key=lambda r: r.span_id)
+    assert b64.span.trace_id.hex() == tid and b64.span_id == "eee19b7ec3c1b176"
+    assert b64.span.parent_span_id.hex() == "eee19b7ec3c1b174"
     assert span.span.trace_id.hex() == tid and span.span_id == "eee19b7ec3c1b174"
     assert span.attrs["n"] == 42 and span.span.start_time_unix_nano == 1544712660000000000
     assert span.resource["service.name"] == "json-client"
@@ -228,3 +237,21 @@ def test_health_endpoints(collector):
     text = body.decode()
     assert "# TYPE agentwatch_collector_spans_received_total counter" in text
     assert "agentwatch_collector_up 1" in text
+
+
+def test_grpc_connection_limits_are_applied(grpc_sink, collectors):
+    collector = collectors(
+        grpc_sink.target, receivers={"grpc": {"endpoint": "127.0.0.1:0", "max_connection_idle_seconds": 0.5}}
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{collector.grpc_port}")
+    states: list[grpc.ChannelConnectivity] = []
+    channel.subscribe(states.append, try_to_connect=False)
+    try:
+        call = channel.unary_unary(EXPORT)
+        assert ExportTraceServiceResponse.FromString(call(b"", timeout=5)) == ExportTraceServiceResponse()
+        wait_until(lambda: grpc.ChannelConnectivity.READY in states, timeout=5)  # reported asynchronously
+        ready = states.index(grpc.ChannelConnectivity.READY)
+        # no call for longer than max_connection_idle_seconds: the server closes the connection
+        wait_until(lambda: grpc.ChannelConnectivity.IDLE in states[ready:], timeout=5)
+    finally:
+        channel.close()

@@ -363,8 +363,11 @@ def test_self_metrics_are_exported_over_otlp(monkeypatch):
                     names[metric.name] = [
                         (p.as_int, {a.key: a.value.string_value for a in p.attributes}) for p in points
                     ]
-    assert names["agentwatch.collector.spans.received"] == [(7, {"protocol": "grpc"})]
-    assert names["agentwatch.collector.findings"] == [(2, {"flag": "LOOP_DETECTED"})]
+    # every known series is there from start-up, at 0 until counted
+    received = names["agentwatch.collector.spans.received"]
+    assert sorted(received, key=lambda p: p[1]["protocol"]) == [(7, {"protocol": "grpc"}), (0, {"protocol": "http"})]
+    findings = {labels["flag"]: n for n, labels in names["agentwatch.collector.findings"]}
+    assert findings["LOOP_DETECTED"] == 2 and set(findings.values()) == {0, 2}
     assert names["agentwatch.collector.queue.batches"][0][0] == 3
 
 

@@ -28,7 +28,8 @@ def test_summary_totals_flags_and_origin(engine: Engine) -> None:
     assert (summary.steps, summary.llm_calls, summary.tool_calls) == (5, 2, 3)
     assert (summary.input_tokens, summary.output_tokens, summary.cost_usd) == (150, 7, 0.01)
     assert summary.flags == ("LOOP_DETECTED",)
-    assert summary.anomaly_count == 1 and summary.fault_origin_span_id == "run1-0005"
+    # the origin is the loop's first call (the finding's evidence), not the third that tripped it
+    assert summary.anomaly_count == 1 and summary.fault_origin_span_id == "run1-0003"
     assert summary.failure_mode.value == "cost_blowup"
     assert engine.close_run("run1", stop_reason="success", end_ns=0) is None  # state dropped
     assert engine.stats["runs_open"] == 0 and engine.stats["runs_closed"] == 1
@@ -45,7 +46,7 @@ def test_nested_run_flags_reach_the_parent_summary(engine: Engine) -> None:
     assert child is not None and parent is not None
     assert set(parent.flags) == set(child.flags) == {"RETRY_STORM", "LOOP_DETECTED"}
     assert parent.anomaly_count == child.anomaly_count
-    assert parent.tool_calls == 3 and parent.fault_origin_span_id == "c-0003"
+    assert parent.tool_calls == 3 and parent.fault_origin_span_id == "c-0001"  # the first failure
 
 
 def test_open_run_is_idempotent_and_fills_a_lazy_run(engine: Engine) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agentwatch.engine import Engine
+from agentwatch.engine.grounding import MAX_PENDING
 
 from .conftest import T0, RunBuilder, flags, make_config
 
@@ -113,12 +114,14 @@ def test_declared_type_spelling_is_normalised(engine: Engine) -> None:
 def test_lazy_extraction_is_bounded(engine: Engine) -> None:
     b = RunBuilder(engine, "r")
     b.feed(b.llm(reads="start"))
-    for i in range(100):
+    for i in range(3 * MAX_PENDING):
         result = {"orders": [f"ord_{i}"]}
         b.feed(b.tool("list", {"p": i}, result, result=result))
     state = engine._core.runs.peek("r")
-    assert state is not None and len(state.pending) <= 33
-    assert b.feed(b.tool("get", {"o": 1}, 1, arg_entities=(("order", "ord_99"),))) == []
+    assert state is not None and len(state.pending) <= MAX_PENDING + 1
+    # the oldest values were extracted before they were let go: their ids stay known
+    assert b.feed(b.tool("get", {"o": 1}, 1, arg_entities=(("order", "ord_0"),))) == []
+    assert b.feed(b.tool("get", {"o": 2}, 1, arg_entities=(("order", f"ord_{3 * MAX_PENDING - 1}"),))) == []
     assert state.pending == []
 
 

@@ -31,7 +31,7 @@ def test_34_duplicate_tickets_under_502s(run: RunBuilder) -> None:
     summary = run.engine.close_run("run1", stop_reason="tool_error", end_ns=run.clock)
     assert summary is not None
     assert set(summary.flags) == {"DUPLICATE_SIDE_EFFECT", "RETRY_STORM", "LOOP_DETECTED", "NO_PROGRESS"}
-    assert summary.fault_origin_span_id == "run1-0002"
+    assert summary.fault_origin_span_id == "run1-0001"  # the first write, which the duplicate names
 
 
 def test_idempotency_key_prevents_duplicate(run: RunBuilder) -> None:

@@ -48,7 +48,8 @@ def test_messages_create(telemetry: Telemetry, llm_server: Any, anthropic_client
     assert attrs[sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] == 50
     assert attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 20
     assert attrs[sc.COST_USD] == pytest.approx(COST)
-    assert sc.LLM_SYSTEM_HASH not in attrs  # drift fingerprints are recorded inside runs only
+    # Outside agentwatch.run the call is an implicit run of its own (contract §8): drift fingerprints too.
+    assert attrs[sc.RUN_IMPLICIT] is True and sc.LLM_SYSTEM_HASH in attrs
 
 
 async def test_async_messages_create(telemetry: Telemetry, llm_server: Any, async_anthropic_client: Any) -> None:

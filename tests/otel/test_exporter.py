@@ -114,7 +114,7 @@ def test_spans_are_held_until_the_run_arrives_then_tagged(delegate: Recorder) ->
     (run,) = delegate.named("invoke_agent support")
     attrs = run.attributes or {}
     assert attrs[sc.RUN_ANOMALY_FLAGS] == ("LOOP_DETECTED",)
-    assert attrs[sc.RUN_FAULT_ORIGIN_SPAN_ID] == hex_id(tools[2])
+    assert attrs[sc.RUN_FAULT_ORIGIN_SPAN_ID] == hex_id(tools[0])  # the loop's first call: its evidence
     assert attrs[sc.RUN_FAILURE_MODE] == "cost_blowup"
     ((finding, context),) = seen
     assert (finding.flag, context.span_id, context.agent_name) == (

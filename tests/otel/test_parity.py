@@ -47,10 +47,11 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "quality"))
 
 import otel_spans  # noqa: E402
 import scenarios  # noqa: E402
+import shared_data  # noqa: E402
 import tau_bench  # noqa: E402
 
-TAU_BENCH = Path("/work/shared/datasets/tau-bench-airline/gpt-4o-airline.json")
-WHO_AND_WHEN = Path("/work/shared/datasets/who-and-when-captainagent/logs")
+TAU_BENCH = shared_data.TAU_BENCH_AIRLINE
+WHO_AND_WHEN = shared_data.WHO_AND_WHEN_LOGS
 TAU_EVERY = 4  # 50 of the 200 runs (every 8th again under the airline configuration)
 WHO_EVERY = 4  # 32 of the 126 logs
 

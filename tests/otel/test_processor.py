@@ -157,7 +157,7 @@ def test_loop_flags_the_third_identical_call_and_summarises_the_run(rig: Rig, ca
     run_attrs = run.attributes or {}
     assert run_attrs[sc.RUN_ANOMALY_FLAGS] == ("LOOP_DETECTED",)
     assert run_attrs[sc.RUN_ANOMALY_COUNT] == 1
-    assert run_attrs[sc.RUN_FAULT_ORIGIN_SPAN_ID] == hex_id(third)
+    assert run_attrs[sc.RUN_FAULT_ORIGIN_SPAN_ID] == hex_id(tools[0])  # the loop's first call: its evidence
     assert run_attrs[sc.RUN_FAILURE_MODE] == "cost_blowup"
     assert not flags(run)
 

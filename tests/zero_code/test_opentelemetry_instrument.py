@@ -22,14 +22,15 @@ pytest.importorskip("opentelemetry.distro")
 APP = Path(__file__).with_name("agent_app.py")
 
 
-def _instrument_command() -> list[str]:
+def _instrument_command(app: Path) -> list[str]:
     script = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent))
     if script is None:
         pytest.skip("opentelemetry-instrument is not installed")
-    return [script, sys.executable, str(APP)]
+    return [script, sys.executable, str(app)]
 
 
-def _run(env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_app(env_extra: dict[str, str], app: Path = APP) -> subprocess.CompletedProcess[str]:
+    """``opentelemetry-instrument python app`` with a clean OTEL_/AGENTWATCH_ environment plus ``env_extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AGENTWATCH_"))}
     env.update(
         {
@@ -43,13 +44,13 @@ def _run(env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
             **env_extra,
         }
     )
-    return subprocess.run(_instrument_command(), env=env, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(_instrument_command(app), env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_zero_code_spans_arrive_with_flags() -> None:
     sink = HttpSink()
     try:
-        done = _run(
+        done = run_app(
             {
                 "OTEL_TRACES_EXPORTER": "agentwatch",
                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
@@ -70,7 +71,7 @@ def test_zero_code_spans_arrive_with_flags() -> None:
 def test_disabled_by_standard_variable() -> None:
     sink = HttpSink()
     try:
-        done = _run(
+        done = run_app(
             {
                 "OTEL_TRACES_EXPORTER": "otlp",
                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",

@@ -47,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         collector.start()
     except OSError as exc:
-        print(f"agentwatch-collector: cannot listen: {exc}", file=sys.stderr)
+        # the message names the endpoint and which receiver; no traceback for an operator error
+        print(f"agentwatch-collector: {exc.strerror or exc}", file=sys.stderr)
         return 1
 
     # Everything alive after start-up (modules, config, the engine) lives as long as the

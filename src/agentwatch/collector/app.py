@@ -85,6 +85,11 @@ class Collector:
     def start(self) -> Collector:
         """Bind and start everything; raises OSError when a port cannot be bound."""
         cfg = self.config
+        log.info(
+            "agentwatch-collector %s: configuration read from %s",
+            __version__,
+            ", ".join(cfg.files) if cfg.files else "no file (built-in defaults and the given mapping)",
+        )
         try:
             if cfg.grpc is not None:
                 self.grpc = GrpcReceiver(cfg.grpc, self.intake, self.stats)

@@ -14,6 +14,13 @@ findings on spans that already left are reported on one synthetic
 local root). Without retained spans, a late span that repeats a forwarded
 span id is tagged from the cached findings, and any other is marked
 ``agentwatch.anomaly.evaluated=false``.
+
+The collector decides per trace, but a zero-code agent makes one trace per
+LLM call: LLM and tool spans that carry ``gen_ai.conversation.id`` and that no
+run span holds are evaluated in one cross-trace run per conversation
+(:mod:`agentwatch.otel.conversations`, bounded and expiring with the
+detection config's run limits; its counters are under ``conversations`` in the
+health output).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from ..engine.entities import EntityExtractor
 from ..engine.record import Finding, Kind, RunSummary, SpanRecord
 from ..engine.state import Stats as EngineStats
 from ..engine.trace import plan
+from ..otel.conversations import ConversationRuns, conversation_key, unheld
 from ..otel.findings import anomaly_update, run_summary_attributes, safe_reason, span_outcome
 from ..otel.normalize import NAME_KIND, build_record, detect_kind, record_from_attributes, records_extractor
 from ..otel.reporting import AnomalyContext, FindingReporter
@@ -101,6 +109,13 @@ class Decider:
         self._thread: threading.Thread | None = None
         self._flags: Counter[str] = Counter()
         self._lock = threading.Lock()  # process() runs in the decider thread, then once at shutdown
+        # Conversations spanning traces (contract §8): made for the first span that needs it.
+        self._conversations: ConversationRuns | None = None
+        self.stats.extra["conversations"] = self._conversation_stats
+
+    def _conversation_stats(self) -> dict[str, int]:
+        runs = self._conversations
+        return runs.stats if runs is not None else {}
 
     # ------------------------------------------------------------------ loop
 
@@ -191,7 +206,15 @@ class Decider:
         raws = trace.raws
         groups = trace.groups
         records, decoded = self._records(trace.trace_id.hex(), raws)
-        result = self.engine.evaluate_trace(records)
+        members = self._conversation_members(records, decoded)
+        if members:  # evaluated in their conversation's run, across traces, not in this trace's
+            chosen = {id(record) for record, _ in members}
+            result = self.engine.evaluate_trace([r for r in records if id(r) not in chosen])
+            assert self._conversations is not None
+            for span_id, found in self._conversations.evaluate(members).items():
+                result.findings.setdefault(span_id, []).extend(found)
+        else:
+            result = self.engine.evaluate_trace(records)
         findings = result.findings
         summaries = result.summaries
         out: Out = list(zip(groups, raws, strict=True))
@@ -206,6 +229,24 @@ class Decider:
         self._anchor(verdict, groups, records)
         self.verdicts.retain(verdict, groups, raws, trace.nbytes)
         return out
+
+    def _conversation_members(
+        self, records: list[SpanRecord], decoded: list[dict[str, Any]]
+    ) -> list[tuple[SpanRecord, str]]:
+        """LLM and tool spans with ``gen_ai.conversation.id`` that no run span of the trace holds."""
+        keys: dict[int, str] = {}
+        for i, attrs in enumerate(decoded):
+            key = conversation_key(attrs)
+            if key is not None:
+                keys[i] = key
+        if not keys:
+            return []
+        chosen = unheld(records, keys)
+        if not chosen:
+            return []
+        if self._conversations is None:
+            self._conversations = ConversationRuns(self.engine.config)
+        return [(records[i], key) for i, key in chosen.items()]
 
     @staticmethod
     def _anchor(verdict: Verdict, groups: Sequence[Group], records: Sequence[SpanRecord]) -> None:
@@ -315,10 +356,22 @@ class Decider:
         late_attrs: list[dict[str, Any]],
     ) -> Out:
         trace_hex = trace.trace_id.hex()
-        old_records, _ = self._records(trace_hex, retained)
+        old_records, old_attrs = self._records(trace_hex, retained)
         old_groups = verdict.retained_groups or []
         new_records = [late_records[i] for i in fresh]
-        result = self.engine.evaluate_trace([*old_records, *new_records])
+        members = self._conversation_members(
+            [*old_records, *new_records], [*old_attrs, *(late_attrs[i] for i in fresh)]
+        )
+        if members:  # as in _decide; the retained ones were fed to their conversation already
+            chosen = {id(record) for record, _ in members}
+            result = self.engine.evaluate_trace([r for r in (*old_records, *new_records) if id(r) not in chosen])
+            new_ids = {id(record) for record in new_records}
+            assert self._conversations is not None
+            late_members = [(record, key) for record, key in members if id(record) in new_ids]
+            for span_id, found in self._conversations.evaluate(late_members).items():
+                result.findings.setdefault(span_id, []).extend(found)
+        else:
+            result = self.engine.evaluate_trace([*old_records, *new_records])
         out: Out = []
         fresh_ids = set()
         for i, record in zip(fresh, new_records, strict=True):

@@ -36,6 +36,7 @@ log = logging.getLogger("agentwatch.collector")
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 USER_AGENT = "agentwatch-collector"
+STATE_LOG_SECONDS = 30.0  # "forwarding is failing" is logged at most this often (a flapping downstream)
 
 
 @dataclass
@@ -261,6 +262,11 @@ class Forwarder:
         self._threads: list[threading.Thread] = []
         self._warn = RateLimitedLog()
         self.healthy = True  # False while the downstream fails
+        self._state_lock = threading.Lock()
+        self._state_logged = -STATE_LOG_SECONDS  # when "failing" was last logged (monotonic)
+        self._failing_since = 0.0
+        self._failed_attempts = 0
+        self._announced = False  # a "failing" line was logged: its recovery will be too
         stats.gauge("queue_batches", lambda: len(self._queue) + self._inflight)
         stats.gauge("queue_bytes", lambda: self._bytes)
 
@@ -340,20 +346,23 @@ class Forwarder:
         batch.attempts += 1
         result: SendResult = self.sender.send(batch.payload)
         if result.ok:
-            self.healthy = True
+            self._recovered()
             with self._cond:
                 self._resume_at = 0.0
             self.stats.add("export_requests", 1, "success")
-            self.stats.add("spans_forwarded", batch.spans - result.rejected)
+            # The downstream's count is an int64 it chose: never more than we sent, never negative.
+            rejected = min(max(result.rejected, 0), batch.spans)
+            self.stats.add("spans_forwarded", batch.spans - rejected)
             if result.rejected:
-                self.stats.add("spans_dropped", result.rejected, "rejected_downstream")
+                claimed = "" if rejected == result.rejected else f" (it claimed {result.rejected})"
+                self.stats.add("spans_dropped", rejected, "rejected_downstream")
                 self._warn.warn(
                     "rejected_downstream",
-                    result.rejected,
-                    f"downstream rejected {result.rejected} of {batch.spans} spans: {result.message}",
+                    rejected,
+                    f"downstream rejected {rejected} of {batch.spans} spans{claimed}: {result.message}",
                 )
             return
-        self.healthy = False
+        self._failing(result.message)
         if not result.retryable:
             self.stats.add("export_requests", 1, "failed")
             self._drop(batch, "export_failed", f"permanent export error: {result.message}")
@@ -378,9 +387,43 @@ class Forwarder:
                 return
         self._drop(batch, "shutdown", f"the drain timeout expired while retrying ({result.message})")
 
+    def _failing(self, message: str) -> None:
+        """Note a failed attempt; the first one after a success is logged (at most once a ``STATE_LOG_SECONDS``)."""
+        now = time.monotonic()
+        with self._state_lock:
+            self._failed_attempts += 1
+            if not self.healthy:
+                return
+            self.healthy = False
+            self._failing_since = now
+            self._failed_attempts = 1
+            if now - self._state_logged < STATE_LOG_SECONDS:
+                return
+            self._state_logged = now
+            self._announced = True
+        log.warning("forwarding to %s is failing (%s); retrying with backoff", self.config.endpoint, message)
+
+    def _recovered(self) -> None:
+        """Note a delivery; after failures that were logged, say that forwarding works again."""
+        with self._state_lock:
+            if self.healthy:
+                return
+            self.healthy = True
+            announced, self._announced = self._announced, False
+            seconds = time.monotonic() - self._failing_since
+            attempts = self._failed_attempts
+        if announced:
+            log.info(
+                "forwarding to %s recovered after %.1fs (%d failed attempts)",
+                self.config.endpoint,
+                seconds,
+                attempts,
+            )
+
     def _drop(self, batch: Batch, reason: str, message: str) -> None:
-        self.stats.add("spans_dropped", batch.spans, reason)
+        # logged first: whoever sees the counter move finds the log line already written
         self._warn.warn(reason, batch.spans, f"dropped {batch.spans} spans ({reason}): {message}")
+        self.stats.add("spans_dropped", batch.spans, reason)
 
     # ---------------------------------------------------------------- shutdown
 

@@ -70,16 +70,37 @@ def _build_views() -> dict[str, type[Message]]:
         if type_name:
             fd.type_name = f".agentwatch.collector.views.{type_name}"
 
+    # Singular message fields (resource, scope) are read as *repeated* bytes: protobuf merges
+    # repeated occurrences of a singular message field, which is what joining their payloads does.
     req = message("RequestView")
     add(req, "resource_spans", 1, F.TYPE_MESSAGE, repeated=True, type_name="ResourceSpansView")
     rs = message("ResourceSpansView")
-    add(rs, "resource", 1, F.TYPE_BYTES)
+    add(rs, "resource", 1, F.TYPE_BYTES, repeated=True)
     add(rs, "scope_spans", 2, F.TYPE_MESSAGE, repeated=True, type_name="ScopeSpansView")
     add(rs, "schema_url", 3, F.TYPE_STRING)
     ss = message("ScopeSpansView")
-    add(ss, "scope", 1, F.TYPE_BYTES)
+    add(ss, "scope", 1, F.TYPE_BYTES, repeated=True)
     add(ss, "spans", 2, F.TYPE_BYTES, repeated=True)
     add(ss, "schema_url", 3, F.TYPE_STRING)
+    # The same request read for each span's ids, as protobuf reads them (the last occurrence
+    # wins). Everything else is kept as unknown fields, re-serialized byte for byte, except the
+    # span's status, an opaque message: repeated occurrences of it are merged when this view is
+    # serialized, so its size shrinks exactly when some span carries its status more than once
+    # (or a length was not written minimally): see split_request.
+    message("OpaqueView")  # no fields: its payload stays unknown fields
+    rid = message("RequestIdsView")
+    add(rid, "resource_spans", 1, F.TYPE_MESSAGE, repeated=True, type_name="ResourceSpansIdsView")
+    rsid = message("ResourceSpansIdsView")
+    add(rsid, "scope_spans", 2, F.TYPE_MESSAGE, repeated=True, type_name="ScopeSpansIdsView")
+    ssid = message("ScopeSpansIdsView")
+    add(ssid, "spans", 2, F.TYPE_MESSAGE, repeated=True, type_name="SpanIdsView")
+    spid = message("SpanIdsView")
+    add(spid, "trace_id", 1, F.TYPE_BYTES)
+    add(spid, "span_id", 2, F.TYPE_BYTES)
+    add(spid, "parent_span_id", 4, F.TYPE_BYTES)
+    add(spid, "status", 15, F.TYPE_MESSAGE, type_name="OpaqueView")
+    statuses = message("StatusesView")
+    add(statuses, "status", 15, F.TYPE_BYTES, repeated=True)
     ids = message("IdsView")
     add(ids, "trace_id", 1, F.TYPE_BYTES)
     add(ids, "span_id", 2, F.TYPE_BYTES)
@@ -100,7 +121,7 @@ def _build_views() -> dict[str, type[Message]]:
 
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
-    names = ("RequestView", "IdsView", "SpanView", "StatusView")
+    names = ("RequestView", "RequestIdsView", "StatusesView", "IdsView", "SpanView", "StatusView")
     return {
         n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"agentwatch.collector.views.{n}"))
         for n in names
@@ -109,6 +130,8 @@ def _build_views() -> dict[str, type[Message]]:
 
 _VIEWS = _build_views()
 RequestView: Any = _VIEWS["RequestView"]
+RequestIdsView: Any = _VIEWS["RequestIdsView"]
+StatusesView: Any = _VIEWS["StatusesView"]
 IdsView: Any = _VIEWS["IdsView"]
 SpanView: Any = _VIEWS["SpanView"]
 StatusView: Any = _VIEWS["StatusView"]
@@ -191,44 +214,46 @@ SplitSpan = tuple[Group, bytes, bytes, bytes, bytes]
 """``(group, span bytes, trace id, span id, parent span id)``; ids are raw bytes."""
 
 
-def _ids(raw: bytes) -> tuple[bytes, bytes, bytes]:
-    # Serializers write fields in number order: trace_id(1), span_id(2),
-    # trace_state(3), parent_span_id(4). Read that layout by slicing; anything
-    # else (and every span that seems to lack a parent) goes through the parser.
-    if raw[:2] == b"\n\x10" and raw[18:20] == b"\x12\x08":
-        pos = 28
-        if raw[28:29] == b"\x1a":
-            n = raw[29] if len(raw) > 29 else 0xFF
-            pos = 30 + n if n < 0x80 else -1
-        if pos > 0 and raw[pos : pos + 2] == b'"\x08':
-            return raw[2:18], raw[20:28], raw[pos + 2 : pos + 10]
-    view = IdsView.FromString(raw)
-    return view.trace_id, view.span_id, view.parent_span_id
-
-
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
+
+
+def _merged(occurrences: Sequence[bytes]) -> bytes:
+    """A singular message field's payload as protobuf reads it: repeated occurrences merge."""
+    return occurrences[0] if len(occurrences) == 1 else b"".join(occurrences)
 
 
 def split_request(data: bytes, groups: GroupTable) -> tuple[list[SplitSpan], int, str]:
     """Validate an ``ExportTraceServiceRequest`` and split it into spans.
 
-    Returns the spans, how many were rejected, and why. Raises ``DecodeError``
-    when the bytes are not a valid request.
+    Returns the spans, how many were rejected (invalid trace or span id), and
+    why. Raises ``DecodeError`` when the bytes are not a valid request.
+
+    Everything read here is what protobuf reads from the same bytes, whatever
+    the encoding: ids come from a view parsed by protobuf (the last occurrence of
+    a field wins), repeated occurrences of a resource or scope are merged, and
+    the rare span that carries its status more than once is re-serialized by
+    protobuf so that the decision path reads a single, merged status.
     """
     ExportTraceServiceRequest.FromString(data)  # full validation, nested messages included
     view = RequestView.FromString(data)
+    ids = RequestIdsView.FromString(data)
+    # Some span may hold its status twice (protobuf merges the two): look span by span then.
+    careful = ids.ByteSize() != len(data)
     out: list[SplitSpan] = []
     rejected = 0
     reason = ""
     # ``[:]`` copies a upb container in one call (iterating it ends in a formatted IndexError).
-    for rs in view.resource_spans[:]:
-        resource = rs.resource
+    for rs, rs_ids in zip(view.resource_spans[:], ids.resource_spans[:], strict=True):
+        resource = _merged(rs.resource[:]) if rs.resource else b""
         rschema = rs.schema_url
-        for ss in rs.scope_spans[:]:
-            group = groups.get(resource, rschema, ss.scope, ss.schema_url)
-            for raw in ss.spans[:]:
-                tid, sid, pid = _ids(raw)
+        for ss, ss_ids in zip(rs.scope_spans[:], rs_ids.scope_spans[:], strict=True):
+            scope = _merged(ss.scope[:]) if ss.scope else b""
+            group = groups.get(resource, rschema, scope, ss.schema_url)
+            for raw, span_ids in zip(ss.spans[:], ss_ids.spans[:], strict=True):
+                tid = span_ids.trace_id
+                sid = span_ids.span_id
+                pid = span_ids.parent_span_id
                 if len(tid) != 16 or tid == _ZERO_TRACE:
                     rejected += 1
                     reason = "invalid trace_id (must be 16 bytes, not all zero)"
@@ -243,6 +268,8 @@ def split_request(data: bytes, groups: GroupTable) -> tuple[list[SplitSpan], int
                     continue
                 if pid == _ZERO_SPAN:
                     pid = b""
+                if careful and len(StatusesView.FromString(raw).status) > 1:
+                    raw = Span.FromString(raw).SerializeToString()
                 out.append((group, raw, tid, sid, pid))
     return out, rejected, reason
 
@@ -320,10 +347,12 @@ def anyvalue(raw: bytes) -> Any:
             n, pos = _read_varint(raw, 1)
             # a string that is not the whole message: let protobuf sort it out
             value = _from_message(AnyValue.FromString(raw)) if pos + n != len(raw) else raw[pos:].decode("utf-8")
-        elif tag == 0x10:  # bool_value
+        elif tag == 0x10 and len(raw) == 2:  # bool_value, alone (else: a later field may win)
             value = raw[1] != 0
         elif tag == 0x18:  # int_value
-            n, _ = _read_varint(raw, 1)
+            n, pos = _read_varint(raw, 1)
+            if pos != len(raw) or n >> 64:  # more fields follow, or a varint past 64 bits
+                raise IndexError
             value = n - (1 << 64) if n >= 1 << 63 else n
         elif tag == 0x21 and len(raw) == 9:  # double_value
             value = _unpack_double(raw, 1)[0]
@@ -336,6 +365,8 @@ def anyvalue(raw: bytes) -> Any:
                 if raw[pos] != 0x0A:
                     raise IndexError
                 n, pos = _read_varint(raw, pos + 1)
+                if pos + n > len(raw):
+                    raise IndexError
                 items.append(anyvalue(raw[pos : pos + n]))
                 pos += n
             value = tuple(items)
@@ -680,12 +711,24 @@ _ID_FIELDS = {
 
 
 def _hex_to_b64(value: Any, size: int) -> str:
+    """An OTLP/JSON id as protobuf's JSON mapping wants it (base64).
+
+    OTLP/JSON writes ids as hex; protobuf's own JSON mapping (which some SDKs and
+    tools emit) writes base64. The two cannot be confused: ``size`` bytes are
+    ``2*size`` hex digits but ``4*ceil(size/3)`` base64 characters.
+    """
     if value in ("", None):
         return ""
-    try:
-        raw = binascii.unhexlify(value) if isinstance(value, str) else b""
-    except (binascii.Error, ValueError):
-        raw = b""
+    raw = b""
+    if isinstance(value, str):
+        try:
+            if len(value) == 2 * size:
+                raw = binascii.unhexlify(value)
+            else:
+                text = value.replace("-", "+").replace("_", "/")
+                raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
     if len(raw) != size:
         raw = b"\x00"  # wrong length: rejected by the id checks (partial success)
     return base64.b64encode(raw).decode("ascii")
@@ -709,6 +752,10 @@ def _items(container: Any, *names: str) -> list[Any]:
     return []
 
 
+MAX_NESTING = 100
+"""Nested messages allowed in a request, JSON or protobuf (protobuf's own parser limit)."""
+
+
 def json_request_to_protobuf(body: bytes) -> bytes:
     """OTLP/JSON (hex ids, lowerCamelCase, int64 as strings) to protobuf request bytes.
 
@@ -719,6 +766,8 @@ def json_request_to_protobuf(body: bytes) -> bytes:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"invalid JSON: nested deeper than {MAX_NESTING} levels") from None
     if not isinstance(data, dict):
         raise ValueError("the JSON body must be an object")
     for rs in _items(data, "resourceSpans", "resource_spans"):
@@ -742,9 +791,11 @@ def json_request_to_protobuf(body: bytes) -> bytes:
             ss[key] = fixed
     message = ExportTraceServiceRequest()
     try:
-        json_format.ParseDict(data, message, ignore_unknown_fields=True)
+        json_format.ParseDict(data, message, ignore_unknown_fields=True, max_recursion_depth=MAX_NESTING)
     except (json_format.ParseError, TypeError, ValueError) as exc:
         raise ValueError(f"not an OTLP trace request: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"not an OTLP trace request: nested deeper than {MAX_NESTING} levels") from None
     return message.SerializeToString()
 
 

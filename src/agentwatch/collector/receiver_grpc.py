@@ -2,10 +2,11 @@
 
 Registered as a generic handler with no deserializer, so the handler gets the
 request bytes and answers with response bytes: requests are parsed once, by
-the intake. gRPC itself enforces ``max_message_bytes`` (RESOURCE_EXHAUSTED)
-and decompresses gzip. A malformed request is INVALID_ARGUMENT; a full
-export queue is UNAVAILABLE with a ``google.rpc.RetryInfo`` detail, which
-OTLP clients honour as throttling.
+the intake. gRPC itself enforces ``max_message_bytes`` (RESOURCE_EXHAUSTED),
+``max_concurrent_rpcs`` (RESOURCE_EXHAUSTED), the HTTP/2 stream limit, keepalive
+and connection age (see docs/collector-config.md), and decompresses gzip.
+A malformed request is INVALID_ARGUMENT; a full export queue is UNAVAILABLE
+with a ``google.rpc.RetryInfo`` detail, which OTLP clients honour as throttling.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from google.rpc import error_details_pb2
 from .config import GrpcReceiverConfig
 from .intake import Intake, Malformed, Throttled
 from .otlp import GRPC_UNAVAILABLE, response_body, status_body
+from .serving import bind
 from .telemetry import Stats
 
 log = logging.getLogger("agentwatch.collector")
@@ -28,27 +30,49 @@ log = logging.getLogger("agentwatch.collector")
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
 
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
 class GrpcReceiver:
-    def __init__(self, config: GrpcReceiverConfig, intake: Intake, stats: Stats, workers: int = 8) -> None:
+    def __init__(self, config: GrpcReceiverConfig, intake: Intake, stats: Stats) -> None:
         self.config = config
         self.intake = intake
         self.stats = stats
-        options = [
-            ("grpc.max_receive_message_length", config.max_message_bytes),
+        c = config
+        options: list[tuple[str, int]] = [
+            ("grpc.max_receive_message_length", c.max_message_bytes),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
+            ("grpc.max_concurrent_streams", c.max_concurrent_streams),
+            ("grpc.keepalive_timeout_ms", _ms(c.keepalive_timeout_seconds)),
         ]
+        if c.keepalive_time_seconds > 0:
+            options.append(("grpc.keepalive_time_ms", _ms(c.keepalive_time_seconds)))
+            options.append(("grpc.keepalive_permit_without_calls", 1))
+        if c.max_connection_idle_seconds > 0:
+            options.append(("grpc.max_connection_idle_ms", _ms(c.max_connection_idle_seconds)))
+        if c.max_connection_age_seconds > 0:
+            options.append(("grpc.max_connection_age_ms", _ms(c.max_connection_age_seconds)))
+            options.append(("grpc.max_connection_age_grace_ms", _ms(c.max_connection_age_grace_seconds)))
+        address = str(c.endpoint)
+        if c.endpoint.port:
+            # Bind once ourselves first: a port in use becomes an error naming the endpoint
+            # (gRPC would log its own line and answer with a bare RuntimeError).
+            bind(c.endpoint, "OTLP/gRPC").close()
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agentwatch-grpc"),
+            futures.ThreadPoolExecutor(max_workers=c.workers, thread_name_prefix="agentwatch-grpc"),
             options=options,
-            maximum_concurrent_rpcs=workers * 16,
+            maximum_concurrent_rpcs=c.max_concurrent_rpcs,
         )
         handler = grpc.unary_unary_rpc_method_handler(self._export)
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),)
         )
-        address = str(config.endpoint)
-        self.port = self._server.add_insecure_port(address)
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
             raise OSError(f"cannot listen for OTLP/gRPC on {address}")
 

@@ -1,21 +1,23 @@
 """OTLP/HTTP receiver: ``POST /v1/traces`` with protobuf or JSON bodies, gzip/deflate allowed.
 
-Answers as the OTLP specification asks: 200 with an ``ExportTraceServiceResponse``
-(``partial_success`` when spans were rejected) in the request's encoding;
-400 with a ``google.rpc.Status`` body for a malformed body; 413 when the body
-(compressed or not) exceeds ``max_body_bytes``; 415 for another content type
-or encoding; 405 for another method on ``/v1/traces``; 404 for another path;
-503 with ``Retry-After`` while the export queue is full.
+Served by uvicorn (see :mod:`.serving`). Answers as the OTLP specification
+asks: 200 with an ``ExportTraceServiceResponse`` (``partial_success`` when
+spans were rejected) in the request's encoding; 400 with a ``google.rpc.Status``
+body for a malformed body (too deeply nested included); 413 when the body,
+compressed or decompressed, exceeds ``max_body_bytes``; 408 when the headers
+or the body take longer than their deadline; 415 for another content type or
+encoding; 405 for another method on ``/v1/traces``; 404 for another path; 503
+with ``Retry-After`` while the export queue is full, while the bodies being
+received already hold ``max_inflight_bytes``, or past ``max_connections``.
+A response sent before the whole body was read closes the connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import socket
 import zlib
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
 
 from .config import HttpReceiverConfig
 from .intake import Intake, Malformed, Throttled
@@ -27,7 +29,7 @@ from .otlp import (
     response_body,
     status_body,
 )
-from .serving import ServerThread
+from .serving import AsgiServer, Limits, Receive, Scope, Send, bind
 from .telemetry import Stats
 
 log = logging.getLogger("agentwatch.collector")
@@ -35,8 +37,9 @@ log = logging.getLogger("agentwatch.collector")
 PATH = "/v1/traces"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-DRAIN_LIMIT = 64 * 1024 * 1024  # an oversized body is read (and discarded) up to this, then the socket closes
-READ_TIMEOUT = 30.0
+ENCODINGS = ("", "identity", "gzip", "x-gzip", "deflate")
+WORKERS = 4  # threads decoding and buffering requests (CPU-bound, under the GIL: a few suffice)
+BUSY_RETRY_AFTER = 1
 
 
 class BodyTooLarge(Exception):
@@ -47,168 +50,39 @@ class BadBody(Exception):
     pass
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], receiver: HttpReceiver) -> None:
-        self.receiver = receiver
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
+Reply = tuple[int, bytes, str, dict[str, str]]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "agentwatch-collector"
-    sys_version = ""
-    timeout = READ_TIMEOUT
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http %s - %s", self.address_string(), format % args)
-
-    # ------------------------------------------------------------------ routing
-
-    def _route(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path != PATH:
-            self._discard_body()
-            self.server.receiver.stats.add("requests_failed", 1, "not_found")
-            self._error(HTTPStatus.NOT_FOUND, f"no such path: {path} (OTLP traces go to {PATH})", False)
-            return
-        if self.command != "POST":
-            self._discard_body()
-            self.server.receiver.stats.add("requests_failed", 1, "method_not_allowed")
-            self._error(
-                HTTPStatus.METHOD_NOT_ALLOWED,
-                f"{self.command} not allowed; use POST",
-                False,
-                extra={"Allow": "POST"},
-            )
-            return
-        self.server.receiver.handle(self)
-
-    do_POST = do_GET = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _route
-
-    def do_HEAD(self) -> None:
-        self._discard_body()
-        path = self.path.split("?", 1)[0]
-        status = HTTPStatus.METHOD_NOT_ALLOWED if path == PATH else HTTPStatus.NOT_FOUND
-        self.send_response(status)
-        if status == HTTPStatus.METHOD_NOT_ALLOWED:
-            self.send_header("Allow", "POST")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    # ------------------------------------------------------------------ bodies
-
-    def _discard_body(self) -> None:
-        """Read a small body we don't need, or close the connection after a large one."""
-        length = self.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) <= 65536:
-            self.rfile.read(int(length))
-        elif length not in (None, "0") or self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-
-    def read_body(self, limit: int) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked(limit)
-        length_header = self.headers.get("Content-Length")
-        if length_header is None:
-            return b""
-        try:
-            length = int(length_header)
-        except ValueError:
-            self.close_connection = True
-            raise BadBody(f"invalid Content-Length {length_header!r}") from None
-        if length < 0:
-            self.close_connection = True
-            raise BadBody(f"invalid Content-Length {length_header!r}")
-        if length > limit:
-            self._drain(length)
-            raise BodyTooLarge(f"the body has {length} bytes; the limit is {limit}")
-        data = self.rfile.read(length)
-        if len(data) != length:
-            self.close_connection = True
-            raise BadBody("the body ended before Content-Length bytes")
-        return data
-
-    def _drain(self, length: int) -> None:
-        # Reading what the client is sending lets it see our 413 instead of a reset connection.
-        self.close_connection = True
-        if length > DRAIN_LIMIT:
-            return
-        remaining = length
-        while remaining > 0:
-            chunk = self.rfile.read(min(remaining, 1 << 20))
-            if not chunk:
-                return
-            remaining -= len(chunk)
-
-    def _read_chunked(self, limit: int) -> bytes:
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                self.close_connection = True
-                raise BadBody("invalid chunked encoding") from None
-            if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return b"".join(parts)
-            total += size
-            if total > limit:
-                self.close_connection = True
-                raise BodyTooLarge(f"the chunked body exceeds the limit of {limit} bytes")
-            parts.append(self.rfile.read(size))
-            self.rfile.readline(16)
-
-    # ------------------------------------------------------------------ responses
-
-    def respond(
-        self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (extra or {}).items():
-            self.send_header(key, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _error(
-        self,
-        status: HTTPStatus,
-        message: str,
-        as_json: bool,
-        code: int = GRPC_INVALID_ARGUMENT,
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        body = status_body(code, message, as_json=as_json)
-        self.respond(status, body, JSON if as_json else PROTOBUF, extra)
-
-
-def _decompress(data: bytes, encoding: str, limit: int) -> bytes:
+def decompress(data: bytes, encoding: str, limit: int) -> bytes:
+    """The decoded body: every gzip member, at most ``limit`` bytes; trailing garbage is an error."""
     if encoding in ("", "identity"):
         return data
-    wbits = 31 if encoding in ("gzip", "x-gzip") else 15
-    decompressor = zlib.decompressobj(wbits)
-    try:
-        out = decompressor.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise BadBody(f"cannot decompress the {encoding} body: {exc}") from None
-    if len(out) > limit:
-        raise BodyTooLarge(f"the decompressed body exceeds the limit of {limit} bytes")
-    if not decompressor.eof:
-        raise BadBody(f"the {encoding} body is truncated")
-    return out
+    gzip = encoding in ("gzip", "x-gzip")
+    out: list[bytes] = []
+    total = 0
+    rest = data
+    while True:
+        decompressor = zlib.decompressobj(31 if gzip else 15)
+        try:
+            part = decompressor.decompress(rest, limit + 1 - total)
+        except zlib.error as exc:
+            raise BadBody(f"cannot decompress the {encoding} body: {exc}") from None
+        total += len(part)
+        if total > limit:
+            raise BodyTooLarge(f"the decompressed body exceeds the limit of {limit} bytes")
+        out.append(part)
+        if not decompressor.eof:
+            raise BadBody(f"the {encoding} body is truncated")
+        rest = decompressor.unused_data
+        if not rest:
+            return b"".join(out)
+        if not gzip:
+            raise BadBody(f"data after the end of the {encoding} stream")
+        # another gzip member follows: read it too (RFC 1952 allows several)
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    return {name: value for name, value in scope["headers"]}
 
 
 class HttpReceiver:
@@ -216,7 +90,16 @@ class HttpReceiver:
         self.config = config
         self.intake = intake
         self.stats = stats
-        self._serving = ServerThread(_Server((config.endpoint.host, config.endpoint.port), self), "agentwatch-http")
+        self._inflight = 0  # body bytes held by requests being received (event loop thread only)
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="agentwatch-http")
+        limits = Limits(
+            config.max_connections,
+            config.header_timeout_seconds,
+            config.idle_timeout_seconds,
+            on_reject=self._fail,
+        )
+        sock = bind(config.endpoint, "OTLP/HTTP")
+        self._serving = AsgiServer(sock, self._app, limits, "agentwatch-http")
         self.port: int = self._serving.port
 
     def start(self) -> None:
@@ -224,66 +107,176 @@ class HttpReceiver:
 
     def stop(self) -> None:
         self._serving.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def handle(self, req: _Handler) -> None:
-        self.stats.add("requests_received", 1, "http")
-        content_type = req.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-        as_json = content_type == JSON
-        if content_type not in (PROTOBUF, JSON):
-            req._discard_body()
-            self._fail(req, "unsupported_media_type")
-            req._error(
-                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                f"unsupported Content-Type {content_type or '(none)'!r}; use {PROTOBUF} or {JSON}",
-                False,
-            )
+    def _fail(self, reason: str) -> None:
+        self.stats.add("requests_failed", 1, reason)
+
+    # ------------------------------------------------------------------ the ASGI app
+
+    async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
             return
-        encoding = req.headers.get("Content-Encoding", "").strip().lower()
-        if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
-            req._discard_body()
-            self._fail(req, "unsupported_media_type")
-            req._error(
-                HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"unsupported Content-Encoding {encoding!r}", as_json
-            )
+        headers = _headers(scope)
+        content_type = headers.get(b"content-type", b"").decode("latin-1").split(";", 1)[0].strip().lower()
+        as_json = content_type == JSON
+        path = scope["path"]
+        method = scope["method"]
+        unread = b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0"
+        if path != PATH:
+            self._fail("not_found")
+            await self._error(send, 404, f"no such path: {path} (OTLP traces go to {PATH})", False, close=unread)
+            return
+        if method != "POST":
+            self._fail("method_not_allowed")
+            extra = {"allow": "POST"}
+            await self._error(send, 405, f"{method} not allowed; use POST", False, extra=extra, close=unread)
+            return
+        self.stats.add("requests_received", 1, "http")
+        if content_type not in (PROTOBUF, JSON):
+            self._fail("unsupported_media_type")
+            message = f"unsupported Content-Type {content_type or '(none)'!r}; use {PROTOBUF} or {JSON}"
+            await self._error(send, 415, message, False, close=True)
+            return
+        encoding = headers.get(b"content-encoding", b"").decode("latin-1").strip().lower()
+        if encoding not in ENCODINGS:
+            self._fail("unsupported_media_type")
+            await self._error(send, 415, f"unsupported Content-Encoding {encoding!r}", as_json, close=True)
             return
         limit = self.config.max_body_bytes
+        length = headers.get(b"content-length")  # h11 has checked it is a valid number
+        if length is not None and int(length) > limit:
+            self._fail("too_large")
+            message = f"the body has {int(length)} bytes; the limit is {limit}"
+            await self._error(send, 413, message, as_json, GRPC_RESOURCE_EXHAUSTED, close=True)
+            return
+        held = [0]  # bytes reserved in max_inflight_bytes, released whatever happens
         try:
-            body = _decompress(req.read_body(limit), encoding, limit)
-            if as_json:
-                body = json_request_to_protobuf(body) if body.strip() else b""
-            accepted = self.intake.submit(body, "http")
-        except BodyTooLarge as exc:
-            self._fail(req, "too_large")
-            req._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc), as_json, GRPC_RESOURCE_EXHAUSTED)
-            return
-        except (BadBody, Malformed, ValueError) as exc:
-            self._fail(req, "malformed")
-            req._error(HTTPStatus.BAD_REQUEST, str(exc), as_json)
-            return
-        except Throttled as exc:
-            self._fail(req, "throttled")
-            req._error(
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                str(exc),
-                as_json,
-                GRPC_UNAVAILABLE,
-                extra={"Retry-After": str(exc.retry_after)},
+            body = await self._read_body(receive, send, limit, int(length or 0), as_json, held)
+            if body is None:
+                return
+            loop = asyncio.get_running_loop()
+            status, payload, kind, extra = await loop.run_in_executor(
+                self._pool, self._process, body, encoding, as_json
             )
-            return
-        except (ConnectionError, TimeoutError):
-            req.close_connection = True
-            return
+            del body
+            await self._respond(send, status, payload, kind, extra)
+        finally:
+            self._inflight -= held[0]
+
+    async def _read_body(
+        self, receive: Receive, send: Send, limit: int, expected: int, as_json: bool, held: list[int]
+    ) -> bytes | None:
+        """The whole body within ``body_timeout_seconds``, or ``None`` once an error was answered.
+
+        Bytes are reserved in ``max_inflight_bytes`` as they come (a declared length up front);
+        ``held[0]`` says how many, for the caller to release.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.body_timeout_seconds
+        parts: list[bytes] = []
+        total = 0
+        more = True
+        while more:
+            remaining = deadline - loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                message = await asyncio.wait_for(receive(), remaining)
+            except (TimeoutError, asyncio.TimeoutError):
+                self._fail("timeout")
+                seconds = self.config.body_timeout_seconds
+                await self._error(send, 408, f"the body took longer than {seconds:g}s", as_json, close=True)
+                return None
+            if message["type"] != "http.request":  # the client went away
+                return None
+            chunk = message.get("body", b"")
+            more = message.get("more_body", False)
+            total += len(chunk)
+            if total > limit:
+                self._fail("too_large")
+                message_text = f"the body exceeds the limit of {limit} bytes"
+                await self._error(send, 413, message_text, as_json, GRPC_RESOURCE_EXHAUSTED, close=True)
+                return None
+            want = max(total, min(expected, limit)) - held[0]  # a declared length is reserved up front
+            if want > 0:
+                if self._inflight + want > self.config.max_inflight_bytes:
+                    self._fail("throttled")
+                    await self._error(
+                        send,
+                        503,
+                        "the collector is receiving too much at once; retry later",
+                        as_json,
+                        GRPC_UNAVAILABLE,
+                        extra={"retry-after": str(BUSY_RETRY_AFTER)},
+                        close=True,
+                    )
+                    return None
+                self._inflight += want
+                held[0] += want
+            if chunk:
+                parts.append(chunk)
+        return b"".join(parts)
+
+    def _process(self, body: bytes, encoding: str, as_json: bool) -> Reply:
+        """Decode and buffer one request (in a worker thread); the reply to send."""
+        kind = JSON if as_json else PROTOBUF
+        limit = self.config.max_body_bytes
+        try:
+            data = decompress(body, encoding, limit)
+            if as_json:
+                data = json_request_to_protobuf(data) if data.strip() else b""
+            accepted = self.intake.submit(data, "http")
+        except BodyTooLarge as exc:
+            self._fail("too_large")
+            return self._status(413, str(exc), as_json, GRPC_RESOURCE_EXHAUSTED)
+        except (BadBody, Malformed, ValueError, RecursionError) as exc:
+            self._fail("malformed")
+            text = str(exc) if not isinstance(exc, RecursionError) else "the body is nested too deeply"
+            return self._status(400, text, as_json, GRPC_INVALID_ARGUMENT)
+        except Throttled as exc:
+            self._fail("throttled")
+            reply = self._status(503, str(exc), as_json, GRPC_UNAVAILABLE)
+            reply[3]["retry-after"] = str(exc.retry_after)
+            return reply
         except Exception:
             log.exception("unexpected error handling an OTLP/HTTP request")
-            self._fail(req, "internal_error")
-            req.close_connection = True
-            req._error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error", as_json, 13)
-            return
-        req.respond(
-            HTTPStatus.OK,
-            response_body(accepted.rejected, accepted.message, as_json=as_json),
-            JSON if as_json else PROTOBUF,
-        )
+            self._fail("internal_error")
+            return self._status(500, "internal error", as_json, 13)
+        return 200, response_body(accepted.rejected, accepted.message, as_json=as_json), kind, {}
 
-    def _fail(self, req: _Handler, reason: str) -> None:
-        self.stats.add("requests_failed", 1, reason)
+    @staticmethod
+    def _status(status: int, message: str, as_json: bool, code: int) -> Reply:
+        return status, status_body(code, message, as_json=as_json), JSON if as_json else PROTOBUF, {}
+
+    # ------------------------------------------------------------------ responses
+
+    @staticmethod
+    async def _respond(
+        send: Send, status: int, body: bytes, content_type: str, extra: dict[str, str], close: bool = False
+    ) -> None:
+        headers: list[tuple[bytes, bytes]] = [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"server", b"agentwatch-collector"),
+        ]
+        headers.extend((k.encode(), v.encode()) for k, v in extra.items())
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _error(
+        self,
+        send: Send,
+        status: int,
+        message: str,
+        as_json: bool,
+        code: int = GRPC_INVALID_ARGUMENT,
+        extra: dict[str, str] | None = None,
+        close: bool = False,
+    ) -> None:
+        """An error answer; ``close`` when the body was not read (the connection cannot be reused)."""
+        body = status_body(code, message, as_json=as_json)
+        await self._respond(send, status, body, JSON if as_json else PROTOBUF, extra or {}, close)
+

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..semconv import Flag
+
 log = logging.getLogger("agentwatch.collector")
 
 
@@ -25,7 +27,20 @@ class MetricDef:
     description: str
     unit: str
     label: str | None = None  # at most one label per metric
+    labels: tuple[str, ...] = ()  # the label values known in advance: exposed (as 0) from start-up
 
+
+REQUEST_FAILURES = (
+    "malformed",
+    "too_large",
+    "unsupported_media_type",
+    "throttled",
+    "not_found",
+    "method_not_allowed",
+    "timeout",
+    "too_many_connections",
+    "internal_error",
+)
 
 COUNTERS: tuple[MetricDef, ...] = (
     MetricDef(
@@ -34,6 +49,7 @@ COUNTERS: tuple[MetricDef, ...] = (
         "OTLP export requests received",
         "{request}",
         "protocol",
+        ("grpc", "http"),
     ),
     MetricDef(
         "requests_failed",
@@ -41,6 +57,7 @@ COUNTERS: tuple[MetricDef, ...] = (
         "Requests answered with an error, by reason",
         "{request}",
         "reason",
+        REQUEST_FAILURES,
     ),
     MetricDef(
         "spans_received",
@@ -48,6 +65,7 @@ COUNTERS: tuple[MetricDef, ...] = (
         "Spans in well-formed requests (accepted + rejected)",
         "{span}",
         "protocol",
+        ("grpc", "http"),
     ),
     MetricDef(
         "spans_rejected",
@@ -55,6 +73,7 @@ COUNTERS: tuple[MetricDef, ...] = (
         "Spans refused in a partial success, by reason",
         "{span}",
         "reason",
+        ("invalid_id",),
     ),
     MetricDef(
         "spans_forwarded",
@@ -74,6 +93,14 @@ COUNTERS: tuple[MetricDef, ...] = (
         "Spans that could not be delivered, by reason",
         "{span}",
         "reason",
+        (
+            "export_failed",
+            "retries_exhausted",
+            "queue_overflow",
+            "rejected_downstream",
+            "shutdown",
+            "internal_error",
+        ),
     ),
     MetricDef(
         "traces_decided",
@@ -81,6 +108,7 @@ COUNTERS: tuple[MetricDef, ...] = (
         "Traces decided, by what triggered the decision",
         "{trace}",
         "reason",
+        ("root", "run", "idle", "hard_timeout", "overflow", "shutdown", "late"),
     ),
     MetricDef(
         "findings",
@@ -88,6 +116,7 @@ COUNTERS: tuple[MetricDef, ...] = (
         "Anomaly findings added to spans, by flag",
         "{finding}",
         "flag",
+        tuple(flag.value for flag in Flag),
     ),
     MetricDef(
         "late_spans",
@@ -95,6 +124,7 @@ COUNTERS: tuple[MetricDef, ...] = (
         "Spans that arrived after their trace was decided, by handling",
         "{span}",
         "mode",
+        ("cached", "reevaluated", "unevaluated"),
     ),
     MetricDef(
         "summary_spans",
@@ -108,6 +138,7 @@ COUNTERS: tuple[MetricDef, ...] = (
         "Export attempts downstream, by outcome",
         "{request}",
         "outcome",
+        ("success", "retry", "failed"),
     ),
     MetricDef(
         "evaluation_errors",
@@ -153,7 +184,11 @@ class Stats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counters: dict[str, dict[str, int]] = {d.name: {} for d in COUNTERS}
+        # Every series known in advance exists from start-up, at 0: dashboards and alerts
+        # (rate(), absent()) see it before the first span.
+        self._counters: dict[str, dict[str, int]] = {
+            d.name: dict.fromkeys(d.labels, 0) if d.label else {"": 0} for d in COUNTERS
+        }
         self._gauges: dict[str, Callable[[], float]] = {}
         self.started = time.time()
         self.status = "starting"  # starting | ok | draining | stopped
@@ -161,7 +196,7 @@ class Stats:
         self.extra: dict[str, Callable[[], Any]] = {}
 
     def add(self, name: str, n: int = 1, label: str = "") -> None:
-        if n == 0:
+        if n <= 0:  # counters only grow: a negative count (a bad downstream answer) is not one
             return
         with self._lock:
             series = self._counters[name]
@@ -171,7 +206,7 @@ class Stats:
         with self._lock:
             series = self._counters[name]
             for label, n in counts:
-                if n:
+                if n > 0:
                     series[label] = series.get(label, 0) + n
 
     def get(self, name: str, label: str | None = None) -> int:

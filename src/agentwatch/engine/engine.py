@@ -11,8 +11,11 @@ Runs nest. The counters of a call (steps, calls, tokens, cost) count for its
 run and every ancestor run, and every ancestor's budget is checked; the
 behavioural detectors (loops, progress, retries, duplicates, entities, drift,
 spikes) look at the nearest run only. A run's summary lists the flags found on
-spans of the run *and of its nested runs*, counts them all, and names the
-earliest-starting flagged span among them as the fault origin.
+spans of the run *and of its nested runs*, counts them all, and names the fault
+origin: the earliest-starting span among the flagged spans *and the evidence
+spans their findings point to* (``related_span_id``), so a retry storm's origin
+is its first failure and a loop's its first call, not the call that tripped
+the threshold.
 
 Every public method is thread-safe (one lock) and never raises: bad input is
 counted in :attr:`Engine.stats` and ignored.
@@ -31,7 +34,7 @@ from ..config import Config, load_config
 from ..hashing import args_hash as _args_hash
 from ..hashing import value_hash
 from ..semconv import Flag, StopReason
-from . import budgets, drift, grounding, loops, policy, retries, usage
+from . import budgets, drift, grounding, loops, noise, policy, repeats, retries, usage
 from .budgets import compile_limits
 from .context import Context
 from .outcome import failure_mode
@@ -214,14 +217,24 @@ class _Core:
                     seen.add(finding.flag)
                     unique.append(finding)
             out = unique
+        # The fault origin is the cause, not the symptom: the earliest of the flagged
+        # span and the evidence spans its findings name (the first failure of a retry
+        # storm, the first call of a loop, the LLM call that first named an id).
+        origin, origin_start = span_id, start_ns
+        for finding in out:
+            related = finding.related_span_id
+            if related is not None and related != origin:
+                at = run.span_start(related)
+                if at is not None and at < origin_start:
+                    origin, origin_start = related, at
         for owner in run.chain:
             flags = owner.flags
             for finding in out:
                 flags[finding.flag.value] = None
             owner.anomaly_count += len(out)
-            if owner.origin_span is None or start_ns < owner.origin_start:
-                owner.origin_span = span_id
-                owner.origin_start = start_ns
+            if owner.origin_span is None or origin_start < owner.origin_start:
+                owner.origin_span = origin
+                owner.origin_start = origin_start
         gateway = self.ctx.config.gateway
         if gateway.stop_on_flags or gateway.stop_on_severities:
             for finding in out:
@@ -362,10 +375,28 @@ class _Core:
         ahash = rec.args_hash
         if ahash is None and arguments is not None:
             ahash = _args_hash(arguments)
-        key: CallKey | None = (tool, ahash) if tool and ahash.__class__ is str else None
+        # Loops and budgets key calls by their arguments with volatile values masked;
+        # the requesting LLM call is found by the exact hash the model's request had.
+        exact: CallKey | None = (tool, ahash) if tool and ahash.__class__ is str else None
+        lkey = rec.args_key
+        if lkey.__class__ is not str:
+            lkey = noise.args_key(arguments, ahash) if arguments is not None else ahash
+        key: CallKey | None = (tool, lkey) if exact is not None and lkey.__class__ is str else exact
         rhash = rec.result_hash
-        if rhash is None and rec.result is not None and not failed:
-            rhash = value_hash(rec.result)
+        result = rec.result
+        if rhash is None and result is not None and not failed:
+            rhash = value_hash(result)
+        rkey = rec.result_key
+        sketch = rec.result_sketch
+        if not failed and result is not None:
+            if rkey.__class__ is not str:
+                rkey = noise.result_key(result, rhash)
+            if sketch is None:
+                sketch = noise.sketch(result)
+        elif rkey.__class__ is not str:
+            rkey = rhash
+        if sketch.__class__ is not str:
+            sketch = None
 
         for owner in run.chain:
             owner.steps += 1
@@ -374,7 +405,8 @@ class _Core:
             budgets.observe(ctx, run, span_id, self._end(rec), True, key, out)
 
         side_effect = rec.side_effect is True or (ctx.side_effect_globs and ctx.is_side_effect(tool))
-        cs = loops.observe_tool(ctx, run, span_id, key, failed, rhash, side_effect, out)
+        run.remember_start(span_id, rec.start_ns, ctx.max_calls)
+        cs = loops.observe_tool(ctx, run, span_id, key, failed, rkey, side_effect, out, sketch)
         if failed:
             retries.observe_failure(ctx, run, span_id, tool, out)
         if side_effect and key is not None:
@@ -383,7 +415,7 @@ class _Core:
         if run.unknown_requested and tool:
             policy.check_executed(ctx, run, tool, span_id, out)
         if run.basis and (rec.arg_entities or arguments is not None):
-            grounding.check_tool_args(ctx, run, rec, tool, key, cs, out)
+            grounding.check_tool_args(ctx, run, rec, tool, exact, cs, out)
         if not failed and (rec.result_entities is not None or rec.result is not None):
             grounding.observe_result(ctx, run, rec, tool, out)
         if out:
@@ -428,13 +460,16 @@ class _Core:
             if cost is not None:
                 owner.cost += cost
         span_id = rec.span_id
+        run.remember_start(span_id, rec.start_ns, ctx.max_calls)
         if run.limits is not None or run.parent is not None:
             budgets.observe(ctx, run, span_id, self._end(rec), False, None, out)
         if tin is not None or tout is not None:
             usage.observe_tokens(ctx, run, tokens_in + tokens_out, span_id, out)
         drift.observe_llm(ctx, run, rec, out)
-        if rec.input_entities is not None or rec.requested_entities or rec.requested_calls:
+        if rec.input_entities is not None or rec.requested_entities or rec.requested_calls or rec.input_raw:
             grounding.check_llm(ctx, run, rec, out)
+        if rec.requested_calls:
+            repeats.observe_requested(ctx, run, rec, out)
         if out:
             out = self._record(run, span_id, self._start(rec), out)
         return out

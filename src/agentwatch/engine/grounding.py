@@ -8,8 +8,13 @@ the tool span (its actual arguments) are checked.
 
 An id is *known* in a run when it was declared as the run's subject, appeared
 in an LLM call's input, in the run's own input, or in the result of an earlier
-successful tool call. Ids compare by value, case-insensitively, whatever type
-each side gave them.
+successful tool call. Ids compare in their normal form
+(:func:`.ids.normalise_id`: decoration such as ``#``, quotes and trailing
+punctuation removed, case folded, a number equal to its text), whatever type
+each side gave them. What the run read is learnt liberally
+(:func:`.ids.learnable_ids`: every scalar and every word with a digit, under
+any key), so an id that appeared earlier in any form is known; what is
+*checked* stays the extractor's strict shapes.
 
 A run is only checked once it has an *input* basis: declared entities, the
 run's own input, or an LLM call whose input was scanned. Without one the engine
@@ -28,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..semconv import Flag
+from .ids import learnable_ids, normalise_id
 from .record import Entity, Finding, SpanRecord
 from .state import CallKey, CallState, RunState, bounded_put
 
@@ -39,7 +45,7 @@ LEARN_LIMIT = 4096  # ids taken from one raw result or input
 # may legitimately write a product or error code it knows into a search query. Under an id-ish
 # key the same value gets the key's type and is checked.
 WEAK_TYPES = frozenset({"code"})
-MAX_PENDING = 32  # raw values held for lazy extraction before they are scanned anyway
+MAX_PENDING = 128  # raw values held for lazy learning before they are scanned anyway (most runs never are)
 
 
 def declare(ctx: Context, run: RunState, entities: Mapping[str, Any]) -> None:
@@ -50,7 +56,7 @@ def declare(ctx: Context, run: RunState, entities: Mapping[str, Any]) -> None:
         eid = str(value).strip()
         if not eid:
             continue
-        low = eid.lower()
+        low = normalise_id(value)
         run.subject[ctx.entity_type(str(etype))] = (eid, low)
         _learn_id(ctx, run, low)
         run.basis = True
@@ -61,10 +67,10 @@ def learn_input(ctx: Context, run: RunState, entities: Iterable[Entity] | None, 
     if entities is not None:
         run.basis = True
         for entity in entities:
-            _learn_id(ctx, run, str(entity[1]).lower())
+            _learn_id(ctx, run, normalise_id(entity[1]))
     if raw is not None:
         run.basis = True
-        _learn_raw(ctx, run, raw)
+        _learn_raw(ctx, run, raw, entities is None)
 
 
 def _learn_id(ctx: Context, run: RunState, low: str) -> None:
@@ -76,40 +82,61 @@ def _learn_id(ctx: Context, run: RunState, low: str) -> None:
             ctx.stats.entities_evicted += bounded_put(known, low, None, ctx.max_entities)
 
 
-def _learn_raw(ctx: Context, run: RunState, raw: Any) -> None:
-    run.pending.append(raw)
-    if len(run.pending) > MAX_PENDING:
-        _flush(ctx, run)
+def _learn_raw(ctx: Context, run: RunState, raw: Any, strict: bool) -> None:
+    """Hold ``raw`` for lazy learning; ``strict``: its extractor ids are not known yet either.
+
+    Values are read only when an id is missing, so a run whose ids are all
+    known never pays for the liberal scan. When too many wait, the values whose
+    extractor ids are unknown are read now and the oldest of the others are
+    forgotten (their shaped ids were learnt already; bounded memory per run).
+    """
+    pending = run.pending
+    pending.append((raw, strict))
+    if len(pending) > MAX_PENDING:
+        extract = ctx.extractor.extract
+        kept: list[tuple[Any, bool]] = []
+        for value, needs_extraction in pending:
+            if needs_extraction:
+                for entity in extract(value, limit=LEARN_LIMIT):
+                    _learn_id(ctx, run, normalise_id(entity[1]))
+            kept.append((value, False))
+        dropped = len(kept) - MAX_PENDING // 2
+        ctx.stats.entities_evicted += dropped
+        run.pending = kept[dropped:]
 
 
 def _flush(ctx: Context, run: RunState) -> None:
     pending, run.pending = run.pending, []
     extract = ctx.extractor.extract
-    for raw in pending:
-        for entity in extract(raw, limit=LEARN_LIMIT):
-            _learn_id(ctx, run, entity[1].lower())
+    for raw, strict in pending:
+        if strict:
+            for entity in extract(raw, limit=LEARN_LIMIT):
+                _learn_id(ctx, run, normalise_id(entity[1]))
+        for norm in learnable_ids(raw, LEARN_LIMIT):
+            _learn_id(ctx, run, norm)
 
 
 def _unknown(ctx: Context, run: RunState, entities: Iterable[Entity]) -> list[Entity]:
     known = run.known
-    missing = [e for e in entities if e[0] not in WEAK_TYPES and str(e[1]).lower() not in known]
+    missing = [e for e in entities if e[0] not in WEAK_TYPES and normalise_id(e[1]) not in known]
     if missing and run.pending:
         _flush(ctx, run)
-        missing = [e for e in missing if str(e[1]).lower() not in known]
+        missing = [e for e in missing if normalise_id(e[1]) not in known]
     return missing
 
 
 def _describe(missing: list[Entity]) -> str:
-    first = f"{missing[0][0]} {missing[0][1]}"
+    etype, raw = missing[0]
+    norm = f"(normalised: {normalise_id(raw)})"
     if len(missing) == 1:
-        return f"{first}, which appears"
-    return f"{first} (and {len(missing) - 1} more), which appear"
+        return f"{etype} {raw} {norm}, which appears"
+    return f"{etype} {raw} (and {len(missing) - 1} more) {norm}, which appear"
 
 
 def check_llm(ctx: Context, run: RunState, rec: SpanRecord, out: list[Finding]) -> None:
     """Learn what the LLM read; flag ids in the calls it requested that it could not have read anywhere."""
-    if rec.input_entities is not None:
-        learn_input(ctx, run, rec.input_entities)
+    if rec.input_entities is not None or rec.input_raw is not None:
+        learn_input(ctx, run, rec.input_entities, rec.input_raw)
     requested = rec.requested_entities
     if requested and run.basis:
         missing = _unknown(ctx, run, requested)
@@ -179,9 +206,9 @@ def observe_result(ctx: Context, run: RunState, rec: SpanRecord, tool: str, out:
         _check_mismatch(ctx, run, rec, tool, entities, out)
     if entities is not None:
         for entity in entities:
-            _learn_id(ctx, run, str(entity[1]).lower())
-    else:
-        _learn_raw(ctx, run, raw)
+            _learn_id(ctx, run, normalise_id(entity[1]))
+    if raw is not None:  # every value in it, under any key (learnt lazily, when an id is missing)
+        _learn_raw(ctx, run, raw, entities is None)
 
 
 def _check_mismatch(
@@ -189,7 +216,7 @@ def _check_mismatch(
 ) -> None:
     if not entities:
         return
-    ids = {str(e[1]).lower() for e in entities}
+    ids = {normalise_id(e[1]) for e in entities}
     for stype, (sid, slow) in run.subject.items():
         if slow in ids:
             continue

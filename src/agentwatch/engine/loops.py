@@ -2,9 +2,12 @@
 
 A repeat is only a loop when it brings nothing new, so polling whose answer
 changes and pagination (new arguments each page) are not loops. Per (tool,
-args hash) key the detector counts the calls since the key last brought a new
-result, counting that call; a call whose result is unknown (no result hash,
-or it failed) brings nothing new. The call that makes the count reach
+masked args hash) key the detector counts the calls since the key last brought
+a new result, counting that call. "New" means new in substance
+(:mod:`.noise`): the result's fingerprint with volatile parts masked was not
+seen for the key, and a long text result is not near-identical to one the key
+brought before. A call whose result is unknown (no result hash, or it failed)
+or empty (blank text, ``[]``, ``{}``) brings nothing new. The call that makes the count reach
 ``repeated_calls_threshold`` (default 3) is flagged, and every one after it.
 
 A cycle is a sequence of 2..4 distinct keys repeated ``cycle_repeats`` times in
@@ -12,10 +15,11 @@ a row (A->B->A->B, A->B->C->A->B->C) where the repetitions brought nothing new;
 it is flagged on the call that completes it, and on every call that continues it.
 
 ``NO_PROGRESS`` counts consecutive tool calls that bring no new result to the
-run: failed calls, and results whose fingerprint the run has already seen. A
-successful call whose result is unknown counts as progress unless it repeats a
-key (no evidence either way), and a write (side-effect tool) with new arguments
-counts as progress even if its acknowledgement looks like the last one. The
+run: failed calls, empty results, and results whose masked fingerprint the run
+has already seen. A successful call whose result is unknown counts as progress
+unless it repeats a key (no evidence either way), and a write (side-effect
+tool) with new arguments counts as progress even if its acknowledgement looks
+like the last one or is empty. The
 streak is flagged once, on the call that makes it reach the threshold.
 """
 
@@ -24,8 +28,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..semconv import Flag
+from . import noise
 from .record import Finding
-from .state import MAX_RESULTS_PER_KEY, CallKey, CallState, RunState, bounded_put
+from .state import MAX_RESULTS_PER_KEY, MAX_SKETCHES_PER_KEY, CallKey, CallState, RunState, bounded_put
 
 if TYPE_CHECKING:
     from .context import Context
@@ -42,24 +47,34 @@ def observe_tool(
     result_hash: str | None,
     side_effect: bool,
     out: list[Finding],
+    sketch: str | None = None,
 ) -> CallState | None:
-    """Update repeat, cycle and progress state with one finished tool call; returns its key state."""
+    """Update repeat, cycle and progress state with one finished tool call; returns its key state.
+
+    ``result_hash`` is the masked result fingerprint (``noise.result_key``);
+    ``sketch`` the long result's similarity sketch, if any.
+    """
     cs: CallState | None = None
     first = True
     new_for_key = False
+    empty = result_hash is None or result_hash in noise.EMPTY_RESULT_HASHES
     if key is not None:
         calls = run.calls
         cs = calls.get(key)
         if cs is None:  # the common case: a call never made before in this run
-            new_for_key = not failed and result_hash is not None
+            new_for_key = not failed and not empty
             cs = CallState(key, span_id, result_hash if new_for_key else None)
+            if new_for_key and sketch is not None:
+                cs.sketches = [sketch]
             if len(calls) < ctx.max_calls:
                 calls[key] = cs
             else:
                 ctx.stats.calls_evicted += bounded_put(calls, key, cs, ctx.max_calls)
         else:
             first = False
-            new_for_key = not failed and result_hash is not None and _new_result(cs, result_hash)
+            new_for_key = (
+                not failed and not empty and _new_result(cs, result_hash) and _new_text(cs, sketch)  # type: ignore[arg-type]
+            )
         if new_for_key:
             cs.stale = 1
         else:
@@ -89,7 +104,9 @@ def observe_tool(
     if failed:
         progress = False
     elif result_hash is None:
-        progress = first
+        progress = first  # nothing recorded: no evidence either way
+    elif empty:
+        progress = side_effect and first  # an empty answer is nothing new (a write's empty ack is)
     else:
         results = run.results
         seen = result_hash in results
@@ -134,6 +151,22 @@ def _new_result(cs: CallState, result_hash: str) -> bool:
     if len(results) >= MAX_RESULTS_PER_KEY:
         results.clear()
     results.add(result_hash)
+    return True
+
+
+def _new_text(cs: CallState, sketch: str | None) -> bool:
+    """Is a long text result not near-identical to one the key brought before? (records it)"""
+    if sketch is None:
+        return True
+    sketches = cs.sketches
+    if sketches is None:
+        cs.sketches = [sketch]
+        return True
+    if any(noise.similar(sketch, seen) for seen in sketches):
+        return False
+    if len(sketches) >= MAX_SKETCHES_PER_KEY:
+        del sketches[0]
+    sketches.append(sketch)
     return True
 
 

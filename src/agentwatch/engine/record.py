@@ -64,15 +64,19 @@ class SpanRecord:
     offered_tools: tuple[str, ...] | None = None  # tool names offered to the model; None = unknown
     input_entities: tuple[Entity, ...] | None = None  # entity ids in the call's input messages
     system_hash: str | None = None  # fingerprint of the system instructions
+    input_raw: Any = None  # in process only: the input texts, learnt lazily as known ids (never exported)
     user_hash: str | None = None  # fingerprint of the latest user turn
 
     # tool calls
     tool_name: str | None = None
     tool_call_id: str | None = None
     args_hash: str | None = None
+    args_key: str | None = None  # args hash with volatile values masked (noise.args_key); None = compute
     arguments: Any = None  # parsed arguments when available (inline, or captured content)
     result: Any = None  # result when available
     result_hash: str | None = None
+    result_key: str | None = None  # result hash with volatile parts masked (noise.result_key); None = compute
+    result_sketch: str | None = None  # similarity sketch of a long result (noise.sketch)
     side_effect: bool = False
     idempotency_key: bool = False  # the arguments carry an idempotency key
     error_class: str | None = None  # contract's agentwatch.tool.error_class
@@ -107,7 +111,7 @@ def new_record(
     """``SpanRecord(...)`` with these twelve fields, the others left at their class-level defaults.
 
     Equal to the dataclass constructor with the same arguments at a fraction of
-    the cost: adapters build one record per span, and most of the 38 fields keep
+    the cost: adapters build one record per span, and most of the other fields keep
     their defaults on any one span.
     """
     record: SpanRecord = _new(SpanRecord)
@@ -144,7 +148,7 @@ class RunSummary:
     run_key: str
     flags: tuple[str, ...]  # every flag seen in the run, deduplicated, in first-seen order
     anomaly_count: int
-    fault_origin_span_id: str | None  # earliest flagged span of the run (seed 003's backward trace)
+    fault_origin_span_id: str | None  # earliest of the run's flagged spans and their evidence spans
     failure_mode: FailureMode
     steps: int
     llm_calls: int

@@ -25,6 +25,7 @@ CallKey = tuple[str, str]
 """(tool name, args hash)."""
 
 MAX_RESULTS_PER_KEY = 32
+MAX_SKETCHES_PER_KEY = 8
 
 
 class Stats:
@@ -106,7 +107,7 @@ def _first(store: dict[K, V], n: int) -> Iterator[K]:
 class CallState:
     """One (tool, args hash) key of a run: how often, since when, and which results it brought."""
 
-    __slots__ = ("arg_ids", "first_span", "key", "result", "results", "stale")
+    __slots__ = ("arg_ids", "first_span", "key", "result", "results", "sketches", "stale")
 
     def __init__(self, key: CallKey, first_span: str, result: str | None = None) -> None:
         self.key = key
@@ -115,6 +116,7 @@ class CallState:
         self.result = result  # the first result fingerprint (most keys only ever have one)
         self.results: set[str] | None = None  # later distinct fingerprints, created when needed
         self.arg_ids: tuple[Entity, ...] | None = None  # entities in the arguments, once extracted
+        self.sketches: list[str] | None = None  # sketches of the long text results it brought
 
 
 class RunState:
@@ -122,6 +124,7 @@ class RunState:
 
     __slots__ = (
         "agent_name",
+        "agents",
         "anomaly_count",
         "basis",
         "calls",
@@ -136,18 +139,15 @@ class RunState:
         "input_tokens",
         "key",
         "known",
-        "last_llm_span",
         "last_seen",
-        "last_system",
-        "last_user",
         "limits",
         "llm_calls",
-        "llm_seen",
         "origin_span",
         "origin_start",
         "output_tokens",
         "parent",
         "pending",
+        "request_repeats",
         "requested",
         "results",
         "run_findings",
@@ -156,6 +156,7 @@ class RunState:
         "started_steps",
         "started_tools",
         "started_unique",
+        "starts",
         "steps",
         "stop_finding",
         "streak",
@@ -202,13 +203,10 @@ class RunState:
         self.subject: dict[str, tuple[str, str]] = {}  # normalised type -> (id, lowered id)
         self.known: dict[str, None] = {}  # lowered ids seen earlier in the run
         self.basis = False  # the run has seen anything that could ground an id
-        self.pending: list[Any] = []  # raw results/inputs not yet scanned for ids (lazy extraction)
+        self.pending: list[tuple[Any, bool]] = []  # (raw result or input, extract strictly too): lazy learning
         self.requested: dict[CallKey, str] = {}  # requested call -> LLM span that asked for it
+        self.request_repeats: dict[CallKey, list[Any]] | None = None  # [requests, first span], see repeats
         self.unknown_requested: dict[str, str] | None = None  # requested but not offered -> LLM span
-        self.llm_seen = False
-        self.last_llm_span = ""
-        self.last_system: str | None = None
-        self.last_user: str | None = None
         self.token_calls = 0
         self.token_sum = 0
         self.flags: dict[str, None] = {}
@@ -216,6 +214,19 @@ class RunState:
         self.origin_span: str | None = None
         self.origin_start = 0
         self.run_findings: list[Any] = []
+        self.starts: dict[str, int] = {}  # span id -> start (ns) of its LLM and tool calls: fault origins
+        self.agents: dict[Any, Any] | None = None  # drift: agent identity -> its last LLM call
+
+    def remember_start(self, span_id: str, start_ns: Any, cap: int) -> None:
+        """Keep a call's start time, so a finding's evidence span can be the run's fault origin."""
+        starts = self.starts
+        if len(starts) >= cap:
+            bounded_put(starts, span_id, start_ns if start_ns.__class__ is int else 0, cap)
+        else:
+            starts[span_id] = start_ns if start_ns.__class__ is int else 0
+
+    def span_start(self, span_id: str) -> int | None:
+        return self.starts.get(span_id)
 
     def release(self) -> None:
         """Break the run's one reference cycle once it has left the table.

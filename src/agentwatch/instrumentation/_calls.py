@@ -14,7 +14,7 @@ exceptions pass through untouched; deliberate stops (``BudgetExceeded``,
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -26,12 +26,14 @@ from .. import _runtime, calllog
 from .. import semconv as sc
 from ..classify import error_class, error_type, mark, tool_stop_reason
 from ..content import NO_CAPTURE, CaptureMode, capture_mode
+from ..engine import noise
 from ..engine.engine import CallTicket
 from ..engine.entities import format_entities
 from ..engine.record import Kind, SpanRecord
 from ..errors import AnomalyStop, BudgetExceeded, LoopDetected, StopRun, ToolDenied, ToolOutputInvalid
 from ..gateway.executor import REFUSED_ANOMALY_STOP
 from ..hashing import canonical_json, digest, parse_arguments, value_hash
+from ..implicit import ImplicitRun
 from ..otel.findings import anomaly_update
 from ..otel.trusted import set_trusted_attributes
 from ..redaction import record_error, set_error_status
@@ -133,6 +135,7 @@ class ToolCall:
     __slots__ = (
         "arg_entities",
         "args_hash",
+        "args_key",
         "arguments",
         "capture",
         "idempotent",
@@ -150,6 +153,7 @@ class ToolCall:
     run: Run | None
     arguments: Any
     args_hash: str
+    args_key: str
     side_effect: bool
     idempotent: bool
     arg_entities: tuple[tuple[str, str], ...]
@@ -186,7 +190,7 @@ class ToolCall:
                 trace_id=trace_id, span_id=span_id, parent_id=parent_id, kind=Kind.TOOL,
                 name=f"{sc.OP_EXECUTE_TOOL} {self.name}", start_ns=self.start_ns, end_ns=end,
                 run_key=self.run.key if self.run else None,
-                tool_name=self.name, args_hash=self.args_hash, arguments=self.arguments,
+                tool_name=self.name, args_hash=self.args_hash, args_key=self.args_key, arguments=self.arguments,
                 side_effect=self.side_effect, idempotency_key=self.idempotent,
                 arg_entities=self.arg_entities, tool_schema=self.record_schema,
             )
@@ -217,6 +221,7 @@ class ToolCall:
                 entities = rt.extractor.extract(result)
                 record.result_entities = entities
                 attrs[sc.TOOL_RESULT_HASH] = record.result_hash
+                _noise_attrs(record, attrs)
                 if entities:
                     attrs[sc.TOOL_RESULT_ENTITIES] = format_entities(entities)
                 if self.capture.enabled:
@@ -241,6 +246,38 @@ class ToolCall:
             "elapsed_s": round((end - self.start_ns) / 1e9, 6), "status": "error" if record.is_error else "ok",
             "error_class": record.error_class, "attempt": attrs.get(sc.TOOL_ATTEMPT),
         }, rt.config.call_log_include)
+
+
+# Framework integrations that know which agent of a multi-agent run is calling the model
+# (a LangGraph node); the LLM span names it, so drift compares each agent with itself.
+_AGENT_NAMERS: list[Callable[[], str | None]] = []
+
+
+def add_agent_namer(namer: Callable[[], str | None]) -> None:
+    if namer not in _AGENT_NAMERS:
+        _AGENT_NAMERS.append(namer)
+
+
+def _agent_name() -> str | None:
+    for namer in _AGENT_NAMERS:
+        try:
+            name = namer()
+        except Exception:
+            continue
+        if isinstance(name, str) and name:
+            return name[:128]
+    return None
+
+
+def _noise_attrs(record: SpanRecord, attrs: dict[str, Any]) -> None:
+    """The result's masked fingerprint and sketch, for loops in process and out (see engine.noise)."""
+    result_hash = record.result_hash
+    masked = record.result_key = noise.result_key(record.result, result_hash)
+    if masked != result_hash:
+        attrs[sc.TOOL_RESULT_MASKED_HASH] = masked
+    sketch = record.result_sketch = noise.sketch(record.result)
+    if sketch is not None:
+        attrs[sc.TOOL_RESULT_SKETCH] = sketch
 
 
 def start_tool(
@@ -275,9 +312,12 @@ def start_tool(
         run = current_run()
         parsed = parse_arguments(arguments)
         h = digest(canonical_json(parsed))
+        if run is None and rt.implicit is not None:  # a tool an implicit run's LLM call asked for
+            run = rt.implicit.for_tool(name, h, call_id)
+        loop_key = noise.args_key(parsed, h)  # the engine keys loops and budgets by masked arguments
         start = time.time_ns()
         ticket = rt.engine.begin_call(
-            run.key if run else None, Kind.TOOL, tool_name=name, args_hash=h, now_ns=start
+            run.key if run else None, Kind.TOOL, tool_name=name, args_hash=loop_key, now_ns=start
         )
         stop = ticket.stop
         policy = rt.config.tools
@@ -293,6 +333,7 @@ def start_tool(
             call.run = run
             call.arguments = parsed
             call.args_hash = h
+            call.args_key = loop_key
             call.side_effect = side_effect or rt.config.tools.is_side_effect(name)
             call.idempotent = idempotent or (isinstance(parsed, dict) and any(
                 parsed.get(k) not in (None, "") for k in rt.config.tools.idempotency_keys
@@ -310,10 +351,14 @@ def start_tool(
                 sc.TOOL_ARGS_HASH: h,
                 sc.TOOL_SIDE_EFFECT: call.side_effect,
             }
+            if loop_key != h:
+                attrs[sc.TOOL_ARGS_MASKED_HASH] = loop_key
             if ticket.step is not None:
                 attrs[sc.STEP] = ticket.step
             if run is not None:
                 attrs[sc.RUN_ID] = run.run_id
+                if isinstance(run, ImplicitRun):
+                    attrs.update(run.attributes)
                 if call_id is None:
                     call_id = run.requested_call_id(name, h)
             if call_id:
@@ -369,6 +414,8 @@ class RequestInfo:
     system_text: str | None = None
     user_text: str | None = None
     new_input: Iterable[Any] = ()
+    # (messages, reader): every payload of the history, read on a run's first LLM call only
+    history: tuple[Any, Callable[[Any], list[Any]]] | None = None
     input_messages: Any = None
 
     def __init__(
@@ -402,6 +449,8 @@ class LLMCall:
     system_hash: str | None = None
     user_hash: str | None = None
     input_entities: tuple[tuple[str, str], ...] | None = None
+    input_raw: list[Any] | None = None
+    agent_name: str | None = None
     finished = False
     response_id: str | None = None
     response_model: str | None = None
@@ -480,6 +529,8 @@ class LLMCall:
         if cost is not None:
             attrs[sc.COST_USD] = cost
         run = self.run
+        if self.response_id and isinstance(run, ImplicitRun):
+            run.remember_response(self.response_id)
         requested: list[tuple[str, str]] = []
         requested_entities: list[tuple[str, str]] = []
         if self.requested:
@@ -519,8 +570,8 @@ class LLMCall:
             is_error=exc is not None, model=self.response_model or self.model,
             input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=cost,
             requested_calls=tuple(requested), requested_entities=tuple(requested_entities),
-            offered_tools=self.offered_tools, input_entities=self.input_entities,
-            system_hash=self.system_hash, user_hash=self.user_hash,
+            offered_tools=self.offered_tools, input_entities=self.input_entities, input_raw=self.input_raw,
+            system_hash=self.system_hash, user_hash=self.user_hash, agent_name=self.agent_name,
             error_type=attrs.get(sc.ERROR_TYPE),
         )
         _apply(span, run, record)
@@ -617,6 +668,8 @@ def start_llm(
                 if ticket.step is not None:
                     attrs[sc.STEP] = ticket.step
                 attrs[sc.RUN_ID] = run.run_id
+                if isinstance(run, ImplicitRun):
+                    attrs.update(run.attributes)
                 if info.offered_schemas:
                     run.remember_schemas(info.offered_schemas)
                 # Drift and entity grounding are judged within a run: outside one,
@@ -625,8 +678,23 @@ def start_llm(
                     call.system_hash = attrs[sc.LLM_SYSTEM_HASH] = digest(info.system_text)
                 if info.user_text:
                     call.user_hash = attrs[sc.LLM_USER_HASH] = digest(info.user_text)
+                if _AGENT_NAMERS:
+                    agent = _agent_name()
+                    if agent is not None:
+                        call.agent_name = attrs[sc.GEN_AI_AGENT_NAME] = agent
+                new_input = info.new_input
+                if not getattr(run, "history_learnt", True):
+                    # The run's first LLM call: everything the model was sent is what it knows
+                    # (a second turn of a chat, a checkpointed thread), not only the newest turn.
+                    run.history_learnt = True
+                    if info.history is not None:
+                        messages, reader = info.history
+                        new_input = [info.system_text, *reader(messages)] if info.system_text else reader(messages)
+                    # every value of it is learnt too (lazily); later calls' new input is mostly
+                    # tool results, which their own spans teach the engine
+                    call.input_raw = new_input if isinstance(new_input, list) else list(new_input)
                 entities: list[tuple[str, str]] = []
-                for item in info.new_input:
+                for item in new_input:
                     entities.extend(rt.extractor.extract(item))
                 call.input_entities = tuple(dict.fromkeys(entities))
                 # Recorded even when empty: "input scanned, nothing found" grounds the run.
@@ -650,7 +718,11 @@ def start_llm(
             foreign = _foreign_llm_span(current)
             if foreign is not None:
                 call.foreign = True
-                foreign.set_attributes({k: v for k, v in attrs.items() if k.startswith("agentwatch.")})
+                ours = {k: v for k, v in attrs.items() if k.startswith("agentwatch.")}
+                theirs = getattr(foreign, "attributes", None) or {}
+                if isinstance(run, ImplicitRun) and sc.GEN_AI_CONVERSATION_ID not in theirs:
+                    ours[sc.GEN_AI_CONVERSATION_ID] = run.conversation_id  # so exporters can group it too
+                foreign.set_attributes(ours)
                 attrs.clear()
                 span = foreign
             else:

@@ -98,3 +98,9 @@ def stop_for(run: Run, exc: BaseException | None) -> None:
     reason = stop_reason_for(exc)
     if reason is not StopReason.INTERNAL_ERROR:
         run.stop(reason, str(exc)[:200] or None)
+
+
+def limit_handled(run: Run, detail: str) -> None:
+    """The framework hit its own step limit and answered anyway: the run stopped at a step budget."""
+    if run.stop_reason is None:
+        run.stop(StopReason.STEP_BUDGET, detail[:200])

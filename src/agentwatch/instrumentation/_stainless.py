@@ -17,6 +17,7 @@ import wrapt
 from opentelemetry.instrumentation.utils import unwrap
 
 from .. import _runtime
+from .. import semconv as sc
 from ..content import capture_mode
 from ..forensics import replay_hook
 from ..runs import current_run
@@ -88,6 +89,16 @@ def _route(provider: Provider, options: Any) -> str | None:
     return operation
 
 
+def _implicit_run(body: dict[str, Any]) -> Any:
+    """The implicit run (contract §8) of a call made outside any run; ``None`` when switched off."""
+    try:
+        table = _runtime.get().implicit
+        return table.for_request(body) if table is not None else None
+    except Exception as err:  # the call goes on, outside any run
+        _runtime.internal_error("implicit.request", err)
+        return None
+
+
 def _prepare(provider: Provider, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Route and start the call; ``None`` means pass through. Deliberate stops propagate."""
     options = args[1] if len(args) > 1 else kwargs.get("options")
@@ -102,6 +113,8 @@ def _prepare(provider: Provider, client: Any, args: tuple[Any, ...], kwargs: dic
             body = body if isinstance(body, dict) else {}
         capture = capture_mode()
         run = current_run()
+        if run is None and operation != sc.OP_EMBEDDINGS:  # embeddings hold no conversation
+            run = _implicit_run(body)
         info = provider.read_request(operation, body, capture.enabled or run is not None, capture.enabled)
         headers = getattr(options, "headers", None)
         raw_mode = headers.get("X-Stainless-Raw-Response") if isinstance(headers, dict) and headers else None

@@ -46,6 +46,20 @@ def _block_payload(block: Any) -> Any:
     return None
 
 
+def _history_payloads(messages: list[Any]) -> list[Any]:
+    """Every text, tool input and tool result of a message history (a run's first call learns them all)."""
+    out: list[Any] = []
+    for msg in messages:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        for block in content if isinstance(content, list) else [content]:
+            payload = _block_payload(block)
+            if payload is None and isinstance(block, dict) and block.get("type") == "tool_use":
+                payload = block.get("input")
+            if payload:
+                out.append(payload)
+    return out
+
+
 def _genai_parts(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [gm.text(content)]
@@ -121,6 +135,7 @@ class AnthropicProvider:
                 blocks = content if isinstance(content, list) else [content]
                 fresh.extend(p for p in (_block_payload(b) for b in blocks) if p)
             info.new_input = fresh
+            info.history = (messages, _history_payloads)
             if capture:  # the GenAI message shape is for captured content only
                 info.input_messages = [
                     gm.message(m.get("role"), _genai_parts(m.get("content")))

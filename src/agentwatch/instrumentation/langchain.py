@@ -32,8 +32,8 @@ from .. import _runtime
 from ..errors import StopRun
 from ..gateway.executor import HandledFailure, ToolSpec, active_gateway, schema_accepts_key
 from ..gateway.idempotency import KEY_ARGUMENT
-from ._calls import ToolCall, active, start_tool
-from ._frameworks import DetachedRun, opens_run
+from ._calls import ToolCall, active, add_agent_namer, start_tool
+from ._frameworks import DetachedRun, limit_handled, opens_run
 from ._patching import DeferredPatch, text_value
 
 _FILTERED = frozenset({"run_manager", "callbacks", "config", "runtime", "state", "store", "tool_call_id"})
@@ -279,6 +279,49 @@ def _start(graph: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Detache
         return None
 
 
+# LangGraph's prebuilt agent answers this instead of calling the model when its steps ran out.
+NEED_MORE_STEPS = "Sorry, need more steps to process this request."
+
+
+def _last_message_text(item: Any) -> Any:
+    if isinstance(item, tuple) and item:  # (mode, chunk) or (namespace, mode, chunk)
+        item = item[-1]
+    if not isinstance(item, dict):
+        return None
+    messages = item.get("messages")
+    if messages is None and len(item) == 1:  # stream_mode="updates": {node: {"messages": [...]}}
+        update = next(iter(item.values()))
+        messages = update.get("messages") if isinstance(update, dict) else None
+    if isinstance(messages, list) and messages:
+        return getattr(messages[-1], "content", None)
+    return None
+
+
+def _note_limit(run: DetachedRun, item: Any) -> None:
+    """The graph answered that it needs more steps: it stopped at its own step limit."""
+    try:
+        if _last_message_text(item) == NEED_MORE_STEPS:
+            limit_handled(run.run, "LangGraph agent ran out of steps (remaining_steps) and said so")
+    except Exception as err:
+        _runtime.internal_error("langgraph.limit", err)
+
+
+def graph_node() -> str | None:
+    """The LangGraph node (path through subgraphs) running now: the agent of a multi-agent graph."""
+    config = _child_config.get() if _child_config is not None else None
+    metadata = config.get("metadata") if isinstance(config, dict) else None
+    if not isinstance(metadata, dict):
+        return None
+    path = metadata.get("langgraph_checkpoint_ns")
+    if isinstance(path, str) and path:
+        return "/".join(part.split(":", 1)[0] for part in path.split("|"))
+    node = metadata.get("langgraph_node")
+    return node if isinstance(node, str) else None
+
+
+_child_config: Any = None
+
+
 def _iterate(stream: Any, run: DetachedRun) -> Any:
     """Yield the graph's stream items; the run's context is current only while the graph works."""
     iterator = iter(stream)
@@ -290,6 +333,7 @@ def _iterate(stream: Any, run: DetachedRun) -> Any:
                     item = next(iterator)
             except StopIteration:
                 return
+            _note_limit(run, item)
             yield item
     except GeneratorExit:  # the consumer stopped early: close the graph inside its run
         close = getattr(iterator, "close", None)
@@ -314,6 +358,7 @@ async def _aiterate(stream: Any, run: DetachedRun) -> Any:
                     item = await iterator.__anext__()
             except StopAsyncIteration:
                 return
+            _note_limit(run, item)
             yield item
     except GeneratorExit:
         aclose = getattr(iterator, "aclose", None)
@@ -332,6 +377,7 @@ def _graph_wrapper(iterate: Callable[[Any, DetachedRun], Any]) -> Any:
     """A wrapper for ``Pregel.stream`` (``iterate=_iterate``) or ``astream`` (``_aiterate``)."""
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        _name_agents()
         run = _start(instance, args, kwargs)
         if run is None:
             return wrapped(*args, **kwargs)
@@ -343,6 +389,18 @@ def _graph_wrapper(iterate: Callable[[Any, DetachedRun], Any]) -> Any:
         return iterate(stream, run)
 
     return wrapper
+
+
+def _name_agents() -> None:
+    """Name each LLM call's agent after its graph node (once langchain-core is loaded)."""
+    global _child_config
+    if _child_config is None:
+        try:
+            from langchain_core.runnables.config import var_child_runnable_config
+        except Exception:
+            return
+        _child_config = var_child_runnable_config
+        add_agent_namer(graph_node)
 
 
 def patch() -> DeferredPatch:

@@ -75,6 +75,27 @@ def genai_messages(items: list[Any]) -> list[gm.Message]:
     return out
 
 
+def _history_payloads(messages: list[Any]) -> list[Any]:
+    """Every text and tool-call argument of a message history (a run's first call learns them all)."""
+    out: list[Any] = []
+    for msg in messages:
+        content = _get(msg, "content")
+        if content is None:
+            content = _get(msg, "output")
+        if isinstance(content, list):
+            content = gm.plain_text(content)
+        if content:
+            out.append(content)
+        arguments = _get(msg, "arguments")
+        if arguments:
+            out.append(arguments)
+        for tc in _get(msg, "tool_calls") or ():
+            arguments = _get(_get(tc, "function"), "arguments")
+            if arguments:
+                out.append(arguments)
+    return out
+
+
 def _read_prompt(info: RequestInfo, text: str, capture: bool) -> None:
     """A request whose whole input is one user string (Responses ``input``, legacy ``prompt``)."""
     info.user_text = text
@@ -194,6 +215,7 @@ class OpenAIProvider:
             if content:
                 fresh.append(content)
         info.new_input = fresh
+        info.history = (messages, _history_payloads)
         if capture:  # the GenAI message shape is for captured content only
             info.input_messages = genai_messages(messages)
 

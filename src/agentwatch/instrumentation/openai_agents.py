@@ -22,6 +22,7 @@ the LLM spans; they nest under the run. The SDK's own tracing is not used.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from contextvars import ContextVar
 from typing import Any
@@ -31,9 +32,10 @@ from ..errors import StopRun
 from ..gateway.executor import HandledFailure, ToolSpec, active_gateway, schema_accepts_key
 from ..gateway.idempotency import KEY_ARGUMENT
 from ..hashing import parse_arguments
+from ..runs import Run
 from ..runs import run as open_run
 from ._calls import ToolCall, active, start_tool
-from ._frameworks import DetachedRun, opens_run, stop_for, wrapped_stop
+from ._frameworks import DetachedRun, limit_handled, opens_run, stop_for, wrapped_stop
 from ._patching import DeferredPatch
 
 # Exceptions the SDK turned into a message for the model during the current tool call.
@@ -63,6 +65,39 @@ async def _run_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwarg
         raise
 
 
+def _watch_max_turns(kwargs: dict[str, Any], run: Run) -> None:
+    """Wrap a ``max_turns`` error handler: when it answers for the run, the run stopped at its turn limit.
+
+    ``Runner.run(..., error_handlers={"max_turns": handler})`` turns
+    ``MaxTurnsExceeded`` into a final output, so no exception reaches the run.
+    """
+    handlers = kwargs.get("error_handlers")
+    if not isinstance(handlers, dict) or handlers.get("max_turns") is None:
+        return
+    original = handlers["max_turns"]
+
+    def note(data: Any) -> None:
+        error = getattr(data, "error", None)
+        limit_handled(run, f"MaxTurnsExceeded handled by the run's error handler: {error}")
+
+    def max_turns(data: Any) -> Any:
+        result = original(data)
+        if inspect.isawaitable(result):
+
+            async def answered() -> Any:
+                value = await result
+                if value is not None:
+                    note(data)
+                return value
+
+            return answered()
+        if result is not None:
+            note(data)
+        return result
+
+    kwargs["error_handlers"] = {**handlers, "max_turns": max_turns}
+
+
 async def _in_run(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     try:
         scope = open_run(_agent_name(args, kwargs))
@@ -70,6 +105,10 @@ async def _in_run(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -
     except Exception as err:
         _runtime.internal_error("agents.run", err)
         return await wrapped(*args, **kwargs)
+    try:
+        _watch_max_turns(kwargs, run)
+    except Exception as err:
+        _runtime.internal_error("agents.max_turns", err)
     try:
         result = await wrapped(*args, **kwargs)
     except BaseException as exc:
@@ -88,6 +127,10 @@ def _run_streamed_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kw
     except Exception as err:
         _runtime.internal_error("agents.run_streamed", err)
         return wrapped(*args, **kwargs)
+    try:
+        _watch_max_turns(kwargs, handle.run)
+    except Exception as err:
+        _runtime.internal_error("agents.max_turns", err)
     try:
         with handle.entered():
             result = wrapped(*args, **kwargs)  # starts run_loop_task, which inherits the run

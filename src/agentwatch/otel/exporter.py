@@ -22,6 +22,10 @@ any number of batches. The rule:
 * A span that ends after its local root was passed on (a fire-and-forget
   child) waits out ``straggler_seconds`` like any other and is evaluated with
   what is still known of its trace.
+* LLM and tool spans that no run span holds and that carry
+  ``gen_ai.conversation.id`` are evaluated in their conversation's run, which
+  lasts across traces (contract §8; see :mod:`.conversations`), instead of in
+  their trace's.
 * Expiry is checked on every ``export`` call; ``force_flush`` and ``shutdown``
   evaluate and pass on everything held.
 * Memory is bounded by ``max_held_spans`` (held spans plus kept records) and
@@ -51,9 +55,11 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from .. import semconv as sc
 from ..config import Config
 from ..engine.record import Finding, Kind, RunSummary, SpanRecord
+from ..implicit import KEY_PREFIX
+from .conversations import ConversationRuns, conversation_key, unheld
 from .enrich import enrich
 from .findings import anomaly_update, run_summary_attributes, span_outcome
-from .normalize import record_from_span
+from .normalize import record_from_span, span_attributes
 from .reporting import AnomalyContext, OnAnomaly, with_engine_stats
 from .wiring import detection
 
@@ -167,6 +173,7 @@ class AnomalyExporter(SpanExporter):
             0,
         )
         self._logged: set[str] = set()
+        self._conversations: ConversationRuns | None = None  # made for the first conversation span
 
     # ------------------------------------------------------------------ SpanExporter
 
@@ -226,6 +233,9 @@ class AnomalyExporter(SpanExporter):
         out["spans_held_now"] = sum(len(t.held) for t in self._traces.values())
         out["traces_held_now"] = len(self._traces)
         out["callback_errors"] = self._reporter.callback_errors
+        if self._conversations is not None:
+            for key, value in self._conversations.stats.items():
+                out[f"conversations.{key}"] = value
         return with_engine_stats(out, self._engine)
 
     # ------------------------------------------------------------------ routing
@@ -367,12 +377,22 @@ class AnomalyExporter(SpanExporter):
             if skewed:
                 self._counts["clock_skew"] = self._counts.get("clock_skew", 0) + skewed
             roots = {r.span_id for r, s in zip(records, spans, strict=True) if _ids(s)[3]}
-            grouped = _group_orphans([*kept, *records], roots)
+            members = self._conversation_members(spans, records, kept)
+            if members:  # those go to their conversation's run, not to this trace's
+                kept = [r for r in kept if not _in_conversation(r)]
+                in_trace = [r for r in records if not _in_conversation(r)]
+            else:
+                in_trace = records
+            grouped = _group_orphans([*kept, *in_trace], roots)
             try:
-                verdict = self._engine.evaluate_trace([*kept, *records])
+                verdict = self._engine.evaluate_trace([*kept, *in_trace])
             finally:
                 for record in grouped:  # kept records must not remember a provisional run
                     record.run_key = None
+            if members:
+                assert self._conversations is not None
+                for span_id, found in self._conversations.evaluate(members).items():
+                    verdict.findings.setdefault(span_id, []).extend(found)
             self._counts["traces_evaluated"] += 1
             agents = _agent_names([*kept, *records])
             out = [
@@ -383,6 +403,30 @@ class AnomalyExporter(SpanExporter):
             self._problem("evaluate", exc)
             out = list(spans)
         return (out, records) if keep else out
+
+    def _conversation_members(
+        self, spans: list[ReadableSpan], records: list[SpanRecord], kept: list[SpanRecord]
+    ) -> list[tuple[SpanRecord, str]]:
+        """Records of ``spans`` that join a conversation's run (§8); marks them by their run key."""
+        keys: dict[int, str] = {}
+        for i, span in enumerate(spans):
+            key = conversation_key(span_attributes(span))
+            if key is not None:
+                keys[i] = key
+        if not keys:
+            return []
+        offset = len(kept)
+        chosen = unheld([*kept, *records], {offset + i: k for i, k in keys.items()})
+        if not chosen:
+            return []
+        if self._conversations is None:
+            self._conversations = ConversationRuns(self._config)
+        members = []
+        for index, key in chosen.items():
+            record = records[index - offset]
+            record.run_key = key  # kept for a later root's evaluation: it is not this trace's
+            members.append((record, key))
+        return members
 
     def _tag(
         self,
@@ -430,6 +474,11 @@ class AnomalyExporter(SpanExporter):
                 type(exc).__name__,
                 exc_info=exc,
             )
+
+
+def _in_conversation(record: SpanRecord) -> bool:
+    key = record.run_key
+    return key is not None and key.startswith(KEY_PREFIX)
 
 
 def _unevaluated(span: ReadableSpan) -> ReadableSpan:

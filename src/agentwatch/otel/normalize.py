@@ -151,6 +151,55 @@ def detect_kind(attrs: Mapping[str, Any]) -> Kind | None:
     request_type = get(_REQUEST_TYPE)
     if request_type.__class__ is str and request_type in _LLM_REQUEST_TYPES:
         return Kind.LLM
+    return _kind_from_leftovers(attrs)
+
+
+# A span with more attributes than the SDK's limit (128 by default) loses its oldest ones
+# first, and the kind attribute is usually among the first written: OpenInference LLM spans
+# with long conversations lose ``openinference.span.kind``. Attributes written later (the
+# model, token counts, output messages) still say what the span was.
+_TOOL_LEFTOVERS = frozenset({"tool.name", "tool.parameters", sc.GEN_AI_TOOL_NAME, sc.GEN_AI_TOOL_CALL_ID})
+_LLM_LEFTOVERS = frozenset(
+    {
+        # OpenInference
+        "llm.model_name",
+        "llm.provider",
+        "llm.system",
+        "llm.invocation_parameters",
+        "llm.token_count.prompt",
+        "llm.token_count.completion",
+        "llm.token_count.total",
+        "llm.input_messages.0.message.role",
+        "llm.output_messages.0.message.role",
+        "embedding.model_name",
+        # GenAI conventions (current and pre-1.37 names) and OpenLLMetry
+        sc.GEN_AI_REQUEST_MODEL,
+        sc.GEN_AI_RESPONSE_MODEL,
+        sc.GEN_AI_USAGE_INPUT_TOKENS,
+        sc.GEN_AI_USAGE_OUTPUT_TOKENS,
+        "gen_ai.usage.prompt_tokens",
+        "gen_ai.usage.completion_tokens",
+        "gen_ai.prompt.0.role",
+        "gen_ai.completion.0.role",
+        "llm.usage.total_tokens",
+    }
+)
+
+
+def _kind_from_leftovers(attrs: Mapping[str, Any]) -> Kind | None:
+    """LLM or tool for a span whose kind attribute was dropped; ``None`` for any other span.
+
+    One set intersection test per family (C speed), so spans that are not
+    GenAI at all (HTTP, database) pay almost nothing. Tool names win: an LLM
+    span never carries ``tool.name`` / ``gen_ai.tool.name``.
+    """
+    keys = attrs.keys()
+    if not keys:
+        return None
+    if not keys.isdisjoint(_TOOL_LEFTOVERS):
+        return Kind.TOOL
+    if not keys.isdisjoint(_LLM_LEFTOVERS):
+        return Kind.LLM
     return None
 
 
@@ -587,6 +636,11 @@ def _read_tool(attrs: Mapping[str, Any], record: SpanRecord) -> None:
     if result_hash.__class__ is not str or not result_hash:
         result_hash = None
     record.result_hash = result_hash
+    # Masked fingerprints and a long result's sketch (written only when they differ from the exact hashes).
+    for attr, field in _NOISE_FIELDS:
+        value = get(attr)
+        if value.__class__ is str and value:
+            setattr(record, field, value)
 
     # Captured content: needed for foreign spans (no fingerprints), for schema
     # validation, and for entity extraction when no entity lists were recorded.
@@ -611,6 +665,13 @@ def _read_tool(attrs: Mapping[str, Any], record: SpanRecord) -> None:
             if result_hash is None:
                 record.result_hash = _fingerprint(raw_result if result is None else result)
             record.result = result
+
+
+_NOISE_FIELDS = (
+    (sc.TOOL_ARGS_MASKED_HASH, "args_key"),
+    (sc.TOOL_RESULT_MASKED_HASH, "result_key"),
+    (sc.TOOL_RESULT_SKETCH, "result_sketch"),
+)
 
 
 def _tool_arguments(attrs: Mapping[str, Any]) -> Any:
@@ -710,6 +771,7 @@ def _read_llm(attrs: Mapping[str, Any], record: SpanRecord, extractor: EntityExt
             for item in content:
                 found.update(dict.fromkeys(extractor.extract(item)))
             record.input_entities = tuple(found)
+            record.input_raw = content  # every value in it is learnt too (lazily, when an id is missing)
     system_hash = get(_SYSTEM_HASH)
     user_hash = get(_USER_HASH)
     if not ours and (system_hash.__class__ is not str or user_hash.__class__ is not str):

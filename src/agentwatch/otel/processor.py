@@ -16,7 +16,10 @@ instrumentation has set it (OpenLLMetry's decorators set it just after start):
   ``AGENT``, OpenLLMetry ``agent``/``workflow``);
 * every other span belongs to the run of its nearest run ancestor, else to the
   *local root*: the topmost span of its trace seen in this process (a span
-  whose parent is remote is a local root), which then stands for the run.
+  whose parent is remote is a local root), which then stands for the run;
+* except that an LLM or tool span no run span holds, carrying
+  ``gen_ai.conversation.id``, belongs to that conversation's run across
+  traces (contract §8; see :mod:`.conversations`).
 
 Runs are opened in the engine lazily, when their first LLM or tool span ends,
 so traces without GenAI spans cost a dictionary insert and pop per span. When a
@@ -43,6 +46,7 @@ from .. import semconv as sc
 from ..budget import Budget
 from ..config import Config
 from ..engine.record import Finding, Kind, RunSummary, SpanRecord
+from .conversations import conversation_key
 from .enrich import enrich
 from .findings import anomaly_update, run_summary_attributes
 from .normalize import (
@@ -77,6 +81,7 @@ _RUN = Kind.RUN
 _OTHER = Kind.OTHER
 _PHASE = Kind.PHASE
 _TOOL = Kind.TOOL
+_LLM = Kind.LLM
 _FLAGS = sc.ANOMALY_FLAGS
 _EVALUATED = sc.ANOMALY_EVALUATED
 _ERROR = StatusCode.ERROR
@@ -160,6 +165,7 @@ class AnomalyProcessor(SpanProcessor):
                 "spans_evicted",
                 "spans_untracked",
                 "spans_evaluated_inline",
+                "conversation_spans",
                 "parent_cycles",
                 "clock_skew",
                 "errors",
@@ -329,6 +335,10 @@ class AnomalyProcessor(SpanProcessor):
             status = span.status
         if end_ns < start_ns:
             self._counts["clock_skew"] += 1
+        # An LLM or tool span no run span holds joins its conversation's run across traces (§8).
+        conversation = None
+        if (kind is _LLM or kind is _TOOL) and not run.declared:
+            conversation = conversation_key(attrs)
         record = build_record(
             attrs,
             kind,
@@ -340,8 +350,8 @@ class AnomalyProcessor(SpanProcessor):
             end_ns,
             status is not None and status.status_code is _ERROR,
             self._extractor,
-            run.key,
-            run.parent.key if run.parent is not None else None,
+            run.key if conversation is None else conversation,
+            run.parent.key if run.parent is not None and conversation is None else None,
             False,  # a run's entities and budget are read once, when it is opened
         )
         self._evaluated += 1
@@ -353,11 +363,18 @@ class AnomalyProcessor(SpanProcessor):
                 run.agent_name = record.agent_name
             self._open_run(run, attrs)
             summary = self._close_run(run, record)
+        elif conversation is not None:
+            # The engine opens the conversation's run lazily (configured budgets apply) and
+            # forgets it by its own LRU and TTL: there is no run span to close it.
+            self._counts["conversation_spans"] += 1
+            findings = self._engine.process(record)
+            if owns_run and run.opened:  # the local root of spans that did open its stand-in run
+                self._close_run(run, record)
         else:
             if not run.opened and kind is not _OTHER and kind is not _PHASE:
                 self._open_run(run, None)
-            if record.agent_name is None:
-                record.agent_name = run.agent_name
+            # No run-name fallback on the record: the engine reads a call's agent name as its
+            # identity (drift per agent); the report below falls back to the run's name itself.
             if run.opened:
                 findings = self._engine.process(record)
                 if owns_run:

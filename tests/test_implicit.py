@@ -1,0 +1,287 @@
+"""Implicit runs (contract §8): calls outside any ``agentwatch.run`` grouped by conversation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from opentelemetry import baggage
+from opentelemetry import context as otel_context
+
+import agentwatch
+from agentwatch import semconv as sc
+from agentwatch.implicit import KEY_PREFIX, ImplicitRuns
+from agentwatch.testing import LLMServer, reply
+from tests.telemetry import Telemetry, make_telemetry
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_order",
+            "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+        },
+    }
+]
+
+
+def _agent_loop(client: Any, turns: int, question: str = "where is my order ord_1?") -> list[Any]:
+    """A bare agent loop: the conversation grows by the assistant's tool call and its result."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": question}]
+    responses = []
+    for _ in range(turns):
+        response = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=TOOLS)
+        responses.append(response)
+        message = response.choices[0].message
+        messages.append(message.model_dump(exclude_none=True))
+        for call in message.tool_calls or ():
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps({"status": "shipped"})})
+    return responses
+
+
+def _conversation(span: Any) -> str | None:
+    return span.attributes.get(sc.GEN_AI_CONVERSATION_ID)
+
+
+def test_loop_across_calls_is_one_implicit_run(telemetry: Telemetry, llm_server: LLMServer, openai_client: Any) -> None:
+    llm_server.script(*[reply.tool_call("get_order", {"order_id": "ord_1"}) for _ in range(4)])
+    _agent_loop(openai_client, 4)
+    spans = telemetry.llm()
+    assert len(spans) == 4
+    conversations = {_conversation(s) for s in spans}
+    assert len(conversations) == 1 and None not in conversations
+    assert all(s.attributes[sc.RUN_IMPLICIT] is True for s in spans)
+    assert [s.attributes[sc.STEP] for s in spans] == [1, 2, 3, 4]
+    flagged = [s for s in spans if "LOOP_DETECTED" in s.attributes.get(sc.ANOMALY_FLAGS, ())]
+    assert flagged == spans[2:]  # the third identical request, and the one after it
+
+
+def test_a_new_conversation_starts_a_new_run(telemetry: Telemetry, llm_server: LLMServer, openai_client: Any) -> None:
+    llm_server.script(*[reply.tool_call("get_order", {"order_id": "ord_1"}) for _ in range(4)])
+    _agent_loop(openai_client, 2)
+    _agent_loop(openai_client, 2)  # the same first question again: a second, separate conversation
+    spans = telemetry.llm()
+    first, second = {_conversation(s) for s in spans[:2]}, {_conversation(s) for s in spans[2:]}
+    assert len(first) == 1 and len(second) == 1 and first != second
+    assert not any(sc.ANOMALY_FLAGS in s.attributes for s in spans)  # two requests each: no loop
+
+
+def test_invented_id_is_flagged_in_an_implicit_run(
+    telemetry: Telemetry, llm_server: LLMServer, openai_client: Any
+) -> None:
+    llm_server.script(
+        reply.tool_call("get_order", {"order_id": "ord_1"}),
+        reply.tool_call("get_order", {"order_id": "ord_999"}),  # read nowhere: invented
+    )
+    _agent_loop(openai_client, 2)
+    first, second = telemetry.llm()
+    assert _conversation(first) == _conversation(second)
+    assert sc.ANOMALY_FLAGS not in first.attributes
+    assert "ENTITY_HALLUCINATION" in second.attributes[sc.ANOMALY_FLAGS]
+
+
+def test_tool_span_joins_the_run_that_requested_it(
+    telemetry: Telemetry, llm_server: LLMServer, openai_client: Any
+) -> None:
+    @agentwatch.tool
+    def get_order(order_id: str) -> dict[str, str]:
+        return {"order_id": order_id, "status": "shipped"}
+
+    llm_server.script(reply.tool_call("get_order", {"order_id": "ord_1"}), reply.text("shipped"))
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "where is ord_1?"}]
+    response = openai_client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=TOOLS)
+    call = response.choices[0].message.tool_calls[0]
+    get_order(**json.loads(call.function.arguments))
+    (tool_span,) = telemetry.tools()
+    (llm_span,) = telemetry.llm()
+    assert _conversation(tool_span) == _conversation(llm_span) is not None
+    assert tool_span.attributes[sc.GEN_AI_TOOL_CALL_ID] == call.id
+    assert tool_span.attributes[sc.STEP] == 2
+    assert tool_span.attributes[sc.RUN_IMPLICIT] is True
+
+
+def test_user_conversation_id_from_baggage(telemetry: Telemetry, llm_server: LLMServer, openai_client: Any) -> None:
+    llm_server.script(reply.text("a"), reply.text("b"))
+    token = otel_context.attach(baggage.set_baggage(sc.GEN_AI_CONVERSATION_ID, "support-42"))
+    try:
+        for question in ("first", "unrelated second"):
+            openai_client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": question}]
+            )
+    finally:
+        otel_context.detach(token)
+    spans = telemetry.llm()
+    assert [_conversation(s) for s in spans] == ["support-42", "support-42"]
+    assert [s.attributes[sc.STEP] for s in spans] == [1, 2]
+
+
+def test_explicit_run_wins(telemetry: Telemetry, llm_server: LLMServer, openai_client: Any) -> None:
+    llm_server.script(reply.text("a"))
+    with agentwatch.run("support"):
+        openai_client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    (span,) = telemetry.llm()
+    assert sc.RUN_IMPLICIT not in span.attributes
+    assert sc.GEN_AI_CONVERSATION_ID not in span.attributes
+
+
+def test_switched_off(monkeypatch: pytest.MonkeyPatch, llm_server: LLMServer, openai_client: Any) -> None:
+    monkeypatch.delenv(sc.ENV_CAPTURE_CONTENT, raising=False)
+    tel = make_telemetry(config={"agent": {"anomaly": {"implicit_runs": False}}})
+    try:
+        llm_server.script(*[reply.tool_call("get_order", {"order_id": "ord_1"}) for _ in range(4)])
+        _agent_loop(openai_client, 4)
+        spans = tel.llm()
+        assert not any(sc.RUN_IMPLICIT in s.attributes or sc.ANOMALY_FLAGS in s.attributes for s in spans)
+    finally:
+        agentwatch.uninstrument()
+
+
+def test_enforced_budget_from_config_stops_an_implicit_run(
+    monkeypatch: pytest.MonkeyPatch, llm_server: LLMServer, openai_client: Any
+) -> None:
+    monkeypatch.delenv(sc.ENV_CAPTURE_CONTENT, raising=False)
+    tel = make_telemetry(config={"agent": {"budgets": {"max_steps": 2, "enforce": True}}})
+    try:
+        llm_server.script(*[reply.tool_call("get_order", {"order_id": "ord_1"}) for _ in range(4)])
+        with pytest.raises(agentwatch.BudgetExceeded):
+            _agent_loop(openai_client, 4)
+        assert len(tel.llm()) == 2  # the third call was refused before it was sent
+        assert len(llm_server.requests) == 2
+        # A new conversation has a budget of its own.
+        _agent_loop(openai_client, 1, question="another question")
+        assert len(tel.llm()) == 3
+    finally:
+        agentwatch.uninstrument()
+
+
+# --------------------------------------------------------------------------- the table alone
+
+
+def _chat(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"model": "m", "messages": messages}
+
+
+def test_continuation_by_prefix_and_by_tool_result() -> None:
+    table = ImplicitRuns(max_runs=10, ttl_seconds=60)
+    user = {"role": "user", "content": "hello"}
+    first = table.for_request(_chat([user]))
+    assistant = {"role": "assistant", "content": "hi, how can I help?"}
+    second = table.for_request(_chat([user, assistant, {"role": "user", "content": "my order"}]))
+    assert second is first
+    assert first.key == KEY_PREFIX + first.conversation_id
+    # A history that was trimmed (no common prefix) still continues through a tool call id.
+    first.remember_requested("get_order", "abcd", "call_7")
+    trimmed = table.for_request(_chat([{"role": "tool", "tool_call_id": "call_7", "content": "{}"}]))
+    assert trimmed is first
+    # The same first message again, with no assistant turn: a new conversation.
+    assert table.for_request(_chat([user])) is not first
+    # Responses API chaining.
+    first.remember_response("resp_1")
+    assert table.for_request({"input": "and now?", "previous_response_id": "resp_1"}) is first
+    assert table.for_tool("get_order", "abcd", None) is first
+    assert table.for_tool("get_order", "other", None) is None
+    stats = table.stats
+    assert stats["runs_started"] == 2 and stats["runs_continued"] == 3
+
+
+def test_anthropic_tool_result_continues() -> None:
+    table = ImplicitRuns(max_runs=10, ttl_seconds=60)
+    run = table.for_request({"messages": [{"role": "user", "content": "weather?"}]})
+    run.remember_requested("weather", "h", "toolu_1")
+    body = {
+        "messages": [
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]}
+        ]
+    }
+    assert table.for_request(body) is run
+
+
+def test_eviction_is_counted() -> None:
+    table = ImplicitRuns(max_runs=2, ttl_seconds=60)
+    runs = [table.for_request(_chat([{"role": "user", "content": f"q{i}"}])) for i in range(3)]
+    assert table.stats["runs_evicted"] == 1 and table.stats["runs_open"] == 2
+    # The evicted (oldest) conversation is forgotten: its continuation starts a new run.
+    history = [{"role": "user", "content": "q0"}, {"role": "assistant", "content": "a"}]
+    assert table.for_request(_chat(history)) is not runs[0]
+    # A continued one was not evicted.
+    history = [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "a"}]
+    assert table.for_request(_chat(history)) is runs[2]
+
+
+def test_ttl_expiry_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("agentwatch.implicit.time.monotonic", lambda: now[0])
+    table = ImplicitRuns(max_runs=10, ttl_seconds=30)
+    run = table.for_request(_chat([{"role": "user", "content": "q"}]))
+    history = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    now[0] += 20
+    assert table.for_request(_chat(history)) is run  # within the TTL
+    now[0] += 31
+    assert table.for_request(_chat([*history, {"role": "assistant", "content": "b"}])) is not run
+    assert table.stats["runs_expired"] == 1
+
+
+def test_key_bound_is_counted() -> None:
+    table = ImplicitRuns(max_runs=1, ttl_seconds=60)  # 16 lookup keys at most
+    run = table.for_request(_chat([{"role": "user", "content": "q"}]))
+    for i in range(40):
+        run.remember_requested("t", f"h{i}", None)
+    assert table.stats["keys_evicted"] == 41 - 16
+
+
+def test_user_conversation_parameter() -> None:
+    table = ImplicitRuns(max_runs=10, ttl_seconds=60)
+    a = table.for_request({"input": "x", "conversation": "conv_abc"})
+    b = table.for_request({"input": "y", "conversation": {"id": "conv_abc"}})
+    assert a is b and a.conversation_id == "conv_abc"
+
+
+def test_forgotten_conversations_free_their_engine_state() -> None:
+    forgotten: list[str] = []
+    table = ImplicitRuns(max_runs=1, ttl_seconds=60, on_forget=forgotten.append)
+    first = table.for_request(_chat([{"role": "user", "content": "a"}]))
+    table.for_request(_chat([{"role": "user", "content": "b"}]))
+    assert forgotten == [first.key]
+
+
+def test_implicit_runs_take_at_most_half_the_engine_run_table(
+    monkeypatch: pytest.MonkeyPatch, llm_server: LLMServer, openai_client: Any
+) -> None:
+    monkeypatch.delenv(sc.ENV_CAPTURE_CONTENT, raising=False)
+    make_telemetry(config={"agent": {"limits": {"max_runs": 4}}})
+    try:
+        from agentwatch import _runtime
+
+        llm_server.script(*[reply.text("ok") for _ in range(6)])
+        for i in range(6):  # six one-shot calls: six conversations
+            openai_client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": f"q{i}"}]
+            )
+        rt = _runtime.get()
+        assert rt.implicit is not None and rt.implicit.stats["runs_evicted"] == 4
+        assert rt.engine.stats["runs_open"] == 2  # evicted conversations were closed in the engine too
+    finally:
+        agentwatch.uninstrument()
+
+
+def test_anthropic_tool_loop_is_one_implicit_run(
+    telemetry: Telemetry, llm_server: LLMServer, anthropic_client: Any
+) -> None:
+    llm_server.script(*[reply.tool_call("get_order", {"order_id": "ord_1"}) for _ in range(3)])
+    tools = [{"name": "get_order", "input_schema": {"type": "object"}}]
+    messages: list[Any] = [{"role": "user", "content": "where is ord_1?"}]
+    for _ in range(3):
+        response = anthropic_client.messages.create(
+            model="claude-sonnet-4-5", max_tokens=64, messages=messages, tools=tools
+        )
+        messages.append({"role": "assistant", "content": response.content})
+        results = [
+            {"type": "tool_result", "tool_use_id": block.id, "content": "shipped"}
+            for block in response.content
+            if block.type == "tool_use"
+        ]
+        messages.append({"role": "user", "content": results})
+    spans = telemetry.llm()
+    assert len({_conversation(s) for s in spans}) == 1
+    assert ["LOOP_DETECTED" in s.attributes.get(sc.ANOMALY_FLAGS, ()) for s in spans] == [False, False, True]
