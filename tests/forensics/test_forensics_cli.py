@@ -93,13 +93,21 @@ def test_without_content_the_report_comes_from_hashes_and_entities(
     assert len(report["cascade"]) == 5
 
 
-def test_a_trace_without_a_run_span_is_one_implicit_run(no_run_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Each local root is reported as a run of its own, marked implicit, with a note saying so."""
-    reports = _json(capsys, str(no_run_file))
-    assert reports and all(r["implicit_run"] for r in reports)
-    assert all(any("no run span" in n for n in r["notes"]) for r in reports)
-    steps = sum(len(r["timeline"]) for r in reports)
-    assert steps == 7  # every call is in exactly one report
+def test_calls_without_a_run_span_are_one_implicit_run_per_conversation(
+    no_run_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Zero-code use: one trace per call, joined by gen_ai.conversation.id as the collector joins them."""
+    [report] = _json(capsys, str(no_run_file))
+    assert report["implicit_run"] is True and report["run"]["span_id"] is None
+    assert report["run"]["conversation_id"] and len(report["run"]["trace_ids"]) == 7
+    assert [e["kind"] for e in report["timeline"]] == ["llm", "tool"] * 3 + ["llm"]
+    assert any("no run span" in n for n in report["notes"])
+    assert report["failure_class"] == "hallucination_propagation"
+    assert [b["tool"] for b in report["blast_radius"]] == ["orders.confirm"]
+    assert main(["forensics", str(no_run_file)]) == 0
+    assert "[implicit run: no run span]" in capsys.readouterr().out
+    assert main(["postmortem", str(no_run_file)]) == 0
+    assert "(conversation conv" in capsys.readouterr().out
 
 
 def _spans_of(path: Path) -> list[dict[str, Any]]:

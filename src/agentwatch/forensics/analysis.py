@@ -9,9 +9,12 @@ detectors put it in.
 
 Rules (also in the README, section "Forensics, postmortem and replay"):
 
-* **Run.** A run span (``invoke_agent``) with the spans under it. Spans with no
+* **Run.** A run span (``invoke_agent``) with the spans under it. LLM and tool
+  spans no run span holds that carry ``gen_ai.conversation.id`` form one implicit
+  run per conversation, across traces, evaluated as the collector evaluates them
+  (:class:`agentwatch.otel.conversations.ConversationRuns`). Other spans with no
   run span above them form an implicit run rooted at their local root (the
-  topmost span whose parent is absent from the trace); the report says so.
+  topmost span whose parent is absent from the trace). The report says which.
 * **Fault origin.** The engine's run summary's ``fault_origin_span_id``; for
   an implicit run (no summary) the earliest span, by start time, among the
   flagged spans and the spans their findings name as evidence.
@@ -43,6 +46,8 @@ from typing import Any
 
 from .. import semconv as sc
 from ..engine.record import Finding, Kind, RunSummary, SpanRecord
+from ..implicit import KEY_PREFIX
+from ..otel.conversations import ConversationRuns, conversation_key, unheld
 from ..otlp_files import FileSpan
 
 __all__ = [
@@ -200,12 +205,23 @@ def analyze_spans(
 
     extractor = records_extractor(engine)
     reports: list[RunReport] = []
+    conversations: list[tuple[SpanRecord, str]] = []
+    all_spans: dict[str, FileSpan] = {}
     for trace_hex, file_spans in by_trace.items():
-        records, _ = otlp_records(trace_hex, [s.raw for s in file_spans], extractor)
+        records, decoded = otlp_records(trace_hex, [s.raw for s in file_spans], extractor)
+        by_id = {s.span_hex: s for s in file_spans}
+        # As the collector does: LLM and tool spans of a conversation that no run span holds are
+        # evaluated in one run per conversation, across traces; the rest of the trace on its own.
+        keys = {i: key for i, attrs in enumerate(decoded) if (key := conversation_key(attrs)) is not None}
+        members = [(records[i], key) for i, key in unheld(records, keys).items()]
+        if members:
+            chosen = {id(record) for record, _ in members}
+            records = [r for r in records if id(r) not in chosen]
+            conversations.extend(members)
+            all_spans.update(by_id)
         verdict = engine.evaluate_trace(records)
         stats = Stats()
         planned = plan(records, stats)
-        by_id = {s.span_hex: s for s in file_spans}
         notes: list[str] = []
         if stats.missing_parents:
             notes.append(f"{stats.missing_parents} span(s) name a parent that is not in the trace; "
@@ -214,7 +230,36 @@ def analyze_spans(
             notes.append(f"{stats.duplicate_spans} span(s) appear more than once; the last-ended copy is used")
         for entries in planned:
             reports.extend(_trace_runs(trace_hex, entries, verdict.findings, verdict.summaries, by_id, notes))
+    if conversations:
+        reports.extend(_conversation_runs(conversations, ConversationRuns(engine.config), all_spans))
     return reports
+
+
+def _conversation_runs(
+    members: list[tuple[SpanRecord, str]], runs: ConversationRuns, by_id: Mapping[str, FileSpan]
+) -> list[RunReport]:
+    """One implicit run per ``gen_ai.conversation.id``, evaluated as the collector evaluates it."""
+    findings = runs.evaluate(members)
+    grouped: dict[str, list[SpanRecord]] = {}
+    for record, key in members:
+        grouped.setdefault(key, []).append(record)
+    out = []
+    for key, records in grouped.items():
+        records.sort(key=lambda r: (r.start_ns or 0, r.span_id))
+        conversation = key[len(KEY_PREFIX) :]
+        traces = list(dict.fromkeys(r.trace_id for r in records))
+        root = SpanRecord(
+            trace_id=traces[0], span_id="", parent_id=None, kind=Kind.OTHER, name=f"conversation {conversation}",
+            start_ns=records[0].start_ns or 0,
+        )  # fmt: skip
+        notes = [f"no run span: the {len(records)} LLM and tool call(s) of conversation {conversation} "
+                 f"({len(traces)} trace(s)) are treated as one implicit run"]  # fmt: skip
+        report = _run_report(traces[0], root, records, True, findings, None, by_id, notes)
+        report.run["span_id"] = None
+        report.run["conversation_id"] = conversation
+        report.run["trace_ids"] = traces
+        out.append(report)
+    return out
 
 
 def _trace_runs(

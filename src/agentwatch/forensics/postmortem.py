@@ -177,7 +177,9 @@ def _sections(report: RunReport, source: str) -> list[Section]:
 
     context = Section("1. Session context", [Fields([
         ("Run", f"{clean(run['name'], 120)} (run id {clean(run_id or 'not recorded', 80)})"),
-        ("Trace", f"{report.trace_id}, run span {run['span_id']}" + implicit),
+        ("Trace", (f"{report.trace_id}, run span {run['span_id']}" if run["span_id"] else
+                   f"{', '.join(run.get('trace_ids') or [report.trace_id])} (conversation "
+                   f"{clean(run.get('conversation_id'), 100)})") + implicit),
         ("Time range", f"{_time(report.start_ns)} to {_time(report.end_ns)} ({run['duration_s']:.3f} s)"),
         ("Calls", f"{run['steps']} steps: {run['llm_calls']} LLM calls, {run['tool_calls']} tool calls"),
         ("Tokens", f"{run['input_tokens']} input + {run['output_tokens']} output"),

@@ -33,9 +33,12 @@ def terminal_report(report: RunReport) -> str:
     run = report.run
     origin = report.fault_origin
     cascade = set(report.cascade)
+    if run["span_id"] is None:  # an implicit run of one conversation, across traces
+        where = f"{len(run.get('trace_ids') or ())} trace(s), first {report.trace_id}"
+    else:
+        where = f"trace {report.trace_id}, span {run['span_id']}"
     lines = [
-        f"run {clean(run['name'], 120)}  (trace {report.trace_id}, span {run['span_id']})"
-        + ("  [implicit run: no run span]" if report.implicit else ""),
+        f"run {clean(run['name'], 120)}  ({where})" + ("  [implicit run: no run span]" if report.implicit else ""),
         f"  outcome: {run['failure_mode']}, stop reason {clean(run['stop_reason'] or 'unknown', 60)}; "
         f"failure class: {report.failure_class} ({clean(report.failure_class_rule)})",
         "",
