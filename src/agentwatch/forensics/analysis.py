@@ -93,7 +93,7 @@ _CLASS_OF_STOP_REASON: dict[str, str] = {
 }  # fmt: skip
 """A run stopped in process before its flag could show out of process (an enforced budget refused the call)."""
 
-DEFAULT_MAX_SPANS = 500_000
+DEFAULT_MAX_SPANS = 100_000
 """Spans held for one report; more is refused (bounded memory) unless the caller raises it."""
 
 _KIND_NAMES = {Kind.LLM: "llm", Kind.TOOL: "tool", Kind.PHASE: "phase", Kind.RUN: "run"}
