@@ -211,3 +211,15 @@ def test_protobuf_and_base64_json_read_alike(
     [got] = _json(capsys, str(pb))
     assert got["fault_origin"] == expected["fault_origin"]
     assert got["cascade"] == expected["cascade"] and got["blast_radius"] == expected["blast_radius"]
+
+
+def test_long_reads_show_a_span_counter_on_stderr(incident_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from agentwatch.config import load_config
+    from agentwatch.engine.engine import Engine
+    from agentwatch.forensics.analysis import analyze_spans
+    from agentwatch.forensics.reader import read_source
+
+    reports = analyze_spans(read_source(str(incident_file)), Engine(load_config(None)), progress=True, progress_every=3)
+    assert len(reports) == 1
+    err = capsys.readouterr().err
+    assert "read 3 spans ..." in err and "read 6 spans ..." in err and err.rstrip().endswith("read 8 spans.")

@@ -183,6 +183,7 @@ def analyze_spans(
     *,
     max_spans: int = DEFAULT_MAX_SPANS,
     progress: bool | None = None,
+    progress_every: int = 10_000,
 ) -> list[RunReport]:
     """Group SPANS by trace, evaluate each trace with ENGINE, and report every run (trace order, run start order)."""
     from ..collector.decision import otlp_records
@@ -198,9 +199,9 @@ def analyze_spans(
         if count > max_spans:
             raise TraceTooLarge(f"more than {max_spans} spans; raise the limit with --max-spans")
         by_trace.setdefault(span.trace_hex, []).append(span)
-        if show and count % 10_000 == 0:
+        if show and count % progress_every == 0:
             print(f"\rread {count} spans ...", end="", file=sys.stderr, flush=True)
-    if show and count >= 10_000:
+    if show and count >= progress_every:
         print(f"\rread {count} spans.      ", file=sys.stderr, flush=True)
 
     extractor = records_extractor(engine)
