@@ -26,6 +26,7 @@ raised inside and the summary of the last run that ended inside.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import threading
@@ -187,6 +188,15 @@ def _raise_recorded(error: Mapping[str, Any]) -> None:
     raise exc
 
 
+def _with_url(options: Any, url: str) -> Any:
+    """A copy of the SDK's request options with an absolute URL (which the SDK then uses as is)."""
+    if hasattr(options, "model_copy"):  # pydantic 2
+        return options.model_copy(update={"url": url})
+    new = copy.copy(options)  # pydantic 1
+    new.url = url
+    return new
+
+
 class ReplayHandle:
     """What :func:`replay` yields: ``flags`` raised inside, the last run's ``summary``, ``calls`` served."""
 
@@ -239,7 +249,7 @@ class ReplayHandle:
             path = url.lstrip("/")
             if provider == "openai" and path.startswith("v1/"):
                 path = path[3:]
-            new = options.model_copy(update={"url": f"{base.rstrip('/')}/{path}"})
+            new = _with_url(options, f"{base.rstrip('/')}/{path}")
             if len(args) > 1:
                 args = (args[0], new, *args[2:])
             else:
