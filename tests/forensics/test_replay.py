@@ -231,6 +231,30 @@ def test_replay_test_fails_on_the_buggy_agent_and_passes_after_the_fix(
     assert fixed.returncode == 0, fixed.stdout[-3000:]
 
 
+def test_replay_refuses_to_run_uninstrumented_or_twice(
+    incident_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fixture_path = tmp_path / "f.json"
+    _export(incident_file, fixture_path, capsys)
+    agentwatch.uninstrument()
+    with pytest.raises(RuntimeError, match="instrument"), agentwatch.replay(fixture_path):
+        pass
+    agentwatch.instrument(tracer_provider=TracerProvider())
+    try:
+        with (
+            agentwatch.replay(fixture_path),
+            pytest.raises(RuntimeError, match="already active"),
+            agentwatch.replay(fixture_path),
+        ):
+            pass
+    finally:
+        agentwatch.uninstrument()
+    with pytest.raises(ValueError, match="not a replay fixture"):
+        agentwatch.replay(incident_file)  # a trace, not a fixture
+    with pytest.raises(ValueError, match="no such replay fixture"):
+        agentwatch.replay(tmp_path / "missing.json")
+
+
 def test_replay_test_needs_module_and_function(
     incident_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -375,6 +375,9 @@ def _activate(handle: ReplayHandle) -> Iterator[ReplayHandle]:
     from .. import _runtime
     from ..testing import LLMServer
 
+    if _runtime.active is not True:
+        # Without the SDK patches the model calls would go to the network, not to the recording.
+        raise RuntimeError("agentwatch.replay() answers instrumented calls: call agentwatch.instrument() first")
     if not _replay_lock.acquire(blocking=False):
         raise RuntimeError("agentwatch.replay() is already active in this process")
     rt = _runtime.get()
