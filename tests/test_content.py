@@ -43,3 +43,14 @@ def test_redacts_keys_and_token_patterns() -> None:
 def test_truncation() -> None:
     out = Redactor([], 100).render("y" * 1000)
     assert out.startswith("y" * 100) and out.endswith("[truncated 900 chars]")
+
+
+def test_rendering_deeply_nested_content_is_bounded() -> None:
+    from agentwatch.content import Redactor
+
+    value: object = []
+    for _ in range(100_000):
+        value = [value]
+    redactor = Redactor(["api_key"], 1_000)
+    assert "[DEPTH LIMIT]" in redactor.render(value)
+    assert "[DEPTH LIMIT]" in redactor.render_messages([{"role": "user", "content": value}])

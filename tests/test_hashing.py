@@ -74,3 +74,74 @@ def test_a_cycle_is_detected_not_recursed_into() -> None:
     outer["k"].append(outer)  # type: ignore[attr-defined]
     assert canonical_json(outer) == json.dumps(repr(outer), ensure_ascii=False)
     assert canonical_json({"same": [1], "again": [1]}) == '{"again":[1],"same":[1]}'
+
+
+# --------------------------------------------------------------------------- bounds (docs/limits.md)
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_nesting_up_to_the_limit_is_canonical_and_unchanged() -> None:
+    import hashlib
+
+    from agentwatch.hashing import MAX_DEPTH, parse_arguments
+
+    text = "[" * MAX_DEPTH + "]" * MAX_DEPTH
+    assert parse_arguments(text) == _nested(MAX_DEPTH)
+    assert canonical_json(_nested(MAX_DEPTH)) == text
+    assert args_hash(text) == args_hash(_nested(MAX_DEPTH)) == hashlib.sha256(text.encode()).hexdigest()[:16]
+    # brackets inside strings are not nesting
+    many = {"s": "[" * 10_000, "t": ["{"] * 500}
+    assert canonical_json(many) == json_dumps_canonical(many)
+
+
+def json_dumps_canonical(value: object) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_deep_text_is_hashed_raw_and_never_raises() -> None:
+    import hashlib
+
+    from agentwatch.hashing import MAX_DEPTH, Unparsed, parse_arguments
+
+    for depth in (MAX_DEPTH + 1, 1_000, 100_000):
+        text = '{"a":' * depth + "1" + "}" * depth
+        parsed = parse_arguments(text)
+        assert isinstance(parsed, Unparsed) and parsed == text
+        assert args_hash(text) == hashlib.sha256(text.encode()).hexdigest()[:16]
+        assert args_hash(parsed) == args_hash(text)
+
+
+def test_deep_values_are_cut_at_the_limit_stably() -> None:
+    from agentwatch.hashing import DEPTH_MARKER, MAX_DEPTH, value_hash
+
+    for depth in (MAX_DEPTH + 1, 1_000, 100_000):
+        value = _nested(depth)
+        text = canonical_json(value)
+        assert text == "[" * MAX_DEPTH + json_dumps_canonical(DEPTH_MARKER) + "]" * MAX_DEPTH
+        assert len(args_hash(value)) == 16 and len(value_hash(value)) == 16
+    code = (
+        "from agentwatch.hashing import args_hash\n"
+        "v = []\n"
+        "for _ in range(999): v = [v]\n"
+        "print(args_hash(v))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == args_hash(_nested(1_000))
+
+
+def test_text_too_long_is_not_parsed() -> None:
+    import hashlib
+
+    from agentwatch.hashing import MAX_ARGUMENT_CHARS, Unparsed, parse_arguments
+
+    text = '{"a":"' + "x" * MAX_ARGUMENT_CHARS + '"}'
+    assert isinstance(parse_arguments(text), Unparsed)
+    assert args_hash(text) == hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from agentwatch.pricing import PriceTable
@@ -13,6 +15,35 @@ def test_exact_and_snapshot_names() -> None:
     assert table.lookup("gpt-4o-2024-08-06") == table.lookup("gpt-4o")
     assert table.lookup("claude-3-5-sonnet-20241022") == table.lookup("claude-3-5-sonnet")
     assert table.lookup("gpt-4oo") is None  # a prefix must end at a separator
+    assert table.lookup("claude-3-5-sonnet@20240620") == table.lookup("claude-3-5-sonnet")  # Vertex
+    assert table.lookup("claude-3-5-sonnet-latest") == table.lookup("claude-3-5-sonnet")
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["gpt-5.4-2026-03-05", "o3-pro", "gpt-4.5-preview", "claude-opus-4-6", "gpt-4o-audio-preview", "o3-pro-2025-06-10"],
+)
+def test_a_name_that_only_starts_like_a_listed_model_has_no_price(model: str) -> None:
+    """Another model at another price (o3-pro costs ten times o3): no cost beats a wrong one."""
+    table = PriceTable()
+    assert table.lookup(model) is None
+    assert table.cost(model, 1000, 100) is None
+
+
+def test_unpriced_models_are_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    table = PriceTable()
+    with caplog.at_level("WARNING", logger="agentwatch"):
+        for _ in range(3):
+            table.cost("o3-pro", 10, 10)
+        table.cost("my-local-llama", 10, 10)
+        table.cost("gpt-4o", 10, 10)
+    assert table.unpriced == {"o3-pro": 3, "my-local-llama": 1}
+    logged = [r.getMessage() for r in caplog.records if "no price" in r.getMessage()]
+    assert len(logged) == 2 and "'o3-pro'" in logged[0]
+
+
+def test_the_table_says_when_its_prices_were_checked() -> None:
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", PriceTable().as_of)
 
 
 def test_openai_cached_tokens_are_cheaper() -> None:

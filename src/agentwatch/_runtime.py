@@ -45,7 +45,7 @@ class Instruments:
             meter, sc.METRIC_OPERATION_DURATION, "s", "GenAI operation duration.", sc.DURATION_BUCKETS
         )
         self.runs = meter.create_counter(sc.METRIC_RUNS, "{run}", "Agent runs by stop reason.")
-        self.cost = meter.create_counter(sc.METRIC_RUN_COST, "USD", "Model spend in US dollars.")
+        self.cost = meter.create_counter(sc.METRIC_COST, "USD", "Model spend in US dollars.")
 
 
 def _histogram(

@@ -138,6 +138,8 @@ GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 GEN_AI_USAGE_REASONING_OUTPUT_TOKENS = "gen_ai.usage.reasoning.output_tokens"
 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
 GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS = "gen_ai.usage.cache_creation.input_tokens"
+# The same count under its name in the GenAI conventions' own repository (emitted on opt-in).
+GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS = "gen_ai.usage.cache_write.input_tokens"
 GEN_AI_USAGE_PROMPT_TOKENS = "gen_ai.usage.prompt_tokens"  # old name; read only
 GEN_AI_USAGE_COMPLETION_TOKENS = "gen_ai.usage.completion_tokens"  # old name; read only
 GEN_AI_TOOL_NAME = "gen_ai.tool.name"
@@ -155,6 +157,8 @@ GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
 GEN_AI_SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"
 GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
+MCP_METHOD_NAME = "mcp.method.name"  # "tools/call"
+MCP_SESSION_ID = "mcp.session.id"  # streamable-HTTP Mcp-Session-Id, where the transport has one
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 ERROR_TYPE = "error.type"
@@ -238,6 +242,8 @@ TOOL_ARG_ENTITIES = "agentwatch.tool.arg_entities"  # string[] "type:id"
 TOOL_RESULT_ENTITIES = "agentwatch.tool.result_entities"  # string[] "type:id"
 TOOL_SCHEMA = "agentwatch.tool.schema"  # JSON Schema of the tool's arguments (JSON string)
 TOOL_SERVER = "agentwatch.tool.server"  # MCP server name where known
+HANDOFF_FROM_AGENT = "agentwatch.handoff.from_agent"  # the agent that handed the conversation over
+HANDOFF_TO_AGENT = "agentwatch.handoff.to_agent"  # the agent that takes it
 
 ANOMALY_FLAGS = "agentwatch.anomaly.flags"
 ANOMALY_SEVERITY = "agentwatch.anomaly.severity"
@@ -252,13 +258,17 @@ ANOMALY_SPAN_ID = "agentwatch.anomaly.span_id"  # summary event attribute: the s
 
 # agentwatch metrics
 METRIC_RUNS = "agentwatch.runs"
-METRIC_RUN_COST = "agentwatch.run.cost"
+METRIC_COST = "agentwatch.cost"  # counter, USD, per LLM call by provider and model
 METRIC_ANOMALIES = "agentwatch.anomalies"
 # The tool gateway: one counter, by tool and ``action`` (retried, deduplicated, timed_out,
 # refused_breaker, refused_safe_mode, refused_validation, refused_anomaly_stop), and
 # breaker transitions by tool and new ``state``.
 METRIC_GATEWAY_ACTIONS = "agentwatch.gateway.actions"
 METRIC_BREAKER_TRANSITIONS = "agentwatch.gateway.breaker.transitions"
+
+# Stability opt-in: with gen_ai_latest_experimental in it, emit the newest GenAI names
+ENV_SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
+SEMCONV_GENAI_LATEST = "gen_ai_latest_experimental"
 
 # Content capture switch (official GenAI utilities' variable)
 ENV_CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"

@@ -150,6 +150,25 @@ def test_normalise_type() -> None:
     assert normalise_type("credit card") == "credit_card"
 
 
+def test_deep_json_strings_and_total_scan_are_bounded() -> None:
+    import time
+
+    from agentwatch.engine.entities import MAX_SCAN_TOTAL
+    from agentwatch.hashing import MAX_DEPTH
+
+    for depth in (MAX_DEPTH + 1, 1_000, 100_000):  # too deep to parse: scanned as prose, never raises
+        text = '{"order_id": "ord_555", "x":' * depth + "1" + "}" * depth
+        assert DEFAULT.extract(text) == (("order", "ord_555"),)
+    shallow = '{"x":' * 3 + '{"order_id": "ord_555"}' + "}" * 3
+    assert ("order", "ord_555") in DEFAULT.extract(shallow)
+    # many long strings: prose scanning stops at the total budget
+    late = ["word " * 40_000] * (MAX_SCAN_TOTAL // 200_000 + 1) + ["see cust_12345"]
+    started = time.process_time()
+    assert DEFAULT.extract(late) == ()
+    assert time.process_time() - started < 1.0
+    assert DEFAULT.extract(late[-2:]) != ()
+
+
 # ---------------------------------------------------------------------------- credentials are not entities
 
 AWS_ID = "AKIAIOSFODNN7EXAMPLE"

@@ -3,7 +3,6 @@ driven by the real openai client against the scripted model server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,9 +10,7 @@ from opentelemetry.trace import StatusCode
 
 import agentwatch
 from agentwatch import semconv as sc
-from agentwatch.gateway.safe_mode import SWITCH
 from agentwatch.testing import LLMServer, reply
-from tests.telemetry import Telemetry, make_telemetry
 
 MODEL = "gpt-4o-mini"
 
@@ -41,19 +38,6 @@ class Tickets:
             raise Upstream(502)
         return f"T-{len(self.created)}"
 
-
-@pytest.fixture
-def instrument(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.delenv(sc.ENV_CAPTURE_CONTENT, raising=False)
-    monkeypatch.delenv("AGENTWATCH_CONFIG", raising=False)
-
-    def make(agent: dict[str, Any]) -> Telemetry:
-        return make_telemetry(config={"agent": agent})
-
-    yield make
-    agentwatch.uninstrument()
-    SWITCH.set(None)
-    SWITCH.configure(False, None)
 
 
 GATEWAY = {

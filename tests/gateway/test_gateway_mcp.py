@@ -17,9 +17,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 import agentwatch
 from agentwatch import semconv as sc
-from agentwatch.gateway.safe_mode import SWITCH
 from agentwatch.instrumentation.mcp_gateway import status_in_text
-from tests.telemetry import Telemetry, make_telemetry
 
 
 class TicketStore:
@@ -73,19 +71,6 @@ def ticket_server(store: TicketStore, fail_first: int = 0) -> MCPServer:
 
     return server
 
-
-@pytest.fixture
-def instrument(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.delenv(sc.ENV_CAPTURE_CONTENT, raising=False)
-    monkeypatch.delenv("AGENTWATCH_CONFIG", raising=False)
-
-    def make(agent: dict[str, Any]) -> Telemetry:
-        return make_telemetry(config={"agent": agent})
-
-    yield make
-    agentwatch.uninstrument()
-    SWITCH.set(None)
-    SWITCH.configure(False, None)
 
 
 async def test_seed_004_incident_over_mcp_creates_one_ticket(instrument: Any) -> None:

@@ -16,7 +16,6 @@ from opentelemetry.trace import StatusCode
 import agentwatch
 from agentwatch import semconv as sc
 from agentwatch.gateway.safe_mode import SWITCH
-from tests.telemetry import Telemetry, make_telemetry
 
 
 class HTTPError(Exception):
@@ -24,23 +23,6 @@ class HTTPError(Exception):
         super().__init__(f"HTTP {status_code}")
         self.status_code = status_code
 
-
-@pytest.fixture
-def gateway(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """``gateway(config)`` instruments with that config; uninstruments and resets safe mode after."""
-    monkeypatch.delenv(sc.ENV_CAPTURE_CONTENT, raising=False)
-    monkeypatch.delenv("AGENTWATCH_CONFIG", raising=False)
-    made: list[Telemetry] = []
-
-    def make(agent: dict[str, Any]) -> Telemetry:
-        tel = make_telemetry(config={"agent": agent})
-        made.append(tel)
-        return tel
-
-    yield make
-    agentwatch.uninstrument()
-    SWITCH.set(None)
-    SWITCH.configure(False, None)
 
 
 def _flags(span: Any) -> tuple[str, ...]:

@@ -10,7 +10,8 @@ Either way the user gets one LLM span per call and the cost is counted once.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import openai
@@ -33,7 +34,8 @@ USAGE = {"input_tokens": 1000, "output_tokens": 200}
 COST = round((1000 * 0.15 + 200 * 0.6) / 1e6, 10)
 
 FOREIGN = {
-    "openai-v2": "opentelemetry.instrumentation.openai_v2",  # official, on util-genai
+    "openai-v2": "opentelemetry.instrumentation.openai_v2",  # official (contrib repo), on util-genai
+    "genai-openai": "opentelemetry.instrumentation.genai.openai",  # official, opentelemetry-python-genai
     "openllmetry": "opentelemetry.instrumentation.openai",  # traceloop
     "openinference": "openinference.instrumentation.openai",  # Arize
 }
@@ -193,4 +195,75 @@ def test_cost_metric_is_recorded_beside_a_foreign_span(
     finally:
         teardown()
     assert len(_llm_spans(telemetry)) == 1
-    assert sum(p.value for p in telemetry.metric_points(sc.METRIC_RUN_COST)) == pytest.approx(COST)
+    assert sum(p.value for p in telemetry.metric_points(sc.METRIC_COST)) == pytest.approx(COST)
+
+
+# --------------------------------------------------------------------------- anthropic
+
+ANTHROPIC_FOREIGN = {
+    "genai-anthropic": "opentelemetry.instrumentation.genai.anthropic",  # official, opentelemetry-python-genai
+    "openllmetry": "opentelemetry.instrumentation.anthropic",  # traceloop
+}
+# OpenLLMetry's anthropic instrumentation (0.62) starts its span without making it current, so no
+# instrumentation inside the call can see it, and it wraps ``Messages.create``, outside agentwatch's
+# reach: two spans per call. Documented in the README's coexistence table; fixed only upstream.
+UNSEEN = {"openllmetry"}
+CLAUDE = "claude-sonnet-4-5"
+CLAUDE_COST = round((1000 * 3.0 + 200 * 15.0) / 1e6, 10)
+
+
+@pytest.fixture
+def restore_anthropic_classes() -> Iterator[None]:
+    """Put the classes the anthropic instrumentations wrap back as they were (uninstrument may not)."""
+    messages = importlib.import_module("anthropic.resources.messages")
+    response = importlib.import_module("anthropic._response")
+    classes = [messages.Messages, messages.AsyncMessages, response.ResponseContextManager,
+               response.AsyncResponseContextManager]
+    saved = {cls: dict(vars(cls)) for cls in classes}
+    yield
+    for cls, before in saved.items():
+        for attr in [a for a in vars(cls) if not a.startswith("__") and a not in before]:
+            delattr(cls, attr)
+        for attr, value in before.items():
+            if not attr.startswith("__") and vars(cls).get(attr) is not value:
+                setattr(cls, attr, value)
+
+
+@pytest.mark.usefixtures("restore_anthropic_classes")
+@pytest.mark.parametrize("order", ["agentwatch_first", "foreign_first"])
+@pytest.mark.parametrize("name", list(ANTHROPIC_FOREIGN))
+def test_anthropic_one_llm_span_beside_foreign_and_sdk_tracing(
+    name: str, order: str, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """Three would-be spans per call (the foreign one, the SDK's own on anthropic >= 2, agentwatch's): one."""
+    if name in UNSEEN:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="the foreign span is never current"))
+    anthropic = pytest.importorskip("anthropic")
+    foreign = pytest.importorskip(ANTHROPIC_FOREIGN[name]).AnthropicInstrumentor()
+    telemetry, teardown = _setup(order, foreign, monkeypatch)
+    try:
+        llm_server.script(reply.tool_call("get_order", {"order_id": "ord_555"}, usage=USAGE))
+        options: dict[str, Any] = {}
+        if "open_telemetry" in inspect.signature(anthropic.Anthropic.__init__).parameters:
+            options["open_telemetry"] = {"tracer_provider": telemetry.provider}  # the SDK traces itself too
+        client = anthropic.Anthropic(
+            base_url=llm_server.anthropic_base_url, api_key="test", max_retries=0, timeout=5, **options
+        )
+        with agentwatch.run("support"):
+            result = client.messages.create(
+                model=CLAUDE, max_tokens=256, messages=[{"role": "user", "content": "Where is ord_555?"}]
+            )
+        client.close()
+    finally:
+        teardown()
+
+    assert result.content[0].name == "get_order"
+    spans = _llm_spans(telemetry)
+    assert len(spans) == 1, [(s.name, s.instrumentation_scope.name) for s in spans]
+    (span,) = spans
+    (run_span,) = telemetry.runs()
+    assert span.attributes[sc.COST_USD] == pytest.approx(CLAUDE_COST)
+    assert span.attributes[sc.LLM_TOOL_CALLS] == (f"get_order:{args_hash({'order_id': 'ord_555'})}",)
+    assert run_span.attributes[sc.RUN_COST_USD] == pytest.approx(CLAUDE_COST)
+    assert run_span.attributes[sc.RUN_INPUT_TOKENS] == 1000
+    assert sum(p.value for p in telemetry.metric_points(sc.METRIC_COST)) == pytest.approx(CLAUDE_COST)

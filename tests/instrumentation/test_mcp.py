@@ -89,6 +89,8 @@ async def test_call_tool_is_a_tool_span_under_the_run(telemetry: Telemetry) -> N
     assert attrs[sc.GEN_AI_TOOL_NAME] == "get_order"
     assert attrs[sc.GEN_AI_TOOL_TYPE] == "extension"
     assert attrs[sc.TOOL_SERVER] == "orders"
+    assert attrs[sc.MCP_METHOD_NAME] == "tools/call"  # MCP conventions
+    assert sc.MCP_SESSION_ID not in attrs  # in-memory transport: no session id to report
     assert attrs[sc.GEN_AI_TOOL_DESCRIPTION] == "Look up an order."
     assert attrs[sc.TOOL_ARGS_HASH] == args_hash({"order_id": "ord_555"})
     assert attrs[sc.RUN_ID] == run.run_id

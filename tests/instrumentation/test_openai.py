@@ -549,3 +549,14 @@ def test_event_only_mode_keeps_content_off_span_attributes(
     events = [e for e in span.events if e.name == "gen_ai.client.inference.operation.details"]
     assert events and any(sc.GEN_AI_INPUT_MESSAGES in e.attributes for e in events)
     assert any(sc.GEN_AI_OUTPUT_MESSAGES in e.attributes for e in events)
+
+
+def test_cost_metric_has_the_name_the_readme_gives(
+    telemetry: Telemetry, llm_server: Any, openai_client: openai.OpenAI
+) -> None:
+    llm_server.script(reply.text("hi", usage=USAGE))
+    openai_client.chat.completions.create(model=MODEL, messages=MSGS)
+    (point,) = telemetry.metric_points("agentwatch.cost")
+    assert point.value == pytest.approx(expected_cost(100, 20, 40))
+    assert point.attributes[sc.GEN_AI_REQUEST_MODEL] == MODEL
+    assert sc.METRIC_COST == "agentwatch.cost"

@@ -310,3 +310,71 @@ async def test_uninstrument_makes_the_sdk_inert(
     result = await Runner.run(support_agent(aclient), "Where is ord_555?")
     assert result.final_output == "Shipped." and ran == ["ord_555"]
     assert telemetry.spans() == []
+
+
+# --------------------------------------------------------------------------- handoffs and MCP servers
+
+
+async def test_a_handoff_is_a_tool_span_naming_both_agents(
+    telemetry: Telemetry, llm_server: LLMServer, aclient: openai.AsyncOpenAI
+) -> None:
+    refunds = Agent(name="refunds", instructions="Handle refunds.",
+                    model=OpenAIResponsesModel(model=MODEL, openai_client=aclient))
+    triage = Agent(name="triage", instructions="Route the customer.", handoffs=[refunds],
+                   model=OpenAIResponsesModel(model=MODEL, openai_client=aclient))
+    llm_server.script(reply.tool_call("transfer_to_refunds", {}), reply.text("Refund issued."))
+    result = await Runner.run(triage, "I want a refund for ord_555")
+    assert result.final_output == "Refund issued."
+    assert result.last_agent.name == "refunds"
+    run_span = assert_tree(telemetry, llm=2, tools=1)
+    (handoff,) = telemetry.tools()
+    attrs = handoff.attributes
+    assert attrs[sc.GEN_AI_TOOL_NAME] == "transfer_to_refunds"
+    assert attrs[sc.HANDOFF_FROM_AGENT] == "triage"
+    assert attrs[sc.HANDOFF_TO_AGENT] == "refunds"
+    assert attrs[sc.GEN_AI_TOOL_CALL_ID] == llm_server.requests[1].tool_results[0].call_id
+    assert handoff.status.status_code is not StatusCode.ERROR
+    assert sc.ANOMALY_FLAGS not in attrs  # the model asked for it: nothing invented
+    assert run_span.attributes[sc.GEN_AI_AGENT_NAME] == "triage"
+
+
+async def test_an_mcp_tool_error_through_an_agents_mcp_server_fails_the_tool_span(
+    telemetry: Telemetry, llm_server: LLMServer, aclient: openai.AsyncOpenAI
+) -> None:
+    """The SDK hands the ``isError`` text to the model as the tool's output; the span still fails."""
+    mcp_server = pytest.importorskip("mcp.server.mcpserver")
+    memory = pytest.importorskip("mcp.client._memory")
+    from agents.mcp.server import _MCPServerWithClientSession
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    orders = mcp_server.MCPServer("orders")
+
+    @orders.tool()
+    def refund(order_id: str) -> str:
+        """Refund an order."""
+        raise ToolError("Rate limit exceeded for refunds, retry in 30s")
+
+    class InMemoryServer(_MCPServerWithClientSession):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(cache_tools_list=True, client_session_timeout_seconds=5)
+
+        @property
+        def name(self) -> str:
+            return "orders"
+
+        def create_streams(self) -> Any:
+            return memory.InMemoryTransport(orders)
+
+    server = InMemoryServer()
+    async with server:
+        agent = Agent(name="support", instructions="Help.", mcp_servers=[server],
+                      model=OpenAIResponsesModel(model=MODEL, openai_client=aclient))
+        llm_server.script(reply.tool_call("refund", {"order_id": "ord_555"}), reply.text("Try later."))
+        await Runner.run(agent, "refund ord_555")
+    (span,) = telemetry.tools()
+    assert span.attributes[sc.GEN_AI_TOOL_NAME] == "refund"
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes[sc.ERROR_TYPE] == "tool_error"
+    assert span.attributes[sc.TOOL_ERROR_CLASS] == "rate_limit"
+    assert span.attributes[sc.MCP_METHOD_NAME] == "tools/call"
+    assert span.attributes[sc.GEN_AI_TOOL_TYPE] == "extension"

@@ -40,12 +40,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..config import EntityConfig
+from ..hashing import text_too_deep
 from ..redaction import is_secret_key, looks_secret, redact_text
 from .record import Entity
 
 MAX_ENTITIES = 256
 MAX_NODES = 20_000
-MAX_SCAN_CHARS = 200_000
+MAX_SCAN_CHARS = 200_000  # of one string
+MAX_SCAN_TOTAL = 1_000_000  # of all strings in one extract() call
 MAX_JSON_CHARS = 2_000_000
 MAX_ID_LEN = 128
 _KEY_CACHE_MAX = 4096
@@ -297,6 +299,7 @@ class EntityExtractor:
         push = stack.append
         id_type_of = self._id_type
         nodes = 0
+        budget = MAX_SCAN_TOTAL  # characters left to scan as prose
         while stack:
             value, id_type, context = pop()
             nodes += 1
@@ -319,13 +322,19 @@ class EntityExtractor:
                         continue
                 if value[:1] in _JSON_START and self._maybe_json(value, stack, id_type, context):
                     continue
-                if self._scan_text(value, out, limit):
+                if budget <= 0:
+                    continue
+                text = value[: min(budget, MAX_SCAN_CHARS)]
+                budget -= len(text)
+                if self._scan_text(text, out, limit):
                     return
             elif cls is dict or isinstance(value, Mapping):
                 items = list(value.items())
                 for key, _ in items:  # ids used as keys ({"credit_card_4421486": {...}}), in order
-                    if key.__class__ is str and _HAS_DIGIT(key) and self._scan_text(key, out, limit):
-                        return
+                    if key.__class__ is str and budget > 0 and _HAS_DIGIT(key):
+                        budget -= min(len(key), MAX_SCAN_CHARS)
+                        if self._scan_text(key, out, limit):
+                            return
                 for key, child in reversed(items):
                     if key.__class__ is str:
                         key_type = id_type_of(key)
@@ -355,8 +364,8 @@ class EntityExtractor:
         text: str, stack: list[tuple[Any, str | None, str | None]], id_type: str | None, context: str | None
     ) -> bool:
         stripped = text.lstrip()
-        if not stripped or stripped[0] not in "{[" or len(text) > MAX_JSON_CHARS:
-            return False
+        if not stripped or stripped[0] not in "{[" or len(text) > MAX_JSON_CHARS or text_too_deep(text):
+            return False  # too deep: json.loads would raise RecursionError, or not, by stack depth
         try:
             parsed = json.loads(text)
         except (ValueError, RecursionError):

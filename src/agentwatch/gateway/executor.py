@@ -165,6 +165,9 @@ def active_gateway() -> Gateway | None:
     return gateway if gateway.engaged() else None
 
 
+_NOT_ANSWERED = object()
+
+
 class _Plan:
     __slots__ = ("attrs", "key", "may_retry", "refusal", "supplied", "timeout", "trial")
 
@@ -222,12 +225,9 @@ class Gateway:
         """Run ``attempt(key)`` (the key to pass as ``idempotency_key``, or ``None``) under the policies."""
         from ..instrumentation._calls import start_tool
 
-        plan = self._plan(spec, arguments)
-        self._refuse_or_dedupe(spec, arguments, plan)
-        if plan.key is not None:
-            found, result = self.results.get(self._run_key(), plan.key)
-            if found:
-                return self._answer_deduplicated(spec, arguments, plan, result, reader)
+        plan, answered = self._before(spec, arguments, reader)
+        if answered is not _NOT_ANSWERED:
+            return answered
         pass_key = plan.key if spec.accepts_key and not plan.supplied else None
 
         def one(number: int) -> Any:
@@ -266,12 +266,9 @@ class Gateway:
     ) -> Any:
         from ..instrumentation._calls import start_tool
 
-        plan = self._plan(spec, arguments)
-        self._refuse_or_dedupe(spec, arguments, plan)
-        if plan.key is not None:
-            found, result = self.results.get(self._run_key(), plan.key)
-            if found:
-                return self._answer_deduplicated(spec, arguments, plan, result, reader)
+        plan, answered = self._before(spec, arguments, reader)
+        if answered is not _NOT_ANSWERED:
+            return answered
         pass_key = plan.key if spec.accepts_key and not plan.supplied else None
 
         async def one(number: int) -> Any:
@@ -373,13 +370,22 @@ class Gateway:
             return _Plan()
         return plan
 
-    def _refuse_or_dedupe(self, spec: ToolSpec, arguments: Any, plan: _Plan) -> None:
+    def _before(self, spec: ToolSpec, arguments: Any, reader: ResultReader) -> tuple[_Plan, Any]:
+        """The decisions before the first attempt: raise a refusal, or answer a repeated write from memory.
+
+        Returns the plan and the deduplicated answer (``_NOT_ANSWERED`` when the call must run).
+        """
         from ..instrumentation._calls import start_tool
 
-        if plan.refusal is None:
-            return
-        start_tool(spec.name, arguments, **self._span_args(spec, plan, None), refuse=plan.refusal)
-        raise plan.refusal  # start_tool raised it already when agentwatch is active
+        plan = self._plan(spec, arguments)
+        if plan.refusal is not None:
+            start_tool(spec.name, arguments, **self._span_args(spec, plan, None), refuse=plan.refusal)
+            raise plan.refusal  # start_tool raised it already when agentwatch is active
+        if plan.key is not None:
+            found, result = self.results.get(self._run_key(), plan.key)
+            if found:
+                return plan, self._answer_deduplicated(spec, arguments, plan, result, reader)
+        return plan, _NOT_ANSWERED
 
     def _answer_deduplicated(
         self, spec: ToolSpec, arguments: Any, plan: _Plan, result: Any, reader: ResultReader

@@ -18,6 +18,7 @@ from typing import Any
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from .. import _runtime
+from ._calls import configure_semconv
 
 logger = logging.getLogger("agentwatch")
 
@@ -42,6 +43,7 @@ class Instrumentor(BaseInstrumentor):  # type: ignore[misc]
             on_anomaly=kwargs.get("on_anomaly"),
         )
         _runtime.active = True
+        configure_semconv()
         patches: list[Any] = []
         for name in PATCH_MODULES:
             try:

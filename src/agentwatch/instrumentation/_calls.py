@@ -13,6 +13,7 @@ exceptions pass through untouched; deliberate stops (``BudgetExceeded``,
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from ..engine.entities import format_entities
 from ..engine.record import Kind, SpanRecord
 from ..errors import AnomalyStop, BudgetExceeded, LoopDetected, StopRun, ToolDenied, ToolOutputInvalid
 from ..gateway.executor import REFUSED_ANOMALY_STOP
-from ..hashing import canonical_json, digest, parse_arguments, value_hash
+from ..hashing import Unparsed, canonical_json, digest, parse_arguments, value_hash
 from ..implicit import ImplicitRun
 from ..otel.findings import anomaly_update
 from ..otel.trusted import set_trusted_attributes
@@ -53,6 +54,32 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 _MISSING: Any = object()
 _NO_TICKET = CallTicket(None, None)
+_TOOL_KEY = otel_context.create_key("agentwatch-tool-call")
+
+
+def current_tool_call() -> ToolCall | None:
+    """The agentwatch tool call whose span is current, if any (for calls nested inside it)."""
+    call = otel_context.get_value(_TOOL_KEY)
+    if isinstance(call, ToolCall) and trace.get_current_span() is call.span:
+        return call
+    return None
+
+
+class _Names:
+    """Attribute names that depend on ``OTEL_SEMCONV_STABILITY_OPT_IN`` (read once per instrument())."""
+
+    cache_write = sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS
+
+    def configure(self) -> None:
+        opt_in = {v.strip() for v in os.environ.get(sc.ENV_SEMCONV_OPT_IN, "").split(",")}
+        latest = sc.SEMCONV_GENAI_LATEST in opt_in
+        self.cache_write = (
+            sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS if latest else sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS
+        )
+
+
+_names = _Names()
+configure_semconv = _names.configure
 
 
 def active() -> bool:
@@ -138,6 +165,7 @@ class ToolCall:
         "args_key",
         "arguments",
         "capture",
+        "failure",
         "idempotent",
         "name",
         "output_problem",
@@ -165,6 +193,9 @@ class ToolCall:
 
     def __init__(self) -> None:
         self.token = None
+        # A failure reported from inside the tool (an MCP result with isError under a framework
+        # tool that returns the error text as its output): recorded when the tool ends.
+        self.failure: tuple[str, ErrorClass, str] | None = None
         self.output_problem: str | None = None  # set by the gateway: the result failed its output schema
 
     def finish(
@@ -182,6 +213,8 @@ class ToolCall:
         _detach(self.token)
         self.token = None
         span = self.span
+        if failed is None and exc is None:
+            failed = self.failure
         try:
             rt = _runtime.get()
             end = time.time_ns()
@@ -311,7 +344,7 @@ def start_tool(
         rt = _runtime.get()
         run = current_run()
         parsed = parse_arguments(arguments)
-        h = digest(canonical_json(parsed))
+        h = digest(parsed) if parsed.__class__ is Unparsed else digest(canonical_json(parsed))  # = args_hash
         if run is None and rt.implicit is not None:  # a tool an implicit run's LLM call asked for
             run = rt.implicit.for_tool(name, h, call_id)
         loop_key = noise.args_key(parsed, h)  # the engine keys loops and budgets by masked arguments
@@ -386,7 +419,7 @@ def start_tool(
             if mode.as_event and content:
                 span.add_event(CONTENT_EVENT, content)
             call.span = span
-            call.token = otel_context.attach(trace.set_span_in_context(span))
+            call.token = otel_context.attach(otel_context.set_value(_TOOL_KEY, call, trace.set_span_in_context(span)))
             if denied is None:
                 return call
             call.finish(exc=denied)
@@ -518,12 +551,15 @@ class LLMCall:
             if self.cache_read is not None:
                 attrs[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = self.cache_read
             if self.cache_write is not None:
-                attrs[sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = self.cache_write
+                attrs[_names.cache_write] = self.cache_write
             if self.reasoning_tokens is not None:
                 attrs[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = self.reasoning_tokens
             if self.time_to_first_chunk is not None:
                 attrs[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = self.time_to_first_chunk
             if self.capture and self.output_messages is not None:
+                for message in self.output_messages:  # a stream that broke off before the model said why
+                    if not message.get("finish_reason"):
+                        message["finish_reason"] = "error"
                 _content_to(span, self.content_mode,
                             {sc.GEN_AI_OUTPUT_MESSAGES: rt.redactor.render_messages(self.output_messages)}, attrs)
         if cost is not None:
@@ -534,16 +570,10 @@ class LLMCall:
         requested: list[tuple[str, str]] = []
         requested_entities: list[tuple[str, str]] = []
         if self.requested:
-            for name, raw_args, call_id in self.requested:
-                parsed = parse_arguments(raw_args)
-                h = digest(canonical_json(parsed))
-                requested.append((name, h))
-                if run is not None:
-                    requested_entities.extend(rt.extractor.extract(parsed))
-                    run.remember_requested(name, h, call_id)
-            attrs[sc.LLM_TOOL_CALLS] = tuple([f"{n}:{h}" for n, h in requested])
-            if requested_entities:
-                attrs[sc.LLM_REQUESTED_ENTITIES] = format_entities(tuple(dict.fromkeys(requested_entities)))
+            try:  # isolated: whatever the model asked for, the call's tokens and cost are recorded
+                self._requested(rt, run, requested, requested_entities, attrs)
+            except Exception as err:
+                _runtime.internal_error("llm.tool_calls", err)
         if rt.inline:
             attrs[sc.ANOMALY_EVALUATED] = True  # by the live guard, even when nothing could be found
         if exc is not None:
@@ -558,6 +588,22 @@ class LLMCall:
         if run is not None or (requested and offered is not None and any(n not in offered for n, _ in requested)):
             self._detect(span, run, exc, end, cost, requested, requested_entities, attrs)
         self._metrics(rt, exc, end, cost, attrs)
+
+    def _requested(
+        self, rt: Any, run: Run | None, requested: list[tuple[str, str]],
+        requested_entities: list[tuple[str, str]], attrs: dict[str, Any],
+    ) -> None:
+        """Fingerprints (and entities) of the tool calls the model asked for."""
+        for name, raw_args, call_id in self.requested:
+            parsed = parse_arguments(raw_args)
+            h = digest(parsed) if parsed.__class__ is Unparsed else digest(canonical_json(parsed))
+            requested.append((name, h))
+            if run is not None:
+                requested_entities.extend(rt.extractor.extract(parsed))
+                run.remember_requested(name, h, call_id)
+        attrs[sc.LLM_TOOL_CALLS] = tuple([f"{n}:{h}" for n, h in requested])
+        if requested_entities:
+            attrs[sc.LLM_REQUESTED_ENTITIES] = format_entities(tuple(dict.fromkeys(requested_entities)))
 
     def _detect(
         self, span: Span, run: Run | None, exc: BaseException | None, end: int, cost: float | None,

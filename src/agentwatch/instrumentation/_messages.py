@@ -53,6 +53,11 @@ def tool_response(call_id: Any, response: Any) -> dict[str, Any]:
     return part
 
 
+def reasoning(content: str) -> dict[str, Any]:
+    """The model's reasoning (its summary where the provider only returns that)."""
+    return {"type": "reasoning", "content": content}
+
+
 def other(kind: Any) -> dict[str, Any]:
     """A part agentwatch does not copy (images, audio, files): only its type is kept."""
     return {"type": str(kind or "unknown")}

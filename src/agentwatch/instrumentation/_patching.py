@@ -10,6 +10,7 @@ import wrapt
 from opentelemetry.instrumentation.utils import unwrap
 
 from .. import _runtime
+from ..hashing import text_too_deep
 
 
 class DeferredPatch:
@@ -67,9 +68,9 @@ def _installed(package: str) -> bool:
 def text_value(text: str) -> Any:
     """A text block that is JSON counts as its value (hash ignores whitespace, entities see fields)."""
     stripped = text.strip()
-    if stripped[:1] in ("{", "["):
+    if stripped[:1] in ("{", "[") and not text_too_deep(stripped):  # too deep: kept as text (docs/limits.md)
         try:
             return json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     return text

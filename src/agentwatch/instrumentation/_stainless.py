@@ -11,9 +11,11 @@ operations, how to read the request body, the response and stream chunks.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any, Protocol
 
 import wrapt
+from opentelemetry import trace
 from opentelemetry.instrumentation.utils import unwrap
 
 from .. import _runtime
@@ -22,7 +24,8 @@ from ..content import capture_mode
 from ..forensics import replay_hook
 from ..runs import current_run
 from ._calls import LLMCall, RequestInfo, active, start_llm
-from ._stream import AsyncStreamProxy, StreamProxy
+from ._response import ResponseProxy
+from ._stream import AsyncStreamProxy, StreamProxy, is_stream
 
 
 def numeric_params(body: dict[str, Any], names: tuple[tuple[str, str], ...]) -> dict[str, Any]:
@@ -52,6 +55,7 @@ class Provider(Protocol):
         """A fresh ``(call, chunk) -> None`` accumulator for one stream."""
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80}
 _SERVERS: dict[int, tuple[Any, tuple[str | None, int | None]]] = {}
 
 
@@ -63,7 +67,8 @@ def _server(client: Any) -> tuple[str | None, int | None]:
         cached = _SERVERS.get(id(url))
         if cached is not None and cached[0] is url:
             return cached[1]
-        found = (url.host or None, url.port)
+        # The URL omits a scheme's default port; the conventions want it whenever the address is set.
+        found = (url.host or None, url.port or _DEFAULT_PORTS.get(url.scheme))
         if len(_SERVERS) > 256:
             _SERVERS.clear()
         _SERVERS[id(url)] = (url, found)
@@ -118,31 +123,78 @@ def _prepare(provider: Provider, client: Any, args: tuple[Any, ...], kwargs: dic
         info = provider.read_request(operation, body, capture.enabled or run is not None, capture.enabled)
         headers = getattr(options, "headers", None)
         raw_mode = headers.get("X-Stainless-Raw-Response") if isinstance(headers, dict) and headers else None
+        streamed = body.get("stream") is True
     except Exception as err:
         _runtime.internal_error(f"{provider.name}.request", err)
         return None
     call = start_llm(provider.name, info, server=_server(client), capture=capture, run=run)
     if call is None:
         return None
-    return call, operation, raw_mode
+    return call, operation, raw_mode, streamed
 
 
-def _after(provider: Provider, call: LLMCall, operation: str, raw_mode: Any, result: Any, is_async: bool) -> Any:
+_TRACED_OPTIONS: dict[type, bool] = {}
+
+
+def _sdk_records(client: Any) -> bool:
+    """Whether the client's own tracer could record a span (copying options is wasted otherwise)."""
+    tracer = getattr(client, "_tracer", None)
+    if tracer is None or isinstance(tracer, trace.NoOpTracer):
+        return False
+    # A proxy tracer records only once a global SDK provider is set.
+    unset = isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return not (isinstance(tracer, trace.ProxyTracer) and unset)
+
+
+def _quiet_sdk_span(
+    client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The request's arguments with the SDK's own span turned off for this one call.
+
+    anthropic >= 2 traces itself: its ``request`` opens an ``anthropic.messages.create``
+    span for every call whose options name one, and does not honour OpenTelemetry's
+    suppression key. When agentwatch (or an outer instrumentation) already has the LLM
+    span of the call, the SDK's would be a second one, so the call gets a copy of its
+    options without the span name, which is the SDK's per-call switch. The client's
+    ``open_telemetry`` option and ``ANTHROPIC_OPEN_TELEMETRY`` are left as they are.
+    """
+    try:
+        positional = len(args) > 1
+        options: Any = args[1] if positional else kwargs.get("options")
+        cls = type(options)
+        traced = _TRACED_OPTIONS.get(cls)
+        if traced is None:  # asked once per class: a missing pydantic field is slow to ask for
+            traced = _TRACED_OPTIONS[cls] = "span_name" in (getattr(cls, "model_fields", None) or {})
+        if traced and options.span_name and _sdk_records(client):
+            quiet = options.model_copy(update={"span_name": None})
+            if positional:
+                return (args[0], quiet, *args[2:]), kwargs
+            return args, {**kwargs, "options": quiet}
+    except Exception as err:
+        _runtime.internal_error("sdk_span.quiet", err)
+    return args, kwargs
+
+
+def _after(
+    provider: Provider, call: LLMCall, operation: str, raw_mode: Any, streamed: bool, result: Any, is_async: bool
+) -> Any:
     """Record a returned value; wrap streams. Returns what the user receives."""
     call.detach()
     try:
-        if raw_mode == "stream":  # with_streaming_response: the body is the user's to read
-            call.finish(None)
-            return result
-        if raw_mode:  # with_raw_response ("true"/"raw"): parse() is cached, so reading it is harmless
-            if getattr(result, "_stream", False):
-                call.finish(None)
-                return result
+        # with_streaming_response, or with_raw_response of a stream: the body is still
+        # unread; the span records it as the caller reads it and ends when it is done.
+        if raw_mode == "stream" or (raw_mode and (streamed or getattr(result, "_stream", False))):
+            return ResponseProxy(result, call, provider, operation, streamed)
+        if raw_mode:  # with_raw_response ("true"/"raw") of a plain body: parse() is cached, reading it is harmless
             parsed = result.parse()
+            if inspect.isawaitable(parsed):  # an async response parses when the caller awaits it
+                if inspect.iscoroutine(parsed):
+                    parsed.close()
+                return ResponseProxy(result, call, provider, operation, streamed)
             provider.read_response(call, operation, parsed)
             call.finish(None)
             return result
-        if _is_stream(result):
+        if is_stream(result):
             handler = provider.chunk_handler(operation)
             return AsyncStreamProxy(result, call, handler) if is_async else StreamProxy(result, call, handler)
         provider.read_response(call, operation, result)
@@ -150,21 +202,6 @@ def _after(provider: Provider, call: LLMCall, operation: str, raw_mode: Any, res
         _runtime.internal_error(f"{provider.name}.response", err)
     call.finish(None)
     return result
-
-
-_STREAM_TYPES: dict[type, bool] = {}
-
-
-def _is_stream(result: Any) -> bool:
-    cls = type(result)
-    known = _STREAM_TYPES.get(cls)
-    if known is None:
-        known = cls.__name__ in ("Stream", "AsyncStream") or (
-            hasattr(cls, "response") and (hasattr(cls, "__next__") or hasattr(cls, "__anext__"))
-        )
-        if len(_STREAM_TYPES) < 256:
-            _STREAM_TYPES[cls] = known
-    return known
 
 
 def _replayed(provider: Provider, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
@@ -178,19 +215,22 @@ def _replayed(provider: Provider, args: tuple[Any, ...], kwargs: dict[str, Any])
 def _sync_wrapper(provider: Provider) -> Any:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not active():
+            if _runtime.enabled():  # suppressed by an outer instrumentation: the SDK's span too
+                args, kwargs = _quiet_sdk_span(instance, args, kwargs)
             return wrapped(*args, **kwargs)
         if replay_hook.ACTIVE is not None:
             args, kwargs = _replayed(provider, args, kwargs)
         prepared = _prepare(provider, instance, args, kwargs)
         if prepared is None:
             return wrapped(*args, **kwargs)
-        call, operation, raw_mode = prepared
+        call, operation, raw_mode, streamed = prepared
+        args, kwargs = _quiet_sdk_span(instance, args, kwargs)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
             call.finish(exc)
             raise
-        return _after(provider, call, operation, raw_mode, result, False)
+        return _after(provider, call, operation, raw_mode, streamed, result, False)
 
     return wrapper
 
@@ -198,19 +238,22 @@ def _sync_wrapper(provider: Provider) -> Any:
 def _async_wrapper(provider: Provider) -> Any:
     async def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not active():
+            if _runtime.enabled():  # suppressed by an outer instrumentation: the SDK's span too
+                args, kwargs = _quiet_sdk_span(instance, args, kwargs)
             return await wrapped(*args, **kwargs)
         if replay_hook.ACTIVE is not None:
             args, kwargs = _replayed(provider, args, kwargs)
         prepared = _prepare(provider, instance, args, kwargs)
         if prepared is None:
             return await wrapped(*args, **kwargs)
-        call, operation, raw_mode = prepared
+        call, operation, raw_mode, streamed = prepared
+        args, kwargs = _quiet_sdk_span(instance, args, kwargs)
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as exc:
             call.finish(exc)
             raise
-        return _after(provider, call, operation, raw_mode, result, True)
+        return _after(provider, call, operation, raw_mode, streamed, result, True)
 
     return wrapper
 

@@ -75,6 +75,8 @@ def _genai_parts(content: Any) -> list[dict[str, Any]]:
             result = get("content")
             response = gm.plain_text(result) if isinstance(result, list) else result
             parts.append(gm.tool_response(get("tool_use_id"), response))
+        elif kind == "thinking":
+            parts.append(gm.reasoning(str(get("thinking") or "")))
         else:
             parts.append(gm.other(kind))
     return parts
@@ -189,11 +191,12 @@ def _usage(call: LLMCall, usage: Any) -> None:
 class _MessageStream:
     """Accumulates message_start / content_block_* / message_delta events."""
 
-    __slots__ = ("blocks", "text")
+    __slots__ = ("blocks", "text", "thinking")
 
     def __init__(self) -> None:
         self.blocks: dict[int, list[Any]] = {}  # index -> [name, partial json, id]
         self.text: list[str] = []
+        self.thinking: list[str] = []
 
     def __call__(self, call: LLMCall, event: Any) -> None:
         kind = getattr(event, "type", None)
@@ -222,6 +225,9 @@ class _MessageStream:
             elif dtype == "text_delta" and call.capture:
                 self.text.append(delta.text)
                 self._output(call)
+            elif dtype == "thinking_delta" and call.capture:
+                self.thinking.append(str(getattr(delta, "thinking", "") or ""))
+                self._output(call)
         elif kind == "message_delta":
             delta = getattr(event, "delta", None)
             reason = getattr(delta, "stop_reason", None)
@@ -235,7 +241,10 @@ class _MessageStream:
 
     def _output(self, call: LLMCall) -> None:
         reason = call.finish_reasons[-1] if call.finish_reasons else None
-        call.output_messages = gm.assistant_output("".join(self.text), call.requested, reason)
+        messages = gm.assistant_output("".join(self.text), call.requested, reason)
+        if self.thinking:
+            messages[0]["parts"].insert(0, gm.reasoning("".join(self.thinking)))
+        call.output_messages = messages
 
     def _publish(self, call: LLMCall) -> None:
         call.requested = [(name, args or "{}", call_id) for name, args, call_id in self.blocks.values()]

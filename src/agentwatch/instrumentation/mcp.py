@@ -25,13 +25,12 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from opentelemetry import trace
-
 from .. import _runtime
 from .. import semconv as sc
+from ..classify import error_class, error_type
 from ..gateway.executor import active_gateway
 from ..semconv import ErrorClass
-from ._calls import ToolCall, active, start_tool
+from ._calls import ToolCall, active, current_tool_call, start_tool
 from ._patching import DeferredPatch, text_value
 from .mcp_gateway import MCPResultReader, call_through_gateway
 
@@ -159,7 +158,7 @@ def _texts(result: Any) -> list[str]:
     return out
 
 
-def _finish(call: ToolCall, result: Any) -> None:
+def _finish(call: ToolCall | Enclosed, result: Any) -> None:
     """Close the span from a ``call_tool`` return value (the value itself is not touched)."""
     try:
         if _field(result, "is_error", "isError") is True:
@@ -188,35 +187,56 @@ def _finish(call: ToolCall, result: Any) -> None:
 # --------------------------------------------------------------------------- wrappers
 
 
-def _enclosing_tool_span(name: str) -> Any:
-    """The framework tool span this MCP call merely implements (same tool name), if any."""
-    span = trace.get_current_span()
-    if not span.is_recording():
-        return None
-    scope = getattr(span, "instrumentation_scope", None)
-    if getattr(scope, "name", None) != "agentwatch":
-        return None
-    attrs = getattr(span, "attributes", None) or {}
-    if attrs.get(sc.GEN_AI_OPERATION_NAME) == sc.OP_EXECUTE_TOOL and attrs.get(sc.GEN_AI_TOOL_NAME) == name:
-        return span
+def _enclosing_tool(name: str) -> ToolCall | None:
+    """The framework tool call this MCP call merely implements (same tool name), if any."""
+    call = current_tool_call()
+    if call is not None and call.name == name and call.span.is_recording():
+        return call
     return None
 
 
-def _begin(session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ToolCall | None:
-    """Open the span; ``None`` to pass through. Deliberate stops (budget, loop, deny) propagate."""
+def _mcp_attributes(session: Any, server: str | None) -> dict[str, Any]:
+    """The MCP conventions' attributes of a ``tools/call`` (session id where the transport has one)."""
+    attrs: dict[str, Any] = {sc.MCP_METHOD_NAME: "tools/call"}
+    if server:
+        attrs[sc.TOOL_SERVER] = server
+    session_id = _session_id(session)
+    if session_id:
+        attrs[sc.MCP_SESSION_ID] = session_id
+    return attrs
+
+
+def _session_id(session: Any) -> str | None:
+    """The ``Mcp-Session-Id`` of a streamable-HTTP session, when the SDK exposes it."""
+    for holder in (session, getattr(session, "_transport", None)):
+        get = getattr(holder, "get_session_id", None)
+        if callable(get):
+            try:
+                value = get()
+            except Exception:
+                continue
+            if isinstance(value, str) and value:
+                return value[:256]
+    return None
+
+
+def _begin(session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ToolCall | Enclosed | None:
+    """Open the span; ``None`` to pass through. Deliberate stops (budget, loop, deny) propagate.
+
+    Inside a framework tool span of the same name, no second span: the framework's
+    span gains the MCP attributes and, through :class:`Enclosed`, the call's outcome.
+    """
     try:
         name = args[0] if args else kwargs.get("name")
         if not isinstance(name, str):
             return None
         arguments = args[1] if len(args) > 1 else kwargs.get("arguments")
         server = _server_name(session)
-        outer = _enclosing_tool_span(name)
+        attrs = _mcp_attributes(session, server)
+        outer = _enclosing_tool(name)
         if outer is not None:
-            attrs: dict[str, Any] = {sc.GEN_AI_TOOL_TYPE: "extension"}
-            if server:
-                attrs[sc.TOOL_SERVER] = server
-            outer.set_attributes(attrs)
-            return None
+            outer.span.set_attributes({sc.GEN_AI_TOOL_TYPE: "extension", **attrs})
+            return Enclosed(outer)
         info = _SESSIONS.get(session)
         schema, description = info.tools.get(name, (None, None)) if info is not None else (None, None)
     except Exception as err:
@@ -228,8 +248,24 @@ def _begin(session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ToolC
         description=description,
         schema=schema,
         tool_type="extension",
-        extra={sc.TOOL_SERVER: server} if server else None,
+        extra=attrs,
     )
+
+
+class Enclosed:
+    """An MCP call inside the framework tool call it implements: its failure becomes that call's."""
+
+    __slots__ = ("outer",)
+
+    def __init__(self, outer: ToolCall) -> None:
+        self.outer = outer
+
+    def finish(self, result: Any = None, exc: BaseException | None = None, *, failed: Any = None) -> None:
+        if failed is not None:
+            self.outer.failure = failed
+        elif exc is not None:
+            cls = error_class(exc)
+            self.outer.failure = (error_type(exc), cls, f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_TEXT])
 
 
 _READER = MCPResultReader(_field, _texts, tool_failure, _finish)
@@ -239,7 +275,7 @@ def _gateway_route(session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
     """The facts the gateway needs about this call, or ``None`` when a framework tool span already covers it."""
     try:
         name = args[0] if args else kwargs.get("name")
-        if not isinstance(name, str) or _enclosing_tool_span(name) is not None:
+        if not isinstance(name, str) or _enclosing_tool(name) is not None:
             return None
         arguments = args[1] if len(args) > 1 else kwargs.get("arguments")
         info = _SESSIONS.get(session)

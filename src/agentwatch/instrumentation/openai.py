@@ -40,6 +40,21 @@ def _get(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
+_FIELDS: dict[tuple[type, str], bool] = {}
+
+
+def _knows(obj: Any, name: str) -> bool:
+    """Whether ``obj`` can have field ``name``: asking a pydantic model for a missing one raises, slowly."""
+    if isinstance(obj, dict):
+        return name in obj
+    key = (type(obj), name)
+    known = _FIELDS.get(key)
+    if known is None:
+        fields = getattr(type(obj), "model_fields", None)
+        known = _FIELDS[key] = name in fields if isinstance(fields, dict) else hasattr(obj, name)
+    return known
+
+
 def _parts(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [gm.text(content)]
@@ -53,16 +68,39 @@ def _parts(content: Any) -> list[dict[str, Any]]:
     return parts
 
 
+def _reasoning(item: Any) -> dict[str, Any]:
+    """A Responses reasoning item as a GenAI ``reasoning`` part (its summary text, when any)."""
+    summary = _get(item, "summary") or ()
+    texts = [str(_get(s, "text") or "") for s in summary if _get(s, "text")]
+    return gm.reasoning("\n".join(texts))
+
+
 def genai_messages(items: list[Any]) -> list[gm.Message]:
-    """Chat Completions messages or Responses input items in the GenAI message shape."""
+    """Chat Completions messages or Responses input items in the GenAI message shape.
+
+    Responses spread one assistant turn over several items (reasoning, message,
+    function calls): consecutive ones become one assistant message.
+    """
     out: list[gm.Message] = []
+    joinable = False  # the last message is an assistant turn built from Responses items
     for item in items:
         role = _get(item, "role")
         kind = _get(item, "type")
-        if kind == "function_call":
-            out.append(gm.message("assistant", [gm.tool_call(_get(item, "call_id"), _get(item, "name"),
-                                                             _get(item, "arguments"))]))
-        elif kind == "function_call_output":
+        if kind in ("function_call", "reasoning") or (kind == "message" and role == "assistant"):
+            if kind == "function_call":
+                parts = [gm.tool_call(_get(item, "call_id"), _get(item, "name"), _get(item, "arguments"))]
+            elif kind == "reasoning":
+                parts = [_reasoning(item)]
+            else:
+                parts = _parts(_get(item, "content"))
+            if joinable:
+                out[-1]["parts"].extend(parts)
+            else:
+                out.append(gm.message("assistant", parts))
+                joinable = True
+            continue
+        joinable = False
+        if kind == "function_call_output":
             out.append(gm.message("tool", [gm.tool_response(_get(item, "call_id"), _get(item, "output"))]))
         elif role == "tool":
             out.append(gm.message("tool", [gm.tool_response(_get(item, "tool_call_id"), _get(item, "content"))]))
@@ -73,6 +111,27 @@ def genai_messages(items: list[Any]) -> list[gm.Message]:
                 parts.append(gm.tool_call(_get(tc, "id"), _get(fn, "name"), _get(fn, "arguments")))
             out.append(gm.message(role, parts))
     return out
+
+
+_INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter"}
+
+
+def responses_finish_reason(response: Any, called_tools: bool) -> str | None:
+    """The GenAI finish reason of a Responses object (its ``status`` is not one).
+
+    ``completed`` is ``stop``, or ``tool_call`` when the model asked for functions;
+    ``incomplete`` says why (``max_output_tokens`` is ``length``); ``failed`` and
+    ``cancelled`` are ``error``. Other states (``in_progress``, ``queued``) end nothing.
+    """
+    status = _get(response, "status")
+    if status == "completed":
+        return "tool_call" if called_tools else "stop"
+    if status == "incomplete":
+        why = _get(_get(response, "incomplete_details"), "reason")
+        return _INCOMPLETE.get(str(why), str(why) if why else "length")
+    if status in ("failed", "cancelled"):
+        return "error"
+    return None
 
 
 def _history_payloads(messages: list[Any]) -> list[Any]:
@@ -242,6 +301,8 @@ class OpenAIProvider:
                 call.finish_reasons.append(str(reason))
             message = getattr(choice, "message", None)
             if message is None:
+                if call.capture and operation == sc.OP_TEXT_COMPLETION:  # legacy Completions: choice.text
+                    outputs.append(gm.message("assistant", [gm.text(str(getattr(choice, "text", "") or ""))], reason))
                 continue
             for tc in getattr(message, "tool_calls", None) or ():
                 fn = getattr(tc, "function", None)
@@ -275,27 +336,29 @@ class OpenAIProvider:
         cached = _get(details, "cached_tokens")
         if isinstance(cached, int):
             call.cache_read = cached
+        if _knows(details, "cache_write_tokens"):  # newer APIs report cache writes too
+            written = _get(details, "cache_write_tokens")
+            if isinstance(written, int) and written:
+                call.cache_write = written
         reasoning = _get(out_details, "reasoning_tokens")
         if isinstance(reasoning, int):
             call.reasoning_tokens = reasoning
 
     def _read_responses_object(self, call: LLMCall, response: Any) -> None:
-        status = getattr(response, "status", None)
-        incomplete = getattr(getattr(response, "incomplete_details", None), "reason", None)
-        if incomplete:
-            call.finish_reasons.append(str(incomplete))
-        elif status:
-            call.finish_reasons.append(str(status))
         usage = getattr(response, "usage", None)
         if usage is not None:
             self._usage(call, usage, responses=True)
-        outputs = []
-        for item in getattr(response, "output", None) or ():
+        items = getattr(response, "output", None) or ()
+        for item in items:
             if getattr(item, "type", None) == "function_call":
                 call.requested.append((item.name, item.arguments, getattr(item, "call_id", None)))
-            if call.capture:
-                outputs.extend(genai_messages([item]))
-        if call.capture and outputs:
+        reason = responses_finish_reason(response, bool(call.requested))
+        if reason:
+            call.finish_reasons.append(reason)
+        if call.capture and items:
+            outputs = genai_messages(list(items))
+            for out in outputs:
+                out["finish_reason"] = reason or "stop"
             call.output_messages = outputs
 
     # ------------------------------------------------------------------ streams
@@ -305,14 +368,19 @@ class OpenAIProvider:
 
 
 class _ChatStream:
-    """Accumulates a Chat Completions stream: ids, finish reasons, tool calls, final usage."""
+    """Accumulates a Chat (or legacy Completions) stream: ids, finish reasons, tool calls, final usage.
 
-    __slots__ = ("provider", "text", "tools")
+    Choices (``n`` > 1) are kept apart: each has its own text, tool calls and
+    finish reason, and becomes its own output message.
+    """
+
+    __slots__ = ("provider", "reasons", "text", "tools")
 
     def __init__(self, provider: OpenAIProvider) -> None:
         self.provider = provider
         self.tools: dict[tuple[int, int], list[Any]] = {}
-        self.text: list[str] = []
+        self.text: dict[int, list[str]] = {}
+        self.reasons: dict[int, str] = {}
 
     def __call__(self, call: LLMCall, chunk: Any) -> None:
         if call.response_id is None:
@@ -324,21 +392,27 @@ class _ChatStream:
         if usage is not None:
             self.provider._usage(call, usage)
         for choice in getattr(chunk, "choices", None) or ():
+            index = getattr(choice, "index", 0) or 0
             reason = getattr(choice, "finish_reason", None)
             if reason:
                 call.finish_reasons.append(str(reason))
+                self.reasons[index] = str(reason)
             delta = getattr(choice, "delta", None)
             if delta is None:
+                if call.capture:
+                    piece = getattr(choice, "text", None)  # legacy Completions
+                    if piece:
+                        self.text.setdefault(index, []).append(piece)
                 continue
             if call.capture:
                 piece = getattr(delta, "content", None)
                 if piece:
-                    self.text.append(piece)
+                    self.text.setdefault(index, []).append(piece)
             deltas = getattr(delta, "tool_calls", None)
             if not deltas:
                 continue
             for tc in deltas:
-                key = (getattr(choice, "index", 0) or 0, getattr(tc, "index", 0) or 0)
+                key = (index, getattr(tc, "index", 0) or 0)
                 slot = self.tools.setdefault(key, ["", "", None])
                 fn = getattr(tc, "function", None)
                 if fn is not None:
@@ -350,8 +424,15 @@ class _ChatStream:
                     slot[2] = tc.id
             call.requested = [(n, a, i) for n, a, i in self.tools.values()]
         if call.capture and (self.text or self.tools):
-            reason = call.finish_reasons[-1] if call.finish_reasons else None
-            call.output_messages = gm.assistant_output("".join(self.text), call.requested, reason)
+            self._output(call)
+
+    def _output(self, call: LLMCall) -> None:
+        choices = sorted(set(self.text) | {c for c, _ in self.tools})
+        outputs = []
+        for index in choices:
+            calls = [(n, a, i) for (c, _), (n, a, i) in sorted(self.tools.items()) if c == index]
+            outputs.extend(gm.assistant_output("".join(self.text.get(index, ())), calls, self.reasons.get(index)))
+        call.output_messages = outputs
 
 
 class _ResponsesStream:

@@ -14,6 +14,11 @@ Hooks, all inside ``agents`` (tested with 0.24):
 * ``agents.tool.maybe_invoke_function_tool_failure_error_function`` — the SDK
   turns a tool's exception into a message for the model; this hook hands the
   original exception to the tool span so the failure keeps its type and class.
+* ``agents.run_internal.turn_resolution.execute_handoffs`` — a handoff is the
+  model calling a ``transfer_to_<agent>`` tool: it gets an ``execute_tool`` span
+  (matched to the model's call id) saying which agent handed over to which
+  (``agentwatch.handoff.from_agent``/``to_agent``), so the agent change is in
+  the trace.
 
 The model calls go through the ``openai`` client, whose instrumentation gives
 the LLM spans; they nest under the run. The SDK's own tracing is not used.
@@ -28,6 +33,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from .. import _runtime
+from .. import semconv as sc
 from ..errors import StopRun
 from ..gateway.executor import HandledFailure, ToolSpec, active_gateway, schema_accepts_key
 from ..gateway.idempotency import KEY_ARGUMENT
@@ -305,6 +311,59 @@ async def _failure_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], k
     return result
 
 
+# --------------------------------------------------------------------------- handoffs
+
+
+def _begin_handoff(kwargs: dict[str, Any]) -> ToolCall | None:
+    try:
+        chosen = (kwargs.get("run_handoffs") or [None])[0]
+        tool_call = getattr(chosen, "tool_call", None)
+        name = getattr(tool_call, "name", None)
+        if not isinstance(name, str):
+            return None
+        source = getattr(kwargs.get("public_agent"), "name", None)
+        target = getattr(getattr(chosen, "handoff", None), "agent_name", None)
+        extra: dict[str, Any] = {}
+        if isinstance(source, str) and source:
+            extra[sc.HANDOFF_FROM_AGENT] = source
+        if isinstance(target, str) and target:
+            extra[sc.HANDOFF_TO_AGENT] = target
+        call_id = getattr(tool_call, "call_id", None)
+        arguments = getattr(tool_call, "arguments", None)
+    except Exception as err:
+        _runtime.internal_error("agents.handoff", err)
+        return None
+    return start_tool(
+        name,
+        arguments if arguments else {},
+        call_id=call_id if isinstance(call_id, str) and call_id else None,
+        extra=extra,
+    )
+
+
+async def _handoff_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not active():
+        return await wrapped(*args, **kwargs)
+    call = _begin_handoff(kwargs)
+    if call is None:
+        return await wrapped(*args, **kwargs)
+    try:
+        step = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        call.finish(exc=exc)
+        raise
+    try:
+        agent = getattr(getattr(step, "next_step", None), "new_agent", None)
+        name = getattr(agent, "name", None)
+        if isinstance(name, str) and name:  # the agent the handoff resolved to (it may differ from the name asked)
+            call.span.set_attribute(sc.HANDOFF_TO_AGENT, name)
+        call.finish({"assistant": name})
+    except Exception as err:
+        _runtime.internal_error("agents.handoff.result", err)
+        call.finish()
+    return step
+
+
 def patch() -> DeferredPatch:
     return DeferredPatch(
         (
@@ -317,5 +376,6 @@ def patch() -> DeferredPatch:
                 _invoke_tool_wrapper,
             ),
             ("agents.tool", "", "maybe_invoke_function_tool_failure_error_function", _failure_wrapper),
+            ("agents.run_internal.turn_resolution", "", "execute_handoffs", _handoff_wrapper),
         ),
     )
