@@ -123,6 +123,7 @@ class JsonLinesExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         self._handle.write(json_format.MessageToJson(encode_spans(spans), indent=None) + "\n")
+        self._handle.flush()  # readable while the process still runs
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:

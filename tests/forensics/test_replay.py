@@ -260,3 +260,60 @@ def test_replay_test_needs_module_and_function(
 ) -> None:
     assert main(["replay", "test", str(incident_file), "--entry", "nofunction", "-o", str(tmp_path / "t.py")]) == 2
     assert "MODULE:FUNCTION" in capsys.readouterr().err
+
+
+def test_anthropic_client_replays_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The Anthropic SDK's requests pass the same choke point: record a run, then replay it offline."""
+    import anthropic
+
+    from agentwatch.testing import LLMServer, reply
+
+    iw = walkthrough()
+    ran: list[str] = []
+
+    @agentwatch.tool("kb.read")
+    def kb_read(topic: str) -> dict[str, Any]:
+        ran.append(topic)
+        return {"topic": topic, "text": "Refunds take 5 days."}
+
+    def agent(client: Any) -> str:
+        messages: list[dict[str, Any]] = [{"role": "user", "content": "How long do refunds take?"}]
+        with agentwatch.run("kb-agent"):
+            while True:
+                response = client.messages.create(model="claude-3-5-haiku-latest", max_tokens=100, messages=messages)
+                uses = [b for b in response.content if b.type == "tool_use"]
+                if not uses:
+                    return "".join(b.text for b in response.content if b.type == "text")
+                messages.append({"role": "assistant", "content": [b.model_dump() for b in response.content]})
+                results = [{"type": "tool_result", "tool_use_id": u.id, "content": json.dumps(kb_read(**u.input))}
+                           for u in uses]  # fmt: skip
+                messages.append({"role": "user", "content": results})
+
+    trace = tmp_path / "kb.jsonl"
+    saved = os.environ.get(iw.CAPTURE)
+    os.environ[iw.CAPTURE] = "true"
+    provider = TracerProvider()
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    provider.add_span_processor(SimpleSpanProcessor(iw.JsonLinesExporter(trace)))
+    agentwatch.instrument(tracer_provider=provider)
+    try:
+        with LLMServer() as server:
+            server.script(reply.tool_call("kb.read", {"topic": "refunds"}), reply.text("About 5 days."))
+            live = anthropic.Anthropic(base_url=server.anthropic_base_url, api_key="x", max_retries=0)
+            assert agent(live) == "About 5 days."
+        provider.force_flush()
+        fixture_path = tmp_path / "kb.replay.json"
+        _export(trace, fixture_path, capsys)
+        ran.clear()
+        dead = anthropic.Anthropic(base_url="http://127.0.0.1:9", api_key="x", max_retries=0, timeout=5)
+        with agentwatch.replay(fixture_path) as replayed:
+            assert agent(dead) == "About 5 days."
+        assert ran == [] and replayed.calls == 3
+    finally:
+        agentwatch.uninstrument()
+        provider.shutdown()
+        if saved is None:
+            os.environ.pop(iw.CAPTURE, None)
+        else:
+            os.environ[iw.CAPTURE] = saved
