@@ -317,3 +317,91 @@ def test_anthropic_client_replays_offline(tmp_path: Path, capsys: pytest.Capture
             os.environ.pop(iw.CAPTURE, None)
         else:
             os.environ[iw.CAPTURE] = saved
+
+
+def test_mcp_tool_calls_replay_from_the_recording(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent whose tools are on a real MCP server: replayed, the server's tools do not run."""
+    pytest.importorskip("mcp.server.mcpserver")
+    import asyncio
+
+    from mcp import Client
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from agentwatch.testing import LLMServer, reply
+
+    ran: list[str] = []
+
+    def server() -> MCPServer:
+        mcp_server = MCPServer("orders")
+
+        @mcp_server.tool()
+        def get_order(order_id: str) -> dict[str, str]:
+            """Look up an order."""
+            ran.append("get_order")
+            return {"order_id": order_id, "status": "shipped"}
+
+        @mcp_server.tool()
+        def refund(order_id: str) -> str:
+            """Refund an order."""
+            ran.append("refund")
+            raise ToolError("refund service unavailable")
+
+        return mcp_server
+
+    async def agent(client: openai.AsyncOpenAI, question: str) -> list[Any]:
+        results = []
+        async with Client(server()) as session, agentwatch.run("mcp-agent"):
+            messages: list[dict[str, Any]] = [{"role": "user", "content": question}]
+            for _ in range(3):
+                out = await client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+                message = out.choices[0].message
+                if not message.tool_calls:
+                    break
+                messages.append(message.model_dump(exclude_none=True))
+                for call in message.tool_calls:
+                    result = await session.call_tool(call.function.name, json.loads(call.function.arguments))
+                    results.append((result.is_error, result.content[0].text))
+                    messages.append({"role": "tool", "tool_call_id": call.id, "content": result.content[0].text})
+        return results
+
+    # Record, with content capture, to a JSON Lines file.
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    recording = tmp_path / "mcp.jsonl"
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(walkthrough().JsonLinesExporter(recording)))
+    agentwatch.instrument(tracer_provider=provider, config={"agent": {"anomaly": {"log_findings": False}}})
+    try:
+        with LLMServer() as llm:
+            llm.script(
+                reply.tool_call("get_order", {"order_id": "ord_1"}),
+                reply.tool_call("refund", {"order_id": "ord_1"}),
+                reply.text("Sorry, the refund failed."),
+            )
+            live_client = openai.AsyncOpenAI(base_url=llm.openai_base_url, api_key="x", max_retries=0, timeout=5)
+            live = asyncio.run(agent(live_client, "Refund ord_1"))
+    finally:
+        agentwatch.uninstrument()
+        provider.shutdown()
+    assert ran == ["get_order", "refund"]
+    fixture_path = tmp_path / "mcp-fixture.json"
+    _export(recording, fixture_path, capsys)
+
+    # Replay: offline, the MCP server's tools never run, the results are the recorded ones.
+    ran.clear()
+    agentwatch.instrument(tracer_provider=TracerProvider(), config={"agent": {"anomaly": {"log_findings": False}}})
+    try:
+        dead = openai.AsyncOpenAI(base_url=DEAD_URL, api_key="x", max_retries=0, timeout=5)
+        with agentwatch.replay(fixture_path) as replayed:
+            again = asyncio.run(agent(dead, "Refund ord_1"))
+    finally:
+        agentwatch.uninstrument()
+    assert ran == []
+    assert [is_error for is_error, _ in again] == [is_error for is_error, _ in live] == [False, True]
+    assert json.loads(again[0][1]) == json.loads(live[0][1])
+    assert "refund service unavailable" in again[1][1]
+    assert replayed.calls == 5  # three model answers, two tool results

@@ -258,30 +258,34 @@ class ReplayHandle:
 
     # ---- tool calls (from the @tool wrappers, both with and without the gateway)
 
+    def _tool_entry(self, tool: str, arguments: Any) -> dict[str, Any]:
+        """The recording's next call of ``tool``; ``ReplayDivergence`` when it has none or (strict) other args."""
+        got_hash = args_hash(arguments)
+        recorded = [t for t in self.fixture.get("tools") or () if t.get("tool") == tool]
+        with self._lock:
+            self._steps += 1
+            step = self._steps
+            index = self._tool_next.get(tool, 0)
+            if index >= len(recorded):
+                raise ReplayDivergence(step, f"{len(recorded)} call(s) of {tool}", f"call {index + 1} of {tool}")
+            entry: dict[str, Any] = recorded[index]
+            if self.strict and entry.get("args_hash") and entry["args_hash"] != got_hash:
+                shown = json.dumps(entry.get("arguments"), sort_keys=True, default=str)[:200]
+                raise ReplayDivergence(
+                    step, f"{tool} with args {shown} (hash {entry['args_hash']})",
+                    f"{tool} with args {json.dumps(arguments, sort_keys=True, default=str)[:200]} "
+                    f"(hash {got_hash})",
+                )  # fmt: skip
+            self._tool_next[tool] = index + 1
+            self.calls += 1
+        return entry
+
     def tool_function(self, tool: str, func: Any, arguments: Any) -> Any:
         """A stand-in for FUNC that answers from the recording (sync or async like FUNC)."""
         import inspect
 
-        got_hash = args_hash(arguments)
-
         def answer() -> Any:
-            recorded = [t for t in self.fixture.get("tools") or () if t.get("tool") == tool]
-            with self._lock:
-                self._steps += 1
-                step = self._steps
-                index = self._tool_next.get(tool, 0)
-                if index >= len(recorded):
-                    raise ReplayDivergence(step, f"{len(recorded)} call(s) of {tool}", f"call {index + 1} of {tool}")
-                entry = recorded[index]
-                if self.strict and entry.get("args_hash") and entry["args_hash"] != got_hash:
-                    shown = json.dumps(entry.get("arguments"), sort_keys=True, default=str)[:200]
-                    raise ReplayDivergence(
-                        step, f"{tool} with args {shown} (hash {entry['args_hash']})",
-                        f"{tool} with args {json.dumps(arguments, sort_keys=True, default=str)[:200]} "
-                        f"(hash {got_hash})",
-                    )  # fmt: skip
-                self._tool_next[tool] = index + 1
-                self.calls += 1
+            entry = self._tool_entry(tool, arguments)
             if "error" in entry:
                 _raise_recorded(entry["error"])
             return entry.get("result")
@@ -293,6 +297,27 @@ class ReplayHandle:
 
             return async_answer
         return lambda *_, **__: answer()
+
+    async def mcp_result(self, tool: str, arguments: Any) -> Any:
+        """An MCP ``CallToolResult`` from the recording: the result as text (and structured content), or
+        the recorded ``isError`` text; a recorded exception is raised as its class."""
+        from mcp import types
+
+        entry = self._tool_entry(tool, arguments)
+        error = entry.get("error")
+        if error is not None:
+            if error.get("type") != "tool_error":  # the request itself failed: an exception
+                _raise_recorded(error)
+            text = str(error.get("message") or "")
+            return types.CallToolResult.model_validate({"content": [{"type": "text", "text": text}], "isError": True})
+        result = entry.get("result")
+        text = result if isinstance(result, str) else json.dumps(result, default=str)
+        # By the wire names (camelCase), which mcp 1.x and 2.x both accept.
+        return types.CallToolResult.model_validate({
+            "content": [{"type": "text", "text": text}],
+            "structuredContent": result if isinstance(result, dict) else None,
+            "isError": False,
+        })
 
     # ---- what the run raised
 
