@@ -405,3 +405,144 @@ def test_mcp_tool_calls_replay_from_the_recording(
     assert json.loads(again[0][1]) == json.loads(live[0][1])
     assert "refund service unavailable" in again[1][1]
     assert replayed.calls == 5  # three model answers, two tool results
+
+
+def _record_to(path: Path, monkeypatch: pytest.MonkeyPatch, run: Any) -> Any:
+    """Run RUN instrumented with content capture, its spans written to PATH as JSON Lines."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(walkthrough().JsonLinesExporter(path)))
+    agentwatch.instrument(tracer_provider=provider, config={"agent": {"anomaly": {"log_findings": False}}})
+    try:
+        return run()
+    finally:
+        agentwatch.uninstrument()
+        provider.shutdown()
+
+
+def test_langgraph_tools_replay_from_the_recording(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("langgraph")
+    pytest.importorskip("langchain_openai")
+    from langchain_core.messages import HumanMessage
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+    from langgraph.graph import START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode, tools_condition
+
+    from agentwatch.testing import LLMServer, reply
+
+    ran: list[str] = []
+
+    @tool
+    def get_order(order_id: str) -> dict[str, str]:
+        """Look up an order."""
+        ran.append("get_order")
+        return {"order_id": order_id, "status": "shipped"}
+
+    @tool
+    def cancel(order_id: str) -> str:
+        """Cancel an order."""
+        ran.append("cancel")
+        raise ValueError(f"order {order_id} already shipped")
+
+    def agent(base_url: str) -> str:
+        llm = ChatOpenAI(model="gpt-4o-mini", base_url=base_url, api_key="x", max_retries=0, timeout=5)
+        bound = llm.bind_tools([get_order, cancel])
+        builder = StateGraph(MessagesState)
+        builder.add_node("model", lambda state: {"messages": [bound.invoke(state["messages"])]})
+        builder.add_node("tools", ToolNode([get_order, cancel], handle_tool_errors=True))
+        builder.add_edge(START, "model")
+        builder.add_conditional_edges("model", tools_condition)
+        builder.add_edge("tools", "model")
+        out = builder.compile(name="support").invoke({"messages": [HumanMessage("Cancel ord_1")]})
+        return "\n".join(str(m.content) for m in out["messages"])
+
+    def live() -> str:
+        with LLMServer() as llm:
+            llm.script(
+                reply.tool_call("get_order", {"order_id": "ord_1"}),
+                reply.tool_call("cancel", {"order_id": "ord_1"}),
+                reply.text("It has shipped; I could not cancel it."),
+            )
+            return agent(llm.openai_base_url)
+
+    recording = tmp_path / "graph.jsonl"
+    live_transcript = _record_to(recording, monkeypatch, live)
+    assert ran == ["get_order", "cancel"]
+    fixture_path = tmp_path / "graph-fixture.json"
+    _export(recording, fixture_path, capsys)
+    ran.clear()
+    agentwatch.instrument(tracer_provider=TracerProvider(), config={"agent": {"anomaly": {"log_findings": False}}})
+    try:
+        with agentwatch.replay(fixture_path) as replayed:
+            again = agent(DEAD_URL)
+    finally:
+        agentwatch.uninstrument()
+    assert ran == []
+    assert again == live_transcript  # the same conversation, tool error message included
+    assert replayed.calls == 5
+
+
+async def test_agents_sdk_tools_replay_from_the_recording(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agents = pytest.importorskip("agents")
+    from agentwatch.testing import LLMServer, reply
+
+    agents.set_tracing_disabled(True)
+    ran: list[str] = []
+
+    @agents.function_tool
+    def get_order(order_id: str) -> str:
+        """Look up an order."""
+        ran.append("get_order")
+        return f"{order_id}: shipped"
+
+    @agents.function_tool
+    def cancel(order_id: str) -> str:
+        """Cancel an order."""
+        ran.append("cancel")
+        raise ValueError(f"order {order_id} already shipped")
+
+    async def agent(base_url: str) -> Any:
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=5)
+        support = agents.Agent(
+            name="support", instructions="Help.", tools=[get_order, cancel],
+            model=agents.OpenAIChatCompletionsModel(model="gpt-4o-mini", openai_client=client),
+        )
+        result = await agents.Runner.run(support, "Cancel ord_1")
+        return [str(item) for item in result.to_input_list()]
+
+    def live() -> Any:
+        import asyncio
+
+        with LLMServer() as llm:
+            llm.script(
+                reply.tool_call("get_order", {"order_id": "ord_1"}),
+                reply.tool_call("cancel", {"order_id": "ord_1"}),
+                reply.text("Shipped already."),
+            )
+            return asyncio.run(agent(llm.openai_base_url))
+
+    import concurrent.futures
+
+    recording = tmp_path / "agents.jsonl"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # asyncio.run needs a thread without a loop
+        live_items = pool.submit(_record_to, recording, monkeypatch, live).result()
+    assert ran == ["get_order", "cancel"]
+    fixture_path = tmp_path / "agents-fixture.json"
+    _export(recording, fixture_path, capsys)
+    ran.clear()
+    agentwatch.instrument(tracer_provider=TracerProvider(), config={"agent": {"anomaly": {"log_findings": False}}})
+    try:
+        with agentwatch.replay(fixture_path) as replayed:
+            again = await agent(DEAD_URL)
+    finally:
+        agentwatch.uninstrument()
+    assert ran == []
+    assert again == live_items
+    assert replayed.calls == 5

@@ -183,8 +183,13 @@ def _error_class(name: str) -> type[BaseException]:
 
 def _raise_recorded(error: Mapping[str, Any]) -> None:
     cls = _error_class(str(error.get("type") or "Exception"))
+    message = str(error.get("message") or "")
+    # The span's status description is "Type: message"; the exception's own text is the message.
+    prefix = f"{str(error.get('type') or '').rpartition('.')[2]}: "
+    if message.startswith(prefix):
+        message = message[len(prefix):]
     exc = cls.__new__(cls)  # the recorded class, without its own __init__'s signature
-    Exception.__init__(exc, str(error.get("message") or ""))
+    Exception.__init__(exc, message)
     raise exc
 
 
@@ -280,15 +285,19 @@ class ReplayHandle:
             self.calls += 1
         return entry
 
+    def tool_answer(self, tool: str, arguments: Any) -> Any:
+        """The recorded result of the next call of ``tool``, or its recorded error raised."""
+        entry = self._tool_entry(tool, arguments)
+        if "error" in entry:
+            _raise_recorded(entry["error"])
+        return entry.get("result")
+
     def tool_function(self, tool: str, func: Any, arguments: Any) -> Any:
         """A stand-in for FUNC that answers from the recording (sync or async like FUNC)."""
         import inspect
 
         def answer() -> Any:
-            entry = self._tool_entry(tool, arguments)
-            if "error" in entry:
-                _raise_recorded(entry["error"])
-            return entry.get("result")
+            return self.tool_answer(tool, arguments)
 
         if inspect.iscoroutinefunction(func):
 
