@@ -221,5 +221,5 @@ def test_repeated_texts_are_scanned_once_with_the_same_result() -> None:
         extractor.extract(f"order ord_{i}")
     assert len(extractor._text_cache) <= mod._TEXT_CACHE_SIZE
     long_text = "Customer cust_789 writes: " + "the printer is on fire. " * (mod._TEXT_CACHE_CHARS // 20)
-    assert ("customer", "cust_789") in extractor.extract(long_text)
+    assert [e for e in extractor.extract(long_text) if e[1] == "cust_789"]
     assert long_text not in extractor._text_cache
