@@ -2,6 +2,7 @@
 """One entry point for people and CI, needing only Python 3.10+ on the machine.
 
     python3 scripts/dev.py demo    # install into .venv and run the example agent
+    python3 scripts/dev.py demo incident   # seed 003's incident: trace, forensics, postmortem, replay test
     python3 scripts/dev.py test    # install test extras, lint, type-check, run every test
     python3 scripts/dev.py bench   # run the benchmark scripts and print their tables
 
@@ -57,6 +58,8 @@ def _ensure(env_dir: Path, requirements: list[str]) -> Path:
 
 def demo(args: list[str]) -> int:
     py = _ensure(MAIN_VENV, ["-e", f"{ROOT}[demo]"])
+    if args[:1] == ["incident"]:
+        return _incident(py, args[1:])
     return _run(py, ROOT / "examples" / "demo_agent.py", *args, check=False)
 
 
@@ -81,9 +84,52 @@ def _ensure_system_tools() -> None:
         )
 
 
+def _incident(py: Path, args: list[str]) -> int:
+    """Seed 003's walkthrough: record the incident to a trace file, then forensics and the postmortem draft."""
+    out = ROOT / "incident-demo"
+    out.mkdir(exist_ok=True)
+    trace = out / "incident.jsonl"
+    status = _run(py, ROOT / "examples" / "incident_walkthrough.py", "-o", trace, *args, check=False)
+    agentwatch = [py, "-m", "agentwatch.cli"]
+    status |= _run(*agentwatch, "forensics", trace, check=False)
+    status |= _run(*agentwatch, "postmortem", trace, "-o", out / "postmortem.md", check=False)
+    status |= _run(*agentwatch, "postmortem", trace, "--format", "html", "-o", out / "postmortem.html", check=False)
+    # The regression test, against the agent as it was and after the fix; the first must fail.
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "examples")}
+    outcome = {}
+    for entry in ("support_agent", "support_agent_fixed"):
+        test_file = out / f"test_{entry}.py"
+        status |= _run(*agentwatch, "replay", "test", trace, "--entry", f"incident_walkthrough:{entry}",
+                       "-o", test_file, check=False)  # fmt: skip
+        print(f"+ pytest {test_file}", flush=True)
+        outcome[entry] = subprocess.run(
+            [str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)], cwd=out, env=env, check=False
+        ).returncode
+    if outcome != {"support_agent": 1, "support_agent_fixed": 0}:
+        status = 1
+    print(f"\nregression test: {'fails' if outcome['support_agent'] else 'PASSES (unexpected)'} on the buggy agent, "
+          f"{'passes' if outcome['support_agent_fixed'] == 0 else 'FAILS (unexpected)'} after the fix", flush=True)
+    print(f"written: {trace}, {out / 'postmortem.md'}, {out / 'postmortem.html'}, {out}/test_*.py", flush=True)
+    return 1 if status else 0
+
+
+def _ensure_browser() -> None:
+    """Under CI=true, install Debian's chromium for the postmortem page's browser test when it is missing."""
+    import shutil
+
+    if os.environ.get("CI", "").lower() != "true" or any(
+        shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+    ):
+        return
+    sudo = [] if hasattr(os, "geteuid") and os.geteuid() == 0 else ["sudo"]
+    _run(*sudo, "apt-get", "update", "-qq", check=False)
+    _run(*sudo, "apt-get", "install", "-y", "-qq", "chromium", check=False)
+
+
 def test(args: list[str]) -> int:
     py = _ensure(MAIN_VENV, ["-e", f"{ROOT}[{TEST_EXTRAS}]"])
     _ensure_system_tools()
+    _ensure_browser()
     status = 0
     status |= _run(py, "-m", "ruff", "check", "src", "tests", "benchmarks", "examples", "scripts", check=False)
     status |= _run(py, "-m", "mypy", check=False)

@@ -17,11 +17,13 @@ from .errors import (
     CircuitOpen,
     ConfigError,
     LoopDetected,
+    ReplayDivergence,
     StopRun,
     ToolDenied,
     ToolInputInvalid,
     ToolOutputInvalid,
 )
+from .forensics.replay import replay
 from .gateway.safe_mode import safe_mode
 from .instrumentation import Instrumentor, instrument, uninstrument
 from .runs import Run, current_run, phase, run
@@ -30,6 +32,8 @@ from .tools import tool
 from .version import __version__
 
 __all__ = [
+    "ReplayDivergence",
+    "replay",
     "AnomalyExporter",
     "AnomalyStop",
     "CircuitOpen",

@@ -200,6 +200,168 @@ def _report_span(
         })  # fmt: skip
 
 
+SOURCE_HELP = """\
+SOURCE is a trace file (OTLP protobuf, OTLP/JSON with hex or base64 ids, JSON
+Lines as the OpenTelemetry Collector's file exporter writes), jaeger:http://HOST:16686
+(Jaeger v2's query API v3, which serves OTLP/JSON; --trace ID, or --service NAME
+[--tag KEY=VALUE] to search the last two days) or tempo:http://HOST:3200 (Tempo's
+trace-by-id API; --trace ID). Spans go through the same record path and detectors
+as 'agentwatch analyze' and the collector.
+
+Exit status: 0 done, 2 the source cannot be read (missing or truncated file,
+unreachable backend, trace not found, not OTLP) or holds no run.
+"""
+
+
+def _load_runs(args: argparse.Namespace) -> Any:
+    """The RunReports of SOURCE, or an exit status after printing why not."""
+    from .config import load_config
+    from .engine.engine import Engine
+    from .forensics.analysis import TraceTooLarge, analyze_spans
+    from .forensics.reader import read_source
+    from .forensics.text import clean
+    from .otlp_files import OtlpFileError
+
+    tags = {}
+    for item in args.tag or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"error: --tag {clean(item, 80)!r}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        tags[key] = value
+    try:
+        engine = Engine(load_config(args.config))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        spans = read_source(
+            args.source, args.trace, service=args.service, tags=tags, max_bytes=args.max_bytes,
+            timeout_s=args.timeout,
+        )  # fmt: skip
+        reports = analyze_spans(spans, engine, max_spans=args.max_spans)
+    except (OtlpFileError, TraceTooLarge) as err:
+        print(f"error: {clean(err, 2000)}", file=sys.stderr)
+        return 2
+    if not reports:
+        print(f"error: {clean(args.source, 200)}: no spans, so no run to report", file=sys.stderr)
+        return 2
+    return reports
+
+
+def _forensics(args: argparse.Namespace) -> int:
+    from .forensics.report import json_report, terminal_report
+
+    reports = _load_runs(args)
+    if isinstance(reports, int):
+        return reports
+    if args.json:
+        print(json.dumps([json_report(r) for r in reports], indent=2))
+    else:
+        print("\n\n".join(terminal_report(r) for r in reports))
+    return 0
+
+
+def _postmortem(args: argparse.Namespace) -> int:
+    from .forensics.postmortem import render_html, render_markdown
+
+    reports = _load_runs(args)
+    if isinstance(reports, int):
+        return reports
+    render = render_html if args.format == "html" else render_markdown
+    text = render(reports, source=args.source)
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as err:
+            print(f"error: cannot write {args.output}: {err.strerror or err}", file=sys.stderr)
+            return 2
+        print(f"postmortem draft written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _replay_run(args: argparse.Namespace) -> Any:
+    """The fixture of the chosen run of SOURCE, or an exit status after printing why not."""
+    from .forensics.replay import ReplayExportError, export_fixture
+
+    reports = _load_runs(args)
+    if isinstance(reports, int):
+        return reports
+    if args.run:
+        chosen = [r for r in reports if r.run["span_id"] == args.run.lower()]
+        if not chosen:
+            print(f"error: no run with span id {args.run[:40]!r} in {args.source}", file=sys.stderr)
+            return 2
+        report = chosen[0]
+    else:
+        flagged = [r for r in reports if r.findings]
+        report = (flagged or reports)[0]
+        if len(reports) > 1:
+            print(f"replaying run {report.run['span_id']} ({len(reports)} runs in the source; pick with --run)",
+                  file=sys.stderr)  # fmt: skip
+    try:
+        return export_fixture(report)
+    except ReplayExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _write_text(path: str | Path, text: str) -> int:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as err:
+        print(f"error: cannot write {path}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _replay_export(args: argparse.Namespace) -> int:
+    fixture = _replay_run(args)
+    if isinstance(fixture, int):
+        return fixture
+    status = _write_text(args.output, json.dumps(fixture, indent=1, default=str) + "\n")
+    if status == 0:
+        counts = f"{len(fixture['llm'])} LLM responses, {len(fixture['tools'])} tool calls"
+        print(f"replay fixture of run {fixture['run']['span_id']} written to {args.output} ({counts})", file=sys.stderr)
+    return status
+
+
+def _replay_test(args: argparse.Namespace) -> int:
+    from .forensics.replay import write_test
+
+    fixture = _replay_run(args)
+    if isinstance(fixture, int):
+        return fixture
+    output = Path(args.output)
+    fixture_path = output.with_suffix(".replay.json")
+    try:
+        text = write_test(fixture, fixture_path, args.entry, output)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    status = _write_text(fixture_path, json.dumps(fixture, indent=1, default=str) + "\n") or _write_text(output, text)
+    if status == 0:
+        print(f"regression test written to {output} (fixture {fixture_path})", file=sys.stderr)
+    return status
+
+
+def _source_arguments(p: argparse.ArgumentParser) -> None:
+    from .forensics.analysis import DEFAULT_MAX_SPANS
+    from .forensics.reader import DEFAULT_TIMEOUT_S
+    from .otlp_files import DEFAULT_MAX_BYTES
+
+    p.add_argument("source", metavar="SOURCE", help="trace file, jaeger:http://HOST:16686 or tempo:http://HOST:3200")
+    p.add_argument("--trace", metavar="ID", help="the trace to read (required for Tempo; filters a file)")
+    p.add_argument("--service", metavar="NAME", help="Jaeger: search this service's recent traces instead of --trace")
+    p.add_argument("--tag", action="append", metavar="KEY=VALUE", help="Jaeger search: span attribute to match")
+    p.add_argument("--config", metavar="FILE", help="detection configuration (YAML), as for the SDK")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S", help="backend timeout in seconds")
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N", help="largest file or answer read")
+    p.add_argument("--max-spans", type=int, default=DEFAULT_MAX_SPANS, metavar="N", help="most spans held in memory")
+
+
 def _version(_args: argparse.Namespace) -> int:
     print(__version__)
     return 0
@@ -255,6 +417,52 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"refuse files (and JSON Lines lines) larger than N bytes (default {DEFAULT_MAX_BYTES})",
     )
     p.set_defaults(func=_analyze)
+    p = sub.add_parser(
+        "forensics",
+        help="backward-trace report of each run: fault origin, cascade, blast radius",
+        description="Seed 003's backward trace of each run in SOURCE: the timeline, the fault origin and\n"
+        "why, the cascade that built on it, the external actions after it (irreversible first),\n"
+        "totals and the failure class.\n\n" + SOURCE_HELP,
+        formatter_class=formatter,
+    )
+    _source_arguments(p)
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per run (contract keys)")
+    p.set_defaults(func=_forensics)
+    p = sub.add_parser(
+        "postmortem",
+        help="draft seed 003's postmortem (markdown or one offline HTML page)",
+        description="Draft the agent postmortem of seed 003 from SOURCE: session context, failure\n"
+        "classification, fault origin and cascade, impact, root-cause candidates, detection gap,\n"
+        "the proposed alert and regression test, and the checklist.\n\n" + SOURCE_HELP,
+        formatter_class=formatter,
+    )
+    _source_arguments(p)
+    p.add_argument("--format", choices=("markdown", "html"), default="markdown", help="output format")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    p.set_defaults(func=_postmortem)
+    p = sub.add_parser(
+        "replay",
+        help="export a recorded run for replay, or write a regression test that replays it",
+        description="Replay a run recorded with content capture on\n"
+        "(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true).\n"
+        "  export: write the replay fixture (the model's responses in order, each tool call's\n"
+        "          result or error keyed by tool, call index and args hash, the run's input);\n"
+        "  test:   write a pytest file (and its fixture next to it) that replays the run through\n"
+        "          MODULE:FUNCTION and fails while the recording's critical or high flags still fire.",
+        formatter_class=formatter,
+    )
+    replay_sub = p.add_subparsers(dest="replay_command", required=True, metavar="ACTION")
+    for action, func, helptext in (
+        ("export", _replay_export, "write the replay fixture of a run"),
+        ("test", _replay_test, "write a pytest regression test that replays a run"),
+    ):
+        q = replay_sub.add_parser(action, help=helptext, description=SOURCE_HELP, formatter_class=formatter)
+        _source_arguments(q)
+        q.add_argument("--run", metavar="SPAN_ID", help="the run span to use (default: the first flagged run)")
+        if action == "test":
+            q.add_argument("--entry", required=True, metavar="MODULE:FUNCTION", help="the agent's entry point")
+        q.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
+        q.set_defaults(func=func)
     p = sub.add_parser(
         "version", help="print the version", description="Print agentwatch's version.", formatter_class=formatter
     )

@@ -66,3 +66,17 @@ class AnomalyStop(StopRun):
     ) -> None:
         super().__init__(message, stop_reason=stop_reason)
         self.finding = finding
+
+
+class ReplayDivergence(Exception):
+    """Inside :func:`agentwatch.replay`: the code made a call the recording does not have.
+
+    ``step`` is the 1-based step (LLM and tool calls, as ``agentwatch.step`` counts
+    them) where the code left the recording; ``expected`` and ``got`` say how.
+    """
+
+    def __init__(self, step: int, expected: str, got: str) -> None:
+        super().__init__(f"replay diverged at step {step}: the recording has {expected}, the code made {got}")
+        self.step = step
+        self.expected = expected
+        self.got = got

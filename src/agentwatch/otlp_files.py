@@ -44,7 +44,9 @@ __all__ = [
     "OtlpFileError",
     "SpanEvent",
     "decode_id",
+    "json_request",
     "read_requests",
+    "request_spans",
     "read_spans",
 ]
 
@@ -358,38 +360,48 @@ def read_requests(
 def read_spans(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[FileSpan]:
     """Every span in the file, in file order, ids checked; see :func:`read_requests` for errors."""
     for where, request in read_requests(path, max_bytes=max_bytes):
-        for i, rs in enumerate(request.resource_spans):
-            resource = decode_attributes(kv.SerializeToString() for kv in rs.resource.attributes)
-            for j, ss in enumerate(rs.scope_spans):
-                scope_name, scope_version = ss.scope.name, ss.scope.version
-                for k, span in enumerate(ss.spans):
-                    at = f"{where}: resourceSpans[{i}].scopeSpans[{j}].spans[{k}] ({span.name[:80]!r})"
-                    _check_ids(span, at)
-                    parent = span.parent_span_id
-                    if parent == bytes(SPAN_ID_BYTES):
-                        parent = b""  # some exporters write zeros for "no parent"
-                    yield FileSpan(
-                        trace_id=span.trace_id,
-                        span_id=span.span_id,
-                        parent_span_id=parent,
-                        name=span.name,
-                        kind=span.kind,
-                        start_ns=span.start_time_unix_nano,
-                        end_ns=span.end_time_unix_nano,
-                        status_code=span.status.code,
-                        status_message=span.status.message,
-                        attributes=decode_attributes(kv.SerializeToString() for kv in span.attributes),
-                        events=tuple(
-                            SpanEvent(
-                                event.name,
-                                event.time_unix_nano,
-                                decode_attributes(kv.SerializeToString() for kv in event.attributes),
-                            )
-                            for event in span.events
-                        ),
-                        resource=resource,
-                        scope_name=scope_name,
-                        scope_version=scope_version,
-                        source=where,
-                        raw=span.SerializeToString(),
-                    )
+        yield from request_spans(request, where)
+
+
+def json_request(data: Any, where: str) -> ExportTraceServiceRequest:
+    """A decoded OTLP/JSON document (hex or base64 ids) as a request; for readers of HTTP bodies."""
+    return _json_request(data, where)
+
+
+def request_spans(request: ExportTraceServiceRequest, where: str) -> Iterator[FileSpan]:
+    """The spans of one OTLP request (from a file or a trace backend), ids checked."""
+    for i, rs in enumerate(request.resource_spans):
+        resource = decode_attributes(kv.SerializeToString() for kv in rs.resource.attributes)
+        for j, ss in enumerate(rs.scope_spans):
+            scope_name, scope_version = ss.scope.name, ss.scope.version
+            for k, span in enumerate(ss.spans):
+                at = f"{where}: resourceSpans[{i}].scopeSpans[{j}].spans[{k}] ({span.name[:80]!r})"
+                _check_ids(span, at)
+                parent = span.parent_span_id
+                if parent == bytes(SPAN_ID_BYTES):
+                    parent = b""  # some exporters write zeros for "no parent"
+                yield FileSpan(
+                    trace_id=span.trace_id,
+                    span_id=span.span_id,
+                    parent_span_id=parent,
+                    name=span.name,
+                    kind=span.kind,
+                    start_ns=span.start_time_unix_nano,
+                    end_ns=span.end_time_unix_nano,
+                    status_code=span.status.code,
+                    status_message=span.status.message,
+                    attributes=decode_attributes(kv.SerializeToString() for kv in span.attributes),
+                    events=tuple(
+                        SpanEvent(
+                            event.name,
+                            event.time_unix_nano,
+                            decode_attributes(kv.SerializeToString() for kv in event.attributes),
+                        )
+                        for event in span.events
+                    ),
+                    resource=resource,
+                    scope_name=scope_name,
+                    scope_version=scope_version,
+                    source=where,
+                    raw=span.SerializeToString(),
+                )

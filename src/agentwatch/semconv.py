@@ -55,6 +55,16 @@ class FailureMode(_StrEnum):
     COST_BLOWUP = "cost_blowup"
 
 
+class FailureClass(_StrEnum):
+    """Seed 003's four agent failure modes, as ``agentwatch forensics`` classifies a run (contract §7)."""
+
+    HALLUCINATION_PROPAGATION = "hallucination_propagation"
+    TOOL_MISFIRE = "tool_misfire"
+    CONTEXT_POISONING = "context_poisoning"
+    COST_RUNAWAY = "cost_runaway"
+    NONE = "none"
+
+
 class Flag(_StrEnum):
     """Anomaly flags set on the span where the anomaly shows."""
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast, overload
 
 from . import _runtime
+from .forensics import replay_hook
 from .gateway.executor import ToolSpec, accepts_idempotency_key, active_gateway, declare
 from .gateway.idempotency import KEY_ARGUMENT
 from .instrumentation._calls import start_tool
@@ -106,6 +107,10 @@ def tool(
                 reversible=reversible,
             )
 
+        def replayed(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            """Inside ``agentwatch.replay()``: a stand-in answering from the recording (forensics.replay)."""
+            return replay_hook.ACTIVE.tool_function(tool_name, func, arguments_of(args, kwargs))
+
         def with_key(kwargs: dict[str, Any], key: str | None) -> dict[str, Any]:
             return kwargs if key is None else {**kwargs, KEY_ARGUMENT: key}
 
@@ -113,16 +118,17 @@ def tool(
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                run = func if replay_hook.ACTIVE is None else replayed(args, kwargs)
                 gateway = active_gateway()
                 if gateway is not None:
                     return await gateway.call_async(
-                        spec, arguments_of(args, kwargs), lambda key: func(*args, **with_key(kwargs, key))
+                        spec, arguments_of(args, kwargs), lambda key: run(*args, **with_key(kwargs, key))
                     )
                 call = begin(args, kwargs)
                 if call is None:
-                    return await func(*args, **kwargs)
+                    return await run(*args, **kwargs)
                 try:
-                    result = await func(*args, **kwargs)
+                    result = await run(*args, **kwargs)
                 except BaseException as exc:
                     call.finish(exc=exc)
                     raise
@@ -134,16 +140,17 @@ def tool(
 
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                run = func if replay_hook.ACTIVE is None else replayed(args, kwargs)
                 gateway = active_gateway()
                 if gateway is not None:
                     return gateway.call_sync(
-                        spec, arguments_of(args, kwargs), lambda key: func(*args, **with_key(kwargs, key))
+                        spec, arguments_of(args, kwargs), lambda key: run(*args, **with_key(kwargs, key))
                     )
                 call = begin(args, kwargs)
                 if call is None:
-                    return func(*args, **kwargs)
+                    return run(*args, **kwargs)
                 try:
-                    result = func(*args, **kwargs)
+                    result = run(*args, **kwargs)
                 except BaseException as exc:
                     call.finish(exc=exc)
                     raise

@@ -207,3 +207,19 @@ def test_ids_named_as_credentials_in_prose_are_not_entities() -> None:
     assert ids("login with password zed_4421 failed; token=tk_998877") == []
     # an id merely near a credential word is still an id
     assert ids("the api key rotation for cust_789 is done") == ["cust_789"]
+
+
+def test_repeated_texts_are_scanned_once_with_the_same_result() -> None:
+    """The text cache is invisible: the same entities, in order, bounded in size."""
+    from agentwatch.engine import entities as mod
+
+    extractor = EntityExtractor()
+    text = "Customer cust_789 asks about order ord_555 and ticket TCK-42."
+    first = extractor.extract(text)
+    assert extractor.extract(text) == first == EntityExtractor()._extract(text, mod.MAX_ENTITIES)
+    for i in range(mod._TEXT_CACHE_SIZE + 10):
+        extractor.extract(f"order ord_{i}")
+    assert len(extractor._text_cache) <= mod._TEXT_CACHE_SIZE
+    long_text = "Customer cust_789 writes: " + "the printer is on fire. " * (mod._TEXT_CACHE_CHARS // 20)
+    assert [e for e in extractor.extract(long_text) if e[1] == "cust_789"]
+    assert long_text not in extractor._text_cache

@@ -198,10 +198,14 @@ def _credential_at(text: str, start: int, end: int, context: bool) -> bool:
     return any(w in before for w in _CONTEXT_WORDS) and _CONTEXT.search(before) is not None
 
 
+_TEXT_CACHE_SIZE = 1024  # texts remembered per extractor (cleared when full)
+_TEXT_CACHE_CHARS = 8192  # longer texts are scanned every time (they rarely repeat)
+
+
 class EntityExtractor:
     """Extract ``(type, id)`` entities from a parsed JSON value or free text; see the module doc."""
 
-    __slots__ = ("_key_cache", "_patterns", "_prefix_re", "_prefixes", "_scan", "_types")
+    __slots__ = ("_key_cache", "_patterns", "_prefix_re", "_prefixes", "_scan", "_text_cache", "_types")
 
     def __init__(self, config: EntityConfig | None = None) -> None:
         config = config if config is not None else EntityConfig()
@@ -223,11 +227,25 @@ class EntityExtractor:
             (str(etype), re.compile(regex)) for etype, regex in config.patterns
         )
         self._key_cache: dict[str, str | None] = {}
+        self._text_cache: dict[str, tuple[Entity, ...]] = {}
 
     # ------------------------------------------------------------------ public
 
     def extract(self, value: Any, *, limit: int = MAX_ENTITIES) -> tuple[Entity, ...]:
         """Entities in ``value`` (parsed JSON, a JSON string, or prose): deduplicated, in document order."""
+        if value.__class__ is str and len(value) <= _TEXT_CACHE_CHARS and limit == MAX_ENTITIES:
+            # Agents send the same texts again and again (the system prompt, the history of
+            # every earlier turn): scan each once. The result depends only on the text.
+            hit = self._text_cache.get(value)
+            if hit is None:
+                hit = self._extract(value, limit)
+                if len(self._text_cache) >= _TEXT_CACHE_SIZE:
+                    self._text_cache.clear()
+                self._text_cache[value] = hit
+            return hit
+        return self._extract(value, limit)
+
+    def _extract(self, value: Any, limit: int) -> tuple[Entity, ...]:
         out: dict[Entity, None] = {}
         if value is None or limit <= 0:
             return ()

@@ -21,6 +21,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from .. import _runtime
 from .. import semconv as sc
 from ..content import capture_mode
+from ..forensics import replay_hook
 from ..runs import current_run
 from ._calls import LLMCall, RequestInfo, active, start_llm
 from ._response import ResponseProxy
@@ -203,12 +204,22 @@ def _after(
     return result
 
 
+def _replayed(provider: Provider, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """Inside ``agentwatch.replay()``: an LLM request goes to the replay's local server (see forensics.replay)."""
+    options = args[1] if len(args) > 1 else kwargs.get("options")
+    if options is None or _route(provider, options) is None:
+        return args, kwargs
+    return replay_hook.ACTIVE.llm_request(provider.name, args, kwargs)  # type: ignore[no-any-return]
+
+
 def _sync_wrapper(provider: Provider) -> Any:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not active():
             if _runtime.enabled():  # suppressed by an outer instrumentation: the SDK's span too
                 args, kwargs = _quiet_sdk_span(instance, args, kwargs)
             return wrapped(*args, **kwargs)
+        if replay_hook.ACTIVE is not None:
+            args, kwargs = _replayed(provider, args, kwargs)
         prepared = _prepare(provider, instance, args, kwargs)
         if prepared is None:
             return wrapped(*args, **kwargs)
@@ -230,6 +241,8 @@ def _async_wrapper(provider: Provider) -> Any:
             if _runtime.enabled():  # suppressed by an outer instrumentation: the SDK's span too
                 args, kwargs = _quiet_sdk_span(instance, args, kwargs)
             return await wrapped(*args, **kwargs)
+        if replay_hook.ACTIVE is not None:
+            args, kwargs = _replayed(provider, args, kwargs)
         prepared = _prepare(provider, instance, args, kwargs)
         if prepared is None:
             return await wrapped(*args, **kwargs)

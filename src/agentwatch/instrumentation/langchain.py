@@ -24,12 +24,15 @@ call (an agent used as a tool) is a sub-agent and gets a nested run.
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
 from .. import _runtime
 from ..errors import StopRun
+from ..forensics import replay_hook
 from ..gateway.executor import HandledFailure, ToolSpec, active_gateway, schema_accepts_key
 from ..gateway.idempotency import KEY_ARGUMENT
 from ._calls import ToolCall, active, add_agent_namer, start_tool
@@ -189,9 +192,37 @@ def _attempt_async(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
 _READER = HandledFailure(_result)
 
 
+def _replayed(wrapped: Any, tool: Any) -> Any:
+    """``run``/``arun`` of a copy of TOOL whose function answers from the active replay.
+
+    LangChain's own ``run`` still formats the output and applies ``handle_tool_error``
+    to a recorded error, so the model sees what it saw live.
+    """
+    handle = replay_hook.ACTIVE
+    name = getattr(tool, "name", "")
+
+    def answer(*args: Any, **kwargs: Any) -> Any:
+        kwargs = {k: v for k, v in kwargs.items() if k not in _FILTERED}
+        return handle.tool_answer(name, kwargs if kwargs or not args else {"arg0": args[0]})
+
+    async def aanswer(*args: Any, **kwargs: Any) -> Any:
+        return answer(*args, **kwargs)
+
+    replayed = copy.copy(tool)
+    if getattr(tool, "func", None) is not None or getattr(tool, "coroutine", None) is not None:
+        object.__setattr__(replayed, "func", answer)
+        object.__setattr__(replayed, "coroutine", aanswer)
+    else:  # a BaseTool subclass with its own _run/_arun
+        object.__setattr__(replayed, "_run", answer)
+        object.__setattr__(replayed, "_arun", aanswer)
+    return functools.partial(wrapped.__func__, replayed)
+
+
 def _run_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if not active():
         return wrapped(*args, **kwargs)
+    if replay_hook.ACTIVE is not None:  # inside agentwatch.replay(): the tool answers from the recording
+        wrapped = _replayed(wrapped, instance)
     gateway = active_gateway()
     if gateway is not None:
         routed = _gateway_spec(instance, args, kwargs)
@@ -217,6 +248,8 @@ def _run_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
 async def _arun_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if not active():
         return await wrapped(*args, **kwargs)
+    if replay_hook.ACTIVE is not None:  # inside agentwatch.replay(): the tool answers from the recording
+        wrapped = _replayed(wrapped, instance)
     gateway = active_gateway()
     if gateway is not None:
         routed = _gateway_spec(instance, args, kwargs)

@@ -28,6 +28,7 @@ from typing import Any
 from .. import _runtime
 from .. import semconv as sc
 from ..classify import error_class, error_type
+from ..forensics import replay_hook
 from ..gateway.executor import active_gateway
 from ..semconv import ErrorClass
 from ._calls import ToolCall, active, current_tool_call, start_tool
@@ -288,6 +289,18 @@ def _gateway_route(session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
         return None
 
 
+def _replayed(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any]:
+    """A stand-in for ``call_tool`` that answers from the active replay (see forensics.replay)."""
+    name = args[0] if args else kwargs.get("name")
+    arguments = args[1] if len(args) > 1 else kwargs.get("arguments")
+    handle = replay_hook.ACTIVE
+
+    async def answer(*_: Any, **__: Any) -> Any:
+        return await handle.mcp_result(str(name), arguments if arguments is not None else {})
+
+    return answer
+
+
 def _call_tool_wrapper(session_of: Callable[[Any], Any]) -> Any:
     async def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not active():
@@ -298,6 +311,8 @@ def _call_tool_wrapper(session_of: Callable[[Any], Any]) -> Any:
             return await wrapped(*args, **kwargs)
         if _IN_CALL.get() is session:
             return await wrapped(*args, **kwargs)
+        if replay_hook.ACTIVE is not None:  # inside agentwatch.replay(): answered from the recording
+            wrapped = _replayed(args, kwargs)
         gateway = active_gateway()
         if gateway is not None:
             routed = _gateway_route(session, args, kwargs)

@@ -27,6 +27,7 @@ the LLM spans; they nest under the run. The SDK's own tracing is not used.
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import json
 from contextvars import ContextVar
@@ -34,7 +35,8 @@ from typing import Any
 
 from .. import _runtime
 from .. import semconv as sc
-from ..errors import StopRun
+from ..errors import ReplayDivergence, StopRun
+from ..forensics import replay_hook
 from ..gateway.executor import HandledFailure, ToolSpec, active_gateway, schema_accepts_key
 from ..gateway.idempotency import KEY_ARGUMENT
 from ..hashing import parse_arguments
@@ -257,11 +259,42 @@ async def _through_gateway(
 _AGENTS_READER = HandledFailure(lambda outcome: getattr(outcome, "output", outcome))
 
 
+def _replayed_tool(tool: Any) -> Any:
+    """A copy of the function tool whose invocation answers from the active replay.
+
+    A recorded error goes through the tool's failure function, as the SDK's own
+    invocation does, so the model sees the same message it saw live.
+    """
+    handle = replay_hook.ACTIVE
+    name = getattr(tool, "name", "")
+
+    async def on_invoke_tool(ctx: Any, arguments: str) -> Any:
+        try:
+            return handle.tool_answer(name, parse_arguments(arguments))
+        except ReplayDivergence:
+            raise
+        except Exception as err:
+            from agents.tool import maybe_invoke_function_tool_failure_error_function
+
+            message = await maybe_invoke_function_tool_failure_error_function(
+                function_tool=tool, context=ctx, error=err
+            )
+            if message is None:
+                raise
+            return message
+
+    replayed = copy.copy(tool)
+    replayed.on_invoke_tool = on_invoke_tool
+    return replayed
+
+
 async def _invoke_tool_wrapper(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     if not active():
         return await wrapped(*args, **kwargs)
+    if replay_hook.ACTIVE is not None:  # inside agentwatch.replay(): the tool answers from the recording
+        kwargs = {**kwargs, "function_tool": _replayed_tool(kwargs.get("function_tool"))}
     gateway = active_gateway()
     if gateway is not None:
         routed = _gateway_spec(kwargs)
