@@ -76,11 +76,11 @@ TOOLS = [{"type": "function", "function": {"name": "get_order", "parameters": {"
 PROVIDERS = {
     "openai": [
         "bare", "sdk-span", "agentwatch", "agentwatch-no-implicit", "agentwatch-conversation", "agentwatch-in-run",
-        "openai-v2", "openllmetry",
+        "genai-openai", "openai-v2", "openllmetry",
     ],
     "anthropic": [
         "bare", "sdk-span", "agentwatch", "agentwatch-no-implicit", "agentwatch-conversation", "agentwatch-in-run",
-        "openllmetry",
+        "genai-anthropic", "openllmetry",
     ],
 }
 
@@ -149,6 +149,14 @@ def _setup(provider: str, mode: str) -> Any:
         from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
         OpenAIInstrumentor().instrument(tracer_provider=tp)
+    elif mode == "genai-openai":  # the official instrumentation, now in opentelemetry-python-genai
+        from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor as Official
+
+        Official().instrument(tracer_provider=tp)
+    elif mode == "genai-anthropic":
+        from opentelemetry.instrumentation.genai.anthropic import AnthropicInstrumentor as OfficialAnthropic
+
+        OfficialAnthropic().instrument(tracer_provider=tp)
     elif mode == "openllmetry":
         if provider == "openai":
             from opentelemetry.instrumentation.openai import OpenAIInstrumentor as Traceloop
@@ -214,6 +222,8 @@ def child(provider: str, mode: str, batches: int) -> None:
 def available(mode: str, provider: str) -> bool:
     module = {
         "openai-v2": "opentelemetry.instrumentation.openai_v2",
+        "genai-openai": "opentelemetry.instrumentation.genai.openai",
+        "genai-anthropic": "opentelemetry.instrumentation.genai.anthropic",
         "openllmetry": f"opentelemetry.instrumentation.{provider}",
         "agentwatch": "agentwatch",
         "agentwatch-in-run": "agentwatch",
