@@ -420,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "forensics",
         help="backward-trace report of each run: fault origin, cascade, blast radius",
-        description="Seed 003's backward trace of each run in SOURCE: the timeline, the fault origin and\n"
+        description="The backward trace of each run in SOURCE: the timeline, the fault origin and\n"
         "why, the cascade that built on it, the external actions after it (irreversible first),\n"
         "totals and the failure class.\n\n" + SOURCE_HELP,
         formatter_class=formatter,
@@ -430,8 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_forensics)
     p = sub.add_parser(
         "postmortem",
-        help="draft seed 003's postmortem (markdown or one offline HTML page)",
-        description="Draft the agent postmortem of seed 003 from SOURCE: session context, failure\n"
+        help="draft the incident postmortem (markdown or one offline HTML page)",
+        description="Draft the agent incident postmortem from SOURCE: session context, failure\n"
         "classification, fault origin and cascade, impact, root-cause candidates, detection gap,\n"
         "the proposed alert and regression test, and the checklist.\n\n" + SOURCE_HELP,
         formatter_class=formatter,

@@ -66,7 +66,7 @@ def test_markdown_is_filled_from_the_trace(incident_file: Path, capsys: pytest.C
     assert "7 steps: 4 LLM calls, 3 tool calls" in context and "Subject:** customer cust_789" in context
     assert re.search(r"Time range:\*\* \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC to ", context)
     assert "First user message:** Please confirm my latest order." in context
-    assert "Failure class (seed 003):** hallucination_propagation" in text
+    assert "Failure class:** hallucination_propagation" in text
     assert "Fault origin:** step 3, chat gpt-4o-mini" in text
     assert "introduced here: order:ord_555" in text
     assert "| 6 | orders.confirm | ok | NO | absent |" in text

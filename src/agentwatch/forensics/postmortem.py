@@ -192,9 +192,9 @@ def _sections(report: RunReport, source: str) -> list[Section]:
         context.blocks.append(Para(f"Note: {clean(note)}"))
 
     classification = Section("2. Failure classification", [Fields([
-        ("Failure class (seed 003)", report.failure_class),
+        ("Failure class", report.failure_class),
         ("Chosen by", clean(report.failure_class_rule)),
-        ("Outcome (seed 001)", f"{run['failure_mode']}, stop reason {clean(run['stop_reason'] or 'unknown', 60)}"),
+        ("Outcome", f"{run['failure_mode']}, stop reason {clean(run['stop_reason'] or 'unknown', 60)}"),
     ])])  # fmt: skip
     rows = _findings_rows(report)
     if rows:
