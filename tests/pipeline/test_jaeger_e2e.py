@@ -184,7 +184,11 @@ def test_demo_runs_are_flagged_and_searchable_in_jaeger(pipeline: dict[str, Any]
     assert prometheus.query("sum(agentwatch_collector_findings_total) or vector(0)")[0]["value"][1] == str(
         health["findings"]["total"]
     )
-    assert prometheus.query('up{job="otelcol"}')[0]["value"][1] == "1"
+    # otelcol is scraped on its own schedule: wait for its first sample rather than assume it came.
+    wait_for(
+        lambda: [r["value"][1] for r in prometheus.query('up{job="otelcol"}')] == ["1"],
+        30, "Prometheus to scrape otelcol",
+    )
     rules = wait_for(
         lambda: (rs := prometheus.rules()) and all(r.get("lastEvaluation", "").startswith("2") for r in rs) and rs,
         30, "every rule evaluated",
