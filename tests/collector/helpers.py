@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import copy
 import gzip
+import re
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -342,3 +347,55 @@ def by_call(spans: Sequence[ReadableSpan]) -> dict[str, ReadableSpan]:
         else:
             out["get_order"] = span
     return out
+
+
+@dataclass
+class CollectorProcess:
+    """``agentwatch-collector`` in its own process (``python -m agentwatch.collector``), with its bound ports."""
+
+    proc: subprocess.Popen[str]
+    ports: dict[str, int]  # receiver name (grpc, http, health) -> port it listens on
+    stderr: list[str]
+    reader: threading.Thread
+
+    def log(self) -> str:
+        """Everything the process wrote to stderr (complete once it has exited)."""
+        self.reader.join(timeout=5)
+        return "".join(self.stderr)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def start_collector_process(tmp_path: Path, target: str, decision: str, drain_seconds: int) -> CollectorProcess:
+    """Start a collector on loopback (ports chosen by the OS) forwarding to TARGET; wait until it listens."""
+    config = tmp_path / "collector.yaml"
+    config.write_text(
+        textwrap.dedent(f"""
+        receivers:
+          grpc: {{endpoint: "127.0.0.1:0"}}
+          http: {{endpoint: "127.0.0.1:0"}}
+        exporter: {{endpoint: "{target}", timeout_seconds: 2, drain_timeout_seconds: {drain_seconds}}}
+        decision: {decision}
+        health: {{endpoint: "127.0.0.1:0"}}
+        detection: {{anomaly: {{log_findings: false}}}}
+    """)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentwatch.collector", "--config", str(config)], stderr=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+    assert proc.stderr is not None
+    stream = proc.stderr
+    reader = threading.Thread(target=lambda: lines.extend(iter(stream.readline, "")), daemon=True)
+    reader.start()
+    started = CollectorProcess(proc, {}, lines, reader)
+    try:
+        listening = wait_until(lambda: next((ln for ln in lines if "listening" in ln), None), timeout=30)
+        started.ports = {m.group(1): int(m.group(2)) for m in re.finditer(r"(\w+)=127\.0\.0\.1:(\d+)", listening)}
+    except BaseException:
+        started.stop()
+        raise
+    return started

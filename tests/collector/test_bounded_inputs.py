@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import signal
-import subprocess
-import sys
-import textwrap
-import threading
 import time
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-from .helpers import capture, export, wait_until
+from .helpers import capture, export, start_collector_process, wait_until
 
 EVIL = "^(a+)+$"
 EVIL_ARG = "a" * 64 + "!"
@@ -50,28 +45,10 @@ def _get(port: int, path: str) -> int:
 
 
 def test_backtracking_schema_in_a_span_keeps_the_collector_answering(tmp_path, grpc_sink):
-    config = tmp_path / "collector.yaml"
-    config.write_text(
-        textwrap.dedent(f"""
-        receivers:
-          grpc: {{endpoint: "127.0.0.1:0"}}
-          http: {{endpoint: "127.0.0.1:0"}}
-        exporter: {{endpoint: "{grpc_sink.target}", timeout_seconds: 2, drain_timeout_seconds: 5}}
-        decision: {{straggler_delay_ms: 20}}
-        health: {{endpoint: "127.0.0.1:0"}}
-        detection: {{anomaly: {{log_findings: false}}}}
-    """)
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentwatch.collector", "--config", str(config)], stderr=subprocess.PIPE, text=True
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
-    reader.start()
+    collector = start_collector_process(tmp_path, grpc_sink.target, "{straggler_delay_ms: 20}", drain_seconds=5)
+    proc = collector.proc
     try:
-        listening = wait_until(lambda: next((ln for ln in lines if "listening" in ln), None), timeout=30)
-        http_port = int(re.search(r"http=127\.0\.0\.1:(\d+)", listening).group(1))
-        health_port = int(re.search(r"health=127\.0\.0\.1:(\d+)", listening).group(1))
+        http_port, health_port = collector.ports["http"], collector.ports["health"]
         exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{http_port}/v1/traces", timeout=5)
 
         export(exporter, capture(_evil_tool_span))
@@ -91,9 +68,7 @@ def test_backtracking_schema_in_a_span_keeps_the_collector_answering(tmp_path, g
         assert proc.wait(timeout=20) == 0
         assert time.monotonic() - started < 10
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        collector.stop()
 
 
 def test_deeply_nested_otlp_json_is_a_bad_request(grpc_sink, collectors):

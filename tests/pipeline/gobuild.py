@@ -21,7 +21,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import yaml
@@ -121,54 +121,56 @@ def otelcol_key(go: str) -> str:
     return f"otelcol-agentwatch-{version}-{digest}"
 
 
-def build_otelcol() -> Path:
-    """The ``otelcol-agentwatch`` binary of collector/builder-config.yaml, built on first use."""
-    go = go_executable()
-    key = otelcol_key(go)
-    final = cache_dir() / key / "otelcol-agentwatch"
+def _cached_build(key: str, name: str, lock: str, build: Callable[[Path, Path], Path]) -> Path:
+    """``cache_dir()/key/name``, built once by ``build(work, log)`` (which returns the binary's path in work).
+
+    Two processes never build at once (a lock), a half-written binary is never seen
+    (copied to a temporary name, then renamed), and the build log is kept beside it.
+    """
+    final = cache_dir() / key / name
     if final.is_file():
         return final
-    with _locked("otelcol"):
+    with _locked(lock):
         if final.is_file():
             return final
         work = cache_dir() / f"{key}.build"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         log = work / "build.log"
+        built = build(work, log)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(built, final.with_suffix(".tmp"))
+        shutil.copy2(log, final.parent / "build.log")
+        os.replace(final.with_suffix(".tmp"), final)
+        shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def build_otelcol() -> Path:
+    """The ``otelcol-agentwatch`` binary of collector/builder-config.yaml, built on first use."""
+    go = go_executable()
+
+    def build(work: Path, log: Path) -> Path:
         builder = _builder(go, log)
         manifest = yaml.safe_load(MANIFEST.read_text())
         manifest["dist"]["output_path"] = str(work / "src")
         (work / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
         _run([str(builder), "--config", str(work / "manifest.yaml")], work, log, _env(go))
-        final.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(work / "src" / "otelcol-agentwatch", final.with_suffix(".tmp"))
-        shutil.copy2(log, final.parent / "build.log")
-        os.replace(final.with_suffix(".tmp"), final)
-        shutil.rmtree(work, ignore_errors=True)
-    return final
+        return work / "src" / "otelcol-agentwatch"
+
+    return _cached_build(otelcol_key(go), "otelcol-agentwatch", "otelcol", build)
 
 
 def build_jaeger() -> Path:
     """Jaeger v2 (all-in-one, OTLP in, in-memory storage available), built on first use."""
     go = go_executable()
     key = f"jaeger-{JAEGER_VERSION}-{hashlib.sha256(_go_version(go).encode()).hexdigest()[:8]}"
-    final = cache_dir() / key / "jaeger"
-    if final.is_file():
-        return final
-    with _locked("jaeger"):
-        if final.is_file():
-            return final
-        work = cache_dir() / f"{key}.build"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        log = work / "build.log"
+
+    def build(work: Path, log: Path) -> Path:
         env = _env(go)
         _run([go, "mod", "init", "agentwatch.invalid/jaegerbuild"], work, log, env)
         _run([go, "get", "-tool", f"{JAEGER_MODULE}/cmd/jaeger@{JAEGER_VERSION}"], work, log, env)
         _run([go, "build", "-trimpath", "-o", str(work / "jaeger"), f"{JAEGER_MODULE}/cmd/jaeger"], work, log, env)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(work / "jaeger", final.with_suffix(".tmp"))
-        shutil.copy2(log, final.parent / "build.log")
-        os.replace(final.with_suffix(".tmp"), final)
-        shutil.rmtree(work, ignore_errors=True)
-    return final
+        return work / "jaeger"
+
+    return _cached_build(key, "jaeger", "jaeger", build)

@@ -190,7 +190,7 @@ class Gateway:
         self.results = idempotency.STORE
         self._schemas = SchemaChecker()
         self._schema_lock = threading.Lock()
-        self._warned: set[str] = set()
+        self._checked: set[str] = set()  # tool names already looked at by warn_key_unsupported
         self._actions = self._transitions = None
         if meter is not None:
             self._actions = meter.create_counter(
@@ -211,9 +211,14 @@ class Gateway:
         return self.settings.active or SWITCH.is_on()
 
     def warn_key_unsupported(self, spec: ToolSpec) -> None:
-        """Report, once per tool, a tool that requires an idempotency key but cannot be given one."""
-        if self.settings.requires_idempotency(spec.name) and not spec.accepts_key and spec.name not in self._warned:
-            self._warned.add(spec.name)
+        """Report, once per tool, a tool that requires an idempotency key but cannot be given one.
+
+        Each tool name is looked at once (a set lookup on every later call, no glob matching).
+        """
+        if spec.name in self._checked or len(self._checked) >= _MAX_DECLARED:
+            return
+        self._checked.add(spec.name)
+        if self.settings.requires_idempotency(spec.name) and not spec.accepts_key:
             logger.warning(
                 "agentwatch: tool %s requires an idempotency key (agent.tools.idempotency_required) but takes no "
                 "idempotency_key argument; agentwatch still deduplicates its calls within a run", spec.name,
@@ -377,6 +382,7 @@ class Gateway:
         """
         from ..instrumentation._calls import start_tool
 
+        self.warn_key_unsupported(spec)  # MCP and framework tools are first seen here
         plan = self._plan(spec, arguments)
         if plan.refusal is not None:
             start_tool(spec.name, arguments, **self._span_args(spec, plan, None), refuse=plan.refusal)

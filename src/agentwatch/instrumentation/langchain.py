@@ -227,7 +227,6 @@ def _run_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
     if gateway is not None:
         routed = _gateway_spec(instance, args, kwargs)
         if routed is not None:
-            gateway.warn_key_unsupported(routed[0])
             return gateway.call_sync(*routed, _attempt_sync(wrapped, args, kwargs), _READER)[0]
     call = _begin(instance, args, kwargs)
     if call is None:
@@ -254,7 +253,6 @@ async def _arun_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwar
     if gateway is not None:
         routed = _gateway_spec(instance, args, kwargs)
         if routed is not None:
-            gateway.warn_key_unsupported(routed[0])
             return (await gateway.call_async(*routed, _attempt_async(wrapped, args, kwargs), _READER))[0]
     call = _begin(instance, args, kwargs)
     if call is None:

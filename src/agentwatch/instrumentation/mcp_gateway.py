@@ -86,7 +86,6 @@ async def call_through_gateway(
         accepts_key=schema_accepts_key(schema), tool_type="extension",
         attributes={sc.TOOL_SERVER: server} if server else None,
     )
-    gateway.warn_key_unsupported(spec)
     plain = arguments if isinstance(arguments, dict) else {}
 
     async def attempt(key: str | None) -> Any:

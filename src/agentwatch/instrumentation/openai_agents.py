@@ -236,7 +236,6 @@ def _gateway_spec(kwargs: dict[str, Any]) -> tuple[ToolSpec, dict[str, Any]] | N
 async def _through_gateway(
     gateway: Any, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any], spec: ToolSpec, arguments: Any
 ) -> Any:
-    gateway.warn_key_unsupported(spec)
 
     async def attempt(key: str | None) -> tuple[Any, BaseException | None]:
         call_kwargs = kwargs if key is None else {**kwargs, "arguments": json.dumps({**arguments, KEY_ARGUMENT: key})}
