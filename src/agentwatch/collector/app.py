@@ -22,7 +22,9 @@ from .config import CollectorConfig
 from .decision import Decider
 from .forwarder import Forwarder
 from .health import HealthServer
-from .intake import Intake
+from .intake import Intake, opens_run
+from .journal import Journal
+from .otlp import DecodeError, split_request
 from .receiver_grpc import GrpcReceiver
 from .receiver_http import HttpReceiver
 from .telemetry import Stats, start_otel_metrics
@@ -56,9 +58,20 @@ class Collector:
             reporter=reporter,
         )
         self.intake = Intake(self.buffer, self.decider, self.forwarder, stats)
+        self.journal: Journal | None = None
+        buf = config.buffer
+        if buf.journal_dir is not None:
+            self.journal = Journal(
+                buf.journal_dir, buf.journal_max_bytes, buf.journal_segment_bytes, buf.journal_sync == "fsync"
+            )
+            journal = self.journal
+            stats.gauge("journal_bytes", lambda: journal.bytes)
+            stats.gauge("journal_pending_requests", journal.pending_requests)
         stats.gauge("verdicts_cached", lambda: len(self.verdicts))
         stats.gauge("retained_bytes", lambda: self.verdicts.retained_total)
-        stats.degraded = lambda: not self.forwarder.healthy or self.forwarder.full()
+        stats.degraded = lambda: (
+            not self.forwarder.healthy or self.forwarder.full() or self.intake.journal_failing
+        )
         stats.extra["engine"] = lambda: dict(self.engine.stats)
         self.grpc: GrpcReceiver | None = None
         self.http: HttpReceiver | None = None
@@ -83,13 +96,19 @@ class Collector:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> Collector:
-        """Bind and start everything; raises OSError when a port cannot be bound."""
+        """Open the journal, bind, replay the journal, start receiving.
+
+        Raises OSError when a port cannot be bound or the journal directory cannot be used.
+        """
         cfg = self.config
         log.info(
             "agentwatch-collector %s: configuration read from %s",
             __version__,
             ", ".join(cfg.files) if cfg.files else "no file (built-in defaults and the given mapping)",
         )
+        if self.journal is not None:
+            report = self.journal.open()
+            self.stats.add("journal_corrupt_records", report.corrupt_records)
         try:
             if cfg.grpc is not None:
                 self.grpc = GrpcReceiver(cfg.grpc, self.intake, self.stats)
@@ -99,10 +118,18 @@ class Collector:
                 self.health = HealthServer(cfg.health, self.stats)
         except OSError:
             self._close_listeners()
+            if self.journal is not None:
+                self.journal.close()
             raise
         self.forwarder.start()
         self.decider.start()
-        for part in (self.grpc, self.http, self.health):
+        if self.health is not None:
+            self.health.start()
+        if self.journal is not None:
+            self._replay(self.journal)
+            self.forwarder.journal = self.journal
+            self.intake.journal = self.journal
+        for part in (self.grpc, self.http):
             if part is not None:
                 part.start()
         self.stats.status = "ok"
@@ -116,6 +143,61 @@ class Collector:
             cfg.exporter.protocol,
         )
         return self
+
+    def _replay(self, journal: Journal) -> None:
+        """Put every journaled span not yet delivered or dropped back into the buffer (before receiving).
+
+        Replay waits while the export queue is full or the buffer near its limits, so that a
+        large journal is not evicted unevaluated or dropped by the queue.
+        """
+        started = time.monotonic()
+        self.forwarder.journal = journal  # replayed pieces finish like any others
+        counts = {"pending": 0, "in_flight": 0}
+        requests = 0
+        for item in journal.replay():
+            try:
+                spans, _, _ = split_request(item.data, self.intake.groups)
+            except DecodeError:  # the CRC held, the bytes were valid when written: not expected
+                log.error("journal record %d is not a valid request; skipping it", item.seq)
+                self.stats.add("journal_corrupt_records")
+                continue
+            keep = [s for s in spans if s[2] in item.traces]
+            if not keep:  # not expected: the record listed these traces when it was written
+                journal.done([(item.seq, tid) for tid in item.traces])
+                continue
+            requests += 1
+            in_flight = sum(1 for s in keep if s[2] in item.begun)
+            counts["in_flight"] += in_flight
+            counts["pending"] += len(keep) - in_flight
+            self._wait_for_room()
+            evicted = self.buffer.add(keep, [opens_run(raw) for _, raw, _, _, _ in keep], item.seq)
+            if evicted:
+                self.decider.forward_unevaluated(evicted, "overflow")
+        for state, n in counts.items():
+            self.stats.add("journal_replayed_spans", n, state)
+        if requests:
+            log.warning(
+                "replayed %d spans of %d requests from the journal in %s (%d had been handed to the exporter "
+                "before the restart and may reach it twice) in %.1fs",
+                counts["pending"] + counts["in_flight"],
+                requests,
+                journal.dir,
+                counts["in_flight"],
+                time.monotonic() - started,
+            )
+
+    def _wait_for_room(self) -> None:
+        limits = self.config.limits
+        last_log = time.monotonic()
+        while self.forwarder.full() or (
+            self.buffer.spans >= limits.max_spans * 0.9
+            or self.buffer.bytes >= limits.max_bytes * 0.9
+            or len(self.buffer) >= limits.max_traces * 0.9
+        ):
+            if time.monotonic() - last_log > 30:
+                last_log = time.monotonic()
+                log.warning("journal replay is waiting for the export queue or the buffer to drain")
+            time.sleep(0.05)
 
     def _close_listeners(self) -> None:
         if self.grpc is not None:
@@ -145,6 +227,8 @@ class Collector:
         if pending:
             self.decider.process(pending)
         self.forwarder.drain(deadline)
+        if self.journal is not None:
+            self.journal.close()
         self.stats.status = "stopped"
         counters = self.stats.counters()
         log.info(

@@ -46,6 +46,7 @@ class PendingTrace:
         "raws",
         "ready_at",
         "ready_reason",
+        "records",
         "run_parents",
         "trace_id",
         "verdict",
@@ -65,6 +66,11 @@ class PendingTrace:
         self.ready_reason = ""
         self.nbytes = 0
         self.verdict = verdict  # set for a late trace: the verdict of the decided trace
+        self.records: list[int] = []  # journal sequence numbers of the requests its spans came in
+
+    def pieces(self) -> list[tuple[int, bytes]]:
+        """(journal record, trace id) of each request that brought spans of this trace."""
+        return [(seq, self.trace_id) for seq in self.records]
 
     def __len__(self) -> int:
         return len(self.raws)
@@ -104,8 +110,12 @@ class TraceBuffer:
 
     # ------------------------------------------------------------------ intake
 
-    def add(self, spans: Sequence[SplitSpan], run_flags: Sequence[bool]) -> list[PendingTrace]:
-        """Add spans (``run_flags[i]``: span i opens an agent run). Returns traces evicted by limits."""
+    def add(
+        self, spans: Sequence[SplitSpan], run_flags: Sequence[bool], record: int | None = None
+    ) -> list[PendingTrace]:
+        """Add spans (``run_flags[i]``: span i opens an agent run) of the journal's ``record``, if any.
+
+        Returns traces evicted by limits."""
         by_trace: dict[bytes, list[int]] = {}
         for i, span in enumerate(spans):
             tid = span[2]
@@ -120,6 +130,8 @@ class TraceBuffer:
                 trace = self._traces.get(tid)
                 if trace is None:
                     trace = self._new_trace(tid, now)
+                if record is not None:
+                    trace.records.append(record)
                 groups = trace.groups
                 raws = trace.raws
                 added = 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -109,6 +109,14 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class BufferConfig:
+    journal_dir: str | None = None  # the on-disk journal's directory; None: no journal
+    journal_max_bytes: int = 1024 * 1024 * 1024  # past it, requests are refused (retryable)
+    journal_segment_bytes: int = 16 * 1024 * 1024
+    journal_sync: str = "write"  # write: survives a process kill; fsync: also a machine crash
+
+
+@dataclass(frozen=True)
 class TelemetryConfig:
     metrics_exporter: str = "none"
     log_level: str = "info"
@@ -121,6 +129,7 @@ class CollectorConfig:
     http: HttpReceiverConfig | None = HttpReceiverConfig()
     decision: DecisionConfig = DecisionConfig()
     limits: LimitsConfig = LimitsConfig()
+    buffer: BufferConfig = BufferConfig()
     health: Endpoint | None = Endpoint("0.0.0.0", 13133)
     telemetry: TelemetryConfig = TelemetryConfig()
     detection: Config = field(default_factory=Config)
@@ -288,12 +297,29 @@ def build_collector_config(
         http=http_cfg,
         decision=_fill(DecisionConfig, data.get("decision"), failing("decision")),
         limits=_fill(LimitsConfig, data.get("limits"), failing("limits")),
+        buffer=_buffer(data.get("buffer"), failing("buffer"), base_dir),
         health=health,
         telemetry=_fill(TelemetryConfig, data.get("telemetry"), failing("telemetry")),
         detection=detection,
         source=source,
         files=tuple(files),
     )
+
+
+def _buffer(data: Any, fail: Callable[[str], Fail], base_dir: Path | None) -> BufferConfig:
+    """The buffer section; a relative ``journal_dir`` is relative to the configuration file."""
+    config = _fill(BufferConfig, data, fail)
+    if config.journal_dir is not None:
+        if not config.journal_dir.strip():
+            raise fail("journal_dir")("must name a directory")
+        path = Path(config.journal_dir)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        config = replace(config, journal_dir=str(path))
+    if config.journal_segment_bytes > config.journal_max_bytes // 2:
+        message = f"must be at most half of journal_max_bytes ({config.journal_max_bytes // 2})"
+        raise fail("journal_segment_bytes")(message)
+    return config
 
 
 @dataclass(frozen=True)

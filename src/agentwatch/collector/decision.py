@@ -46,6 +46,7 @@ from ..otel.reporting import AnomalyContext, FindingReporter
 from ..version import __version__
 from .buffer import Decided, PendingTrace, TraceBuffer
 from .forwarder import Forwarder
+from .journal import Piece
 from .otlp import (
     STATUS_CODE_ERROR,
     Group,
@@ -148,6 +149,7 @@ class Decider:
     def process(self, decided: Sequence[Decided]) -> None:
         with self._lock:
             builder = RequestBuilder()
+            pieces: list[Piece] = []  # journal pieces whose spans are in ``builder``
             reasons: Counter[str] = Counter()
             for trace, reason, verdict in decided:
                 reasons[reason] += 1
@@ -165,33 +167,39 @@ class Decider:
                     verdict.evaluated = False
                     out = [(g, mark_unevaluated(r)) for g, r in zip(trace.groups, trace.raws, strict=True)]
                 builder.add_all(out)
+                pieces.extend(trace.pieces())
                 if builder.size >= self.max_batch_bytes:
-                    self._send(builder)
+                    self._send(builder, pieces)
                     builder = RequestBuilder()
-            self._send(builder)
+                    pieces = []
+            self._send(builder, pieces)
             self.stats.add_many("traces_decided", reasons.items())
             if self._flags:
                 self.stats.add_many("findings", self._flags.items())
                 self._flags.clear()
 
-    def _send(self, builder: RequestBuilder) -> None:
-        if builder.spans:
-            self.forwarder.put(builder.build(), builder.spans)
+    def _send(self, builder: RequestBuilder, pieces: Sequence[Piece]) -> None:
+        self.forwarder.put(builder.build() if builder.spans else b"", builder.spans, pieces)
 
     def forward_unevaluated(self, traces: Iterable[PendingTrace], reason: str = "overflow") -> None:
-        """Forward traces untagged with ``evaluated=false`` (buffer overflow). Thread-safe."""
+        """Forward traces untagged with ``evaluated=false`` (buffer overflow). Thread-safe.
+
+        A trace is never split across batches, so its journal pieces finish with its one batch.
+        """
         builder = RequestBuilder()
+        pieces: list[Piece] = []
         n_traces = 0
         for trace in traces:
             n_traces += 1
-            for group, raw in zip(trace.groups, trace.raws, strict=True):
-                builder.add(group, mark_unevaluated(raw))
-                if builder.size >= self.max_batch_bytes:
-                    self._send(builder)
-                    self.stats.add("spans_evicted", builder.spans)
-                    builder = RequestBuilder()
+            builder.add_all((g, mark_unevaluated(r)) for g, r in zip(trace.groups, trace.raws, strict=True))
+            pieces.extend(trace.pieces())
+            if builder.size >= self.max_batch_bytes:
+                self.stats.add("spans_evicted", builder.spans)
+                self._send(builder, pieces)
+                builder = RequestBuilder()
+                pieces = []
         self.stats.add("spans_evicted", builder.spans)
-        self._send(builder)
+        self._send(builder, pieces)
         self.stats.add("traces_decided", n_traces, reason)
 
     # ------------------------------------------------------------------ records

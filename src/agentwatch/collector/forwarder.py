@@ -21,6 +21,7 @@ import threading
 import time
 import zlib
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from .config import ExporterConfig, parse_endpoint
+from .journal import Journal, Piece
 from .telemetry import RateLimitedLog, Stats
 
 log = logging.getLogger("agentwatch.collector")
@@ -46,6 +48,8 @@ class Batch:
     created: float = field(default_factory=time.monotonic)
     attempts: int = 0
     not_before: float = 0.0
+    pieces: Sequence[Piece] = ()  # journal pieces whose spans it carries
+    settled: bool = False  # delivered or dropped (counted): its first outcome is the only one
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,8 @@ class Forwarder:
         self._queue: deque[Batch] = deque()
         self._bytes = 0
         self._inflight = 0
+        self._active: dict[int, Batch] = {}  # batches being attempted, by id()
+        self.journal: Journal | None = None  # told when batches begin and finish
         self._cond = threading.Condition()
         self._resume_at = 0.0  # no attempt before this (a batch is backing off)
         self._stopping = False
@@ -277,17 +283,19 @@ class Forwarder:
         q = self.config.queue
         return len(self._queue) + self._inflight >= q.max_batches or self._bytes >= q.max_bytes
 
-    def put(self, payload: bytes, spans: int) -> None:
+    def put(self, payload: bytes, spans: int, pieces: Sequence[Piece] = ()) -> None:
         """Enqueue one request. Never blocks and never refuses: admission is the receivers' job.
 
         The queue may exceed its limits by what was buffered when it filled up;
         past twice its limits the oldest batches are dropped (counted, logged).
         """
         if spans <= 0:
+            if pieces and self.journal is not None:
+                self.journal.done(pieces)
             return
         dropped: list[Batch] = []
         with self._cond:
-            self._queue.append(Batch(payload, spans))
+            self._queue.append(Batch(payload, spans, pieces=pieces))
             self._bytes += len(payload)
             q = self.config.queue
             while len(self._queue) > 1 and (
@@ -318,6 +326,7 @@ class Forwarder:
                     batch = self._queue.popleft()
                     self._bytes -= len(batch.payload)
                     self._inflight += 1
+                    self._active[id(batch)] = batch
                     return batch
                 timeout = max(0.001, self._resume_at - now) if self._queue else None
                 self._cond.wait(timeout)
@@ -335,6 +344,7 @@ class Forwarder:
             finally:
                 with self._cond:
                     self._inflight -= 1
+                    self._active.pop(id(batch), None)
                     self._cond.notify_all()
 
     def _attempt(self, batch: Batch) -> None:
@@ -343,9 +353,13 @@ class Forwarder:
         if batch.attempts and now - batch.created > max_elapsed:
             self._drop(batch, "retries_exhausted", f"retries exhausted after {max_elapsed:g}s")
             return
+        if not batch.attempts and batch.pieces and self.journal is not None:
+            self.journal.begin(batch.pieces)
         batch.attempts += 1
         result: SendResult = self.sender.send(batch.payload)
         if result.ok:
+            if not self._settle(batch):
+                return  # given up at the drain deadline while this attempt ran: counted then
             self._recovered()
             with self._cond:
                 self._resume_at = 0.0
@@ -420,7 +434,19 @@ class Forwarder:
                 attempts,
             )
 
+    def _settle(self, batch: Batch) -> bool:
+        """Record a batch's outcome once: True the first time (then its journal pieces are done)."""
+        with self._cond:
+            if batch.settled:
+                return False
+            batch.settled = True
+        if batch.pieces and self.journal is not None:
+            self.journal.done(batch.pieces)
+        return True
+
     def _drop(self, batch: Batch, reason: str, message: str) -> None:
+        if not self._settle(batch):
+            return
         # logged first: whoever sees the counter move finds the log line already written
         self._warn.warn(reason, batch.spans, f"dropped {batch.spans} spans ({reason}): {message}")
         self.stats.add("spans_dropped", batch.spans, reason)
@@ -445,6 +471,10 @@ class Forwarder:
             self._drop(batch, "shutdown", "the drain timeout expired before delivery")
         for thread in self._threads:
             thread.join(timeout=max(0.1, self.config.timeout_seconds))
+        with self._cond:
+            stuck = list(self._active.values())
+        for batch in stuck:  # an attempt still running: count it now (a late answer is ignored)
+            self._drop(batch, "shutdown", "still being sent at the drain deadline (the downstream may have it)")
         self._warn.flush()
         try:
             self.sender.close()

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from .buffer import TraceBuffer
 from .decision import Decider
 from .forwarder import Forwarder
-from .otlp import DecodeError, GroupTable, is_run_span, maybe_run_span, split_request
+from .journal import Journal, JournalError, JournalFull
+from .otlp import DecodeError, GroupTable, SplitSpan, is_run_span, maybe_run_span, split_request
 from .telemetry import Stats
 
 RETRY_AFTER_SECONDS = 5
 log = logging.getLogger("agentwatch.collector")
 
 
-def _opens_run(raw: bytes) -> bool:
+def opens_run(raw: bytes) -> bool:
     """Does this span open an agent run? A span that cannot be read is kept and treated as not."""
     try:
         return maybe_run_span(raw) and is_run_span(raw)
@@ -57,6 +58,8 @@ class Intake:
         self.stats = stats
         self.groups = GroupTable()
         self.accepting = True
+        self.journal: Journal | None = None
+        self.journal_failing = False  # an I/O error was logged; logged again once it recovers
 
     def check_admission(self) -> None:
         if not self.accepting:
@@ -75,9 +78,29 @@ class Intake:
         if rejected:
             self.stats.add("spans_rejected", rejected, "invalid_id")
         if spans:
-            runs = [_opens_run(raw) for _, raw, _, _, _ in spans]
-            evicted = self.buffer.add(spans, runs)
+            record = self._journal(data, spans) if self.journal is not None else None
+            runs = [opens_run(raw) for _, raw, _, _, _ in spans]
+            evicted = self.buffer.add(spans, runs, record)
             if evicted:
                 self.decider.forward_unevaluated(evicted, "overflow")
         message = f"{rejected} spans rejected: {reason}" if rejected else ""
         return Accepted(len(spans), rejected, message)
+
+    def _journal(self, data: bytes, spans: list[SplitSpan]) -> int:
+        """Write the request to the journal before it is acknowledged; Throttled when it cannot be."""
+        assert self.journal is not None
+        try:
+            record = self.journal.append(data, {span[2] for span in spans})
+        except JournalFull as exc:
+            self.stats.add("journal_refused_requests", 1, "full")
+            raise Throttled(f"the journal is full ({exc.strerror}); retry later") from None
+        except JournalError as exc:
+            self.stats.add("journal_refused_requests", 1, "io_error")
+            if not self.journal_failing:
+                self.journal_failing = True
+                log.error("%s; refusing requests (retryable) until the journal can be written", exc.strerror)
+            raise Throttled("the collector cannot write its journal; retry later") from None
+        if self.journal_failing:
+            self.journal_failing = False
+            log.warning("the journal can be written again; accepting requests")
+        return record

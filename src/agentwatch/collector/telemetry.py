@@ -141,6 +141,29 @@ COUNTERS: tuple[MetricDef, ...] = (
         ("success", "retry", "failed"),
     ),
     MetricDef(
+        "journal_replayed_spans",
+        "agentwatch.collector.journal.replayed_spans",
+        "Spans replayed from the journal at start-up; in_flight: handed to the exporter before the "
+        "restart, so possibly delivered twice",
+        "{span}",
+        "state",
+        ("pending", "in_flight"),
+    ),
+    MetricDef(
+        "journal_corrupt_records",
+        "agentwatch.collector.journal.corrupt_records",
+        "Torn or corrupt journal records found at start-up (truncated, not replayed)",
+        "{record}",
+    ),
+    MetricDef(
+        "journal_refused_requests",
+        "agentwatch.collector.journal.refused_requests",
+        "Requests refused (retryable) because the journal could not take them, by reason",
+        "{request}",
+        "reason",
+        ("full", "io_error"),
+    ),
+    MetricDef(
         "evaluation_errors",
         "agentwatch.collector.evaluation.errors",
         "Traces whose evaluation raised (forwarded with evaluated=false)",
@@ -161,6 +184,13 @@ GAUGES: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "queue_bytes", "agentwatch.collector.queue.bytes", "Bytes of export batches in the queue", "By"
+    ),
+    MetricDef("journal_bytes", "agentwatch.collector.journal.bytes", "Bytes of journal segments on disk", "By"),
+    MetricDef(
+        "journal_pending_requests",
+        "agentwatch.collector.journal.pending_requests",
+        "Journaled requests with spans not yet delivered or dropped",
+        "{request}",
     ),
     MetricDef(
         "verdicts_cached",

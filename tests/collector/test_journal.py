@@ -1,0 +1,313 @@
+"""The on-disk journal: framing, torn and corrupt records, segment deletion and compaction, limits,
+I/O errors, and the collector's use of it (journal before acknowledging, replay at start-up)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from agentwatch.collector import Collector, build_collector_config
+from agentwatch.collector.journal import MAGIC, Journal, JournalFull, _name
+
+from .helpers import agent_run, by_call, capture, collector_mapping, export, grpc_exporter, wait_until
+
+T1, T2, T3 = (bytes([n]) * 16 for n in (1, 2, 3))
+
+
+def opened(directory: Path, max_bytes: int = 1 << 30, segment_bytes: int = 1 << 20) -> Journal:
+    journal = Journal(directory, max_bytes, segment_bytes, fsync=False)
+    journal.open()
+    assert list(journal.replay()) == []
+    return journal
+
+
+def reopen(journal: Journal, directory: Path, **kwargs: int) -> tuple[Journal, list]:
+    """What a restart after a kill sees: the old instance is dropped without closing (its lock released)."""
+    os.close(journal._lock_fd)
+    if journal._fd >= 0:
+        os.close(journal._fd)
+    again = Journal(directory, kwargs.get("max_bytes", 1 << 30), kwargs.get("segment_bytes", 1 << 20), fsync=False)
+    report = again.open()
+    return again, [report, list(again.replay())]
+
+
+def segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("segment-*.awj"))
+
+
+def test_records_and_markers_round_trip(tmp_path):
+    journal = opened(tmp_path)
+    a = journal.append(b"request a", [T1, T2])
+    b = journal.append(b"request b", [T3])
+    c = journal.append(b"request c", [T1])
+    journal.begin([(a, T1), (a, T2)])
+    journal.done([(a, T1), (b, T3)])  # request b is finished; a has T2 left (begun); c untouched
+    assert journal.pending_requests() == 2
+    journal, (report, replay) = reopen(journal, tmp_path)
+    assert report.corrupt_records == 0 and report.records == 5  # three requests, two marker records
+    assert [(r.seq, r.data, r.traces, r.begun) for r in replay] == [
+        (a, b"request a", {T2}, {T2}),
+        (c, b"request c", {T1}, set()),
+    ]
+    assert journal.append(b"d", [T1]) == c + 1, "sequence numbers go on after a restart"
+
+
+def test_a_torn_tail_is_truncated_counted_and_start_up_goes_on(tmp_path):
+    journal = opened(tmp_path)
+    journal.append(b"kept", [T1])
+    journal.append(b"x" * 1000, [T2])
+    path = segments(tmp_path)[0]
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:  # the kill cut the last write in the middle
+        fh.truncate(size - 400)
+    journal, (report, replay) = reopen(journal, tmp_path)
+    assert report.corrupt_records == 1 and report.truncated_bytes > 0
+    assert [r.data for r in replay] == [b"kept"]
+    assert path.stat().st_size < size - 400, "cut back to the last whole record"
+    journal, (report, replay) = reopen(journal, tmp_path)
+    assert report.corrupt_records == 0 and [r.data for r in replay] == [b"kept"]
+
+
+@pytest.mark.parametrize("garbage", [b"\xff" * 9, b"\x00" * 3, b"\x05\x00\x00\x00\x00\x00\x00\x00\x02abcde"])
+def test_garbage_after_the_last_record_is_cut(tmp_path, garbage):
+    journal = opened(tmp_path)
+    journal.append(b"kept", [T1])
+    with open(segments(tmp_path)[0], "ab") as fh:
+        fh.write(garbage)
+    journal, (report, replay) = reopen(journal, tmp_path)
+    assert report.corrupt_records == 1 and [r.data for r in replay] == [b"kept"]
+
+
+def test_a_flipped_bit_fails_the_checksum_and_ends_the_segment(tmp_path):
+    journal = opened(tmp_path)
+    journal.append(b"first", [T1])
+    journal.append(b"second!", [T2])
+    journal.append(b"third", [T3])
+    path = segments(tmp_path)[0]
+    data = bytearray(path.read_bytes())
+    data[data.index(b"second!") + 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    journal, (report, replay) = reopen(journal, tmp_path)
+    assert report.corrupt_records == 1
+    assert [r.data for r in replay] == [b"first"], "nothing after a bad record is trusted"
+
+
+def test_a_segment_without_the_header_is_set_aside(tmp_path):
+    journal = opened(tmp_path)
+    journal.append(b"kept", [T1])
+    (tmp_path / _name(100)).write_bytes(b"not a journal at all")
+    (tmp_path / _name(101)).write_bytes(MAGIC[:3])  # created, killed before the header was written
+    journal, (report, replay) = reopen(journal, tmp_path)
+    assert report.corrupt_records == 1 and [r.data for r in replay] == [b"kept"]
+    assert (tmp_path / _name(100)).with_suffix(".corrupt").exists()
+    assert not (tmp_path / _name(101)).exists()
+
+
+def test_segments_are_deleted_once_everything_in_them_is_done(tmp_path):
+    journal = opened(tmp_path, segment_bytes=64 * 1024)
+    seqs = [journal.append(os.urandom(5000), [T1]) for _ in range(60)]
+    assert len(segments(tmp_path)) >= 4
+    high = journal.bytes
+    journal.done([(seq, T1) for seq in seqs[:30]])
+    assert journal.bytes < high and segments(tmp_path)[0].name != _name(1)
+    journal.done([(seq, T1) for seq in seqs[30:]])
+    assert len(segments(tmp_path)) == 1, "only the segment being written is left"
+    journal.close()
+    assert segments(tmp_path) == [], "a clean stop with nothing pending leaves no segment"
+
+
+def test_one_slow_trace_does_not_pin_its_segment(tmp_path):
+    """Past half of max_bytes, the oldest segment's unfinished requests are copied forward."""
+    journal = opened(tmp_path, max_bytes=1 << 20, segment_bytes=64 * 1024)
+    slow = journal.append(b"the slow one", [T1, T2])
+    journal.begin([(slow, T2)])
+    journal.done([(slow, T1)])
+    for _ in range(400):  # 2 MB of traffic through a 1 MB journal, all of it delivered
+        seq = journal.append(os.urandom(5000), [T3])
+        journal.done([(seq, T3)])
+    # Compaction starts past half of max_bytes: about that much stays on disk, never more.
+    assert journal.bytes <= (1 << 19) + 2 * 64 * 1024
+    assert not (tmp_path / _name(1)).exists()
+    journal, (report, replay) = reopen(journal, tmp_path)
+    assert report.corrupt_records == 0
+    assert [(r.seq, r.data, r.traces, r.begun) for r in replay] == [(slow, b"the slow one", {T2}, {T2})]
+
+
+def test_a_full_journal_refuses_until_requests_are_done(tmp_path):
+    journal = opened(tmp_path, max_bytes=1 << 20, segment_bytes=256 * 1024)
+    held = []
+    with pytest.raises(JournalFull):
+        for _ in range(1000):
+            held.append(journal.append(os.urandom(10_000), [T1]))
+    assert journal.bytes <= 1 << 20 and 90 <= len(held) < 105
+    journal.done([(seq, T1) for seq in held])
+    journal.append(os.urandom(10_000), [T1])
+
+
+def test_one_journal_directory_serves_one_collector(tmp_path):
+    journal = opened(tmp_path)
+    with pytest.raises(OSError, match="in use by another process"):
+        Journal(tmp_path, 1 << 30, 1 << 20, fsync=False).open()
+    journal.close()
+    Journal(tmp_path, 1 << 30, 1 << 20, fsync=False).open()
+
+
+def test_fsync_mode_writes_the_same_records(tmp_path):
+    journal = Journal(tmp_path, 1 << 30, 64 * 1024, fsync=True)
+    journal.open()
+    assert list(journal.replay()) == []
+    seqs = [journal.append(os.urandom(3000), [T1]) for _ in range(50)]
+    journal.done([(s, T1) for s in seqs[:-1]])
+    journal, (report, replay) = reopen(journal, tmp_path)
+    assert report.corrupt_records == 0 and [r.seq for r in replay] == [seqs[-1]]
+
+
+# --------------------------------------------------------------------------- in the collector
+
+
+def journaled(target: str, directory: Path, **buffer: object) -> Collector:
+    mapping = collector_mapping(target, buffer={"journal_dir": str(directory), **buffer})
+    return Collector(build_collector_config(mapping, env={})).start()
+
+
+def test_a_request_is_journaled_before_it_is_acknowledged_and_replayed_after_a_kill(tmp_path, grpc_sink):
+    spans = list(by_call(capture(agent_run)).values())
+    first = journaled(grpc_sink.target, tmp_path / "j", **{})
+    export(grpc_exporter(first), spans)
+    assert first.stats.gauges()["journal_pending_requests"] == 1
+    # What a SIGKILL leaves: the files as they are (tests/pipeline/test_durability.py kills a
+    # process). Here the instance stops listening and deciding, and lets go of the journal.
+    first.intake.accepting = False
+    first.decider.stop()
+    first.forwarder.journal = None  # nothing it does from now on reaches the journal
+    assert first.journal is not None
+    os.close(first.journal._lock_fd)
+    first.journal._lock_fd = -1
+    first._close_listeners()
+    second = journaled(grpc_sink.target, tmp_path / "j")
+    try:
+        wait_until(lambda: grpc_sink.count() == 5)
+        counters = second.stats.counters()
+        assert counters["journal_replayed_spans"] == {"pending": 5, "in_flight": 0}
+        flags = sorted(r.flags for r in grpc_sink.received())
+        assert flags == [(), (), (), ("ENTITY_MISMATCH",), ("LOOP_DETECTED",)], "decided as if never stopped"
+        wait_until(lambda: second.stats.gauges()["journal_pending_requests"] == 0)
+    finally:
+        second.shutdown(timeout=2)
+    assert segments(tmp_path / "j") == []
+
+
+def test_a_full_journal_is_a_retryable_refusal(tmp_path, grpc_sink, collectors):
+    grpc_sink.permanent = grpc.StatusCode.UNAVAILABLE  # nothing leaves: the journal fills up
+    collector = journaled(grpc_sink.target, tmp_path / "j", journal_max_bytes=1 << 20, journal_segment_bytes=65536)
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{collector.grpc_port}")
+        call = channel.unary_unary(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+        body = encode_spans(capture(agent_run)).SerializeToString()
+        codes = []
+        for _ in range(1200):
+            try:
+                call(body * 10, timeout=5)  # the same request ten times over: ~13 KB
+            except grpc.RpcError as err:
+                codes.append((err.code(), err.details()))
+                break
+        channel.close()
+        assert codes and codes[0][0] is grpc.StatusCode.UNAVAILABLE and "journal is full" in codes[0][1]
+        assert collector.stats.get("journal_refused_requests", "full") == 1
+        assert collector.stats.gauges()["journal_bytes"] <= 1 << 20
+    finally:
+        collector.shutdown(timeout=1)
+
+
+def _run(config: Path, preexec: object = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agentwatch.collector", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=preexec,  # type: ignore[arg-type]
+    )
+
+
+def test_an_unusable_journal_directory_is_a_clear_error_at_start_up(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    config = tmp_path / "collector.yaml"
+    config.write_text(
+        "receivers: {grpc: {endpoint: '127.0.0.1:0'}}\nexporter: {endpoint: '127.0.0.1:9'}\n"
+        f"health: {{endpoint: '127.0.0.1:0'}}\nbuffer: {{journal_dir: '{blocker}/journal'}}\n"
+    )
+    proc = _run(config)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert f"cannot use the journal directory {blocker}/journal" in err and "Traceback" not in err
+
+
+def test_a_journal_write_error_refuses_retryably_and_is_logged_once(tmp_path, grpc_sink):
+    """A real I/O error: the process may not write files past 200 KB (EFBIG, as a full disk gives ENOSPC)."""
+    config = tmp_path / "collector.yaml"
+    config.write_text(
+        "receivers: {grpc: {endpoint: '127.0.0.1:0'}}\n"
+        f"exporter: {{endpoint: '{grpc_sink.target}'}}\nhealth: {{endpoint: '127.0.0.1:0'}}\n"
+        f"decision: {{straggler_delay_ms: 60000}}\n"
+        f"buffer: {{journal_dir: '{tmp_path}/journal', journal_segment_bytes: 1048576}}\n"
+    )
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    proc = _run(config, limit_file_size)
+    lines: list[str] = []
+    try:
+        assert proc.stderr is not None
+        while not any("listening" in ln for ln in lines):
+            line = proc.stderr.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        port = int(next(ln for ln in lines if "listening" in ln).split("grpc=127.0.0.1:")[1].split()[0])
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        call = channel.unary_unary(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+        body = encode_spans(capture(agent_run)).SerializeToString() * 10
+        refused = []
+        for _ in range(40):
+            try:
+                call(body, timeout=5)
+            except grpc.RpcError as err:
+                refused.append((err.code(), err.details()))
+        channel.close()
+        assert 20 <= len(refused) < 40
+        assert {code for code, _ in refused} == {grpc.StatusCode.UNAVAILABLE}
+        assert all("cannot write its journal" in details for _, details in refused)
+    finally:
+        proc.terminate()
+        _, rest = proc.communicate(timeout=30)
+    log = "".join(lines) + rest
+    assert log.count("refusing requests (retryable) until the journal can be written") == 1, log
+    assert "File too large" in log and "Traceback" not in log
+    assert proc.returncode == 0
+
+
+def test_replay_waits_for_nothing_when_the_journal_is_empty(tmp_path, grpc_sink):
+    started = time.monotonic()
+    collector = journaled(grpc_sink.target, tmp_path / "j")
+    collector.shutdown(timeout=1)
+    assert time.monotonic() - started < 5
+    assert collector.stats.counters()["journal_replayed_spans"] == {"pending": 0, "in_flight": 0}
