@@ -233,6 +233,17 @@ BAD_COLLECTOR = [
     (_with(receivers={"http": {"max_connection": 5}}), "receivers.http.max_connection", "max_connections"),
     (_with(receivers={"http": {"max_body_bytes": 2048, "max_inflight_bytes": 1024}}),
      "receivers.http.max_inflight_bytes", None),
+    (_with(buffer={"journal_dri": "/j"}), "buffer.journal_dri", "journal_dir"),
+    (_with(buffer={"journal_dir": ""}), "buffer.journal_dir", None),
+    (_with(buffer={"journal_dir": " "}), "buffer.journal_dir", None),
+    (_with(buffer={"journal_dir": 3}), "buffer.journal_dir", None),
+    (_with(buffer={"journal_sync": "fsyn"}), "buffer.journal_sync", "fsync"),
+    (_with(buffer={"journal_sync": True}), "buffer.journal_sync", None),
+    (_with(buffer={"journal_max_bytes": 1000}), "buffer.journal_max_bytes", None),
+    (_with(buffer={"journal_max_bytes": "1GB"}), "buffer.journal_max_bytes", None),
+    (_with(buffer={"journal_segment_bytes": 1024}), "buffer.journal_segment_bytes", None),
+    (_with(buffer={"journal_max_bytes": 2097152, "journal_segment_bytes": 2097152}),
+     "buffer.journal_segment_bytes", None),
     (_with(health={"endpoit": "0.0.0.0:1"}), "health.endpoit", "endpoint"),
     (_with(telemetry={"log_level": "verbose"}), "telemetry.log_level", None),
     (_with(telemetry={"metrics_exporter": "otpl"}), "telemetry.metrics_exporter", "otlp"),
@@ -325,3 +336,13 @@ def test_header_errors_never_echo_the_value():
     with pytest.raises(ConfigError) as info:
         build_collector_config(data, source="c.yaml", env={})
     assert "exporter.headers.authorization" in str(info.value) and "s3cr3t" not in str(info.value)
+
+
+def test_the_journal_is_off_by_default_and_its_directory_is_relative_to_the_file(tmp_path):
+    default = build_collector_config({"exporter": {"endpoint": "x:1"}}, env={})
+    assert default.buffer.journal_dir is None and default.buffer.journal_sync == "write"
+    path = tmp_path / "collector.yaml"
+    path.write_text("exporter: {endpoint: 'x:1'}\nbuffer: {journal_dir: journal, journal_sync: fsync}\n")
+    config = load_collector_config(path, env={})
+    assert config.buffer.journal_dir == str(tmp_path / "journal") and config.buffer.journal_sync == "fsync"
+    assert config.buffer.journal_max_bytes == 1 << 30 and config.buffer.journal_segment_bytes == 16 << 20

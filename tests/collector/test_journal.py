@@ -8,6 +8,8 @@ import resource
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -201,10 +203,12 @@ def test_a_request_is_journaled_before_it_is_acknowledged_and_replayed_after_a_k
         wait_until(lambda: second.stats.gauges()["journal_pending_requests"] == 0)
     finally:
         second.shutdown(timeout=2)
+        first.forwarder.drain(time.monotonic())
+        os.close(first.journal._fd)
     assert segments(tmp_path / "j") == []
 
 
-def test_a_full_journal_is_a_retryable_refusal(tmp_path, grpc_sink, collectors):
+def test_a_full_journal_is_a_retryable_refusal(tmp_path, grpc_sink):
     grpc_sink.permanent = grpc.StatusCode.UNAVAILABLE  # nothing leaves: the journal fills up
     collector = journaled(grpc_sink.target, tmp_path / "j", journal_max_bytes=1 << 20, journal_segment_bytes=65536)
     try:
@@ -226,7 +230,15 @@ def test_a_full_journal_is_a_retryable_refusal(tmp_path, grpc_sink, collectors):
                 break
         channel.close()
         assert codes and codes[0][0] is grpc.StatusCode.UNAVAILABLE and "journal is full" in codes[0][1]
-        assert collector.stats.get("journal_refused_requests", "full") == 1
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{collector.http_port}/v1/traces",
+            data=body * 10,
+            headers={"Content-Type": "application/x-protobuf"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "5"
+        assert collector.stats.get("journal_refused_requests", "full") == 2
         assert collector.stats.gauges()["journal_bytes"] <= 1 << 20
     finally:
         collector.shutdown(timeout=1)

@@ -80,7 +80,12 @@ class Intake:
         if spans:
             record = self._journal(data, spans) if self.journal is not None else None
             runs = [opens_run(raw) for _, raw, _, _, _ in spans]
-            evicted = self.buffer.add(spans, runs, record)
+            try:
+                evicted = self.buffer.add(spans, runs, record)
+            except BaseException:
+                if record is not None and self.journal is not None:  # not acknowledged: not replayed either
+                    self.journal.done([(record, tid) for tid in {span[2] for span in spans}])
+                raise
             if evicted:
                 self.decider.forward_unevaluated(evicted, "overflow")
         message = f"{rejected} spans rejected: {reason}" if rejected else ""
