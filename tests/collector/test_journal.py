@@ -323,3 +323,13 @@ def test_replay_waits_for_nothing_when_the_journal_is_empty(tmp_path, grpc_sink)
     collector.shutdown(timeout=1)
     assert time.monotonic() - started < 5
     assert collector.stats.counters()["journal_replayed_spans"] == {"pending": 0, "in_flight": 0}
+
+
+def test_sequence_numbers_never_reuse_one_a_marker_still_names(tmp_path):
+    journal = opened(tmp_path, segment_bytes=64 * 1024)
+    old = journal.append(os.urandom(70_000), [T1])  # fills its segment: the next record starts another
+    journal.done([(old, T1)])  # the data segment goes; its done marker is in the next one
+    assert [p.name for p in segments(tmp_path)] == [_name(2)]
+    journal, (_, replay) = reopen(journal, tmp_path)  # a kill at this point: only the marker is left
+    assert replay == []
+    assert journal.append(b"a late span of the same trace", [T1]) > old

@@ -112,6 +112,7 @@ class Journal:
         self._synced = 0
         self._lock_fd = -1
         self._failed_marks = False
+        self._closed = False
         self._replaying = True  # no segment is deleted before replay has read it
         self._found: dict[int, tuple[int, int, int, frozenset[bytes]]] = {}
         self._found_done: dict[int, set[bytes]] = {}
@@ -155,7 +156,9 @@ class Journal:
                     self._sizes[index] = path.stat().st_size
                     self.bytes += self._sizes[index]
                     self._live[index] = 0
-            self._seq = max(self._found, default=0)
+            # Past every number still on disk, markers included: a new request must never
+            # inherit an old request's done marker.
+            self._seq = max([0, *self._found, *self._found_done, *self._found_begun])
             self._start_segment(max(self._sizes, default=0) + 1)
         except OSError as exc:
             self.close()
@@ -275,6 +278,8 @@ class Journal:
         """
         pending = set(traces)
         with self._lock:
+            if self._closed:
+                raise JournalError(errno.EBADF, "the journal is closed (the collector is stopping)")
             self._seq += 1
             seq = self._seq
             self._write_data(seq, data, pending)
@@ -413,6 +418,8 @@ class Journal:
         payload = b"".join(MARK.pack(seq, tid) for seq, tid in pieces)
         header = HEADER.pack(len(payload), zlib.crc32(payload, zlib.crc32(bytes((kind,)))), kind)
         with self._lock:
+            if self._closed:
+                return  # stopping: an attempt that outlived the drain (it was counted then)
             try:
                 self._write((header, payload))
             except OSError as exc:
@@ -487,7 +494,9 @@ class Journal:
         return len(self._requests)
 
     def close(self) -> None:
+        """Flush and close; segments with nothing unfinished are deleted, the lock is released."""
         with self._lock:
+            self._closed = True
             if self._fd >= 0:
                 try:
                     if self.fsync:
