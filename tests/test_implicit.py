@@ -26,18 +26,28 @@ TOOLS = [
 ]
 
 
-def _agent_loop(client: Any, turns: int, question: str = "where is my order ord_1?") -> list[Any]:
-    """A bare agent loop: the conversation grows by the assistant's tool call and its result."""
+def _agent_loop(
+    client: Any, turns: int, question: str = "where is my order ord_1?", answers: list[Any] | None = None
+) -> list[Any]:
+    """A bare agent loop: the conversation grows by the assistant's tool call and its result.
+
+    The tool is a plain function (no span); turn i's result is ``answers[i]``, else "shipped".
+    """
     messages: list[dict[str, Any]] = [{"role": "user", "content": question}]
     responses = []
-    for _ in range(turns):
+    for turn in range(turns):
         response = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=TOOLS)
         responses.append(response)
         message = response.choices[0].message
         messages.append(message.model_dump(exclude_none=True))
+        answer = answers[turn] if answers else {"status": "shipped"}
         for call in message.tool_calls or ():
-            messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps({"status": "shipped"})})
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps(answer)})
     return responses
+
+
+def _looped(spans: list[Any]) -> list[bool]:
+    return ["LOOP_DETECTED" in s.attributes.get(sc.ANOMALY_FLAGS, ()) for s in spans]
 
 
 def _conversation(span: Any) -> str | None:
@@ -53,8 +63,26 @@ def test_loop_across_calls_is_one_implicit_run(telemetry: Telemetry, llm_server:
     assert len(conversations) == 1 and None not in conversations
     assert all(s.attributes[sc.RUN_IMPLICIT] is True for s in spans)
     assert [s.attributes[sc.STEP] for s in spans] == [1, 2, 3, 4]
-    flagged = [s for s in spans if "LOOP_DETECTED" in s.attributes.get(sc.ANOMALY_FLAGS, ())]
-    assert flagged == spans[2:]  # the third identical request, and the one after it
+    # The call that was sent the third identical result of get_order(ord_1) (the tool left no span).
+    assert _looped(spans) == [False, False, False, True]
+    # Only ids and fingerprints leave the process (content capture is off here).
+    assert all(s.attributes[sc.LLM_TOOL_CALL_IDS] for s in spans)
+    assert [len(s.attributes.get(sc.LLM_TOOL_RESULTS, ())) for s in spans] == [0, 1, 1, 1]
+    assert not any("shipped" in str(v) for s in spans for v in s.attributes.values())
+
+
+def test_polling_whose_answer_changes_is_not_a_loop(
+    telemetry: Telemetry, llm_server: LLMServer, openai_client: Any
+) -> None:
+    llm_server.script(*[reply.tool_call("get_order", {"order_id": "ord_1"}) for _ in range(5)])
+    answers = [{"status": s, "checked_at": f"2026-12-06T10:0{i}:00Z"} for i, s in enumerate(
+        ["packing", "packing", "shipped", "shipped", "shipped"])]
+    _agent_loop(openai_client, 5, answers=answers)
+    # packing, packing (a fresh timestamp is not news), shipped: new; then shipped twice more
+    assert _looped(telemetry.llm()) == [False] * 5
+    llm_server.script(*[reply.tool_call("get_order", {"order_id": "ord_2"}) for _ in range(4)])
+    _agent_loop(openai_client, 4, question="where is ord_2?", answers=answers[2:] + answers[4:])
+    assert _looped(telemetry.llm()[5:]) == [False, False, False, True]  # timestamps only: the same answer
 
 
 def test_a_new_conversation_starts_a_new_run(telemetry: Telemetry, llm_server: LLMServer, openai_client: Any) -> None:
@@ -268,20 +296,29 @@ def test_implicit_runs_take_at_most_half_the_engine_run_table(
 def test_anthropic_tool_loop_is_one_implicit_run(
     telemetry: Telemetry, llm_server: LLMServer, anthropic_client: Any
 ) -> None:
-    llm_server.script(*[reply.tool_call("get_order", {"order_id": "ord_1"}) for _ in range(3)])
-    tools = [{"name": "get_order", "input_schema": {"type": "object"}}]
-    messages: list[Any] = [{"role": "user", "content": "where is ord_1?"}]
-    for _ in range(3):
-        response = anthropic_client.messages.create(
-            model="claude-sonnet-4-5", max_tokens=64, messages=messages, tools=tools
-        )
-        messages.append({"role": "assistant", "content": response.content})
-        results = [
-            {"type": "tool_result", "tool_use_id": block.id, "content": "shipped"}
-            for block in response.content
-            if block.type == "tool_use"
-        ]
-        messages.append({"role": "user", "content": results})
-    spans = telemetry.llm()
+    def loop(question: str, answers: list[Any], is_error: bool = False) -> list[Any]:
+        llm_server.script(*[reply.tool_call("get_order", {"order_id": "ord_1"}) for _ in answers])
+        tools = [{"name": "get_order", "input_schema": {"type": "object"}}]
+        messages: list[Any] = [{"role": "user", "content": question}]
+        for answer in answers:
+            response = anthropic_client.messages.create(
+                model="claude-sonnet-4-5", max_tokens=64, messages=messages, tools=tools
+            )
+            messages.append({"role": "assistant", "content": response.content})
+            results = [
+                {"type": "tool_result", "tool_use_id": block.id, "content": answer, "is_error": is_error}
+                for block in response.content
+                if block.type == "tool_use"
+            ]
+            messages.append({"role": "user", "content": results})
+        return telemetry.llm()[-len(answers):]
+
+    spans = loop("where is ord_1?", ["shipped"] * 4)
     assert len({_conversation(s) for s in spans}) == 1
-    assert ["LOOP_DETECTED" in s.attributes.get(sc.ANOMALY_FLAGS, ()) for s in spans] == [False, False, True]
+    assert _looped(spans) == [False, False, False, True]
+    # content blocks, and an answer that changes: no loop
+    changing = [[{"type": "text", "text": t}] for t in ("packing", "packing", "shipped", "delivered")]
+    assert _looped(loop("and where is ord_1 now?", changing)) == [False] * 4
+    # failed results are nothing new, whatever their text
+    assert _looped(loop("ord_1 again?", ["error 1", "error 2", "error 3", "error 4"], True)) == [
+        False, False, False, True]

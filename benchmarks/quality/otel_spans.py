@@ -36,7 +36,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Status, StatusCode
 
 from agentwatch import semconv as sc
-from agentwatch.engine import Kind, SpanRecord
+from agentwatch.engine import Kind, SpanRecord, repeats
 
 SECOND = 1_000_000_000
 T0 = 1_700_000_000 * SECOND  # span times are wall-clock nanoseconds
@@ -97,6 +97,10 @@ def scenario_specs(records: Sequence[SpanRecord], trace_id: int) -> list[SpanSpe
             if record.cost_usd is not None:
                 attrs[sc.COST_USD] = record.cost_usd
             attrs[sc.LLM_TOOL_CALLS] = tuple(f"{tool}:{h}" for tool, h in record.requested_calls or ())
+            if record.requested_ids:
+                attrs[sc.LLM_TOOL_CALL_IDS] = tuple(record.requested_ids)
+            if record.tool_results:
+                attrs[sc.LLM_TOOL_RESULTS] = repeats.encode(record.tool_results)
             if record.offered_tools is not None:
                 attrs[sc.LLM_TOOLS_OFFERED] = tuple(record.offered_tools)
             if record.input_entities:

@@ -26,7 +26,7 @@ from typing import Any
 
 from agentwatch.budget import Budget
 from agentwatch.config import Config, load_config
-from agentwatch.engine import Engine, EntityExtractor, Kind, SpanRecord
+from agentwatch.engine import Engine, EntityExtractor, Kind, SpanRecord, repeats
 from agentwatch.hashing import args_hash, digest, value_hash
 from agentwatch.semconv import FailureMode, Flag
 
@@ -91,7 +91,10 @@ class Builder:
         raw: Any = None,
         expect: Iterable[Flag] = (),
         seconds: float | None = None,
+        ids: Iterable[str] = (),
+        results: Iterable[tuple[str, Any]] | None = None,
     ) -> str:
+        """An LLM call; ``ids`` are its requested calls' ids, ``results`` the (call id, content) it was sent."""
         sid = self._sid()
         start, end = self._times(seconds)
         calls = list(calls)
@@ -117,6 +120,8 @@ class Builder:
                 user_hash=digest(user),
                 agent_name=agent,
                 input_raw=raw,
+                requested_ids=tuple(ids),
+                tool_results=None if results is None else tuple(repeats.fingerprint(c, r) for c, r in results),
             )
         )
         self._expect(sid, expect)
@@ -623,6 +628,30 @@ def absent_results() -> Scenario:
     return b.build(failure_mode=FailureMode.COST_BLOWUP)
 
 
+def zero_code_polling() -> Scenario:
+    """Tools without spans: a poll whose answer changes (seen in the next call's input) is not a loop."""
+    b = Builder("zero-code polling")
+    args = {"job_id": "job_4244"}
+    answers = ["queued", "running", "running", "done"]
+    b.llm(calls=[("export.status", args)], ids=["p0"], reads="is job_4244 done?")
+    for i, answer in enumerate(answers):
+        more = [("export.status", args)] if i < len(answers) - 1 else []
+        b.llm(calls=more, ids=[f"p{i + 1}"] if more else [], results=[(f"p{i}", f'{{"status": "{answer}"}}')])
+    return b.build(failure_mode=FailureMode.COMPLETED)
+
+
+def zero_code_stuck_poll() -> Scenario:
+    """Tools without spans: the call sent the third answer that differs only by its timestamp is a loop."""
+    b = Builder("zero-code stuck poll")
+    args = {"job_id": "job_4245"}
+    b.llm(calls=[("export.status", args)], ids=["s0"], reads="is job_4245 done?")
+    for i in range(4):
+        answer = f'{{"status": "running", "checked_at": "2024-05-20T10:0{i}:00Z"}}'
+        b.llm(calls=[("export.status", args)], ids=[f"s{i + 1}"], results=[(f"s{i}", answer)],
+              expect=[Flag.LOOP_DETECTED] if i >= 2 else [])
+    return b.build(failure_mode=FailureMode.COST_BLOWUP)
+
+
 def paged_different_pages() -> Scenario:
     """Look-alike: three fetches of different long pages are not a loop (their sketches differ)."""
     b = Builder("different pages")
@@ -713,6 +742,8 @@ SCENARIOS: list[Callable[[], Scenario]] = [
     multi_turn_history,
     near_identical_results,
     absent_results,
+    zero_code_polling,
+    zero_code_stuck_poll,
     paged_different_pages,
     group_chat,
     handoff,

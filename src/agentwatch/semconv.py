@@ -219,6 +219,11 @@ LLM_SYSTEM_HASH = "agentwatch.llm.system_hash"  # hash of system instructions (d
 LLM_USER_HASH = "agentwatch.llm.user_hash"  # hash of the latest user turn (drift detection)
 LLM_INPUT_ENTITIES = "agentwatch.llm.input_entities"  # string[] "type:id" new in this call's input
 LLM_REQUESTED_ENTITIES = "agentwatch.llm.requested_entities"  # string[] "type:id" in requested tool args
+# Request loops of tools that leave no span: the ids of the requested calls (aligned with
+# LLM_TOOL_CALLS, "" when the provider gave none), and the tool results this call's input
+# carried, as "masked_result_hash sketch call_id" ("-" for a failed result or no sketch).
+LLM_TOOL_CALL_IDS = "agentwatch.llm.tool_call_ids"
+LLM_TOOL_RESULTS = "agentwatch.llm.tool_results"
 
 TOOL_ARGS_HASH = "agentwatch.tool.args_hash"
 TOOL_RESULT_HASH = "agentwatch.tool.result_hash"

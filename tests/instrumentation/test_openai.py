@@ -560,3 +560,26 @@ def test_cost_metric_has_the_name_the_readme_gives(
     assert point.value == pytest.approx(expected_cost(100, 20, 40))
     assert point.attributes[sc.GEN_AI_REQUEST_MODEL] == MODEL
     assert sc.METRIC_COST == "agentwatch.cost"
+
+
+@pytest.mark.skipif(not HAS_RESPONSES, reason="this openai version has no Responses API")
+def test_responses_tool_loop_is_judged_by_its_results(
+    telemetry: Telemetry, llm_server: Any, openai_client: openai.OpenAI
+) -> None:
+    """A Responses API loop whose tool is a plain function: results come back as function_call_output."""
+    turns = 4
+    llm_server.script(*[reply.tool_call("get_order", {"order_id": "ord_1"}) for _ in range(turns)])
+    items: list[Any] = [{"role": "user", "content": "where is ord_1?"}]
+    with agentwatch.run("support"):
+        for _ in range(turns):
+            resp = openai_client.responses.create(model=MODEL, input=items)
+            for item in resp.output:
+                if item.type == "function_call":
+                    items.append({"type": "function_call", "call_id": item.call_id, "name": item.name,
+                                  "arguments": item.arguments})
+                    items.append({"type": "function_call_output", "call_id": item.call_id, "output": "[]"})
+    spans = sorted((s for s in telemetry.spans() if s.name.startswith("chat")), key=lambda s: s.start_time)
+    ids = [s.attributes[sc.LLM_TOOL_CALL_IDS][0] for s in spans]
+    # each call carries the previous call's result, by id, as a fingerprint (an empty list here)
+    assert [r.split(" ")[2] for s in spans[1:] for r in s.attributes[sc.LLM_TOOL_RESULTS]] == ids[:-1]
+    assert ["LOOP_DETECTED" in s.attributes.get(sc.ANOMALY_FLAGS, ()) for s in spans] == [False] * 3 + [True]

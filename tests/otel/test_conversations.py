@@ -32,11 +32,12 @@ def _tool(conversation: str | None, tool: str = "get_order") -> dict[str, Any]:
     return attrs
 
 
-def _llm(conversation: str, requested: tuple[str, ...] = ()) -> dict[str, Any]:
+def _llm(conversation: str, requested: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         sc.GEN_AI_OPERATION_NAME: "chat",
         sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
         sc.GEN_AI_CONVERSATION_ID: conversation,
+        **extra,
     }
     if requested:
         attrs[sc.LLM_TOOL_CALLS] = requested
@@ -109,10 +110,22 @@ def test_conversations_are_kept_apart(pipeline: Callable[[], Pipeline]) -> None:
 
 @PIPELINES
 def test_repeated_requests_across_traces(pipeline: Callable[[], Pipeline]) -> None:
+    """A tool that leaves no span: each call carries the last request's result, by call id."""
     tracer, spans, _ = pipeline()
-    for _ in range(3):
+    for i in range(4):
+        extra: dict[str, Any] = {sc.LLM_TOOL_CALL_IDS: (f"call_{i}",)}
+        if i:
+            extra[sc.LLM_TOOL_RESULTS] = (f"{'c' * 16} - call_{i - 1}",)  # the same fingerprint each time
+        _root_span(tracer, "chat gpt-4o-mini", _llm("conv-9", ("get_order:" + "b" * 16,), **extra))
+    assert [("LOOP_DETECTED" in _flags(s)) for s in spans()] == [False, False, False, True]
+
+
+@PIPELINES
+def test_requests_whose_results_are_unseen_are_not_a_loop(pipeline: Callable[[], Pipeline]) -> None:
+    tracer, spans, _ = pipeline()
+    for _ in range(4):  # no call ids, no results: nothing says the repeats brought nothing new
         _root_span(tracer, "chat gpt-4o-mini", _llm("conv-9", ("get_order:" + "b" * 16,)))
-    assert [("LOOP_DETECTED" in _flags(s)) for s in spans()] == [False, False, True]
+    assert not any(_flags(s) for s in spans())
 
 
 @PIPELINES

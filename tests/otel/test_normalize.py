@@ -12,6 +12,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from agentwatch import semconv as sc
 from agentwatch.budget import Budget
+from agentwatch.engine import repeats
 from agentwatch.engine.record import Kind, SpanRecord
 from agentwatch.hashing import args_hash, digest, value_hash
 from agentwatch.otel.normalize import (
@@ -522,3 +523,42 @@ def test_span_attributes_reads_the_sdk_dict_not_the_proxy() -> None:
     )
     assert isinstance(attrs, dict)
     assert _record(attrs).kind is Kind.TOOL
+
+
+def test_genai_content_gives_call_ids_and_the_tool_results_after_the_last_assistant_turn() -> None:
+    part = {"type": "tool_call", "id": "c2", "name": "get_order", "arguments": ORDER_ARGS}
+    record = _record(
+        {
+            sc.GEN_AI_OPERATION_NAME: "chat",
+            sc.GEN_AI_INPUT_MESSAGES: json.dumps(
+                [
+                    {"role": "user", "parts": [{"type": "text", "content": "Where is ord_555?"}]},
+                    {"role": "assistant", "parts": [{**part, "id": "c0"}]},
+                    {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c0", "response": "old"}]},
+                    {"role": "assistant", "parts": [{**part, "id": "c1"}]},
+                    {"role": "tool", "parts": [
+                        {"type": "tool_call_response", "id": "c1", "response": '{"status": "shipped"}'}]},
+                ]
+            ),
+            sc.GEN_AI_OUTPUT_MESSAGES: json.dumps([{"role": "assistant", "parts": [part]}]),
+        }
+    )
+    assert record.requested_ids == ("c2",)
+    assert record.tool_results == (repeats.fingerprint("c1", '{"status": "shipped"}'),)
+
+
+def test_own_llm_span_call_ids_and_results_come_from_attributes_only() -> None:
+    results = (repeats.fingerprint("c1", "shipped"), repeats.fingerprint("c2", "x", failed=True))
+    record = _record(
+        {
+            sc.GEN_AI_OPERATION_NAME: "chat",
+            sc.STEP: 3,
+            sc.LLM_TOOL_CALLS: ("get_order:" + "a" * 16, "refund:" + "b" * 16),
+            sc.LLM_TOOL_CALL_IDS: ("c3", ""),
+            sc.LLM_TOOL_RESULTS: repeats.encode(results),
+        }
+    )
+    assert record.requested_ids == ("c3", "")
+    assert record.tool_results == results
+    bare = _record({sc.GEN_AI_OPERATION_NAME: "chat", sc.STEP: 3})
+    assert bare.requested_ids == () and bare.tool_results is None

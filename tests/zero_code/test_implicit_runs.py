@@ -40,7 +40,8 @@ def _check(chats: list[Received]) -> None:
     assert len(set(conversations[:4])) == 1 and len(set(conversations[4:])) == 1
     assert conversations[0] != conversations[4] and None not in conversations
     assert all(c.attrs.get("agentwatch.run.implicit") is True for c in chats)
-    assert [("LOOP_DETECTED" in c.flags) for c in loop] == [False, False, True, True]
+    # flagged on the call that was sent the third identical result (the tools leave no span)
+    assert [("LOOP_DETECTED" in c.flags) for c in loop] == [False, False, False, True]
     # cancel_order(ord_2) is grounded by the question two traces earlier; ord_888 never appeared.
     assert [("ENTITY_HALLUCINATION" in c.flags) for c in invented] == [False, False, True]
 

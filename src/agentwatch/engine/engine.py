@@ -468,7 +468,7 @@ class _Core:
         drift.observe_llm(ctx, run, rec, out)
         if rec.input_entities is not None or rec.requested_entities or rec.requested_calls or rec.input_raw:
             grounding.check_llm(ctx, run, rec, out)
-        if rec.requested_calls:
+        if rec.requested_calls or rec.tool_results:
             repeats.observe_requested(ctx, run, rec, out)
         if out:
             out = self._record(run, span_id, self._start(rec), out)

@@ -72,9 +72,7 @@ def observe_tool(
                 ctx.stats.calls_evicted += bounded_put(calls, key, cs, ctx.max_calls)
         else:
             first = False
-            new_for_key = (
-                not failed and not empty and _new_result(cs, result_hash) and _new_text(cs, sketch)  # type: ignore[arg-type]
-            )
+            new_for_key = not failed and not empty and brings_new(cs, result_hash, sketch)  # type: ignore[arg-type]
         if new_for_key:
             cs.stale = 1
         else:
@@ -133,6 +131,15 @@ def observe_tool(
             if finding is not None:
                 out.append(finding)
     return cs
+
+
+def brings_new(cs: CallState, result_hash: str, sketch: str | None) -> bool:
+    """Is a (non-empty) result new in substance for the key? Records it either way.
+
+    New: its masked fingerprint was not seen for the key, and a long text is not
+    near-identical to one the key brought before. Shared with :mod:`.repeats`.
+    """
+    return _new_result(cs, result_hash) and _new_text(cs, sketch)
 
 
 def _new_result(cs: CallState, result_hash: str) -> bool:

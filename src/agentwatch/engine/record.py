@@ -60,6 +60,10 @@ class SpanRecord:
     output_tokens: int | None = None
     cost_usd: float | None = None
     requested_calls: tuple[tuple[str, str], ...] = ()  # (tool name, args hash) the model asked for
+    requested_ids: tuple[str, ...] = ()  # their tool call ids, aligned ("" = none given)
+    # tool results in this call's new input: (call id, masked result fingerprint or None when the
+    # result failed, sketch); None = not visible (see repeats)
+    tool_results: tuple[tuple[str, str | None, str | None], ...] | None = None
     requested_entities: tuple[Entity, ...] | None = None  # entity ids in those requested arguments
     offered_tools: tuple[str, ...] | None = None  # tool names offered to the model; None = unknown
     input_entities: tuple[Entity, ...] | None = None  # entity ids in the call's input messages

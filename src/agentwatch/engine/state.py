@@ -147,6 +147,7 @@ class RunState:
         "output_tokens",
         "parent",
         "pending",
+        "request_pending",
         "request_repeats",
         "requested",
         "results",
@@ -205,7 +206,8 @@ class RunState:
         self.basis = False  # the run has seen anything that could ground an id
         self.pending: list[tuple[Any, bool]] = []  # (raw result or input, extract strictly too): lazy learning
         self.requested: dict[CallKey, str] = {}  # requested call -> LLM span that asked for it
-        self.request_repeats: dict[CallKey, list[Any]] | None = None  # [requests, first span], see repeats
+        self.request_repeats: dict[CallKey, CallState] | None = None  # requested keys' results, see repeats
+        self.request_pending: dict[str, tuple[CallKey, str]] | None = None  # call id -> (key, LLM span)
         self.unknown_requested: dict[str, str] | None = None  # requested but not offered -> LLM span
         self.token_calls = 0
         self.token_sum = 0

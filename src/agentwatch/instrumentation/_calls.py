@@ -27,7 +27,7 @@ from .. import _runtime, calllog
 from .. import semconv as sc
 from ..classify import error_class, error_type, mark, tool_stop_reason
 from ..content import NO_CAPTURE, CaptureMode, capture_mode
-from ..engine import noise
+from ..engine import noise, repeats
 from ..engine.engine import CallTicket
 from ..engine.entities import format_entities
 from ..engine.record import Kind, SpanRecord
@@ -450,6 +450,8 @@ class RequestInfo:
     # (messages, reader): every payload of the history, read on a run's first LLM call only
     history: tuple[Any, Callable[[Any], list[Any]]] | None = None
     input_messages: Any = None
+    # (call id, content, failed) of the tool results in the new input; raw, never kept past the call
+    tool_results: list[tuple[str, Any, bool]] | None = None
 
     def __init__(
         self, operation: str, model: str | None, attrs: dict[str, Any],
@@ -483,6 +485,8 @@ class LLMCall:
     user_hash: str | None = None
     input_entities: tuple[tuple[str, str], ...] | None = None
     input_raw: list[Any] | None = None
+    tool_results: tuple[repeats.ToolResult, ...] | None = None
+    requested_ids: tuple[str, ...] = ()
     agent_name: str | None = None
     finished = False
     response_id: str | None = None
@@ -593,15 +597,19 @@ class LLMCall:
         self, rt: Any, run: Run | None, requested: list[tuple[str, str]],
         requested_entities: list[tuple[str, str]], attrs: dict[str, Any],
     ) -> None:
-        """Fingerprints (and entities) of the tool calls the model asked for."""
+        """Fingerprints (and entities) of the tool calls the model asked for, and their call ids."""
+        ids: list[str] = []
         for name, raw_args, call_id in self.requested:
             parsed = parse_arguments(raw_args)
             h = digest(parsed) if parsed.__class__ is Unparsed else digest(canonical_json(parsed))
             requested.append((name, h))
+            ids.append(call_id[: repeats.MAX_CALL_ID_CHARS] if isinstance(call_id, str) else "")
             if run is not None:
                 requested_entities.extend(rt.extractor.extract(parsed))
                 run.remember_requested(name, h, call_id)
         attrs[sc.LLM_TOOL_CALLS] = tuple([f"{n}:{h}" for n, h in requested])
+        if any(ids):
+            attrs[sc.LLM_TOOL_CALL_IDS] = self.requested_ids = tuple(ids)
         if requested_entities:
             attrs[sc.LLM_REQUESTED_ENTITIES] = format_entities(tuple(dict.fromkeys(requested_entities)))
 
@@ -617,6 +625,7 @@ class LLMCall:
             input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=cost,
             requested_calls=tuple(requested), requested_entities=tuple(requested_entities),
             offered_tools=self.offered_tools, input_entities=self.input_entities, input_raw=self.input_raw,
+            requested_ids=self.requested_ids, tool_results=self.tool_results,
             system_hash=self.system_hash, user_hash=self.user_hash, agent_name=self.agent_name,
             error_type=attrs.get(sc.ERROR_TYPE),
         )
@@ -743,6 +752,12 @@ def start_llm(
                 for item in new_input:
                     entities.extend(rt.extractor.extract(item))
                 call.input_entities = tuple(dict.fromkeys(entities))
+                if info.tool_results:  # fingerprinted here, before any redaction; only they are kept
+                    results = call.tool_results = tuple(
+                        repeats.fingerprint(cid, content, failed)
+                        for cid, content, failed in info.tool_results[: repeats.MAX_RESULTS_PER_CALL]
+                    )
+                    attrs[sc.LLM_TOOL_RESULTS] = repeats.encode(results)
                 # Recorded even when empty: "input scanned, nothing found" grounds the run.
                 attrs[sc.LLM_INPUT_ENTITIES] = format_entities(call.input_entities)
             mode = capture if capture is not None else capture_mode()

@@ -132,10 +132,21 @@ class AnthropicProvider:
                         last_user = text
             info.user_text = last_user
             fresh: list[Any] = []
+            results: list[tuple[str, Any, bool]] | None = None
             for msg in messages[last_assistant + 1 :]:
                 content = msg.get("content") if isinstance(msg, dict) else None
                 blocks = content if isinstance(content, list) else [content]
-                fresh.extend(p for p in (_block_payload(b) for b in blocks) if p)
+                for block in blocks:
+                    payload = _block_payload(block)
+                    if payload:
+                        fresh.append(payload)
+                    # a tool result, matched to its request by id (request loops without tool spans)
+                    if isinstance(block, dict) and block.get("type") == "tool_result":
+                        call_id = block.get("tool_use_id")
+                        if isinstance(call_id, str) and call_id:
+                            if results is None:
+                                results = info.tool_results = []
+                            results.append((call_id, payload, block.get("is_error") is True))
             info.new_input = fresh
             info.history = (messages, _history_payloads)
             if capture:  # the GenAI message shape is for captured content only

@@ -262,6 +262,7 @@ class OpenAIProvider:
             info.system_text = "\n".join(system)
         info.user_text = last_user
         fresh: list[Any] = []
+        results: list[tuple[str, Any, bool]] | None = None
         for msg in messages[last_assistant + 1 :]:
             role = _get(msg, "role")
             if role in ("system", "developer"):
@@ -273,6 +274,17 @@ class OpenAIProvider:
                 content = gm.plain_text(content)
             if content:
                 fresh.append(content)
+            # a tool result, matched to its request by call id (request loops without tool spans)
+            if role == "tool":
+                call_id = _get(msg, "tool_call_id")
+            elif role is None and _get(msg, "type") == "function_call_output":
+                call_id = _get(msg, "call_id")
+            else:
+                continue
+            if isinstance(call_id, str) and call_id:
+                if results is None:
+                    results = info.tool_results = []
+                results.append((call_id, content, False))
         info.new_input = fresh
         info.history = (messages, _history_payloads)
         if capture:  # the GenAI message shape is for captured content only

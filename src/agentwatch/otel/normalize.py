@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .. import semconv as sc
 from ..budget import Budget
 from ..config import Config
+from ..engine import repeats
 from ..engine.entities import EntityExtractor
 from ..engine.record import Entity, Kind, SpanRecord, new_record
 from ..hashing import canonical_json, digest
@@ -80,6 +81,8 @@ _COST = sc.COST_USD
 _TOOL_CALLS = sc.LLM_TOOL_CALLS
 _TOOLS_OFFERED = sc.LLM_TOOLS_OFFERED
 _REQUESTED_ENTITIES = sc.LLM_REQUESTED_ENTITIES
+_TOOL_CALL_IDS = sc.LLM_TOOL_CALL_IDS
+_TOOL_RESULTS = sc.LLM_TOOL_RESULTS
 _INPUT_ENTITIES = sc.LLM_INPUT_ENTITIES
 _SYSTEM_HASH = sc.LLM_SYSTEM_HASH
 _USER_HASH = sc.LLM_USER_HASH
@@ -747,6 +750,14 @@ def _read_llm(attrs: Mapping[str, Any], record: SpanRecord, extractor: EntityExt
     elif not ours:
         requested = _requested_from_content(attrs)
         record.requested_calls = tuple((tool, args_hash) for tool, args_hash, _ in requested)
+    ids = get(_TOOL_CALL_IDS)
+    results = get(_TOOL_RESULTS)
+    if ids is not None:
+        record.requested_ids = _call_ids(ids)
+    if results is not None:
+        record.tool_results = repeats.decode(results)
+    elif not ours:
+        _tool_exchange_from_content(attrs, record, ids is None and bool(record.requested_calls))
     offered = get(_TOOLS_OFFERED)
     if offered is not None:
         record.offered_tools = _strings(offered)
@@ -797,6 +808,52 @@ def _parse_requested(value: Any) -> tuple[tuple[str, str], ...]:
 
 
 _Requested = tuple[str, str, Any]  # (tool name, args hash, parsed arguments or None)
+
+
+def _call_ids(value: Any) -> tuple[str, ...]:
+    """``agentwatch.llm.tool_call_ids``, aligned with the tool calls ("" where a call has no id)."""
+    if not isinstance(value, (tuple, list)):
+        return ()
+    return tuple(v[: repeats.MAX_CALL_ID_CHARS] if v.__class__ is str else "" for v in value[:_MAX_INDEX])
+
+
+def _tool_exchange_from_content(attrs: Mapping[str, Any], record: SpanRecord, want_ids: bool) -> None:
+    """A foreign span's requested call ids and received tool results, from captured GenAI messages.
+
+    Only the GenAI shape names both ends of a call by id; other shapes leave the
+    results unseen (``tool_results`` stays ``None``), and the request loop detector
+    then counts nothing for them.
+    """
+    get = attrs.get
+    if want_ids:
+        parsed = _parse_json(get(sc.GEN_AI_OUTPUT_MESSAGES))
+        ids: list[str] = []
+        for message in parsed if isinstance(parsed, list) else ():
+            parts = message.get("parts") if isinstance(message, dict) else None
+            for part in parts if isinstance(parts, list) else ():
+                if isinstance(part, dict) and part.get("type") == "tool_call":
+                    tool = part.get("name")
+                    if isinstance(tool, str) and tool:  # the same calls _requested_from_content kept
+                        call_id = part.get("id")
+                        ids.append(call_id[: repeats.MAX_CALL_ID_CHARS] if isinstance(call_id, str) else "")
+        if len(ids) == len(record.requested_calls):
+            record.requested_ids = tuple(ids)
+    parsed = _parse_json(get(sc.GEN_AI_INPUT_MESSAGES))
+    if not isinstance(parsed, list):
+        return
+    start = 0
+    for i, message in enumerate(parsed):
+        if isinstance(message, dict) and message.get("role") == "assistant":
+            start = i + 1
+    results: list[repeats.ToolResult] = []
+    for message in parsed[start:]:
+        parts = message.get("parts") if isinstance(message, dict) else None
+        for part in parts if isinstance(parts, list) else ():
+            if isinstance(part, dict) and part.get("type") == "tool_call_response":
+                call_id = part.get("id")
+                if isinstance(call_id, str) and call_id and len(results) < repeats.MAX_RESULTS_PER_CALL:
+                    results.append(repeats.fingerprint(call_id[: repeats.MAX_CALL_ID_CHARS], part.get("response")))
+    record.tool_results = tuple(results)
 
 
 def _requested_from_content(attrs: Mapping[str, Any]) -> list[_Requested]:
