@@ -14,9 +14,17 @@ answer and the ``done`` marker), so it is counted as possibly duplicate.
 Files: ``segment-<n>.awj`` in the directory, plus a ``LOCK`` file held with
 ``flock`` so that two collectors cannot share one journal. A segment starts
 with an 8-byte magic; each record is ``length (u32) | crc32 (u32) | type (u8)
-| payload``, the CRC covering type and payload. A record that is cut short or
-fails its CRC ends the segment: the rest is truncated and counted (a write
+| payload``, the CRC covering type and payload; a data record's payload is its
+sequence number, the ids of its unfinished traces and the request's bytes; a
+marker's is a list of (sequence number, trace id). A record that is cut short
+or fails its CRC ends the segment: the rest is truncated and counted (a write
 torn by the kill), start-up goes on.
+
+Without fsync a record is in the OS before the request is acknowledged: it
+survives a kill of the process. With fsync, data records are flushed before
+the acknowledgement (one ``fdatasync`` shared by the requests waiting for it)
+and begin markers before the export; done markers are not flushed (losing one
+only means a replay, counted as possibly duplicate).
 
 Disk use is bounded by ``max_bytes``: segments are deleted oldest first once
 every request in them is done; when more than half of ``max_bytes`` is in
@@ -440,6 +448,14 @@ class Journal:
                     self._release(request.segment)
             if kind == DONE:
                 self._collect_locked()
+            target = self._written
+        if kind == BEGIN and self.fsync:
+            # On disk before the export starts: after a machine crash, what may have been
+            # delivered is still counted as in flight. (A lost done marker only means a replay.)
+            try:
+                self._sync(target)
+            except OSError as exc:
+                log.error("cannot fsync journal markers (%s)", exc)
 
     def _release(self, segment: int) -> None:
         self._live[segment] -= 1
