@@ -1,9 +1,11 @@
-"""The path every OTLP request takes after its transport: validate, split, buffer.
+"""The path every OTLP request takes after its transport: validate, split, journal, buffer.
 
 Both receivers call :meth:`Intake.submit` with protobuf request bytes (the
 HTTP receiver converts JSON first). Backpressure is decided here: while the
 export queue is full, requests are refused with :class:`Throttled` so that
-clients retry later, instead of being accepted and dropped.
+clients retry later, instead of being accepted and dropped. With a journal,
+the request is written to it before :meth:`Intake.submit` returns (before the
+receiver acknowledges it); when it cannot be, the request is refused the same way.
 """
 
 from __future__ import annotations

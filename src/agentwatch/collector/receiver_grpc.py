@@ -5,8 +5,9 @@ request bytes and answers with response bytes: requests are parsed once, by
 the intake. gRPC itself enforces ``max_message_bytes`` (RESOURCE_EXHAUSTED),
 ``max_concurrent_rpcs`` (RESOURCE_EXHAUSTED), the HTTP/2 stream limit, keepalive
 and connection age (see docs/collector-config.md), and decompresses gzip.
-A malformed request is INVALID_ARGUMENT; a full export queue is UNAVAILABLE
-with a ``google.rpc.RetryInfo`` detail, which OTLP clients honour as throttling.
+A malformed request is INVALID_ARGUMENT; a full export queue, or a journal that
+cannot take the request, is UNAVAILABLE with a ``google.rpc.RetryInfo`` detail,
+which OTLP clients honour as throttling.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ body for a malformed body (too deeply nested included); 413 when the body,
 compressed or decompressed, exceeds ``max_body_bytes``; 408 when the headers
 or the body take longer than their deadline; 415 for another content type or
 encoding; 405 for another method on ``/v1/traces``; 404 for another path; 503
-with ``Retry-After`` while the export queue is full, while the bodies being
-received already hold ``max_inflight_bytes``, or past ``max_connections``.
+with ``Retry-After`` while the export queue is full, while the journal cannot
+take the request (full, or a write error), while the bodies being received
+already hold ``max_inflight_bytes``, or past ``max_connections``.
 A response sent before the whole body was read closes the connection.
 """
 
