@@ -118,6 +118,7 @@ class Journal:
         self._seq = 0
         self._written = 0  # bytes written since start (for group commit)
         self._synced = 0
+        self._unflushed_upto = 0  # writes up to here failed to flush when their segment was closed
         self._lock_fd = -1
         self._failed_marks = False
         self._closed = False
@@ -353,6 +354,8 @@ class Journal:
     def _sync(self, target: int) -> None:
         """Group commit: one fsync covers every write made before it."""
         with self._sync_lock:
+            if target <= self._unflushed_upto:
+                raise JournalError(errno.EIO, f"cannot fsync the journal in {self.dir}")
             if self._synced >= target:
                 return
             with self._lock:
@@ -394,6 +397,8 @@ class Journal:
             if self.fsync:
                 os.fdatasync(old_fd)
         except OSError as exc:
+            # Requests written up to here and not yet acknowledged are refused (see _sync).
+            self._unflushed_upto = self._written
             log.error("cannot fsync journal segment %s: %s", _name(self._segment), exc)
         finally:
             os.close(old_fd)
