@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import resource
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -59,6 +61,24 @@ def test_records_and_markers_round_trip(tmp_path):
         (c, b"request c", {T1}, set()),
     ]
     assert journal.append(b"d", [T1]) == c + 1, "sequence numbers go on after a restart"
+
+
+def test_ack_markers_say_which_requests_their_client_saw_answered(tmp_path):
+    journal = opened(tmp_path)
+    a = journal.append(b"answered", [T1])
+    b = journal.append(b"never answered", [T2])
+    c = journal.append(b"answered, then delivered", [T3])
+    journal.ack(a)
+    journal.done([(c, T3)])
+    journal.ack(c)  # already done: nothing is written for it
+    journal, (report, replay) = reopen(journal, tmp_path)
+    assert report.records == 5  # three requests, one done marker, one ack
+    assert [(r.seq, r.acked) for r in replay] == [(a, True), (b, False)]
+    d = journal.append(b"after the restart", [T1])
+    assert d > c
+    journal.ack(b)  # a replayed request keeps its state across a second restart
+    journal, (_, replay) = reopen(journal, tmp_path)
+    assert [(r.seq, r.acked) for r in replay] == [(a, True), (b, True), (d, False)]
 
 
 def test_a_torn_tail_is_truncated_counted_and_start_up_goes_on(tmp_path):
@@ -129,6 +149,7 @@ def test_one_slow_trace_does_not_pin_its_segment(tmp_path):
     """Past half of max_bytes, the oldest segment's unfinished requests are copied forward."""
     journal = opened(tmp_path, max_bytes=1 << 20, segment_bytes=64 * 1024)
     slow = journal.append(b"the slow one", [T1, T2])
+    journal.ack(slow)
     journal.begin([(slow, T2)])
     journal.done([(slow, T1)])
     for _ in range(400):  # 2 MB of traffic through a 1 MB journal, all of it delivered
@@ -139,7 +160,9 @@ def test_one_slow_trace_does_not_pin_its_segment(tmp_path):
     assert not (tmp_path / _name(1)).exists()
     journal, (report, replay) = reopen(journal, tmp_path)
     assert report.corrupt_records == 0
-    assert [(r.seq, r.data, r.traces, r.begun) for r in replay] == [(slow, b"the slow one", {T2}, {T2})]
+    assert [(r.seq, r.data, r.traces, r.begun, r.acked) for r in replay] == [
+        (slow, b"the slow one", {T2}, {T2}, True)
+    ], "copied forward with its begin and ack markers"
 
 
 def test_a_full_journal_refuses_until_requests_are_done(tmp_path):
@@ -174,8 +197,8 @@ def test_fsync_mode_writes_the_same_records(tmp_path):
 # --------------------------------------------------------------------------- in the collector
 
 
-def journaled(target: str, directory: Path, **buffer: object) -> Collector:
-    mapping = collector_mapping(target, buffer={"journal_dir": str(directory), **buffer})
+def journaled(target: str, directory: Path, decision: dict | None = None, **buffer: object) -> Collector:
+    mapping = collector_mapping(target, buffer={"journal_dir": str(directory), **buffer}, decision=decision or {})
     return Collector(build_collector_config(mapping, env={})).start()
 
 
@@ -186,26 +209,94 @@ def test_a_request_is_journaled_before_it_is_acknowledged_and_replayed_after_a_k
     assert first.stats.gauges()["journal_pending_requests"] == 1
     # What a SIGKILL leaves: the files as they are (tests/pipeline/test_durability.py kills a
     # process). Here the instance stops listening and deciding, and lets go of the journal.
-    first.intake.accepting = False
-    first.decider.stop()
-    first.forwarder.journal = None  # nothing it does from now on reaches the journal
-    assert first.journal is not None
-    os.close(first.journal._lock_fd)
-    first.journal._lock_fd = -1
-    first._close_listeners()
+    abandon(first)
     second = journaled(grpc_sink.target, tmp_path / "j")
     try:
         wait_until(lambda: grpc_sink.count() == 5)
         counters = second.stats.counters()
         assert counters["journal_replayed_spans"] == {"pending": 5, "in_flight": 0}
+        assert counters["journal_unacknowledged_spans"] == {"": 0}, "its answer was sent"
         flags = sorted(r.flags for r in grpc_sink.received())
         assert flags == [(), (), (), ("ENTITY_MISMATCH",), ("LOOP_DETECTED",)], "decided as if never stopped"
         wait_until(lambda: second.stats.gauges()["journal_pending_requests"] == 0)
     finally:
         second.shutdown(timeout=2)
-        first.forwarder.drain(time.monotonic())
-        os.close(first.journal._fd)
+        bury(first)
     assert segments(tmp_path / "j") == []
+
+
+def abandon(collector: Collector) -> None:
+    """What a SIGKILL leaves: the files as they are (tests/pipeline/test_durability.py kills a process).
+    Here the instance stops listening and deciding, and lets go of the journal."""
+    collector.intake.accepting = False
+    collector.decider.stop()
+    collector.forwarder.journal = None  # nothing it does from now on reaches the journal
+    collector.intake.journal = None
+    assert collector.journal is not None
+    os.close(collector.journal._lock_fd)
+    collector.journal._lock_fd = -1
+    collector._close_listeners()
+
+
+def bury(collector: Collector) -> None:
+    collector.forwarder.drain(time.monotonic())
+    assert collector.journal is not None
+    os.close(collector.journal._fd)
+
+
+def _http_post_then_reset(port: int, body: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    head = f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {len(body)}\r\n\r\n"
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_request_whose_client_saw_no_answer_is_replayed_as_unacknowledged(tmp_path, grpc_sink, protocol):
+    """The client gave up (gRPC deadline) or went away (HTTP connection reset) while its journaled
+    request was being buffered: it will send the request again, so the replay counts it."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    answered = encode_spans(capture(agent_run)).SerializeToString()
+    unanswered = encode_spans(capture(agent_run)).SerializeToString()
+    first = journaled(grpc_sink.target, tmp_path / "j", decision={"straggler_delay_ms": 60_000})
+    assert first.journal is not None
+    channel = grpc.insecure_channel(f"127.0.0.1:{first.grpc_port}")
+    call = channel.unary_unary(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+    try:
+        call(answered, timeout=5)
+        wait_until(lambda: first.journal is not None and first.journal._requests[1].acked)
+        with first.buffer.lock:  # the request is journaled, then waits here to be buffered
+            if protocol == "grpc":
+                with pytest.raises(grpc.RpcError) as cut:
+                    call(unanswered, timeout=1)
+                assert cut.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            else:
+                assert first.http_port is not None
+                sock = _http_post_then_reset(first.http_port, unanswered)
+                wait_until(lambda: first.journal is not None and first.journal.pending_requests() == 2)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()  # a reset: the collector sees the connection lost
+                time.sleep(0.3)
+            assert first.journal.pending_requests() == 2
+        wait_until(lambda: first.buffer.spans == 10)
+        time.sleep(0.3)  # the answer to the gone client has been attempted
+    finally:
+        channel.close()
+    abandon(first)
+    second = journaled(grpc_sink.target, tmp_path / "j")
+    try:
+        counters = second.stats.counters()
+        assert sum(counters["journal_replayed_spans"].values()) == 10
+        assert counters["journal_unacknowledged_spans"] == {"": 5}, "only the unanswered request"
+        wait_until(lambda: grpc_sink.count() == 10)
+    finally:
+        second.shutdown(timeout=2)
+        bury(first)
 
 
 def test_a_full_journal_is_a_retryable_refusal(tmp_path, grpc_sink):

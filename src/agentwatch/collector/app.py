@@ -153,6 +153,7 @@ class Collector:
         started = time.monotonic()
         self.forwarder.journal = journal  # replayed pieces finish like any others
         counts = {"pending": 0, "in_flight": 0}
+        unacknowledged = 0
         requests = 0
         for item in journal.replay():
             try:
@@ -169,21 +170,26 @@ class Collector:
             in_flight = sum(1 for s in keep if s[2] in item.begun)
             counts["in_flight"] += in_flight
             counts["pending"] += len(keep) - in_flight
+            if not item.acked:
+                unacknowledged += len(keep)
             self._wait_for_room()
             evicted = self.buffer.add(keep, [opens_run(raw) for _, raw, _, _, _ in keep], item.seq)
             if evicted:
                 self.decider.forward_unevaluated(evicted, "overflow")
         for state, n in counts.items():
             self.stats.add("journal_replayed_spans", n, state)
+        self.stats.add("journal_unacknowledged_spans", unacknowledged)
         if requests:
             log.warning(
-                "replayed %d spans of %d requests from the journal in %s (%d had been handed to the exporter "
-                "before the restart and may reach it twice) in %.1fs",
+                "replayed %d spans of %d requests from the journal in %s in %.1fs (%d had been handed to the "
+                "exporter before the restart, %d were never acknowledged to their client: either may arrive "
+                "twice)",
                 counts["pending"] + counts["in_flight"],
                 requests,
                 journal.dir,
-                counts["in_flight"],
                 time.monotonic() - started,
+                counts["in_flight"],
+                unacknowledged,
             )
 
     def _wait_for_room(self) -> None:
@@ -232,11 +238,12 @@ class Collector:
         self.stats.status = "stopped"
         counters = self.stats.counters()
         log.info(
-            "agentwatch-collector stopped: %d spans received, %d forwarded, %d dropped, %d evicted, "
-            "%d traces decided",
+            "agentwatch-collector stopped: %d spans received, %d forwarded, %d dropped, %d kept in the journal "
+            "for the next start, %d evicted, %d traces decided",
             sum(counters["spans_received"].values()),
             sum(counters["spans_forwarded"].values()),
             sum(counters["spans_dropped"].values()),
+            sum(counters["spans_kept_for_replay"].values()),
             sum(counters["spans_evicted"].values()),
             sum(counters["traces_decided"].values()),
         )

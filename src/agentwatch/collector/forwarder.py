@@ -7,7 +7,9 @@ honouring ``Retry-After`` / ``RetryInfo``; while one batch backs off, no other
 is attempted (the downstream is presumed down). A batch that cannot be
 delivered — a permanent error (e.g. HTTP 400), retries past
 ``max_elapsed_seconds``, queue overflow, or shutdown — is counted under
-``spans_dropped{reason}`` and logged. Nothing is dropped silently.
+``spans_dropped{reason}`` and logged. Nothing is dropped silently. With a
+journal, what the drain timeout leaves undelivered at shutdown is not dropped
+but kept in the journal for the next start (``spans_kept_for_replay``).
 """
 
 from __future__ import annotations
@@ -399,7 +401,7 @@ class Forwarder:
                 self._bytes += len(batch.payload)
                 self._cond.notify_all()
                 return
-        self._drop(batch, "shutdown", f"the drain timeout expired while retrying ({result.message})")
+        self._stop_with(batch, "queued", f"the drain timeout expired while retrying ({result.message})")
 
     def _failing(self, message: str) -> None:
         """Note a failed attempt; the first one after a success is logged (at most once a ``STATE_LOG_SECONDS``)."""
@@ -444,6 +446,26 @@ class Forwarder:
             self.journal.done(batch.pieces)
         return True
 
+    def _stop_with(self, batch: Batch, state: str, message: str) -> None:
+        """A batch undelivered at the drain deadline: kept in the journal for the next start, or dropped.
+
+        Its journal pieces get no done marker: the next start replays them (``in_flight`` ones were
+        being sent, so they may arrive twice, counted then).
+        """
+        if not batch.pieces or self.journal is None:
+            self._drop(batch, "shutdown", message)
+            return
+        with self._cond:
+            if batch.settled:
+                return
+            batch.settled = True  # a late answer is ignored; the replay delivers it
+        self._warn.warn(
+            "kept_for_replay",
+            batch.spans,
+            f"kept {batch.spans} undelivered spans in the journal for the next start ({message})",
+        )
+        self.stats.add("spans_kept_for_replay", batch.spans, state)
+
     def _drop(self, batch: Batch, reason: str, message: str) -> None:
         if not self._settle(batch):
             return
@@ -458,7 +480,7 @@ class Forwarder:
             return len(self._queue) + self._inflight
 
     def drain(self, deadline: float) -> None:
-        """Deliver what is queued until ``deadline`` (monotonic); count and log the rest."""
+        """Deliver what is queued until ``deadline`` (monotonic); count and log the rest (kept or dropped)."""
         with self._cond:
             while (self._queue or self._inflight) and time.monotonic() < deadline:
                 self._cond.wait(min(0.05, max(0.0, deadline - time.monotonic())))
@@ -468,13 +490,13 @@ class Forwarder:
             self._bytes = 0
             self._cond.notify_all()
         for batch in leftover:
-            self._drop(batch, "shutdown", "the drain timeout expired before delivery")
+            self._stop_with(batch, "queued", "the drain timeout expired before delivery")
         for thread in self._threads:
             thread.join(timeout=max(0.1, self.config.timeout_seconds))
         with self._cond:
             stuck = list(self._active.values())
         for batch in stuck:  # an attempt still running: count it now (a late answer is ignored)
-            self._drop(batch, "shutdown", "still being sent at the drain deadline (the downstream may have it)")
+            self._stop_with(batch, "in_flight", "still being sent at the drain deadline (the downstream may have it)")
         self._warn.flush()
         try:
             self.sender.close()

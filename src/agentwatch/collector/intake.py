@@ -6,6 +6,9 @@ export queue is full, requests are refused with :class:`Throttled` so that
 clients retry later, instead of being accepted and dropped. With a journal,
 the request is written to it before :meth:`Intake.submit` returns (before the
 receiver acknowledges it); when it cannot be, the request is refused the same way.
+Once the receiver has handed the success answer to its transport, it calls
+:meth:`Intake.acknowledged`, which marks the request in the journal: a request
+replayed without that mark may have been sent again by its client.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class Accepted:
     spans: int
     rejected: int
     message: str
+    record: int | None = None  # its journal sequence number (with a journal and spans to keep)
 
 
 class Intake:
@@ -91,7 +95,16 @@ class Intake:
             if evicted:
                 self.decider.forward_unevaluated(evicted, "overflow")
         message = f"{rejected} spans rejected: {reason}" if rejected else ""
-        return Accepted(len(spans), rejected, message)
+        return Accepted(len(spans), rejected, message, record)
+
+    def acknowledged(self, accepted: Accepted) -> None:
+        """The success answer for ``accepted`` was handed to the transport: mark it in the journal."""
+        if accepted.record is None or self.journal is None:
+            return
+        try:
+            self.journal.ack(accepted.record)
+        except Exception:  # never fail a request over its ack marker: a replay counts it as possibly resent
+            log.exception("writing a journal ack marker failed")
 
     def _journal(self, data: bytes, spans: list[SplitSpan]) -> int:
         """Write the request to the journal before it is acknowledged; Throttled when it cannot be."""

@@ -9,22 +9,26 @@ small marker records follow a piece: ``begin`` when its batch is first handed
 to the exporter, ``done`` when the batch has an outcome. On start-up, every
 piece not done is replayed into the trace buffer and decided again; a piece
 that had begun may already be downstream (the window between the downstream's
-answer and the ``done`` marker), so it is counted as possibly duplicate.
+answer and the ``done`` marker), so it is counted as possibly duplicate. A
+third marker, ``ack``, follows a request once the receiver has handed its
+success answer to the transport: a request replayed without one may also have
+been sent again by its client (it saw no answer), and is counted as such.
 
 Files: ``segment-<n>.awj`` in the directory, plus a ``LOCK`` file held with
 ``flock`` so that two collectors cannot share one journal. A segment starts
 with an 8-byte magic; each record is ``length (u32) | crc32 (u32) | type (u8)
 | payload``, the CRC covering type and payload; a data record's payload is its
 sequence number, the ids of its unfinished traces and the request's bytes; a
-marker's is a list of (sequence number, trace id). A record that is cut short
+begin/done marker's is a list of (sequence number, trace id), an ack's a list
+of sequence numbers. A record that is cut short
 or fails its CRC ends the segment: the rest is truncated and counted (a write
 torn by the kill), start-up goes on.
 
 Without fsync a record is in the OS before the request is acknowledged: it
 survives a kill of the process. With fsync, data records are flushed before
 the acknowledgement (one ``fdatasync`` shared by the requests waiting for it)
-and begin markers before the export; done markers are not flushed (losing one
-only means a replay, counted as possibly duplicate).
+and begin markers before the export; done and ack markers are not flushed
+(losing one only means a replay, or a replay counted as possibly resent).
 
 Disk use is bounded by ``max_bytes``: segments are deleted oldest first once
 every request in them is done; when more than half of ``max_bytes`` is in
@@ -54,9 +58,10 @@ log = logging.getLogger("agentwatch.collector")
 
 MAGIC = b"AWJRNL01"
 HEADER = struct.Struct("<IIB")  # payload length, crc32(type + payload), type
-DATA, BEGIN, DONE = 1, 2, 3
+DATA, BEGIN, DONE, ACK = 1, 2, 3, 4
 SEQ = struct.Struct("<QI")  # a data record: sequence number, count of the trace ids that follow
 MARK = struct.Struct("<Q16s")  # one piece in a begin/done record: sequence number, trace id
+ACKED = struct.Struct("<Q")  # one request in an ack record: its sequence number
 MAX_RECORD = 1 << 31  # a length field above this is garbage, not a record
 _NAME = re.compile(r"segment-(\d{12})\.awj")
 
@@ -79,6 +84,7 @@ class _Request:
     length: int  # bytes of its record (header included)
     pending: set[bytes]  # trace ids not done yet
     begun: set[bytes] = field(default_factory=set)  # trace ids handed to the exporter
+    acked: bool = False  # its success answer was handed to the transport
 
 
 @dataclass
@@ -89,6 +95,7 @@ class Replay:
     data: bytes
     traces: frozenset[bytes]  # the traces of its spans still to deliver
     begun: frozenset[bytes]  # those of them handed to the exporter before the restart
+    acked: bool = True  # False: no answer was handed to the client, which may have sent it again
 
 
 @dataclass
@@ -126,6 +133,7 @@ class Journal:
         self._found: dict[int, tuple[int, int, int, frozenset[bytes]]] = {}
         self._found_done: dict[int, set[bytes]] = {}
         self._found_begun: dict[int, set[bytes]] = {}
+        self._found_acked: set[int] = set()
         self.bytes = 0  # on disk, all segments
 
     # ------------------------------------------------------------------ opening
@@ -156,6 +164,8 @@ class Journal:
                     report.records += 1
                     if isinstance(seq_or_marks, int):
                         self._found[seq_or_marks] = (index, offset, length, traces)
+                    elif kind == ACK:
+                        self._found_acked.update(seq for seq, _ in seq_or_marks)
                     else:
                         into = self._found_done if kind == DONE else self._found_begun
                         for seq, tid in seq_or_marks:
@@ -167,7 +177,7 @@ class Journal:
                     self._live[index] = 0
             # Past every number still on disk, markers included: a new request must never
             # inherit an old request's done marker.
-            self._seq = max([0, *self._found, *self._found_done, *self._found_begun])
+            self._seq = max([0, *self._found, *self._found_done, *self._found_begun, *self._found_acked])
             self._start_segment(max(self._sizes, default=0) + 1)
         except OSError as exc:
             self.close()
@@ -194,13 +204,15 @@ class Journal:
                 if data is None:
                     continue
                 begun = pending & self._found_begun.get(seq, set())
+                acked = seq in self._found_acked
                 with self._lock:
-                    self._requests[seq] = _Request(index, offset, length, set(pending), set(begun))
+                    self._requests[seq] = _Request(index, offset, length, set(pending), set(begun), acked)
                     self._live[index] = self._live.get(index, 0) + 1
-                yield Replay(seq, data, pending, begun)
+                yield Replay(seq, data, pending, begun, acked)
         finally:
             self._found_done = {}
             self._found_begun = {}
+            self._found_acked = set()
             with self._lock:
                 self._replaying = False
                 self._collect_locked()
@@ -246,6 +258,9 @@ class Journal:
                 start = SEQ.size
                 traces = frozenset(payload[start + 16 * i : start + 16 * (i + 1)] for i in range(count))
                 yield DATA, seq, pos, record_length, traces
+            elif kind == ACK:
+                acked = [(ACKED.unpack_from(payload, i)[0], b"") for i in range(0, len(payload), ACKED.size)]
+                yield kind, acked, pos, 0, frozenset()
             else:
                 marks = [MARK.unpack_from(payload, i) for i in range(0, len(payload), MARK.size)]
                 yield kind, marks, pos, 0, frozenset()
@@ -321,7 +336,9 @@ class Journal:
         old = self._requests.get(seq)
         if old is not None:
             self._release(old.segment)
-        self._requests[seq] = _Request(self._segment, offset, size, pending, old.begun if old else set())
+        self._requests[seq] = _Request(
+            self._segment, offset, size, pending, old.begun if old else set(), old.acked if old else False
+        )
         self._live[self._segment] = self._live.get(self._segment, 0) + 1
         if self._offset >= self.segment_bytes and not copy:
             self._rotate()
@@ -427,6 +444,26 @@ class Journal:
         if pieces:
             self._mark(DONE, pieces)
 
+    def ack(self, seq: int) -> None:
+        """The success answer to request ``seq`` was handed to the transport: its client will not resend it.
+
+        Not flushed, even with fsync: a lost ack only makes a replay count the request as possibly resent.
+        """
+        payload = ACKED.pack(seq)
+        header = HEADER.pack(len(payload), zlib.crc32(payload, zlib.crc32(bytes((ACK,)))), ACK)
+        with self._lock:
+            request = self._requests.get(seq)
+            if self._closed or request is None:
+                return  # stopping, or already done (delivered or dropped): nothing left to replay
+            try:
+                self._write((header, payload))
+            except OSError as exc:
+                if not self._failed_marks:
+                    self._failed_marks = True
+                    log.error("cannot write journal markers (%s); a restart may deliver some spans again", exc)
+                return
+            request.acked = True
+
     def _mark(self, kind: int, pieces: Sequence[Piece]) -> None:
         payload = b"".join(MARK.pack(seq, tid) for seq, tid in pieces)
         header = HEADER.pack(len(payload), zlib.crc32(payload, zlib.crc32(bytes((kind,)))), kind)
@@ -504,6 +541,10 @@ class Journal:
                     payload = b"".join(MARK.pack(s, t) for s, t in begun)
                     crc = zlib.crc32(payload, zlib.crc32(bytes((BEGIN,))))
                     self._write((HEADER.pack(len(payload), crc, BEGIN), payload))
+                if request.acked:
+                    payload = ACKED.pack(seq)
+                    crc = zlib.crc32(payload, zlib.crc32(bytes((ACK,))))
+                    self._write((HEADER.pack(len(payload), crc, ACK), payload))
         except OSError as exc:
             log.error("compacting the journal failed: %s", exc)
             return
@@ -537,6 +578,8 @@ class Journal:
 def _well_formed(kind: int, data: bytes, at: int, length: int) -> bool:
     if kind == DATA:
         return length >= SEQ.size and length >= SEQ.size + 16 * SEQ.unpack_from(data, at)[1]
+    if kind == ACK:
+        return length % ACKED.size == 0
     return kind in (BEGIN, DONE) and length % MARK.size == 0
 
 

@@ -7,7 +7,8 @@ the intake. gRPC itself enforces ``max_message_bytes`` (RESOURCE_EXHAUSTED),
 and connection age (see docs/collector-config.md), and decompresses gzip.
 A malformed request is INVALID_ARGUMENT; a full export queue, or a journal that
 cannot take the request, is UNAVAILABLE with a ``google.rpc.RetryInfo`` detail,
-which OTLP clients honour as throttling.
+which OTLP clients honour as throttling. With a journal, a request whose
+success status was sent (the call ended, not cancelled) is marked acknowledged.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 
 from .config import GrpcReceiverConfig
-from .intake import Intake, Malformed, Throttled
+from .intake import Accepted, Intake, Malformed, Throttled
 from .otlp import GRPC_UNAVAILABLE, response_body, status_body
 from .serving import bind
 from .telemetry import Stats
@@ -100,4 +101,15 @@ class GrpcReceiver:
             log.exception("unexpected error handling an OTLP/gRPC request")
             self.stats.add("requests_failed", 1, "internal_error")
             context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        if accepted.record is not None:
+            context.add_callback(lambda: self._ended(context, accepted))
         return response_body(accepted.rejected, accepted.message, as_json=False)
+
+    def _ended(self, context: Any, accepted: Accepted) -> None:
+        """The call is over: unless it was cancelled (the client saw no answer, it will resend), ack it.
+
+        gRPC has no public way to ask; its server keeps ``_state.client == "cancelled"``. Should that
+        change, nothing is acked: every replayed request then counts as possibly resent (safe side).
+        """
+        if getattr(getattr(context, "_state", None), "client", "cancelled") == "closed":
+            self.intake.acknowledged(accepted)

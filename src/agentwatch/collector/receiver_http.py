@@ -11,6 +11,7 @@ with ``Retry-After`` while the export queue is full, while the journal cannot
 take the request (full, or a write error), while the bodies being received
 already hold ``max_inflight_bytes``, or past ``max_connections``.
 A response sent before the whole body was read closes the connection.
+With a journal, a request whose 200 was handed to the connection is marked acknowledged.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 from .config import HttpReceiverConfig
-from .intake import Intake, Malformed, Throttled
+from .intake import Accepted, Intake, Malformed, Throttled
 from .otlp import (
     GRPC_INVALID_ARGUMENT,
     GRPC_RESOURCE_EXHAUSTED,
@@ -80,6 +81,13 @@ def decompress(data: bytes, encoding: str, limit: int) -> bytes:
         if not gzip:
             raise BadBody(f"data after the end of the {encoding} stream")
         # another gzip member follows: read it too (RFC 1952 allows several)
+
+
+def _handed_over(send: Send) -> bool:
+    """Did the response just sent reach the connection? uvicorn's ``send`` returns silently, writing
+    nothing, once the client is gone; its cycle says so in ``disconnected``. Unknown: no (the safe side:
+    a replay then counts the request as possibly resent)."""
+    return getattr(getattr(send, "__self__", None), "disconnected", True) is False
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
@@ -157,11 +165,13 @@ class HttpReceiver:
             if body is None:
                 return
             loop = asyncio.get_running_loop()
-            status, payload, kind, extra = await loop.run_in_executor(
+            (status, payload, kind, extra), accepted = await loop.run_in_executor(
                 self._pool, self._process, body, encoding, as_json
             )
             del body
             await self._respond(send, status, payload, kind, extra)
+            if accepted is not None and accepted.record is not None and _handed_over(send):
+                self.intake.acknowledged(accepted)
         finally:
             self._inflight -= held[0]
 
@@ -219,8 +229,8 @@ class HttpReceiver:
                 parts.append(chunk)
         return b"".join(parts)
 
-    def _process(self, body: bytes, encoding: str, as_json: bool) -> Reply:
-        """Decode and buffer one request (in a worker thread); the reply to send."""
+    def _process(self, body: bytes, encoding: str, as_json: bool) -> tuple[Reply, Accepted | None]:
+        """Decode and buffer one request (in a worker thread); the reply to send, and what was accepted."""
         kind = JSON if as_json else PROTOBUF
         limit = self.config.max_body_bytes
         try:
@@ -230,21 +240,21 @@ class HttpReceiver:
             accepted = self.intake.submit(data, "http")
         except BodyTooLarge as exc:
             self._fail("too_large")
-            return self._status(413, str(exc), as_json, GRPC_RESOURCE_EXHAUSTED)
+            return self._status(413, str(exc), as_json, GRPC_RESOURCE_EXHAUSTED), None
         except (BadBody, Malformed, ValueError, RecursionError) as exc:
             self._fail("malformed")
             text = str(exc) if not isinstance(exc, RecursionError) else "the body is nested too deeply"
-            return self._status(400, text, as_json, GRPC_INVALID_ARGUMENT)
+            return self._status(400, text, as_json, GRPC_INVALID_ARGUMENT), None
         except Throttled as exc:
             self._fail("throttled")
             reply = self._status(503, str(exc), as_json, GRPC_UNAVAILABLE)
             reply[3]["retry-after"] = str(exc.retry_after)
-            return reply
+            return reply, None
         except Exception:
             log.exception("unexpected error handling an OTLP/HTTP request")
             self._fail("internal_error")
-            return self._status(500, "internal error", as_json, 13)
-        return 200, response_body(accepted.rejected, accepted.message, as_json=as_json), kind, {}
+            return self._status(500, "internal error", as_json, 13), None
+        return (200, response_body(accepted.rejected, accepted.message, as_json=as_json), kind, {}), accepted
 
     @staticmethod
     def _status(status: int, message: str, as_json: bool, code: int) -> Reply:

@@ -103,6 +103,15 @@ COUNTERS: tuple[MetricDef, ...] = (
         ),
     ),
     MetricDef(
+        "spans_kept_for_replay",
+        "agentwatch.collector.spans.kept_for_replay",
+        "With a journal: spans undelivered when the drain timeout expired at shutdown, left in the journal "
+        "for the next start (not dropped); in_flight: being sent then, so possibly delivered twice",
+        "{span}",
+        "state",
+        ("queued", "in_flight"),
+    ),
+    MetricDef(
         "traces_decided",
         "agentwatch.collector.traces.decided",
         "Traces decided, by what triggered the decision",
@@ -148,6 +157,13 @@ COUNTERS: tuple[MetricDef, ...] = (
         "{span}",
         "state",
         ("pending", "in_flight"),
+    ),
+    MetricDef(
+        "journal_unacknowledged_spans",
+        "agentwatch.collector.journal.unacknowledged_spans",
+        "Spans replayed from the journal whose request's success answer had not been handed to the "
+        "client before the stop: the client may have sent them again, so possibly delivered twice",
+        "{span}",
     ),
     MetricDef(
         "journal_corrupt_records",
