@@ -246,7 +246,10 @@ def bury(collector: Collector) -> None:
 
 def _http_post_then_reset(port: int, body: bytes) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port))
-    head = f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {len(body)}\r\n\r\n"
+    head = (
+        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
     sock.sendall(head.encode() + body)
     return sock
 

@@ -6,7 +6,9 @@ restart brings none back. With the journal, a request is written to disk
 before it is acknowledged and replayed after the restart: every acknowledged
 span is delivered exactly once, or delivered again and counted under
 ``journal_replayed_spans{state="in_flight"}`` (its batch was being exported
-when the process died). Each test prints its numbers as a JSON line for
+when the process died) or ``journal_unacknowledged_spans`` (its request was
+journaled but not answered: the client sent it again). SIGTERM with the journal
+keeps what the drain timeout leaves undelivered for the next start. Each test prints its numbers as a JSON line for
 docs/collector-config.md "Durability".
 """
 
@@ -229,10 +231,12 @@ def test_sigkill_with_journal_delivers_every_acknowledged_span_once_or_counts_it
         "forwarded_before_kill": delivered_before_restart,
         "held_at_kill": before["gauges"]["buffer_spans"],
         "replayed": replayed,
+        "unacknowledged": health["counters"]["journal_unacknowledged_spans"],
         "lost": sum(1 for k in acked_keys if copies[k] == 0),
         "delivered_twice": sum(1 for k in acked_keys if copies[k] == 2),
         "cut_or_refused_then_resent_by_client": len(resent_keys),
         "of_which_delivered_twice": sum(1 for k in resent_keys if copies[k] == 2),
+        "extra_copies": sum(n - 1 for n in copies.values()),
         "restart_seconds": round(restart_seconds, 2),
         "journal_bytes_after": health["gauges"]["journal_bytes"],
     }
@@ -248,6 +252,9 @@ def test_sigkill_with_journal_delivers_every_acknowledged_span_once_or_counts_it
     assert report["delivered_twice"] <= replayed["in_flight"]
     # A request cut by the kill was not acknowledged: the client sent it again (at least once).
     assert all(1 <= copies[k] <= 2 for k in resent_keys)
+    # Every second copy is counted: its batch was in flight, or its request was journaled but never
+    # answered (the client sent it again).
+    assert report["extra_copies"] <= replayed["in_flight"] + report["unacknowledged"], report
     assert set(copies) == set(baseline), "no span lost, none invented"
     # The flags on replayed traces are those an uninterrupted collector gives.
     assert flags_by_span(sink) == baseline
@@ -259,28 +266,37 @@ def test_sigkill_with_journal_delivers_every_acknowledged_span_once_or_counts_it
 # --------------------------------------------------------------------------- SIGTERM
 
 
-@pytest.mark.parametrize(
-    ("delay", "journal"),
-    [(1.5, False), (4.0, False), (4.0, True)],
-    ids=["answered-after-the-deadline", "timed-out", "timed-out-journal"],
-)
+SIGTERM_OVERRIDES: dict[str, Any] = {
+    "decision.straggler_delay_ms": 50,
+    "exporter.timeout_seconds": 2,
+    "exporter.drain_timeout_seconds": 1,
+}
+
+
+def stopped_line(log: str) -> dict[str, int]:
+    """The numbers of the collector's last log line."""
+    line = next(ln for ln in log.splitlines() if "agentwatch-collector stopped:" in ln)
+    match = re.search(
+        r"stopped: (\d+) spans received, (\d+) forwarded, (\d+) dropped, (\d+) kept in the journal "
+        r"for the next start \((\d+) of them attempted",
+        line,
+    )
+    assert match, line
+    names = ("received", "forwarded", "dropped", "kept", "kept_in_flight")
+    return dict(zip(names, map(int, match.groups()), strict=True))
+
+
+@pytest.mark.parametrize("delay", [1.5, 4.0], ids=["answered-after-the-deadline", "timed-out"])
 def test_sigterm_with_a_batch_in_flight_counts_it_delivered_or_dropped(
-    procs: Callable[..., Proc], tmp_path: Path, delay: float, journal: bool
+    procs: Callable[..., Proc], tmp_path: Path, delay: float
 ) -> None:
-    """The downstream holds the export past the 1 s drain deadline; it answers within the 2 s
-    exporter timeout (delivered) or not (dropped): either way counted, never neither."""
+    """No journal: the downstream holds the export past the 1 s drain deadline; it answers within the
+    2 s exporter timeout (delivered) or not (dropped): either way counted, never neither."""
     requests = requests_in_trace_order(agent_runs(8, seed=5))
     total = sum(len(keys) for _, keys in requests)
     sink = SlowSink(delay)
-    overrides: dict[str, Any] = {
-        "decision.straggler_delay_ms": 50,
-        "exporter.timeout_seconds": 2,
-        "exporter.drain_timeout_seconds": 1,
-    }
-    if journal:
-        overrides["buffer.journal_dir"] = str(tmp_path / "journal")
     try:
-        aw = start_agentwatch_collector(procs, tmp_path, sink.target, name="aw", **overrides)
+        aw = start_agentwatch_collector(procs, tmp_path, sink.target, name="aw", **SIGTERM_OVERRIDES)
         channel = grpc.insecure_channel(addr(aw.grpc))
         export = channel.unary_unary(METHOD, request_serializer=None, response_deserializer=None)
         for body, _ in requests:
@@ -292,17 +308,88 @@ def test_sigterm_with_a_batch_in_flight_counts_it_delivered_or_dropped(
         time.sleep(0.5)  # an abandoned export may still land at the sink
     finally:
         sink.stop()
-    log = Path(aw.proc.log).read_text()
-    line = next(ln for ln in log.splitlines() if "agentwatch-collector stopped:" in ln)
-    match = re.search(r"stopped: (\d+) spans received, (\d+) forwarded, (\d+) dropped", line)
-    assert match, line
-    numbers = dict(zip(("spans", "forwarded", "dropped"), map(int, match.groups()), strict=True))
-    report = {"received": numbers["spans"], "forwarded": numbers["forwarded"], "dropped": numbers["dropped"],
-              "at_sink": sink.count()}  # fmt: skip
-    print("SIGTERM in flight", delay, "journal" if journal else "memory", json.dumps(report))
-    assert numbers["spans"] == total
-    assert numbers["forwarded"] + numbers["dropped"] == total, line
+    numbers = stopped_line(Path(aw.proc.log).read_text())
+    report = {**numbers, "at_sink": sink.count()}
+    print("SIGTERM in flight", delay, "memory", json.dumps(report))
+    assert numbers["received"] == total
+    assert numbers["forwarded"] + numbers["dropped"] == total, numbers
     assert numbers["forwarded"] == (total if delay < 2 else 0)
+    assert numbers["kept"] == 0, "no journal: nothing is kept"
     assert report["at_sink"] >= numbers["forwarded"]
-    if journal:
-        assert [p.name for p in (tmp_path / "journal").iterdir()] == ["LOCK"], "settled: nothing left to replay"
+
+
+@pytest.mark.parametrize("downstream", ["down", "answers-after-the-timeout"])
+def test_sigterm_with_journal_keeps_what_it_could_not_deliver_for_the_next_start(
+    procs: Callable[..., Proc], tmp_path: Path, downstream: str
+) -> None:
+    """A rolling update while the downstream is down (UNAVAILABLE) or too slow (answers after the
+    2 s exporter timeout, past the 1 s drain deadline): what is undelivered at the deadline stays in
+    the journal, counted as kept, and the next start delivers it."""
+    requests = requests_in_trace_order(agent_runs(8, seed=5))
+    total = sum(len(keys) for _, keys in requests)
+    sink = SlowSink(4.0 if downstream != "down" else 0.0)
+    if downstream == "down":
+        sink.permanent = grpc.StatusCode.UNAVAILABLE
+    overrides = {**SIGTERM_OVERRIDES, "buffer.journal_dir": str(tmp_path / "journal")}
+    try:
+        aw = start_agentwatch_collector(procs, tmp_path, sink.target, name="aw", **overrides)
+        channel = grpc.insecure_channel(addr(aw.grpc))
+        export = channel.unary_unary(METHOD, request_serializer=None, response_deserializer=None)
+        for body, _ in requests:
+            export(body, timeout=5)
+        channel.close()
+        assert sink.started.wait(10), "an export was attempted"
+        aw.proc.popen.send_signal(signal.SIGTERM)
+        assert aw.proc.popen.wait(30) == 0
+        first = stopped_line(Path(aw.proc.log).read_text())
+        left = sorted(p.name for p in (tmp_path / "journal").iterdir())
+        time.sleep(0.5 if downstream == "down" else 3.0)  # an abandoned export may still land at the sink
+        at_sink_before = sink.count()
+        sink.permanent, sink.delay = None, 0.0  # the downstream works again
+        restarted = restart_agentwatch_collector(
+            procs, "aw-restarted", aw.config_path, {"grpc": aw.grpc, "http": aw.http, "health": aw.health}
+        )
+
+        def settled() -> bool:
+            gauges = restarted.healthz()["gauges"]
+            return all(gauges[n] == 0 for n in ("buffer_spans", "queue_batches", "journal_pending_requests"))
+
+        wait_for(settled, 60, "the restarted collector to deliver what was kept")
+        health = restarted.healthz()
+        restarted.proc.stop()
+        assert restarted.proc.popen.returncode == 0
+    finally:
+        sink.stop()
+    second = stopped_line(Path(restarted.proc.log).read_text())
+    counters = health["counters"]
+    replayed = counters["journal_replayed_spans"]
+    copies = Counter((r.span.trace_id.hex(), r.span_id) for r in sink.received())
+    keys = [k for _, ks in requests for k in ks]
+    report = {
+        "spans": total,
+        "first": first,
+        "at_sink_before_restart": at_sink_before,
+        "replayed": replayed,
+        "unacknowledged": counters["journal_unacknowledged_spans"],
+        "second": second,
+        "lost": sum(1 for k in keys if copies[k] == 0),
+        "delivered_twice": sum(1 for k in keys if copies[k] == 2),
+    }
+    print("SIGTERM with journal", downstream, json.dumps(report))
+    # First run: every span delivered, dropped or kept, never neither; with the journal, nothing dropped.
+    assert first["received"] == total
+    assert first["forwarded"] + first["dropped"] + first["kept"] == total, first
+    assert first["dropped"] == 0 and first["kept"] > 0, first
+    assert any(name.startswith("segment-") for name in left), left
+    # Second run: what was kept is replayed, delivered, and the journal is emptied.
+    assert replayed["total"] == first["kept"], (replayed, first)
+    assert second["forwarded"] == replayed["total"] and second["dropped"] == second["kept"] == 0, second
+    assert report["lost"] == 0 and set(copies) == set(keys), "at least once: every span arrives"
+    assert all(n <= 2 for n in copies.values())
+    # A second copy comes only of a batch being sent at the stop: counted as in flight (kept and replayed).
+    assert report["delivered_twice"] <= replayed["in_flight"] + counters["journal_unacknowledged_spans"]
+    assert report["delivered_twice"] == at_sink_before - first["forwarded"]
+    assert replayed["in_flight"] == first["kept_in_flight"]
+    assert counters["journal_unacknowledged_spans"] == 0, "every request was answered"
+    assert health["gauges"]["journal_pending_requests"] == 0
+

@@ -239,11 +239,13 @@ class Collector:
         counters = self.stats.counters()
         log.info(
             "agentwatch-collector stopped: %d spans received, %d forwarded, %d dropped, %d kept in the journal "
-            "for the next start, %d evicted, %d traces decided",
+            "for the next start (%d of them attempted: the downstream may have them), %d evicted, "
+            "%d traces decided",
             sum(counters["spans_received"].values()),
             sum(counters["spans_forwarded"].values()),
             sum(counters["spans_dropped"].values()),
             sum(counters["spans_kept_for_replay"].values()),
+            counters["spans_kept_for_replay"]["in_flight"],
             sum(counters["spans_evicted"].values()),
             sum(counters["traces_decided"].values()),
         )

@@ -401,7 +401,7 @@ class Forwarder:
                 self._bytes += len(batch.payload)
                 self._cond.notify_all()
                 return
-        self._stop_with(batch, "queued", f"the drain timeout expired while retrying ({result.message})")
+        self._stop_with(batch, f"the drain timeout expired while retrying ({result.message})")
 
     def _failing(self, message: str) -> None:
         """Note a failed attempt; the first one after a success is logged (at most once a ``STATE_LOG_SECONDS``)."""
@@ -446,11 +446,11 @@ class Forwarder:
             self.journal.done(batch.pieces)
         return True
 
-    def _stop_with(self, batch: Batch, state: str, message: str) -> None:
+    def _stop_with(self, batch: Batch, message: str) -> None:
         """A batch undelivered at the drain deadline: kept in the journal for the next start, or dropped.
 
-        Its journal pieces get no done marker: the next start replays them (``in_flight`` ones were
-        being sent, so they may arrive twice, counted then).
+        Its journal pieces get no done marker: the next start replays them. ``in_flight``: attempted at
+        least once, so the downstream may have it (the replay counts it as in flight too).
         """
         if not batch.pieces or self.journal is None:
             self._drop(batch, "shutdown", message)
@@ -464,7 +464,7 @@ class Forwarder:
             batch.spans,
             f"kept {batch.spans} undelivered spans in the journal for the next start ({message})",
         )
-        self.stats.add("spans_kept_for_replay", batch.spans, state)
+        self.stats.add("spans_kept_for_replay", batch.spans, "in_flight" if batch.attempts else "queued")
 
     def _drop(self, batch: Batch, reason: str, message: str) -> None:
         if not self._settle(batch):
@@ -490,13 +490,13 @@ class Forwarder:
             self._bytes = 0
             self._cond.notify_all()
         for batch in leftover:
-            self._stop_with(batch, "queued", "the drain timeout expired before delivery")
+            self._stop_with(batch, "the drain timeout expired before delivery")
         for thread in self._threads:
             thread.join(timeout=max(0.1, self.config.timeout_seconds))
         with self._cond:
             stuck = list(self._active.values())
         for batch in stuck:  # an attempt still running: count it now (a late answer is ignored)
-            self._stop_with(batch, "in_flight", "still being sent at the drain deadline (the downstream may have it)")
+            self._stop_with(batch, "still being sent at the drain deadline (the downstream may have it)")
         self._warn.flush()
         try:
             self.sender.close()

@@ -106,7 +106,7 @@ COUNTERS: tuple[MetricDef, ...] = (
         "spans_kept_for_replay",
         "agentwatch.collector.spans.kept_for_replay",
         "With a journal: spans undelivered when the drain timeout expired at shutdown, left in the journal "
-        "for the next start (not dropped); in_flight: being sent then, so possibly delivered twice",
+        "for the next start (not dropped); in_flight: attempted at least once, so possibly delivered twice",
         "{span}",
         "state",
         ("queued", "in_flight"),
