@@ -17,6 +17,7 @@ Per mode:
   flush among requests). Wall-clock by nature: p50 and p99 over every request.
 
     .venv/bin/python benchmarks/collector_journal.py [--rounds 6] [--requests 40] [--spans-per-request 512]
+    .venv/bin/python benchmarks/collector_journal.py --alone   # the journal's own CPU only (quick)
 """
 
 from __future__ import annotations
@@ -129,24 +130,41 @@ def send(collector: Collector, requests: list[bytes], senders: int) -> list[floa
     return latencies
 
 
-def append_cost(requests: list[bytes], root: str) -> dict[str, float]:
-    """The journal alone, in this process: CPU per append (thread_time), and wall time per fsync'd append."""
+def append_cost(requests: list[bytes], root: str, rounds: int = 5) -> dict[str, float]:
+    """The journal alone, in this process: CPU (thread_time) per request for appending, the ack marker
+    (written once the answer is handed to the transport) and the done marker, and wall time per request.
+
+    Medians over ``rounds`` passes over ``requests``, the modes alternating."""
     from agentwatch.collector.journal import Journal
 
-    out: dict[str, float] = {}
-    for mode in ("write", "fsync"):
-        journal = Journal(os.path.join(root, f"append-{mode}"), 1 << 34, 16 << 20, fsync=mode == "fsync")
-        journal.open()
-        list(journal.replay())
-        tid = [bytes(16)]
-        cpu0, wall0 = time.thread_time(), time.perf_counter()
-        for body in requests:
-            seq = journal.append(body, tid)
-            journal.done([(seq, tid[0])])
-        out[f"{mode}_cpu_us"] = (time.thread_time() - cpu0) / len(requests) * 1e6
-        out[f"{mode}_wall_us"] = (time.perf_counter() - wall0) / len(requests) * 1e6
-        journal.close()
-    return out
+    samples: dict[str, list[float]] = {}
+    tid = [bytes(16)]
+    for round_no in range(rounds):
+        for mode in ("write", "fsync"):
+            journal = Journal(
+                os.path.join(root, f"append-{mode}-{round_no}"), 1 << 34, 16 << 20, fsync=mode == "fsync"
+            )
+            journal.open()
+            list(journal.replay())
+            cpu = {"append": 0.0, "ack": 0.0, "done": 0.0}
+            wall0 = time.perf_counter()
+            for body in requests:
+                t0 = time.thread_time()
+                seq = journal.append(body, tid)
+                t1 = time.thread_time()
+                journal.ack(seq)
+                t2 = time.thread_time()
+                journal.done([(seq, tid[0])])
+                t3 = time.thread_time()
+                cpu["append"] += t1 - t0
+                cpu["ack"] += t2 - t1
+                cpu["done"] += t3 - t2
+            wall = time.perf_counter() - wall0
+            journal.close()
+            for op, seconds in cpu.items():
+                samples.setdefault(f"{mode}_{op}_cpu_us", []).append(seconds / len(requests) * 1e6)
+            samples.setdefault(f"{mode}_wall_us", []).append(wall / len(requests) * 1e6)
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -160,6 +178,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40, help="requests (at least) per mode per round")
     parser.add_argument("--spans-per-request", type=int, default=512)
     parser.add_argument("--senders", type=int, default=4, help="concurrent senders in the second phase")
+    parser.add_argument("--alone", action="store_true", help="measure the journal alone, not the collectors")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -176,12 +195,20 @@ def main() -> None:
     sample_traces, _ = workload.at_least(100 * args.spans_per_request)
     sample = [body for body, _ in workload.requests(sample_traces, args.spans_per_request)]
     alone = append_cost(sample, root)
-    print(
-        f"journal alone ({len(sample)} appends of {statistics.mean(len(b) for b in sample) / 1024:.0f} KiB, "
-        f"each followed by its done marker): write {alone['write_cpu_us']:.0f} us CPU per request; "
-        f"fsync {alone['fsync_cpu_us']:.0f} us CPU and {alone['fsync_wall_us']:.0f} us wall per request "
-        "(one sender: every request waits for its own flush)"
-    )
+    size = statistics.mean(len(b) for b in sample) / 1024
+    for mode in ("write", "fsync"):
+        total = sum(alone[f"{mode}_{op}_cpu_us"] for op in ("append", "ack", "done"))
+        print(
+            f"journal alone, {mode} ({len(sample)} requests of {size:.0f} KiB, median of 5 passes): CPU per "
+            f"request {total:.1f} us = append {alone[f'{mode}_append_cpu_us']:.1f} + ack marker "
+            f"{alone[f'{mode}_ack_cpu_us']:.1f} + done marker {alone[f'{mode}_done_cpu_us']:.1f}; "
+            f"wall {alone[f'{mode}_wall_us']:.0f} us per request"
+            + (" (one sender: every request waits for its own flush)" if mode == "fsync" else "")
+        )
+    if args.alone:
+        sink.server.stop(0)
+        shutil.rmtree(root, ignore_errors=True)
+        return
     collectors = {mode: Collector(sink.port, mode, root) for mode in MODES}
     results: dict[str, Any] = {}
     try:

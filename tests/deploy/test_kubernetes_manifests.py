@@ -98,3 +98,58 @@ def test_otelcol_runs_the_tested_release_with_rbac_for_the_k8s_resolver() -> Non
     binding = objs[("RoleBinding", "otelcol-endpoints-reader")]
     sa = objs[("Deployment", "otelcol")]["spec"]["template"]["spec"]["serviceAccountName"]
     assert binding["subjects"][0]["name"] == sa and ("ServiceAccount", sa) in objs
+
+
+# --------------------------------------------------------------------------- the journal variant
+
+
+def journal_config() -> dict[str, Any]:
+    """collector/agentwatch-collector.yaml with its commented ``buffer:`` block switched on, as the
+    journal variant's header asks."""
+    lines = (REPO / "collector" / "agentwatch-collector.yaml").read_text().splitlines()
+    start = lines.index("# buffer:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        block.append(line[2:])
+    return {**yaml.safe_load("\n".join(lines)), **yaml.safe_load("\n".join(block))}
+
+
+def test_the_journal_variant_is_the_deployment_as_a_statefulset_with_a_volume_per_pod() -> None:
+    from agentwatch.collector import build_collector_config
+
+    variant = {(d["kind"], d["metadata"]["name"]): d for d in documents("journal/agentwatch-collector.yaml")}
+    assert set(variant) == {("Service", "agentwatch-collector"), ("StatefulSet", "agentwatch-collector")}
+    shipped = objects()
+    assert variant[("Service", "agentwatch-collector")] == shipped[("Service", "agentwatch-collector")]
+    sts = variant[("StatefulSet", "agentwatch-collector")]
+    dep = shipped[("Deployment", "agentwatch-collector")]
+    assert sts["spec"]["serviceName"] == "agentwatch-collector", "the headless Service the dns resolver asks"
+    assert sts["spec"]["selector"] == dep["spec"]["selector"]
+    assert sts["spec"]["replicas"] == dep["spec"]["replicas"]
+    # The same pod as the Deployment's, plus the journal volume (and its group, to write it).
+    pod, dep_pod = sts["spec"]["template"], dep["spec"]["template"]
+    assert pod["metadata"] == dep_pod["metadata"]
+    c, dep_c = container(sts), container(dep)
+    mounts = c.pop("volumeMounts")
+    assert mounts[: len(dep_c["volumeMounts"])] == dep_c.pop("volumeMounts")
+    assert c == dep_c
+    rest = {k: v for k, v in pod["spec"].items() if k not in ("containers", "securityContext")}
+    assert rest == {k: v for k, v in dep_pod["spec"].items() if k != "containers"}
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    (journal_mount,) = [m for m in mounts if m["name"] == claim["metadata"]["name"]]
+    assert not journal_mount.get("readOnly")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"], "one journal per collector"
+    # The image runs as 10001 (collector/Dockerfile): the volume must be writable by that group.
+    dockerfile = (REPO / "collector" / "Dockerfile").read_text()
+    assert f"USER {pod['spec']['securityContext']['fsGroup']}:" in dockerfile
+    # The config the header describes is valid and puts the journal on the volume, which holds it.
+    config = build_collector_config(journal_config(), env={})
+    assert config.buffer.journal_dir is not None
+    assert Path(config.buffer.journal_dir).is_relative_to(journal_mount["mountPath"])
+    storage = claim["spec"]["resources"]["requests"]["storage"]
+    assert storage.endswith("Gi") and int(storage[:-2]) << 30 > config.buffer.journal_max_bytes
+    # `kubectl apply -f collector/kubernetes/` does not pick it up (not recursive): one or the other.
+    top = [d for f in K8S.glob("*.yaml") for d in yaml.safe_load_all(f.read_text()) if d]
+    assert not [d for d in top if d.get("kind") == "StatefulSet"], "applying the directory gives a Deployment only"
