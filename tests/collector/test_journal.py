@@ -254,10 +254,12 @@ def _http_post_then_reset(port: int, body: bytes) -> socket.socket:
     return sock
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_a_request_whose_client_saw_no_answer_is_replayed_as_unacknowledged(tmp_path, grpc_sink, protocol):
-    """The client gave up (gRPC deadline) or went away (HTTP connection reset) while its journaled
-    request was being buffered: it will send the request again, so the replay counts it."""
+@pytest.mark.parametrize("how", ["grpc-deadline", "grpc-cancelled", "http-reset"])
+def test_a_request_whose_client_saw_no_answer_is_replayed_as_unacknowledged(tmp_path, grpc_sink, how):
+    """The client gave up (gRPC deadline), cancelled the call, or went away (HTTP connection reset)
+    while its journaled request was being buffered: it will send the request again, so the replay
+    counts it."""
+    protocol = how.split("-")[0]
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
     answered = encode_spans(capture(agent_run)).SerializeToString()
@@ -271,13 +273,27 @@ def test_a_request_whose_client_saw_no_answer_is_replayed_as_unacknowledged(tmp_
         response_deserializer=None,
     )
     try:
-        call(answered, timeout=5)
+        if protocol == "grpc":
+            call(answered, timeout=5)
+        else:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{first.http_port}/v1/traces",
+                data=answered,
+                headers={"Content-Type": "application/x-protobuf"},
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
+                assert response.status == 200
         wait_until(lambda: first.journal is not None and first.journal._requests[1].acked)
         with first.buffer.lock:  # the request is journaled, then waits here to be buffered
-            if protocol == "grpc":
+            if how == "grpc-deadline":
                 with pytest.raises(grpc.RpcError) as cut:
                     call(unanswered, timeout=1)
                 assert cut.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            elif how == "grpc-cancelled":
+                future = call.future(unanswered)  # no deadline
+                wait_until(lambda: first.journal is not None and first.journal.pending_requests() == 2)
+                assert future.cancel()
+                time.sleep(0.3)
             else:
                 assert first.http_port is not None
                 sock = _http_post_then_reset(first.http_port, unanswered)

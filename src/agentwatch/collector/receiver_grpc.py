@@ -8,7 +8,8 @@ and connection age (see docs/collector-config.md), and decompresses gzip.
 A malformed request is INVALID_ARGUMENT; a full export queue, or a journal that
 cannot take the request, is UNAVAILABLE with a ``google.rpc.RetryInfo`` detail,
 which OTLP clients honour as throttling. With a journal, a request whose
-success status was sent (the call ended, not cancelled) is marked acknowledged.
+success status was sent (the call ended, not cancelled) is marked acknowledged,
+unless it was answered less than ``ACK_MARGIN_SECONDS`` before its deadline.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from .telemetry import Stats
 log = logging.getLogger("agentwatch.collector")
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+# An answer sent this close to the call's deadline (by our clock, which started after the client's)
+# may reach a client that has already given up and will resend: it is not acked.
+ACK_MARGIN_SECONDS = 0.5
 
 
 def _ms(seconds: float) -> int:
@@ -101,7 +105,7 @@ class GrpcReceiver:
             log.exception("unexpected error handling an OTLP/gRPC request")
             self.stats.add("requests_failed", 1, "internal_error")
             context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        if accepted.record is not None:
+        if accepted.record is not None and context.time_remaining() > ACK_MARGIN_SECONDS:
             context.add_callback(lambda: self._ended(context, accepted))
         return response_body(accepted.rejected, accepted.message, as_json=False)
 
