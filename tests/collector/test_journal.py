@@ -318,6 +318,42 @@ def test_a_request_whose_client_saw_no_answer_is_replayed_as_unacknowledged(tmp_
         bury(first)
 
 
+def test_sigterm_keeps_in_the_journal_what_the_drain_could_not_deliver(tmp_path, grpc_sink):
+    """Downstream down at the stop: a batch that was attempted and one never attempted (held back while
+    the first backs off) stay in the journal, counted as kept, not dropped; the next start delivers them."""
+    grpc_sink.permanent = grpc.StatusCode.UNAVAILABLE
+    retry = {"initial_backoff_ms": 5000, "max_backoff_ms": 5000, "max_elapsed_seconds": 60}
+    first = Collector(
+        build_collector_config(
+            collector_mapping(
+                grpc_sink.target,
+                buffer={"journal_dir": str(tmp_path / "j")},
+                exporter={"retry": retry},
+            ),
+            env={},
+        )
+    ).start()
+    export(grpc_exporter(first), list(by_call(capture(agent_run)).values()))
+    wait_until(lambda: grpc_sink.calls >= 1)  # attempted, now backing off for 5 s
+    export(grpc_exporter(first), list(by_call(capture(agent_run)).values()))
+    wait_until(lambda: first.stats.gauges()["queue_batches"] == 2)
+    first.shutdown(timeout=0.5)
+    counters = first.stats.counters()
+    assert counters["spans_kept_for_replay"] == {"in_flight": 5, "queued": 5}
+    assert sum(counters["spans_dropped"].values()) == 0 and sum(counters["spans_forwarded"].values()) == 0
+    assert segments(tmp_path / "j"), "the journal keeps them"
+    grpc_sink.permanent = None
+    second = journaled(grpc_sink.target, tmp_path / "j")
+    try:
+        assert second.stats.counters()["journal_replayed_spans"] == {"pending": 5, "in_flight": 5}
+        wait_until(lambda: grpc_sink.count() == 10)
+        wait_until(lambda: second.stats.gauges()["journal_pending_requests"] == 0)
+    finally:
+        second.shutdown(timeout=2)
+    assert sum(second.stats.counters()["spans_kept_for_replay"].values()) == 0
+    assert segments(tmp_path / "j") == []
+
+
 def test_a_full_journal_is_a_retryable_refusal(tmp_path, grpc_sink):
     grpc_sink.permanent = grpc.StatusCode.UNAVAILABLE  # nothing leaves: the journal fills up
     collector = journaled(grpc_sink.target, tmp_path / "j", journal_max_bytes=1 << 20, journal_segment_bytes=65536)

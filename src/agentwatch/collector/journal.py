@@ -4,7 +4,8 @@ Every accepted ``ExportTraceServiceRequest`` is appended to the current
 segment file before the receiver acknowledges it. The spans of one request go
 to one or more traces; each (request, trace) pair is a *piece*. A piece is
 finished when the export batch holding its trace was delivered or dropped
-(counted either way); a request whose pieces are all finished is *done*. Two
+(counted either way; at a SIGTERM, what the drain leaves undelivered stays
+unfinished, for the next start); a request whose pieces are all finished is *done*. Two
 small marker records follow a piece: ``begin`` when its batch is first handed
 to the exporter, ``done`` when the batch has an outcome. On start-up, every
 piece not done is replayed into the trace buffer and decided again; a piece
