@@ -83,6 +83,7 @@ class Intake:
         self.stats.add("spans_received", len(spans) + rejected, protocol)
         if rejected:
             self.stats.add("spans_rejected", rejected, "invalid_id")
+        record = None
         if spans:
             record = self._journal(data, spans) if self.journal is not None else None
             runs = [opens_run(raw) for _, raw, _, _, _ in spans]
