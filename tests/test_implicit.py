@@ -288,7 +288,20 @@ def test_implicit_runs_take_at_most_half_the_engine_run_table(
             )
         rt = _runtime.get()
         assert rt.implicit is not None and rt.implicit.stats["runs_evicted"] == 4
-        assert rt.engine.stats["runs_open"] == 2  # evicted conversations were closed in the engine too
+        # One-shot conversations never reach the engine: their first calls wait, deferred.
+        assert rt.implicit.stats["first_calls_deferred"] == 6
+        assert rt.engine.stats["runs_open"] == 0
+        # Conversations that go on do; evicted ones are freed in the engine too.
+        llm_server.script(*[reply.tool_call("get_order", {"order_id": "ord_1"}) for _ in range(6)])
+        for i in range(3):
+            messages: list[dict[str, Any]] = [{"role": "user", "content": f"where is ord_1? ({i})"}]
+            first = openai_client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=TOOLS)
+            call = first.choices[0].message.tool_calls[0]
+            messages += [first.choices[0].message.model_dump(exclude_none=True),
+                         {"role": "tool", "tool_call_id": call.id, "content": "shipped"}]
+            openai_client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=TOOLS)
+        assert rt.implicit.stats["first_calls_replayed"] == 3
+        assert rt.engine.stats["runs_open"] == 2
     finally:
         agentwatch.uninstrument()
 
@@ -322,3 +335,114 @@ def test_anthropic_tool_loop_is_one_implicit_run(
     # failed results are nothing new, whatever their text
     assert _looped(loop("ord_1 again?", ["error 1", "error 2", "error 3", "error 4"], True)) == [
         False, False, False, True]
+
+
+# --------------------------------------------------------------------------- deferred first calls
+
+
+def _flags(spans: list[Any]) -> list[tuple[Any, ...]]:
+    return [
+        (s.attributes.get(sc.STEP), tuple(s.attributes.get(sc.ANOMALY_FLAGS, ())),
+         s.attributes.get(sc.ANOMALY_SEVERITY))
+        for s in spans
+    ]
+
+
+def test_invented_id_in_a_conversations_first_call_is_flagged_on_that_call(
+    telemetry: Telemetry, llm_server: LLMServer, openai_client: Any
+) -> None:
+    from agentwatch import _runtime
+
+    llm_server.script(reply.tool_call("get_order", {"order_id": "ord_999"}), reply.text("done"))
+    _agent_loop(openai_client, 2)  # the user asked about ord_1; the model looked up ord_999
+    first, second = telemetry.llm()
+    assert "ENTITY_HALLUCINATION" in first.attributes[sc.ANOMALY_FLAGS]
+    assert sc.ANOMALY_FLAGS not in second.attributes
+    assert [first.attributes[sc.STEP], second.attributes[sc.STEP]] == [1, 2]
+    table = _runtime.get().implicit
+    assert table is not None and table.stats["first_calls_deferred"] == 0  # a finding: judged at once
+
+
+def test_unoffered_tool_in_a_conversations_first_call_is_flagged_on_that_call(
+    telemetry: Telemetry, llm_server: LLMServer, openai_client: Any
+) -> None:
+    llm_server.script(reply.tool_call("refund_order", {"order_id": "ord_1"}))
+    _agent_loop(openai_client, 1)
+    (first,) = telemetry.llm()
+    assert "UNKNOWN_TOOL" in first.attributes[sc.ANOMALY_FLAGS]
+
+
+def test_a_deferred_first_call_is_replayed_when_the_conversation_goes_on(
+    telemetry: Telemetry, llm_server: LLMServer, openai_client: Any
+) -> None:
+    from agentwatch import _runtime
+
+    table = _runtime.get().implicit
+    assert table is not None
+    llm_server.script(reply.tool_call("get_order", {"order_id": "ord_1"}))
+    _agent_loop(openai_client, 1, question="where is ord_1? I am cust_77")
+    assert table.stats["first_calls_deferred"] == 1 and table.stats["first_calls_replayed"] == 0
+    assert _runtime.get().engine.stats["runs_open"] == 0  # a one-shot call holds no engine state
+    # The same conversation goes on: its first call reaches the engine before the second,
+    # so cust_77 (read only in the first call's input) is known and steps continue.
+    llm_server.script(reply.tool_call("get_order", {"order_id": "ord_1"}), reply.tool_call("get_customer",
+                      {"customer_id": "cust_77"}))
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "where is ord_1? I am cust_77"}]
+    tools = [*TOOLS, {"type": "function", "function": {"name": "get_customer", "parameters": {"type": "object"}}}]
+    for _ in range(2):
+        response = openai_client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=tools)
+        message = response.choices[0].message
+        messages.append(message.model_dump(exclude_none=True))
+        messages += [{"role": "tool", "tool_call_id": c.id, "content": "{}"} for c in message.tool_calls or ()]
+    spans = telemetry.llm()[1:]
+    assert [s.attributes[sc.STEP] for s in spans] == [1, 2]
+    assert not any(sc.ANOMALY_FLAGS in s.attributes for s in spans)
+    assert table.stats["first_calls_replayed"] == 1 and _runtime.get().engine.stats["runs_open"] == 1
+
+
+@pytest.mark.parametrize("defer", [True, False])
+def test_deferring_first_calls_changes_no_flag(
+    defer: bool, telemetry: Telemetry, llm_server: LLMServer, openai_client: Any
+) -> None:
+    """The same conversations with first calls deferred and judged at once give identical spans."""
+    from agentwatch import _runtime
+    from agentwatch.implicit import FIRST_CALL
+
+    table = _runtime.get().implicit
+    assert table is not None
+    table._defer = FIRST_CALL if defer else None
+    scripts = [
+        [reply.tool_call("get_order", {"order_id": "ord_1"}) for _ in range(5)],  # a loop
+        [reply.tool_call("get_order", {"order_id": "ord_1"}), reply.tool_call("get_order", {"order_id": "ord_9"})],
+        [reply.text("hello")],
+        [reply.tool_call("get_order", {"order_id": "ord_1"}), reply.text("shipped")],
+    ]
+    for script in scripts:
+        llm_server.script(*script)
+        _agent_loop(openai_client, len(script))
+    flags = _flags(telemetry.llm())
+    assert flags == [
+        (1, (), None), (2, (), None), (3, (), None), (4, ("LOOP_DETECTED",), "high"), (5, ("LOOP_DETECTED",), "high"),
+        (1, (), None), (2, ("ENTITY_HALLUCINATION",), "high"),
+        (1, (), None),
+        (1, (), None), (2, (), None),
+    ], flags
+    assert table.stats["first_calls_deferred"] == (4 if defer else 0)
+
+
+def test_budget_limits_judge_first_calls_at_once(
+    monkeypatch: pytest.MonkeyPatch, llm_server: LLMServer, openai_client: Any
+) -> None:
+    monkeypatch.delenv(sc.ENV_CAPTURE_CONTENT, raising=False)
+    telemetry = make_telemetry(config={"agent": {"budgets": {"max_tokens": 10}}})
+    try:
+        from agentwatch import _runtime
+
+        llm_server.script(reply.text("ok"))
+        openai_client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "q"}])
+        (span,) = telemetry.llm()
+        assert "TOKEN_BUDGET_EXCEEDED" in span.attributes.get(sc.ANOMALY_FLAGS, ())
+        table = _runtime.get().implicit
+        assert table is not None and table.stats["first_calls_deferred"] == 0
+    finally:
+        agentwatch.uninstrument()

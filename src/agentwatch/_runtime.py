@@ -12,7 +12,6 @@ import dataclasses
 import inspect
 import logging
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -106,7 +105,9 @@ class Runtime:
             self.implicit = ImplicitRuns(
                 max(1, limits.max_runs // 2),
                 limits.run_ttl_seconds,
-                on_forget=lambda key: engine.close_run(key, stop_reason=None, end_ns=time.time_ns()),
+                on_forget=engine.forget_run,
+                # Budget limits judge every call, the first one too: then none is deferred.
+                defer_first_calls=not engine.has_default_limits,
             )
         self.reporter = FindingReporter(
             meter_provider=meter_provider, on_anomaly=on_anomaly, log=self.config.anomaly.log_findings

@@ -21,6 +21,16 @@ Anything else starts a new implicit run. Tool spans opened outside a run join
 the run of the LLM call that requested them (by tool call id, else by tool
 name and args hash).
 
+The engine's state of a conversation is created when it has a second call.
+A new conversation's first LLM call gets its step (1) and every attribute
+without the engine; when its response could not give a finding on its own
+(see ``instrumentation._calls``: no budget limits, every requested tool was
+offered, every requested id is one of the input's ids), its record is kept
+here and replayed into the engine once the conversation goes on (its next LLM
+call, or a tool it asked for), and dropped with the conversation otherwise.
+Such a replay gives exactly the state and findings (none) the engine would
+have held; one-shot calls, most calls outside a run, never build engine state.
+
 State is bounded: at most half of ``agent.limits.max_runs`` conversations
 (least recently used evicted first; the other half of the engine's run table
 stays for explicit runs) and ``16 x`` that many lookup keys, each idle
@@ -46,7 +56,12 @@ from opentelemetry import baggage, trace
 from . import semconv as sc
 from .runs import Run
 
-__all__ = ["KEY_PREFIX", "ImplicitRun", "ImplicitRuns"]
+__all__ = ["FIRST_CALL", "IN_FLIGHT", "KEY_PREFIX", "ImplicitRun", "ImplicitRuns"]
+
+FIRST_CALL: Any = object()
+"""``ImplicitRun.deferred`` of a conversation whose first LLM call has not started yet."""
+IN_FLIGHT: Any = object()
+"""``ImplicitRun.deferred`` while that first call runs without engine state."""
 
 KEY_PREFIX = "conversation:"
 """Engine run keys of implicit runs (in process) and of cross-trace conversations (out of process)."""
@@ -61,15 +76,18 @@ _END = b"\x1e"
 class ImplicitRun(Run):
     """A run with no run span: the handle the instrumentation uses as it uses an explicit run's."""
 
-    __slots__ = ("_table", "attributes", "conversation_id", "last_used")
+    __slots__ = ("_table", "attributes", "conversation_id", "deferred", "last_used")
 
-    def __init__(self, conversation_id: str, table: ImplicitRuns, now: float) -> None:
+    def __init__(self, conversation_id: str, table: ImplicitRuns, now: float, deferred: Any = None) -> None:
         super().__init__("implicit", "run_" + os.urandom(10).hex(), trace.INVALID_SPAN, None, None)
         self.key = KEY_PREFIX + conversation_id
         self.conversation_id = conversation_id
         self.attributes: dict[str, Any] = {sc.GEN_AI_CONVERSATION_ID: conversation_id, sc.RUN_IMPLICIT: True}
         self._table = table
         self.last_used = now
+        # None: the engine holds (or may hold) the run's state; FIRST_CALL / IN_FLIGHT: it holds
+        # nothing yet; a SpanRecord: the first call's record, waiting to be replayed (module doc).
+        self.deferred = deferred
 
     def remember_requested(self, tool: str, args_hash: str, call_id: str | None) -> None:
         """Also index the request, so the tool span and the next LLM call find this run."""
@@ -178,9 +196,16 @@ class ImplicitRuns:
     """The process's implicit runs and the fingerprints that find them (thread-safe, bounded)."""
 
     def __init__(
-        self, max_runs: int, ttl_seconds: float, on_forget: Callable[[str], object] | None = None
+        self,
+        max_runs: int,
+        ttl_seconds: float,
+        on_forget: Callable[[str], object] | None = None,
+        defer_first_calls: bool = False,
     ) -> None:
         self._on_forget = on_forget  # called with the run key of a conversation evicted or expired
+        # A new derived conversation's first call may run without engine state (module doc);
+        # the runtime turns this on when no budget limit could judge a call on its own.
+        self._defer = FIRST_CALL if defer_first_calls else None
         self._max_runs = max(1, int(max_runs))
         self._max_keys = self._max_runs * _INDEX_PER_RUN
         self._ttl = float(ttl_seconds)
@@ -189,14 +214,16 @@ class ImplicitRuns:
         self._lock = threading.Lock()
         self._next_sweep = 0.0
         self._counts = dict.fromkeys(
-            ("runs_started", "runs_continued", "runs_evicted", "runs_expired", "keys_evicted"), 0
+            ("runs_started", "runs_continued", "runs_evicted", "runs_expired", "keys_evicted", "first_calls_deferred",
+             "first_calls_replayed"), 0
         )
 
     @property
     def stats(self) -> dict[str, int]:
         """``runs_started``/``runs_continued`` (LLM calls that began or continued a run),
         ``runs_evicted`` (over ``max_runs``), ``runs_expired`` (idle past the TTL),
-        ``keys_evicted`` (lookup keys dropped at their bound), ``runs_open``."""
+        ``keys_evicted`` (lookup keys dropped at their bound), ``first_calls_deferred`` /
+        ``first_calls_replayed`` (first calls kept out of the engine / replayed into it), ``runs_open``."""
         with self._lock:
             out = dict(self._counts)
             out["runs_open"] = len(self._runs)
@@ -232,7 +259,7 @@ class ImplicitRuns:
                         if run is not None:
                             break
                 if run is None:
-                    run = self._start("conv_" + os.urandom(12).hex(), now)
+                    run = self._start("conv_" + os.urandom(12).hex(), now, self._defer)
                 else:
                     self._counts["runs_continued"] += 1
                 if request.full is not None:
@@ -250,6 +277,36 @@ class ImplicitRuns:
                 self._touch(run, time.monotonic())
             return run
 
+    # ------------------------------------------------------------------ deferred first calls
+
+    def claim_first(self, run: ImplicitRun) -> bool:
+        """Whether the calling LLM call is the conversation's first (it then runs without engine state)."""
+        if run.deferred is not FIRST_CALL:
+            return False
+        with self._lock:
+            if run.deferred is not FIRST_CALL:
+                return False
+            run.deferred = IN_FLIGHT
+            return True
+
+    def defer(self, run: ImplicitRun, record: Any) -> bool:
+        """Keep a first call's record for replay; ``False`` when the conversation went on meanwhile."""
+        with self._lock:
+            if run.deferred is not IN_FLIGHT:
+                return False
+            run.deferred = record
+            self._counts["first_calls_deferred"] += 1
+            return True
+
+    def materialize(self, run: ImplicitRun) -> Any:
+        """The record to replay before the engine sees more of ``run`` (``None``: nothing to replay)."""
+        with self._lock:
+            deferred, run.deferred = run.deferred, None
+            if deferred is FIRST_CALL or deferred is IN_FLIGHT or deferred is None:
+                return None
+            self._counts["first_calls_replayed"] += 1
+            return deferred
+
     # ------------------------------------------------------------------ indexing
 
     def index_request(self, run: ImplicitRun, tool: str, args_hash: str, call_id: str | None) -> None:
@@ -264,8 +321,8 @@ class ImplicitRuns:
 
     # ------------------------------------------------------------------ bookkeeping (lock held)
 
-    def _start(self, conversation_id: str, now: float) -> ImplicitRun:
-        run = ImplicitRun(conversation_id, self, now)
+    def _start(self, conversation_id: str, now: float, deferred: Any = None) -> ImplicitRun:
+        run = ImplicitRun(conversation_id, self, now, deferred)
         self._runs[conversation_id] = run
         self._counts["runs_started"] += 1
         while len(self._runs) > self._max_runs:

@@ -206,6 +206,15 @@ class _Core:
         run.release()
         return summary
 
+    def forget_run(self, key: str) -> bool:
+        """Drop a run's state with no summary (an implicit run forgotten in process: nothing reads one)."""
+        run = self.runs.pop(key)
+        if run is None:
+            return False
+        self.ctx.stats.runs_closed += 1
+        run.release()
+        return True
+
     # ------------------------------------------------------------------ findings bookkeeping
 
     def _record(self, run: RunState, span_id: str, start_ns: int, out: list[Finding]) -> list[Finding]:
@@ -586,6 +595,20 @@ class Engine:
             except Exception:
                 self._failed("close_run")
                 return None
+
+    @property
+    def has_default_limits(self) -> bool:
+        """Whether the configuration gives every run budget limits (``agent.budget``)."""
+        return self._core.default_limits is not None
+
+    def forget_run(self, run_key: str) -> bool:
+        """Free a run's state without summarising it; ``False`` when the engine does not hold it."""
+        with self._lock:
+            try:
+                return self._core.forget_run(run_key)
+            except Exception:
+                self._failed("forget_run")
+                return False
 
     # ------------------------------------------------------------------ whole traces
 

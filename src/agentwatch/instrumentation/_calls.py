@@ -30,12 +30,15 @@ from ..content import NO_CAPTURE, CaptureMode, capture_mode
 from ..engine import noise, repeats
 from ..engine.engine import CallTicket
 from ..engine.entities import format_entities
+from ..engine.grounding import WEAK_TYPES
+from ..engine.ids import normalise_id
 from ..engine.record import Kind, SpanRecord
 from ..errors import AnomalyStop, BudgetExceeded, LoopDetected, StopRun, ToolDenied, ToolOutputInvalid
 from ..gateway.executor import REFUSED_ANOMALY_STOP
 from ..hashing import Unparsed, canonical_json, digest, parse_arguments, value_hash
-from ..implicit import ImplicitRun
+from ..implicit import IN_FLIGHT, ImplicitRun
 from ..otel.findings import anomaly_update
+from ..otel.reporting import AnomalyContext
 from ..otel.trusted import set_trusted_attributes
 from ..redaction import record_error, set_error_status
 from ..runs import Run, _context_for, current_run
@@ -54,6 +57,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 _MISSING: Any = object()
 _NO_TICKET = CallTicket(None, None)
+_FIRST_TICKET = CallTicket(1, None)  # a new implicit run's first call: step 1, and nothing can stop it
 _TOOL_KEY = otel_context.create_key("agentwatch-tool-call")
 
 
@@ -347,6 +351,8 @@ def start_tool(
         h = digest(parsed) if parsed.__class__ is Unparsed else digest(canonical_json(parsed))  # = args_hash
         if run is None and rt.implicit is not None:  # a tool an implicit run's LLM call asked for
             run = rt.implicit.for_tool(name, h, call_id)
+            if run is not None and run.deferred is not None:
+                _replay_first_call(rt, run)
         loop_key = noise.args_key(parsed, h)  # the engine keys loops and budgets by masked arguments
         start = time.time_ns()
         ticket = rt.engine.begin_call(
@@ -629,6 +635,14 @@ class LLMCall:
             system_hash=self.system_hash, user_hash=self.user_hash, agent_name=self.agent_name,
             error_type=attrs.get(sc.ERROR_TYPE),
         )
+        if run.__class__ is ImplicitRun and run.deferred is IN_FLIGHT:  # type: ignore[union-attr]
+            rt = _runtime.get()
+            table = rt.implicit
+            if table is not None and exc is None and _quiet_alone(record) and table.defer(run, record):
+                return  # replayed if the conversation goes on (see implicit)
+            if table is not None:
+                table.materialize(run)  # type: ignore[arg-type]
+            rt.engine.begin_call(run.key, Kind.LLM, now_ns=self.start)  # type: ignore[union-attr]
         _apply(span, run, record)
 
     def _metrics(self, rt: Any, exc: BaseException | None, end: int, cost: float | None,
@@ -650,6 +664,41 @@ class LLMCall:
             ins.token_usage.record(self.input_tokens, {**metric, sc.GEN_AI_TOKEN_TYPE: "input"})
         if self.output_tokens is not None:
             ins.token_usage.record(self.output_tokens, {**metric, sc.GEN_AI_TOKEN_TYPE: "output"})
+
+
+def _quiet_alone(rec: SpanRecord) -> bool:
+    """Whether the engine provably finds nothing in this first LLM call of a new run without limits.
+
+    Such a call has no earlier call to repeat, drift from or spike above; what is
+    left is a tool the model was not offered (``UNKNOWN_TOOL``) and an id it
+    requested that its input did not show (``ENTITY_HALLUCINATION``: the input's
+    ids are learnt before the requested ones are checked, so an id among them
+    is known). Anything else goes to the engine at once.
+    """
+    offered = rec.offered_tools
+    if offered is not None and any(call[0] not in offered for call in rec.requested_calls):
+        return False
+    requested = rec.requested_entities
+    if requested:
+        known = {normalise_id(e[1]) for e in rec.input_entities or ()}
+        for etype, value in requested:
+            if etype not in WEAK_TYPES and normalise_id(value) not in known:
+                return False
+    return True
+
+
+def _replay_first_call(rt: Any, run: ImplicitRun) -> None:
+    """Give the engine a conversation's deferred first call before anything that came after it."""
+    table = rt.implicit
+    record = table.materialize(run) if table is not None else None
+    if record is None:
+        return
+    rt.engine.begin_call(run.key, Kind.LLM, now_ns=record.start_ns)
+    findings = rt.engine.process(record)
+    if findings:  # none, by _quiet_alone; were that ever wrong, they are reported, not lost
+        rt.reporter.report(findings, AnomalyContext(
+            trace_id=record.trace_id, span_id=record.span_id, span_name="", run_key=run.run_id, agent_name=run.name,
+        ))
 
 
 def _foreign_llm_span(current: otel_context.Context) -> Span | None:
@@ -697,7 +746,16 @@ def start_llm(
         rt = _runtime.get()
         start = time.time_ns()
         # Budgets and loops live in runs: an LLM call outside any run has nothing to guard.
-        ticket = rt.engine.begin_call(run.key, Kind.LLM, now_ns=start) if run is not None else _NO_TICKET
+        if run is None:
+            ticket = _NO_TICKET
+        elif run.__class__ is ImplicitRun and run.deferred is not None:
+            if rt.implicit is not None and rt.implicit.claim_first(run):
+                ticket = _FIRST_TICKET  # a new conversation: no engine state unless it goes on (implicit)
+            else:
+                _replay_first_call(rt, run)
+                ticket = rt.engine.begin_call(run.key, Kind.LLM, now_ns=start)
+        else:
+            ticket = rt.engine.begin_call(run.key, Kind.LLM, now_ns=start)
         stop = ticket.stop
         if stop is None:
             operation = info.operation
