@@ -4,6 +4,7 @@ I/O errors, and the collector's use of it (journal before acknowledging, replay 
 from __future__ import annotations
 
 import os
+import shutil
 import resource
 import socket
 import struct
@@ -18,7 +19,7 @@ import grpc
 import pytest
 
 from agentwatch.collector import Collector, build_collector_config
-from agentwatch.collector.journal import MAGIC, Journal, JournalFull, _name
+from agentwatch.collector.journal import MAGIC, Journal, JournalError, JournalFull, _name
 
 from .helpers import agent_run, by_call, capture, collector_mapping, export, grpc_exporter, wait_until
 
@@ -479,3 +480,96 @@ def test_sequence_numbers_never_reuse_one_a_marker_still_names(tmp_path):
     journal, (_, replay) = reopen(journal, tmp_path)  # a kill at this point: only the marker is left
     assert replay == []
     assert journal.append(b"a late span of the same trace", [T1]) > old
+
+
+# --------------------------------------------------------------------------- review: crash consistency and bounds
+
+
+def test_a_cut_at_every_byte_of_the_last_writes_replays_a_consistent_prefix(tmp_path):
+    """A kill can cut the last write anywhere: every cut opens, replays only whole requests, and is clean after."""
+    journal = opened(tmp_path / "j")
+    a = journal.append(b"request a", [T1, T2])
+    journal.ack(a)
+    journal.begin([(a, T1)])
+    b = journal.append(b"request b", [T3])
+    journal.done([(a, T1)])
+    journal.ack(b)
+    whole = segments(tmp_path / "j")[0].read_bytes()
+    os.close(journal._lock_fd)
+    os.close(journal._fd)
+    expected = {a: b"request a", b: b"request b"}
+    for cut in range(len(whole) + 1):
+        directory = tmp_path / f"cut-{cut}"
+        directory.mkdir()
+        (directory / _name(1)).write_bytes(whole[:cut])
+        again = Journal(directory, 1 << 30, 1 << 20, fsync=False)
+        report = again.open()
+        replay = list(again.replay())
+        assert all(r.data == expected[r.seq] for r in replay), cut
+        assert [r.seq for r in replay] == sorted(r.seq for r in replay)
+        again.close()
+        second = Journal(directory, 1 << 30, 1 << 20, fsync=False)
+        assert second.open().corrupt_records == 0, cut
+        assert [(r.seq, r.traces) for r in second.replay()] == [(r.seq, r.traces) for r in replay], cut
+        second.close()
+        assert report.truncated_bytes <= len(whole)
+
+
+def test_a_deleted_journal_directory_refuses_instead_of_acknowledging_into_a_deleted_file(tmp_path):
+    journal = opened(tmp_path / "j")
+    journal.append(b"before", [T1])
+    shutil.rmtree(tmp_path / "j")
+    with pytest.raises(JournalError):
+        journal.append(b"after: its record would be in no file", [T2])
+    with pytest.raises(JournalError):
+        journal.append(b"still no directory", [T2])
+    (tmp_path / "j").mkdir()  # an operator puts it back: requests are taken again, into a new segment
+    seq = journal.append(b"taken again", [T3])
+    journal, (_, replay) = reopen(journal, tmp_path / "j")
+    assert [(r.seq, r.data) for r in replay] == [(seq, b"taken again")]
+
+
+def test_markers_stay_within_journal_max_bytes(tmp_path):
+    """Small requests of many traces: their begin/done/ack markers must fit in max_bytes too."""
+    max_bytes = 256 * 1024
+    journal = opened(tmp_path, max_bytes=max_bytes, segment_bytes=64 * 1024)
+    traces = [bytes([n]) * 16 for n in range(1, 151)]
+    held = []
+    with pytest.raises(JournalFull):
+        for _ in range(1000):
+            held.append(journal.append(b"s" * 40 * len(traces), traces))
+    for seq in held:
+        journal.ack(seq)
+        journal.begin([(seq, tid) for tid in traces[:75]])
+        journal.begin([(seq, tid) for tid in traces[75:]])
+    on_disk = sum(p.stat().st_size for p in segments(tmp_path))
+    assert journal.bytes == on_disk
+    assert on_disk <= max_bytes
+    for seq in held[: len(held) // 2]:
+        for tid in traces:
+            journal.done([(seq, tid)])  # one piece a batch: the largest marker overhead
+            assert journal.bytes <= max_bytes
+
+
+def test_compaction_copies_stay_within_journal_max_bytes(tmp_path):
+    """Measured on disk just before each segment is deleted: the copies made to free it are there too."""
+    max_bytes = 512 * 1024
+    directory = tmp_path / "j"
+    peak = [0]
+
+    def hook(event: str, args: tuple) -> None:
+        if event == "os.remove" and str(args[0]).startswith(str(directory)):
+            peak[0] = max(peak[0], sum(p.stat().st_size for p in directory.glob("segment-*.awj")))
+
+    sys.addaudithook(hook)
+    journal = opened(directory, max_bytes=max_bytes, segment_bytes=128 * 1024)
+    for n in range(200):  # every third request is slow: each segment keeps one, copied forward later
+        try:
+            seq = journal.append(os.urandom(60_000), [T1])
+        except JournalFull:
+            break
+        if n % 3:
+            journal.done([(seq, T1)])
+    journal.close()
+    assert peak[0] > 0, "compaction ran"
+    assert peak[0] <= max_bytes, peak

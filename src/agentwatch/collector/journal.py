@@ -358,12 +358,16 @@ class Journal:
             while written < total:  # a short write (rare on regular files): finish it
                 rest = b"".join(parts)[written:]
                 written += os.write(self._fd, rest)
+            deleted = os.fstat(self._fd).st_nlink == 0
         except OSError as exc:
             try:
                 os.ftruncate(self._fd, start)
             except OSError:
                 self._abandon_segment()  # cannot clean it: new records go to a fresh segment
             raise JournalError(exc.errno, f"cannot write the journal in {self.dir}: {exc.strerror}") from None
+        if deleted:  # the segment (or the directory) was removed: this record is in no file
+            self._abandon_segment()
+            raise JournalError(errno.ENOENT, f"the journal segment {_name(self._segment)} in {self.dir} was deleted")
         self._offset += total
         self._written += total
         self._sizes[self._segment] = self._offset
