@@ -573,3 +573,37 @@ def test_compaction_copies_stay_within_journal_max_bytes(tmp_path):
     journal.close()
     assert peak[0] > 0, "compaction ran"
     assert peak[0] <= max_bytes, peak
+
+
+def test_a_request_the_journal_refuses_is_not_counted_received(tmp_path, grpc_sink):
+    """received − rejected = forwarded + dropped + kept: a refused request is resent, counted when taken."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    grpc_sink.permanent = grpc.StatusCode.UNAVAILABLE  # nothing leaves: the journal fills up
+    collector = journaled(grpc_sink.target, tmp_path / "j", journal_max_bytes=1 << 20, journal_segment_bytes=65536)
+    body = encode_spans(capture(agent_run)).SerializeToString() * 10  # 50 spans
+    channel = grpc.insecure_channel(f"127.0.0.1:{collector.grpc_port}")
+    call = channel.unary_unary(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+    accepted = refused = 0
+    try:
+        for _ in range(1200):
+            try:
+                call(body, timeout=5)
+                accepted += 1
+            except grpc.RpcError:
+                refused += 1
+                if refused == 3:
+                    break
+    finally:
+        channel.close()
+        collector.shutdown(timeout=0.5)
+    counters = collector.stats.counters()
+    assert refused == 3 and accepted > 0
+    received = sum(counters["spans_received"].values()) - sum(counters["spans_rejected"].values())
+    assert received == 50 * accepted
+    outcome = sum(sum(counters[name].values()) for name in ("spans_forwarded", "spans_dropped", "spans_kept_for_replay"))
+    assert received == outcome

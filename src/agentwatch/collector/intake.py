@@ -80,12 +80,12 @@ class Intake:
             spans, rejected, reason = split_request(data, self.groups)
         except DecodeError as exc:
             raise Malformed(f"the body is not a valid ExportTraceServiceRequest: {exc}") from None
+        # Journaled first: a request the journal refuses is sent again, and counted when it is taken.
+        record = self._journal(data, spans) if spans and self.journal is not None else None
         self.stats.add("spans_received", len(spans) + rejected, protocol)
         if rejected:
             self.stats.add("spans_rejected", rejected, "invalid_id")
-        record = None
         if spans:
-            record = self._journal(data, spans) if self.journal is not None else None
             runs = [opens_run(raw) for _, raw, _, _, _ in spans]
             try:
                 evicted = self.buffer.add(spans, runs, record)
