@@ -607,3 +607,18 @@ def test_a_request_the_journal_refuses_is_not_counted_received(tmp_path, grpc_si
     assert received == 50 * accepted
     outcome = sum(sum(counters[name].values()) for name in ("spans_forwarded", "spans_dropped", "spans_kept_for_replay"))
     assert received == outcome
+
+
+def test_a_journaled_record_that_is_not_a_request_does_not_pin_the_journal(tmp_path, grpc_sink):
+    """Its CRC holds but it does not decode (say, an older collector took what this one rejects): counted once,
+    then done, not replayed again at every start and copied forward forever."""
+    journal = opened(tmp_path / "j")
+    journal.append(b"\xff\xff\xff", [T1])
+    journal.close()
+    collector = journaled(grpc_sink.target, tmp_path / "j")
+    try:
+        assert collector.stats.get("journal_corrupt_records") == 1
+        assert collector.stats.gauges()["journal_pending_requests"] == 0
+    finally:
+        collector.shutdown(timeout=1)
+    assert segments(tmp_path / "j") == []

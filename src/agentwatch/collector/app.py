@@ -161,6 +161,7 @@ class Collector:
             except DecodeError:  # the CRC held, the bytes were valid when written: not expected
                 log.error("journal record %d is not a valid request; skipping it", item.seq)
                 self.stats.add("journal_corrupt_records")
+                journal.done([(item.seq, tid) for tid in item.traces])  # else replayed at every start
                 continue
             keep = [s for s in spans if s[2] in item.traces]
             if not keep:  # not expected: the record listed these traces when it was written
