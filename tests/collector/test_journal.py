@@ -4,8 +4,8 @@ I/O errors, and the collector's use of it (journal before acknowledging, replay 
 from __future__ import annotations
 
 import os
-import shutil
 import resource
+import shutil
 import socket
 import struct
 import subprocess
@@ -576,7 +576,7 @@ def test_compaction_copies_stay_within_journal_max_bytes(tmp_path):
 
 
 def test_a_request_the_journal_refuses_is_not_counted_received(tmp_path, grpc_sink):
-    """received − rejected = forwarded + dropped + kept: a refused request is resent, counted when taken."""
+    """received - rejected = forwarded + dropped + kept: a refused request is resent, counted when taken."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
     grpc_sink.permanent = grpc.StatusCode.UNAVAILABLE  # nothing leaves: the journal fills up
@@ -605,7 +605,8 @@ def test_a_request_the_journal_refuses_is_not_counted_received(tmp_path, grpc_si
     assert refused == 3 and accepted > 0
     received = sum(counters["spans_received"].values()) - sum(counters["spans_rejected"].values())
     assert received == 50 * accepted
-    outcome = sum(sum(counters[name].values()) for name in ("spans_forwarded", "spans_dropped", "spans_kept_for_replay"))
+    outcomes = ("spans_forwarded", "spans_dropped", "spans_kept_for_replay")
+    outcome = sum(sum(counters[name].values()) for name in outcomes)
     assert received == outcome
 
 

@@ -64,6 +64,10 @@ SEQ = struct.Struct("<QI")  # a data record: sequence number, count of the trace
 MARK = struct.Struct("<Q16s")  # one piece in a begin/done record: sequence number, trace id
 ACKED = struct.Struct("<Q")  # one request in an ack record: its sequence number
 MAX_RECORD = 1 << 31  # a length field above this is garbage, not a record
+# Disk a piece's begin and done markers may still take (each in a record of its own, at worst), and a
+# request's ack: reserved when the request is taken, so that markers never pass max_bytes.
+PIECE_MARKS = 2 * (HEADER.size + MARK.size)
+ACK_MARK = HEADER.size + ACKED.size
 _NAME = re.compile(r"segment-(\d{12})\.awj")
 
 Piece = tuple[int, bytes]
@@ -86,6 +90,7 @@ class _Request:
     pending: set[bytes]  # trace ids not done yet
     begun: set[bytes] = field(default_factory=set)  # trace ids handed to the exporter
     acked: bool = False  # its success answer was handed to the transport
+    reserved: int = 0  # bytes its markers may still write (counted in Journal._reserved)
 
 
 @dataclass
@@ -136,6 +141,7 @@ class Journal:
         self._found_begun: dict[int, set[bytes]] = {}
         self._found_acked: set[int] = set()
         self.bytes = 0  # on disk, all segments
+        self._reserved = 0  # bytes the markers of unfinished requests may still write
 
     # ------------------------------------------------------------------ opening
 
@@ -206,8 +212,10 @@ class Journal:
                     continue
                 begun = pending & self._found_begun.get(seq, set())
                 acked = seq in self._found_acked
+                reserved = (PIECE_MARKS // 2) * (2 * len(pending) - len(begun)) + (0 if acked else ACK_MARK)
                 with self._lock:
-                    self._requests[seq] = _Request(index, offset, length, set(pending), set(begun), acked)
+                    self._requests[seq] = _Request(index, offset, length, set(pending), set(begun), acked, reserved)
+                    self._reserved += reserved
                     self._live[index] = self._live.get(index, 0) + 1
                 yield Replay(seq, data, pending, begun, acked)
         finally:
@@ -326,19 +334,28 @@ class Journal:
         crc = zlib.crc32(data, zlib.crc32(head, zlib.crc32(bytes((DATA,)))))
         header = HEADER.pack(len(head) + len(data), crc, DATA)
         size = len(header) + len(head) + len(data)
-        if self.bytes + size > self.max_bytes and not copy:
+        reserve = PIECE_MARKS * len(pending) + ACK_MARK
+        if not copy and self.bytes + self._reserved + size + reserve + len(MAGIC) > self.max_bytes:
             raise JournalFull(
                 errno.ENOSPC,
-                f"the journal holds {self.bytes} bytes; {size} more would pass journal_max_bytes "
-                f"({self.max_bytes})",
+                f"the journal holds {self.bytes} bytes (and {self._reserved} for markers); {size} more would pass "
+                f"journal_max_bytes ({self.max_bytes})",
             )
         offset = self._offset
         self._write((header, head, data))
         old = self._requests.get(seq)
         if old is not None:
             self._release(old.segment)
+        else:
+            self._reserved += reserve
         self._requests[seq] = _Request(
-            self._segment, offset, size, pending, old.begun if old else set(), old.acked if old else False
+            self._segment,
+            offset,
+            size,
+            pending,
+            old.begun if old else set(),
+            old.acked if old else False,
+            old.reserved if old else reserve,
         )
         self._live[self._segment] = self._live.get(self._segment, 0) + 1
         if self._offset >= self.segment_bytes and not copy:
@@ -458,7 +475,7 @@ class Journal:
         header = HEADER.pack(len(payload), zlib.crc32(payload, zlib.crc32(bytes((ACK,)))), ACK)
         with self._lock:
             request = self._requests.get(seq)
-            if self._closed or request is None:
+            if self._closed or request is None or request.acked:
                 return  # stopping, or already done (delivered or dropped): nothing left to replay
             try:
                 self._write((header, payload))
@@ -468,6 +485,7 @@ class Journal:
                     log.error("cannot write journal markers (%s); a restart may deliver some spans again", exc)
                 return
             request.acked = True
+            self._unreserve(request, ACK_MARK)
 
     def _mark(self, kind: int, pieces: Sequence[Piece]) -> None:
         payload = b"".join(MARK.pack(seq, tid) for seq, tid in pieces)
@@ -487,11 +505,18 @@ class Journal:
                 if request is None:
                     continue
                 if kind == BEGIN:
-                    request.begun.add(tid)
+                    if tid in request.pending and tid not in request.begun:
+                        request.begun.add(tid)
+                        self._unreserve(request, PIECE_MARKS // 2)
+                    continue
+                if tid not in request.pending:
                     continue
                 request.pending.discard(tid)
+                # its done marker, and its begin marker if it never had one: neither is written again
+                self._unreserve(request, PIECE_MARKS // 2 if tid in request.begun else PIECE_MARKS)
                 if not request.pending:
                     del self._requests[seq]
+                    self._unreserve(request, request.reserved)
                     self._release(request.segment)
             if kind == DONE:
                 self._collect_locked()
@@ -503,6 +528,11 @@ class Journal:
                 self._sync(target)
             except OSError as exc:
                 log.error("cannot fsync journal markers (%s)", exc)
+
+    def _unreserve(self, request: _Request, size: int) -> None:
+        size = min(size, request.reserved)
+        request.reserved -= size
+        self._reserved -= size
 
     def _release(self, segment: int) -> None:
         self._live[segment] -= 1
@@ -533,8 +563,12 @@ class Journal:
             return
         oldest = older[0]
         movers = [(seq, r) for seq, r in self._requests.items() if r.segment == oldest]
-        if sum(r.length for _, r in movers) > self.segment_bytes // 2:
+        copies = sum(r.length for _, r in movers)
+        if copies > self.segment_bytes // 2:
             return  # mostly live: copying would not gain much
+        marks = sum(HEADER.size + MARK.size * len(r.begun) + ACK_MARK for _, r in movers)
+        if self.bytes + self._reserved + copies + marks > self.max_bytes:
+            return  # the copies must fit next to what they free: max_bytes bounds the disk at every moment
         try:
             for seq, request in movers:
                 data = self._read(oldest, request.offset, request.length)
