@@ -623,3 +623,42 @@ def test_a_journaled_record_that_is_not_a_request_does_not_pin_the_journal(tmp_p
     finally:
         collector.shutdown(timeout=1)
     assert segments(tmp_path / "j") == []
+
+
+COMPACTING = """
+import os, sys
+from agentwatch.collector.journal import Journal, JournalFull
+journal = Journal(sys.argv[1], 1 << 20, 128 * 1024, fsync=True)
+journal.open()
+list(journal.replay())
+for n in range(60):  # every third request is slow: each segment keeps one, copied forward later
+    try:
+        seq = journal.append(os.urandom(60_000), [bytes(16)])
+    except JournalFull:
+        break
+    if n % 3:
+        journal.done([(seq, bytes(16))])
+"""
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to see the system calls")
+def test_with_fsync_a_compaction_copy_is_flushed_before_its_original_is_deleted(tmp_path):
+    """A machine crash after the delete must not lose the only flushed copy of an acknowledged request."""
+    trace = tmp_path / "strace.txt"
+    subprocess.run(
+        ["strace", "-f", "-e", "trace=fdatasync,unlink,writev", "-o", str(trace), sys.executable, "-c",
+         COMPACTING, str(tmp_path / "j")],
+        check=True, timeout=120,
+    )  # fmt: skip
+    unflushed: set[str] = set()  # fds with a data record written since their last fdatasync
+    deletions = 0
+    for line in trace.read_text().splitlines():
+        call = line.split(None, 1)[1] if " " in line else line
+        if call.startswith("writev(") and call.split('"', 2)[1].endswith("\\1"):  # a data record's header
+            unflushed.add(call[len("writev(") :].split(",", 1)[0])
+        elif call.startswith("fdatasync("):
+            unflushed.discard(call[len("fdatasync(") :].split(")", 1)[0])
+        elif call.startswith("unlink(") and "/segment-" in call:
+            deletions += 1
+            assert not unflushed, f"segment deleted while data records in fds {unflushed} were not flushed"
+    assert deletions >= 3

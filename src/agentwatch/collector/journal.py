@@ -584,6 +584,8 @@ class Journal:
                     payload = ACKED.pack(seq)
                     crc = zlib.crc32(payload, zlib.crc32(bytes((ACK,))))
                     self._write((HEADER.pack(len(payload), crc, ACK), payload))
+            if self.fsync and movers and self._fd >= 0:
+                os.fdatasync(self._fd)  # the copies on disk before their originals go
         except OSError as exc:
             log.error("compacting the journal failed: %s", exc)
             return
