@@ -662,3 +662,44 @@ def test_with_fsync_a_compaction_copy_is_flushed_before_its_original_is_deleted(
             deletions += 1
             assert not unflushed, f"segment deleted while data records in fds {unflushed} were not flushed"
     assert deletions >= 3
+
+
+def test_a_kill_before_any_segment_deletion_replays_each_request_once_across_restarts(tmp_path):
+    """Snapshots of the directory just before every deletion (compaction's copies written, originals still
+    there), and three lives: the slow request is replayed once each time, with its begin and ack markers."""
+    directory = tmp_path / "j"
+    snapshots: list[Path] = []
+    active = [True]
+
+    def hook(event: str, args: tuple) -> None:
+        if active[0] and event == "os.remove" and str(args[0]).startswith(f"{directory}/segment-"):
+            snapshot = tmp_path / f"snapshot-{len(snapshots)}"
+            shutil.copytree(directory, snapshot, ignore=shutil.ignore_patterns("LOCK"))
+            snapshots.append(snapshot)
+
+    sys.addaudithook(hook)
+    sizes = {"max_bytes": 1 << 20, "segment_bytes": 128 * 1024}
+    journal = opened(directory, **sizes)
+    slow = journal.append(b"the slow one" * 100, [T1, T2])
+    journal.ack(slow)
+    journal.begin([(slow, T2)])
+    journal.done([(slow, T1)])
+    expected = (slow, {T2}, {T2}, True)
+    try:
+        for _ in range(2):  # a second life replays it, carries it through compactions, and is killed too
+            journal, (_, replay) = reopen(journal, directory, **sizes)
+            assert [(r.seq, r.traces, r.begun, r.acked) for r in replay] == [expected]
+            for _ in range(40):
+                seq = journal.append(os.urandom(60_000), [T3])
+                journal.done([(seq, T3)])
+    finally:
+        active[0] = False
+    assert len(snapshots) >= 10
+    for snapshot in snapshots:
+        again = Journal(snapshot, 1 << 20, 128 * 1024, fsync=False)
+        again.open()
+        replay = [(r.seq, r.traces, r.begun, r.acked) for r in again.replay()]
+        again.close()
+        assert replay.count(expected) == 1, snapshot
+        others = [r for r in replay if r[0] != slow]
+        assert len(others) <= 1 and all(r[1] == {T3} for r in others), "only the request being appended"
