@@ -703,3 +703,39 @@ def test_a_kill_before_any_segment_deletion_replays_each_request_once_across_res
         assert replay.count(expected) == 1, snapshot
         others = [r for r in replay if r[0] != slow]
         assert len(others) <= 1 and all(r[1] == {T3} for r in others), "only the request being appended"
+
+
+def test_a_request_larger_than_the_journal_is_refused_for_good_not_retried_for_ever(tmp_path, grpc_sink):
+    """journal_max_bytes may be below what the receivers take: such a request can never be journaled, so a
+    503 would have its client resend it until it gives up. 413 / RESOURCE_EXHAUSTED (no RetryInfo) instead."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    collector = journaled(grpc_sink.target, tmp_path / "j", journal_max_bytes=1 << 20, journal_segment_bytes=65536)
+    one = encode_spans(capture(agent_run)).SerializeToString()
+    body = one * ((1 << 20) // len(one) + 1)  # a little over 1 MiB, under the receivers' 4 MiB
+    channel = grpc.insecure_channel(f"127.0.0.1:{collector.grpc_port}")
+    call = channel.unary_unary(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            call(body, timeout=5)
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "journal_max_bytes" in (refused.value.details() or "")
+        assert not any(key == "grpc-status-details-bin" for key, _ in refused.value.trailing_metadata() or ())
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{collector.http_port}/v1/traces",
+            data=body,
+            headers={"Content-Type": "application/x-protobuf"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as answered:
+            urllib.request.urlopen(request, timeout=5)
+        assert answered.value.code == 413 and "Retry-After" not in answered.value.headers
+        assert collector.stats.get("journal_refused_requests", "too_large") == 2
+        assert sum(collector.stats.counters()["spans_received"].values()) == 0
+        call(one, timeout=5)  # one that fits is taken
+    finally:
+        channel.close()
+        collector.shutdown(timeout=1)

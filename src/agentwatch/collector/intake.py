@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from .buffer import TraceBuffer
 from .decision import Decider
 from .forwarder import Forwarder
-from .journal import Journal, JournalError, JournalFull
+from .journal import Journal, JournalError, JournalFull, JournalTooLarge
 from .otlp import DecodeError, GroupTable, SplitSpan, is_run_span, maybe_run_span, split_request
 from .telemetry import Stats
 
@@ -42,6 +42,10 @@ class Throttled(Exception):
     def __init__(self, message: str, retry_after: int = RETRY_AFTER_SECONDS) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class TooLarge(Exception):
+    """The request can never be taken (larger than the journal): refuse it for good, not retryably."""
 
 
 class Malformed(ValueError):
@@ -74,7 +78,7 @@ class Intake:
             raise Throttled("the export queue is full (the downstream endpoint is slow or down)")
 
     def submit(self, data: bytes, protocol: str) -> Accepted:
-        """Buffer the spans of one ``ExportTraceServiceRequest``. Raises Throttled or Malformed."""
+        """Buffer the spans of one ``ExportTraceServiceRequest``. Raises Throttled, Malformed or TooLarge."""
         self.check_admission()
         try:
             spans, rejected, reason = split_request(data, self.groups)
@@ -112,6 +116,9 @@ class Intake:
         assert self.journal is not None
         try:
             record = self.journal.append(data, {span[2] for span in spans})
+        except JournalTooLarge as exc:
+            self.stats.add("journal_refused_requests", 1, "too_large")
+            raise TooLarge(exc.strerror) from None
         except JournalFull as exc:
             self.stats.add("journal_refused_requests", 1, "full")
             raise Throttled(f"the journal is full ({exc.strerror}); retry later") from None

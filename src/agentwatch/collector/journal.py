@@ -35,10 +35,13 @@ Disk use is bounded by ``max_bytes``: segments are deleted oldest first once
 every request in them is done; when more than half of ``max_bytes`` is in
 use, the oldest segment's unfinished requests are copied forward (with the
 list of their unfinished traces) so that one slow trace cannot pin a whole
-segment. A request that would pass ``max_bytes`` is refused with
-:class:`JournalFull`; an I/O error raises :class:`JournalError`: the receivers
-answer both as retryable (503 / UNAVAILABLE), nothing is acknowledged that
-was not written.
+segment. Each request reserves room for the markers it may still need, and
+a copy is made only when it fits: disk use never passes ``max_bytes``. A
+request that would pass it is refused with :class:`JournalFull`; an I/O error
+raises :class:`JournalError`: the receivers answer both as retryable (503 /
+UNAVAILABLE), nothing is acknowledged that was not written. A request that
+could not fit even in an empty journal raises :class:`JournalTooLarge`
+(answered 413 / RESOURCE_EXHAUSTED, not retryable).
 """
 
 from __future__ import annotations
@@ -80,6 +83,10 @@ class JournalError(OSError):
 
 class JournalFull(JournalError):
     """The journal holds ``max_bytes``: refuse until forwarding catches up."""
+
+
+class JournalTooLarge(JournalError):
+    """The request would not fit even in an empty journal: refuse it for good (a retry cannot help)."""
 
 
 @dataclass
@@ -335,6 +342,12 @@ class Journal:
         header = HEADER.pack(len(head) + len(data), crc, DATA)
         size = len(header) + len(head) + len(data)
         reserve = PIECE_MARKS * len(pending) + ACK_MARK
+        if not copy and size + reserve + 2 * len(MAGIC) > self.max_bytes:
+            raise JournalTooLarge(
+                errno.EFBIG,
+                f"the request takes {size + reserve} bytes in the journal, more than journal_max_bytes "
+                f"({self.max_bytes}) allows",
+            )
         if not copy and self.bytes + self._reserved + size + reserve + len(MAGIC) > self.max_bytes:
             raise JournalFull(
                 errno.ENOSPC,

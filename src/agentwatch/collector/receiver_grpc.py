@@ -5,7 +5,8 @@ request bytes and answers with response bytes: requests are parsed once, by
 the intake. gRPC itself enforces ``max_message_bytes`` (RESOURCE_EXHAUSTED),
 ``max_concurrent_rpcs`` (RESOURCE_EXHAUSTED), the HTTP/2 stream limit, keepalive
 and connection age (see docs/collector-config.md), and decompresses gzip.
-A malformed request is INVALID_ARGUMENT; a full export queue, or a journal that
+A malformed request is INVALID_ARGUMENT; one that could never fit in the journal
+RESOURCE_EXHAUSTED without RetryInfo; a full export queue, or a journal that
 cannot take the request, is UNAVAILABLE with a ``google.rpc.RetryInfo`` detail,
 which OTLP clients honour as throttling. With a journal, a request whose
 success status was sent (the call ended, not cancelled) is marked acknowledged,
@@ -23,7 +24,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 
 from .config import GrpcReceiverConfig
-from .intake import Accepted, Intake, Malformed, Throttled
+from .intake import Accepted, Intake, Malformed, Throttled, TooLarge
 from .otlp import GRPC_UNAVAILABLE, response_body, status_body
 from .serving import bind
 from .telemetry import Stats
@@ -95,6 +96,9 @@ class GrpcReceiver:
         except Malformed as exc:
             self.stats.add("requests_failed", 1, "malformed")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except TooLarge as exc:  # no RetryInfo: OTLP clients do not resend it
+            self.stats.add("requests_failed", 1, "too_large")
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except Throttled as exc:
             self.stats.add("requests_failed", 1, "throttled")
             info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=exc.retry_after))

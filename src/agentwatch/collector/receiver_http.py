@@ -4,7 +4,7 @@ Served by uvicorn (see :mod:`.serving`). Answers as the OTLP specification
 asks: 200 with an ``ExportTraceServiceResponse`` (``partial_success`` when
 spans were rejected) in the request's encoding; 400 with a ``google.rpc.Status``
 body for a malformed body (too deeply nested included); 413 when the body,
-compressed or decompressed, exceeds ``max_body_bytes``; 408 when the headers
+compressed or decompressed, exceeds ``max_body_bytes`` (or could never fit in the journal); 408 when the headers
 or the body take longer than their deadline; 415 for another content type or
 encoding; 405 for another method on ``/v1/traces``; 404 for another path; 503
 with ``Retry-After`` while the export queue is full, while the journal cannot
@@ -22,7 +22,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 from .config import HttpReceiverConfig
-from .intake import Accepted, Intake, Malformed, Throttled
+from .intake import Accepted, Intake, Malformed, Throttled, TooLarge
 from .otlp import (
     GRPC_INVALID_ARGUMENT,
     GRPC_RESOURCE_EXHAUSTED,
@@ -238,7 +238,7 @@ class HttpReceiver:
             if as_json:
                 data = json_request_to_protobuf(data) if data.strip() else b""
             accepted = self.intake.submit(data, "http")
-        except BodyTooLarge as exc:
+        except (BodyTooLarge, TooLarge) as exc:
             self._fail("too_large")
             return self._status(413, str(exc), as_json, GRPC_RESOURCE_EXHAUSTED), None
         except (BadBody, Malformed, ValueError, RecursionError) as exc:

@@ -174,10 +174,10 @@ COUNTERS: tuple[MetricDef, ...] = (
     MetricDef(
         "journal_refused_requests",
         "agentwatch.collector.journal.refused_requests",
-        "Requests refused (retryable) because the journal could not take them, by reason",
+        "Requests refused because the journal could not take them, by reason (too_large: for good; others retryable)",
         "{request}",
         "reason",
-        ("full", "io_error"),
+        ("full", "io_error", "too_large"),
     ),
     MetricDef(
         "evaluation_errors",
