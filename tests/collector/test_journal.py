@@ -195,6 +195,32 @@ def test_fsync_mode_writes_the_same_records(tmp_path):
     assert report.corrupt_records == 0 and [r.seq for r in replay] == [seqs[-1]]
 
 
+def test_a_segment_that_could_not_be_made_durable_is_removed_so_the_next_one_can_start(tmp_path, monkeypatch):
+    import agentwatch.collector.journal as journal_module
+
+    journal = Journal(tmp_path, 1 << 30, 4096, fsync=True)
+    journal.open()
+    assert list(journal.replay()) == []
+    first = journal.append(os.urandom(3000), [T1])
+    real = journal_module._fsync_dir
+    failures = iter([OSError(5, "EIO")])
+
+    def flaky(directory: Path) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        real(directory)
+
+    monkeypatch.setattr(journal_module, "_fsync_dir", flaky)
+    # The rotation after the second request fails to make the next segment durable (logged);
+    # the next request makes it again instead of meeting the half-made file (EEXIST) for ever.
+    later = [journal.append(os.urandom(3000), [T2]) for _ in range(4)]
+    assert next(failures, None) is None, "the failure was injected"
+    journal.done([(first, T1)])
+    journal, (report, replay) = reopen(journal, tmp_path)
+    assert report.corrupt_records == 0 and [r.seq for r in replay] == later
+
+
 # --------------------------------------------------------------------------- in the collector
 
 

@@ -428,12 +428,12 @@ class Journal:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:
             os.write(fd, MAGIC)
-        except OSError:
+            if self.fsync:
+                _fsync_dir(self.dir)
+        except OSError:  # leave no half-made segment behind: the next start would hit EEXIST for ever
             os.close(fd)
             path.unlink(missing_ok=True)
             raise
-        if self.fsync:
-            _fsync_dir(self.dir)
         self._segment = index
         self._fd = fd
         self._offset = len(MAGIC)
