@@ -10,7 +10,7 @@ resolving about 10 µs on these machines. The ``sdk-span`` mode is the floor
 every span-producing instrumentation pays: one SDK span with four attributes
 around the request and nothing else.
 
-    python benchmarks/llm_overhead.py [--rounds 5] [--batches 15]
+    python benchmarks/llm_overhead.py [--rounds 5] [--batches 15] [--provider openai] [--modes bare,agentwatch]
 """
 
 from __future__ import annotations
@@ -244,6 +244,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batches", type=int, default=15)
+    parser.add_argument("--provider", choices=sorted(PROVIDERS), help="only this client")
+    parser.add_argument("--modes", help="only these modes (comma-separated; bare is always run)")
     parser.add_argument("--child", nargs=2, metavar=("PROVIDER", "MODE"))
     args = parser.parse_args()
     if args.child:
@@ -251,8 +253,11 @@ def main() -> int:
         return 0
 
     status = 0
+    wanted = set(args.modes.split(",")) | {"bare"} if args.modes else None
     for provider, modes in PROVIDERS.items():
-        modes = [m for m in modes if available(m, provider)]
+        if args.provider and provider != args.provider:
+            continue
+        modes = [m for m in modes if available(m, provider) and (wanted is None or m in wanted)]
         if "bare" not in modes:
             print(f"({provider} not installed: skipped)")
             continue
