@@ -24,7 +24,7 @@ name and args hash).
 The engine's state of a conversation is created when it has a second call.
 A new conversation's first LLM call gets its step (1) and every attribute
 without the engine; when its response could not give a finding on its own
-(see ``instrumentation._calls``: no budget limits, every requested tool was
+(``engine.quiet_first_call``: no budget limits, every requested tool was
 offered, every requested id is one of the input's ids), its record is kept
 here and replayed into the engine once the conversation goes on (its next LLM
 call, or a tool it asked for), and dropped with the conversation otherwise.

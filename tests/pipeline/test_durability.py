@@ -286,6 +286,18 @@ def stopped_line(log: str) -> dict[str, int]:
     return dict(zip(names, map(int, match.groups()), strict=True))
 
 
+def send_then_sigterm(aw: Any, requests: list[tuple[bytes, list[SpanKey]]], sink: SlowSink) -> None:
+    """Export every request (each acknowledged), wait until the sink holds an export, then SIGTERM."""
+    channel = grpc.insecure_channel(addr(aw.grpc))
+    export = channel.unary_unary(METHOD, request_serializer=None, response_deserializer=None)
+    for body, _ in requests:
+        export(body, timeout=5)
+    channel.close()
+    assert sink.started.wait(10), "an export was attempted"
+    aw.proc.popen.send_signal(signal.SIGTERM)
+    assert aw.proc.popen.wait(30) == 0
+
+
 @pytest.mark.parametrize("delay", [1.5, 4.0], ids=["answered-after-the-deadline", "timed-out"])
 def test_sigterm_with_a_batch_in_flight_counts_it_delivered_or_dropped(
     procs: Callable[..., Proc], tmp_path: Path, delay: float
@@ -297,14 +309,7 @@ def test_sigterm_with_a_batch_in_flight_counts_it_delivered_or_dropped(
     sink = SlowSink(delay)
     try:
         aw = start_agentwatch_collector(procs, tmp_path, sink.target, name="aw", **SIGTERM_OVERRIDES)
-        channel = grpc.insecure_channel(addr(aw.grpc))
-        export = channel.unary_unary(METHOD, request_serializer=None, response_deserializer=None)
-        for body, _ in requests:
-            export(body, timeout=5)
-        channel.close()
-        assert sink.started.wait(10), "an export is in flight"
-        aw.proc.popen.send_signal(signal.SIGTERM)
-        assert aw.proc.popen.wait(30) == 0
+        send_then_sigterm(aw, requests, sink)
         time.sleep(0.5)  # an abandoned export may still land at the sink
     finally:
         sink.stop()
@@ -333,14 +338,7 @@ def test_sigterm_with_journal_keeps_what_it_could_not_deliver_for_the_next_start
     overrides = {**SIGTERM_OVERRIDES, "buffer.journal_dir": str(tmp_path / "journal")}
     try:
         aw = start_agentwatch_collector(procs, tmp_path, sink.target, name="aw", **overrides)
-        channel = grpc.insecure_channel(addr(aw.grpc))
-        export = channel.unary_unary(METHOD, request_serializer=None, response_deserializer=None)
-        for body, _ in requests:
-            export(body, timeout=5)
-        channel.close()
-        assert sink.started.wait(10), "an export was attempted"
-        aw.proc.popen.send_signal(signal.SIGTERM)
-        assert aw.proc.popen.wait(30) == 0
+        send_then_sigterm(aw, requests, sink)
         first = stopped_line(Path(aw.proc.log).read_text())
         left = sorted(p.name for p in (tmp_path / "journal").iterdir())
         time.sleep(0.5 if downstream == "down" else 3.0)  # an abandoned export may still land at the sink

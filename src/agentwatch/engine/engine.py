@@ -37,6 +37,7 @@ from ..semconv import Flag, StopReason
 from . import budgets, drift, grounding, loops, noise, policy, repeats, retries, usage
 from .budgets import compile_limits
 from .context import Context
+from .ids import normalise_id
 from .outcome import failure_mode
 from .record import Entity, Finding, Kind, RunSummary, SpanRecord
 from .state import CallKey, RunState, RunTable
@@ -432,6 +433,7 @@ class _Core:
         return out
 
     def _llm(self, rec: SpanRecord, run_key: str | None) -> list[Finding]:
+        # A finding this can make on a new run's first call must be excluded in quiet_first_call.
         ctx = self.ctx
         out: list[Finding] = []
         run = self._run_for(run_key, rec.start_ns)
@@ -497,6 +499,29 @@ class _Core:
             self.ctx.stats.clock_skew += 1
             return start
         return end
+
+
+def quiet_first_call(rec: SpanRecord) -> bool:
+    """Whether :meth:`_Core._llm` provably finds nothing in ``rec`` as the first call of a new run
+    with no parent and no budget limits (implicit runs defer such a call; see ``agentwatch.implicit``).
+
+    Such a call has no earlier call to repeat, drift from or spike above; what is
+    left is a tool the model was not offered (``UNKNOWN_TOOL``) and an id it
+    requested that its input did not show (``ENTITY_HALLUCINATION``: the input's
+    ids are learnt before the requested ones are checked, so an id among them
+    is known). Keep it beside ``_llm``: a new first-call finding there must be
+    excluded here.
+    """
+    offered = rec.offered_tools
+    if offered is not None and any(call[0] not in offered for call in rec.requested_calls):
+        return False
+    requested = rec.requested_entities
+    if requested:
+        known = {normalise_id(e[1]) for e in rec.input_entities or ()}
+        for etype, value in requested:
+            if etype not in grounding.WEAK_TYPES and normalise_id(value) not in known:
+                return False
+    return True
 
 
 def _coerce_kind(kind: object) -> Kind | None:

@@ -28,10 +28,8 @@ from .. import semconv as sc
 from ..classify import error_class, error_type, mark, tool_stop_reason
 from ..content import NO_CAPTURE, CaptureMode, capture_mode
 from ..engine import noise, repeats
-from ..engine.engine import CallTicket
+from ..engine.engine import CallTicket, quiet_first_call
 from ..engine.entities import format_entities
-from ..engine.grounding import WEAK_TYPES
-from ..engine.ids import normalise_id
 from ..engine.record import Kind, SpanRecord
 from ..errors import AnomalyStop, BudgetExceeded, LoopDetected, StopRun, ToolDenied, ToolOutputInvalid
 from ..gateway.executor import REFUSED_ANOMALY_STOP
@@ -638,7 +636,7 @@ class LLMCall:
         if run.__class__ is ImplicitRun and run.deferred is IN_FLIGHT:  # type: ignore[union-attr]
             rt = _runtime.get()
             table = rt.implicit
-            if table is not None and exc is None and _quiet_alone(record) and table.defer(run, record):
+            if table is not None and exc is None and quiet_first_call(record) and table.defer(run, record):
                 return  # replayed if the conversation goes on (see implicit)
             if table is not None:
                 table.materialize(run)  # type: ignore[arg-type]
@@ -666,27 +664,6 @@ class LLMCall:
             ins.token_usage.record(self.output_tokens, {**metric, sc.GEN_AI_TOKEN_TYPE: "output"})
 
 
-def _quiet_alone(rec: SpanRecord) -> bool:
-    """Whether the engine provably finds nothing in this first LLM call of a new run without limits.
-
-    Such a call has no earlier call to repeat, drift from or spike above; what is
-    left is a tool the model was not offered (``UNKNOWN_TOOL``) and an id it
-    requested that its input did not show (``ENTITY_HALLUCINATION``: the input's
-    ids are learnt before the requested ones are checked, so an id among them
-    is known). Anything else goes to the engine at once.
-    """
-    offered = rec.offered_tools
-    if offered is not None and any(call[0] not in offered for call in rec.requested_calls):
-        return False
-    requested = rec.requested_entities
-    if requested:
-        known = {normalise_id(e[1]) for e in rec.input_entities or ()}
-        for etype, value in requested:
-            if etype not in WEAK_TYPES and normalise_id(value) not in known:
-                return False
-    return True
-
-
 def _replay_first_call(rt: Any, run: ImplicitRun) -> None:
     """Give the engine a conversation's deferred first call before anything that came after it."""
     table = rt.implicit
@@ -695,7 +672,7 @@ def _replay_first_call(rt: Any, run: ImplicitRun) -> None:
         return
     rt.engine.begin_call(run.key, Kind.LLM, now_ns=record.start_ns)
     findings = rt.engine.process(record)
-    if findings:  # none, by _quiet_alone; were that ever wrong, they are reported, not lost
+    if findings:  # none, by quiet_first_call; were that ever wrong, they are reported, not lost
         rt.reporter.report(findings, AnomalyContext(
             trace_id=record.trace_id, span_id=record.span_id, span_name="", run_key=run.run_id, agent_name=run.name,
         ))
